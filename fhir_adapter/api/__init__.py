@@ -1,0 +1,1 @@
+"""The FastAPI adapter: thin routes over the services; every answer is FHIR JSON."""

@@ -1,0 +1,54 @@
+"""create_app: the FastAPI application, its middleware, routers and lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from fhir_adapter import __version__
+from fhir_adapter.api import handlers
+from fhir_adapter.api.fhir_http import check_negotiation
+from fhir_adapter.api.middleware import AccessLog, BodySizeLimit, CatchUnexpected
+from fhir_adapter.api.routes import metadata, resources, system
+from fhir_adapter.bootstrap import Container, build_container
+from fhir_adapter.config import Settings
+
+
+def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
+    """The service. Given a container (tests), it uses it; otherwise it builds one on start."""
+    if settings is None:
+        settings = container.settings if container else Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if container is not None:
+            yield
+            return
+        built = await build_container(settings)
+        app.state.container = built
+        try:
+            yield
+        finally:
+            await built.aclose()
+
+    app = FastAPI(
+        title="fhir-adapter",
+        version=__version__,
+        description="FHIR R4 adapter for the Second Medical Opinion policy",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    if container is not None:
+        app.state.container = container
+    handlers.install(app)
+    negotiated = [Depends(check_negotiation)]
+    app.include_router(metadata.router, prefix="/fhir", dependencies=negotiated)
+    app.include_router(system.router, prefix="/fhir", dependencies=negotiated)
+    app.include_router(resources.router, prefix="/fhir", dependencies=negotiated)
+    app.add_middleware(CatchUnexpected)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog)
+    return app

@@ -1,0 +1,21 @@
+"""`GET /fhir/metadata`: the CapabilityStatement."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from fhir_adapter.api.deps import ContainerDep
+from fhir_adapter.api.fhir_http import FhirResponse, is_pretty
+from fhir_adapter.fhir.capability import capability_statement
+from fhir_adapter.fhir.dates import format_instant
+
+router = APIRouter(tags=["metadata"])
+
+
+@router.get("/metadata", summary="CapabilityStatement")
+async def metadata(request: Request, container: ContainerDep) -> Response:
+    statement = capability_statement(
+        container.settings.fhir_base_url, published=format_instant(container.started)
+    )
+    return FhirResponse(statement, pretty=is_pretty(request))

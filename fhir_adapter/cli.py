@@ -1,0 +1,82 @@
+"""The `fhir-adapter` command: parses arguments and calls the composition root, nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import typer
+
+from fhir_adapter.config import Settings
+
+app = typer.Typer(help="FHIR R4 adapter for the Second Medical Opinion policy.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def configure_logging(level: str) -> None:
+    """Plain one-line logs to stderr. Messages carry ids and outcomes only, never patient data."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Listen address (FHIR_ADAPTER_HOST, default 127.0.0.1)"),
+    port: int = typer.Option(None, help="Listen port (FHIR_ADAPTER_PORT, default 8080)"),
+) -> None:
+    """Run the FHIR server; the schema is created or migrated on start."""
+    import uvicorn
+
+    from fhir_adapter.api.app import create_app
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = Settings(**overrides)
+    configure_logging(settings.log_level)
+    logging.getLogger(__name__).info(
+        "serving FHIR at %s (store: %s)", settings.fhir_base_url, settings.database_url.split(":")[0]
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,  # ours (fhir_adapter.access) leaves out query strings, which may hold PHI
+        log_config=None,
+        proxy_headers=True,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Create or migrate the schema of FHIR_ADAPTER_DATABASE_URL."""
+    from fhir_adapter.store.migrate import current_revision, upgrade_database
+    from fhir_adapter.store.sql import create_engine
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+
+    async def run() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade_database(engine, revision)
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"database at revision {asyncio.run(run())}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from fhir_adapter import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

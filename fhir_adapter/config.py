@@ -1,0 +1,49 @@
+"""Settings read from FHIR_ADAPTER_* environment variables (contract §1); never built at import time."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Construct it in the CLI or the composition root."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FHIR_ADAPTER_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    base_url: str | None = None
+    database_url: str = "sqlite+aiosqlite:///fhir-adapter.db"
+    directory_url: str | None = None
+    network: str = "Organization/medi-cal-network"
+    plan_organization: str = "Organization/demo-plan"
+
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    max_json_depth: int = Field(default=100, ge=8, le=1000)
+    max_bundle_entries: int = Field(default=1000, ge=1)
+    default_page_size: int = Field(default=50, ge=1)
+    max_page_size: int = Field(default=500, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_async_driver(cls, url: str) -> str:
+        """Accept the plain SQLAlchemy URLs operators know and pick the async driver for them."""
+        for plain, async_ in (
+            ("sqlite://", "sqlite+aiosqlite://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+        ):
+            if url.startswith(plain):
+                return async_ + url[len(plain) :]
+        return url
+
+    @property
+    def fhir_base_url(self) -> str:
+        """The public FHIR base used in Location headers and Bundle links."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return f"http://{self.host}:{self.port}/fhir"

@@ -1,0 +1,93 @@
+"""The one error tree of fhir-adapter; every error renders as an OperationOutcome.
+
+Our exception hierarchy (HTTP status, default issue code):
+
+* AdapterError                      500 exception
+  + InvalidRequestError             400 invalid     malformed JSON, wrong structure, bad search values
+  + NotFoundError                   404 not-found   unknown resource or version
+    - UnknownResourceTypeError      404 not-supported
+  + MethodNotAllowedError           405 not-supported
+  + NotAcceptableError              406 not-supported
+  + ConflictError                   409 conflict
+  + PreconditionFailedError         412 conflict    stale If-Match, ambiguous conditional create
+  + PayloadTooLargeError            413 too-long
+  + UnsupportedMediaTypeError       415 not-supported
+  + UnprocessableEntityError        422 processing  profile or business-rule violations
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from fhir_adapter.fhir.outcome import Issue, make_outcome
+
+
+class AdapterError(Exception):
+    """Base of every error we raise on purpose; carries its HTTP status and OperationOutcome issues."""
+
+    status_code: ClassVar[int] = 500
+    issue_code: ClassVar[str] = "exception"
+
+    def __init__(
+        self,
+        diagnostics: str = "",
+        *,
+        expression: str | None = None,
+        issues: list[Issue] | None = None,
+    ) -> None:
+        if issues is None:
+            issues = [Issue(code=self.issue_code, diagnostics=diagnostics, expression=expression)]
+        self.issues: list[Issue] = issues
+        super().__init__(diagnostics or "; ".join(i.diagnostics for i in issues))
+
+    def operation_outcome(self) -> dict[str, Any]:
+        return make_outcome(self.issues)
+
+
+class InvalidRequestError(AdapterError):
+    status_code = 400
+    issue_code = "invalid"
+
+
+class NotFoundError(AdapterError):
+    status_code = 404
+    issue_code = "not-found"
+
+
+class UnknownResourceTypeError(NotFoundError):
+    issue_code = "not-supported"
+
+
+class MethodNotAllowedError(AdapterError):
+    status_code = 405
+    issue_code = "not-supported"
+
+
+class NotAcceptableError(AdapterError):
+    status_code = 406
+    issue_code = "not-supported"
+
+
+class ConflictError(AdapterError):
+    status_code = 409
+    issue_code = "conflict"
+
+
+class PreconditionFailedError(AdapterError):
+    status_code = 412
+    issue_code = "conflict"
+
+
+class PayloadTooLargeError(AdapterError):
+    status_code = 413
+    issue_code = "too-long"
+
+
+class UnsupportedMediaTypeError(AdapterError):
+    status_code = 415
+    issue_code = "not-supported"
+
+
+class UnprocessableEntityError(AdapterError):
+    status_code = 422
+    issue_code = "processing"

@@ -1,0 +1,87 @@
+"""Bundles we answer with: searchset, history, transaction- and batch-response (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.fhir.search import SearchQuery
+from fhir_adapter.ports import SearchPage, StoredResource
+
+
+def etag(version_id: int) -> str:
+    return f'W/"{version_id}"'
+
+
+def searchset(base_url: str, query: SearchQuery, page: SearchPage) -> dict[str, Any]:
+    """A searchset Bundle with `total`, a `self` link of the parameters applied and a `next` link."""
+    params = [*query.applied, ("_count", str(query.count))]
+    links = [{"relation": "self", "url": _search_url(base_url, query.resource_type, params)}]
+    if page.next_cursor is not None:
+        next_params = [*params, ("_cursor", str(page.next_cursor))]
+        links.append({"relation": "next", "url": _search_url(base_url, query.resource_type, next_params)})
+    entries = [_search_entry(base_url, r, "match") for r in page.matches]
+    entries += [_search_entry(base_url, r, "include") for r in page.included]
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": page.total,
+        "link": links,
+    }
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def history(base_url: str, versions: list[StoredResource]) -> dict[str, Any]:
+    """An instance history Bundle, newest version first."""
+    entries = []
+    for version in versions:
+        entries.append(
+            {
+                "fullUrl": f"{base_url}/{version.key}",
+                "resource": version.content,
+                "request": {
+                    "method": "POST" if version.version_id == 1 else "PUT",
+                    "url": version.resource_type if version.version_id == 1 else version.key,
+                },
+                "response": {
+                    "status": "201 Created" if version.version_id == 1 else "200 OK",
+                    "etag": etag(version.version_id),
+                    "lastModified": format_instant(version.last_updated),
+                },
+            }
+        )
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "total": len(entries)}
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def write_response_entry(
+    base_url: str, stored: StoredResource, status: str, *, include_resource: bool
+) -> dict[str, Any]:
+    """One transaction-/batch-response entry for a create or update."""
+    entry: dict[str, Any] = {"fullUrl": f"{base_url}/{stored.key}"}
+    if include_resource:
+        entry["resource"] = stored.content
+    entry["response"] = {
+        "status": status,
+        "location": f"{stored.key}/_history/{stored.version_id}",
+        "etag": etag(stored.version_id),
+        "lastModified": format_instant(stored.last_updated),
+    }
+    return entry
+
+
+def _search_entry(base_url: str, resource: StoredResource, mode: str) -> dict[str, Any]:
+    return {
+        "fullUrl": f"{base_url}/{resource.key}",
+        "resource": resource.content,
+        "search": {"mode": mode},
+    }
+
+
+def _search_url(base_url: str, resource_type: str, params: list[tuple[str, str]]) -> str:
+    return f"{base_url}/{resource_type}?{urlencode(params)}"

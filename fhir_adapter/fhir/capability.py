@@ -1,0 +1,61 @@
+"""The CapabilityStatement, generated from what the server really supports (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_adapter import __version__
+from fhir_adapter.fhir.resources import FHIR_VERSION, SERVED_TYPES
+from fhir_adapter.fhir.search import SEARCH_PARAMS, params_for
+
+_SEARCH_TYPE = {"id": "token", "last-updated": "date"}
+_INTERACTIONS = ("read", "vread", "update", "history-instance", "create", "search-type")
+
+
+def capability_statement(base_url: str, *, published: str) -> dict[str, Any]:
+    """What `GET /fhir/metadata` answers: resources, interactions, search parameters, includes."""
+    resources = []
+    for resource_type in SERVED_TYPES:
+        params = params_for(resource_type)
+        references = [p.name for p in SEARCH_PARAMS.get(resource_type, ()) if p.type == "reference"]
+        resources.append(
+            {
+                "type": resource_type,
+                "interaction": [{"code": code} for code in _INTERACTIONS],
+                "versioning": "versioned-update",
+                "readHistory": True,
+                "updateCreate": True,
+                "conditionalCreate": True,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": False,
+                "conditionalDelete": "not-supported",
+                "searchInclude": [f"{resource_type}:{name}" for name in references],
+                "searchParam": [
+                    {
+                        "name": p.name,
+                        "type": _SEARCH_TYPE.get(p.type, p.type),
+                        **({"documentation": p.documentation} if p.documentation else {}),
+                    }
+                    for p in params.values()
+                ],
+            }
+        )
+    return {
+        "resourceType": "CapabilityStatement",
+        "id": "fhir-adapter",
+        "status": "active",
+        "date": published,
+        "publisher": "fhir-adapter",
+        "kind": "instance",
+        "software": {"name": "fhir-adapter", "version": __version__},
+        "implementation": {"description": "Second Medical Opinion FHIR adapter", "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["json", "application/fhir+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            }
+        ],
+    }

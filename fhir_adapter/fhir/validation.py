@@ -1,0 +1,202 @@
+"""Parse and structurally validate FHIR JSON; every problem becomes an Issue naming its element."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pydantic
+
+from fhir_adapter.errors import InvalidRequestError
+from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.fhir.resources import is_known_type, model_class
+
+# Required bindings fhir.resources does not enforce: codes whose wrong value changes meaning.
+_REQUEST_STATUS = {"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"}
+_REQUEST_INTENT = {
+    "proposal", "plan", "directive", "order", "original-order", "reflex-order",
+    "filler-order", "instance-order", "option",
+}  # fmt: skip
+_PRIORITY = {"routine", "urgent", "asap", "stat"}
+_FM_STATUS = {"active", "cancelled", "draft", "entered-in-error"}
+_CLAIM_USE = {"claim", "preauthorization", "predetermination"}
+_TASK_STATUS = {
+    "draft", "requested", "received", "accepted", "rejected", "ready", "cancelled",
+    "in-progress", "on-hold", "failed", "completed", "entered-in-error",
+}  # fmt: skip
+_TASK_INTENT = {
+    "unknown", "proposal", "plan", "order", "original-order", "reflex-order",
+    "filler-order", "instance-order", "option",
+}  # fmt: skip
+_EVENT_STATUS = {
+    "preparation", "in-progress", "not-done", "on-hold", "stopped", "completed",
+    "entered-in-error", "unknown",
+}  # fmt: skip
+
+REQUIRED_CODES: dict[str, dict[str, set[str]]] = {
+    "Task": {"status": _TASK_STATUS, "intent": _TASK_INTENT, "priority": _PRIORITY},
+    "ServiceRequest": {"status": _REQUEST_STATUS, "intent": _REQUEST_INTENT, "priority": _PRIORITY},
+    "Claim": {"status": _FM_STATUS, "use": _CLAIM_USE},
+    "ClaimResponse": {
+        "status": _FM_STATUS,
+        "use": _CLAIM_USE,
+        "outcome": {"queued", "complete", "error", "partial"},
+    },
+    "Coverage": {"status": _FM_STATUS},
+    "Communication": {"status": _EVENT_STATUS, "priority": _PRIORITY},
+    "DiagnosticReport": {
+        "status": {
+            "registered", "partial", "preliminary", "final", "amended", "corrected",
+            "appended", "cancelled", "entered-in-error", "unknown",
+        }  # fmt: skip
+    },
+    "DocumentReference": {"status": {"current", "superseded", "entered-in-error"}},
+    "Patient": {"gender": {"male", "female", "other", "unknown"}},
+    "Practitioner": {"gender": {"male", "female", "other", "unknown"}},
+    "Subscription": {"status": {"requested", "active", "error", "off"}},
+    "Bundle": {
+        "type": {
+            "document", "message", "transaction", "transaction-response", "batch",
+            "batch-response", "history", "searchset", "collection",
+        }  # fmt: skip
+    },
+}
+_HTTP_VERBS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"}
+_CLEAN_MESSAGE = re.compile(r"^(Value error|Assertion failed), ")
+
+
+def parse_json(raw: bytes, *, max_depth: int) -> Any:
+    """Decode a request body; malformed or too deeply nested JSON is a 400."""
+    if not raw.strip():
+        raise InvalidRequestError("The request body is empty; a FHIR JSON resource was expected")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc) or "recursion" in str(exc).lower():
+            raise InvalidRequestError(
+                f"JSON nesting is deeper than the limit of {max_depth} levels"
+            ) from exc
+        raise InvalidRequestError(f"The body is not valid JSON: {exc}") from exc
+    depth = json_depth(data, stop_after=max_depth)
+    if depth > max_depth:
+        raise InvalidRequestError(f"JSON nesting is deeper than the limit of {max_depth} levels")
+    return data
+
+
+def json_depth(data: Any, *, stop_after: int) -> int:
+    """Nesting depth of a decoded JSON value, counted without recursion; stops early past a limit."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > stop_after:
+                return deepest
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
+    return deepest
+
+
+def require_resource(data: Any, *, path: str = "") -> str:
+    """Check `data` is a JSON object naming a known resourceType; return the type."""
+    where = path or "resource"
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"{where} must be a JSON object", expression=path or None)
+    resource_type = data.get("resourceType")
+    if not isinstance(resource_type, str) or not resource_type:
+        raise InvalidRequestError(
+            f"{where} has no resourceType",
+            expression=f"{path}.resourceType" if path else "resourceType",
+        )
+    if not is_known_type(resource_type):
+        raise InvalidRequestError(
+            f"'{resource_type}' is not a FHIR R4 resource type",
+            expression=f"{path}.resourceType" if path else "resourceType",
+        )
+    return resource_type
+
+
+def validate_resource(data: Any, *, path: str = "") -> str:
+    """Validate `data` against the FHIR R4 structure; raise a 400 listing every issue.
+
+    `path` is the FHIRPath of `data` inside the request (e.g. `Bundle.entry[2].resource`); issue
+    expressions are rooted there, or at the resource type when `data` is the whole body.
+    """
+    resource_type = require_resource(data, path=path)
+    root = path or resource_type
+    issues: list[Issue] = []
+    try:
+        model_class(resource_type).model_validate(data)
+    except pydantic.ValidationError as exc:
+        issues.extend(_issue_from_pydantic(error, root) for error in exc.errors())
+    issues.extend(_code_issues(data, root))
+    if issues:
+        raise InvalidRequestError(issues=_dedupe(issues))
+    return resource_type
+
+
+def _issue_from_pydantic(error: Any, root: str) -> Issue:
+    expression = _fhirpath(root, error.get("loc", ()))
+    kind = str(error.get("type", ""))
+    if kind == "extra_forbidden":
+        element = expression.rsplit(".", 1)[-1]
+        return Issue("structure", f"Unknown element '{element}' at {expression}", expression)
+    if kind.endswith("missing"):
+        return Issue("required", f"Required element {expression} is missing", expression)
+    message = _CLEAN_MESSAGE.sub("", str(error.get("msg", "invalid value"))).strip()
+    message = " ".join(message.split())
+    return Issue("structure", f"{expression}: {message}", expression)
+
+
+def _fhirpath(root: str, loc: tuple[Any, ...]) -> str:
+    path = root
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "resource_type":
+            path += ".resourceType"
+        elif isinstance(part, str) and re.fullmatch(r"_?[A-Za-z][A-Za-z0-9_]*", part):
+            path += "." + (("_" + part[:-5]) if part.endswith("__ext") else part)
+    return path
+
+
+def _code_issues(data: dict[str, Any], root: str) -> Iterator[Issue]:
+    for element, allowed in REQUIRED_CODES.get(data["resourceType"], {}).items():
+        value = data.get(element)
+        if isinstance(value, str) and value not in allowed:
+            yield Issue(
+                "code-invalid",
+                f"'{value}' is not a valid code for {root}.{element} "
+                f"(allowed: {', '.join(sorted(allowed))})",
+                f"{root}.{element}",
+            )
+    if data["resourceType"] == "Bundle":
+        for index, entry in enumerate(data.get("entry") or []):
+            if not isinstance(entry, dict):
+                continue
+            method = (entry.get("request") or {}).get("method")
+            if isinstance(method, str) and method not in _HTTP_VERBS:
+                yield Issue(
+                    "code-invalid",
+                    f"'{method}' is not an HTTP verb FHIR allows",
+                    f"{root}.entry[{index}].request.method",
+                )
+            resource = entry.get("resource")
+            if isinstance(resource, dict) and is_known_type(str(resource.get("resourceType"))):
+                yield from _code_issues(resource, f"{root}.entry[{index}].resource")
+
+
+def _dedupe(issues: list[Issue]) -> list[Issue]:
+    seen: set[tuple[str | None, str]] = set()
+    unique = []
+    for issue in issues:
+        key = (issue.expression, issue.diagnostics)
+        if key not in seen:
+            seen.add(key)
+            unique.append(issue)
+    return unique

@@ -1,0 +1,75 @@
+"""The ports the services depend on; the store adapters implement them."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from fhir_adapter.fhir.search import SearchQuery
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One stored version of a resource; `content` already carries id and meta."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    content: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.resource_type}/{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """One page of matches, the resources `_include` pulled in, and where the next page starts."""
+
+    matches: list[StoredResource]
+    included: list[StoredResource]
+    total: int
+    next_cursor: int | None
+
+
+class StoreTransaction(Protocol):
+    """Reads and writes inside one database transaction: all of it commits, or none of it."""
+
+    async def read(self, resource_type: str, id: str) -> StoredResource | None: ...
+
+    async def read_for_update(self, resource_type: str, id: str) -> StoredResource | None:
+        """Like `read`, but holds a row lock until the transaction ends."""
+        ...
+
+    async def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource | None: ...
+
+    async def history(self, resource_type: str, id: str) -> list[StoredResource]: ...
+
+    async def exists(self, resource_type: str, id: str) -> bool: ...
+
+    async def insert(self, content: dict[str, Any], *, now: datetime) -> StoredResource:
+        """Store version 1 of a new resource; `content` must carry resourceType and id."""
+        ...
+
+    async def replace(
+        self, current: StoredResource, content: dict[str, Any], *, now: datetime
+    ) -> StoredResource:
+        """Store the next version of `current` (which must have been read for update)."""
+        ...
+
+    async def search(self, query: SearchQuery) -> SearchPage: ...
+
+    async def lock(self, key: str) -> None:
+        """Serialize writers that share `key` (e.g. a conditional create) until commit."""
+        ...
+
+
+class ResourceStore(Protocol):
+    """Opens transactions on the resource database."""
+
+    def transaction(self, *, write: bool = True) -> AbstractAsyncContextManager[StoreTransaction]: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Use cases: the FHIR interactions and, later, the second-opinion workflow. Ports in, no frameworks."""

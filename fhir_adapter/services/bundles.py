@@ -1,0 +1,335 @@
+"""Transaction and batch Bundles at `POST /fhir` (R4 http.html#transaction)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from fhir_adapter.errors import (
+    AdapterError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
+from fhir_adapter.fhir import bundles
+from fhir_adapter.fhir.outcome import Issue, make_outcome
+from fhir_adapter.fhir.references import ID_PATTERN, rewrite_references
+from fhir_adapter.fhir.validation import validate_resource
+from fhir_adapter.ports import StoreTransaction
+from fhir_adapter.services.resources import (
+    ResourceService,
+    check_body_type,
+    require_served,
+)
+
+log = logging.getLogger(__name__)
+
+# Transaction processing order (R4 http.html#trules): DELETE, POST, PUT/PATCH, GET/HEAD.
+_ORDER = {"POST": 0, "PUT": 1, "GET": 2}
+
+
+@dataclass(slots=True)
+class _Entry:
+    index: int
+    method: str
+    url: str
+    resource_type: str
+    id: str | None = None  # PUT target or id assigned to a POST
+    version: str | None = None  # GET vread
+    query: list[tuple[str, str]] | None = None  # GET search
+    resource: dict[str, Any] | None = None
+    if_none_exist: str | None = None
+    if_match: str | None = None
+    full_url: str | None = None
+    response: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return f"Bundle.entry[{self.index}]"
+
+
+class BundleService:
+    """Processes transaction Bundles atomically and batch Bundles entry by entry."""
+
+    def __init__(self, resources: ResourceService, *, max_entries: int) -> None:
+        self.resources = resources
+        self.max_entries = max_entries
+
+    async def process(self, body: Any, *, return_resources: bool = True) -> dict[str, Any]:
+        """Answer a transaction or batch Bundle with its transaction-/batch-response."""
+        if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+            raise InvalidRequestError(
+                "POST to the base takes a Bundle of type transaction or batch",
+                expression="resourceType",
+            )
+        entries = body.get("entry") or []
+        if isinstance(entries, list) and len(entries) > self.max_entries:
+            raise PayloadTooLargeError(
+                f"The Bundle has {len(entries)} entries; this server takes at most {self.max_entries}",
+                expression="Bundle.entry",
+            )
+        if body.get("type") == "transaction":
+            validate_resource(body)  # every entry at once: a transaction stands or falls whole
+            return await self._transaction(self._parse_entries(body), return_resources)
+        if body.get("type") == "batch":
+            # Entries are validated one by one, so one bad entry fails alone.
+            validate_resource({**body, "entry": [_without_resource(e) for e in entries]})
+            return await self._batch(self._parse_entries(body), return_resources)
+        validate_resource(body)
+        raise InvalidRequestError(
+            f"Bundle.type '{body.get('type')}' cannot be processed here; use transaction or batch",
+            expression="Bundle.type",
+        )
+
+    # -- reading the entries ------------------------------------------------------------------
+
+    def _parse_entries(self, body: dict[str, Any]) -> list[_Entry]:
+        parsed, issues = [], []
+        for index, raw in enumerate(body.get("entry") or []):
+            try:
+                parsed.append(self._parse_entry(index, raw))
+            except AdapterError as exc:
+                if body.get("type") == "transaction":
+                    issues.extend(exc.issues)
+                else:
+                    parsed.append(_failed_entry(index, exc))
+        if issues:
+            raise InvalidRequestError(issues=issues)
+        return parsed
+
+    def _parse_entry(self, index: int, raw: dict[str, Any]) -> _Entry:
+        path = f"Bundle.entry[{index}]"
+        request = raw.get("request")
+        if not isinstance(request, dict) or not request.get("method") or not request.get("url"):
+            raise InvalidRequestError(
+                f"{path}.request with method and url is required", expression=f"{path}.request"
+            )
+        method, url = request["method"], request["url"]
+        if method not in _ORDER:
+            raise MethodNotAllowedError(
+                f"{path}.request.method {method} is not supported here (POST, PUT and GET are)",
+                expression=f"{path}.request.method",
+            )
+        split = urlsplit(url)
+        if split.scheme or split.netloc:  # an absolute URL: accept ours, refuse anyone else's
+            base = urlsplit(self.resources.base_url)
+            if (split.scheme, split.netloc) != (base.scheme, base.netloc) or not split.path.startswith(base.path + "/"):
+                raise InvalidRequestError(f"{path}.request.url '{url}' is not on this server", expression=f"{path}.request.url")
+            split = urlsplit(url[len(self.resources.base_url) + 1 :])
+        segments = [s for s in split.path.split("/") if s]
+        entry = _Entry(index, method, url, segments[0] if segments else "")
+        entry.full_url = raw.get("fullUrl")
+        url_issue = InvalidRequestError(f"{path}.request.url '{url}' does not fit a {method} entry", expression=f"{path}.request.url")
+        if not segments:
+            raise url_issue
+        try:
+            require_served(entry.resource_type)
+        except AdapterError as exc:
+            raise type(exc)(str(exc), expression=f"{path}.request.url") from exc
+        resource = raw.get("resource")
+        if method in ("POST", "PUT"):
+            if resource is None:
+                raise InvalidRequestError(f"{path}.resource is required for {method}", expression=f"{path}.resource")
+            try:
+                check_body_type(resource, entry.resource_type)
+            except AdapterError as exc:
+                raise InvalidRequestError(str(exc), expression=f"{path}.resource.resourceType") from exc
+            entry.resource = resource
+        if method == "POST":
+            if len(segments) != 1 or split.query:
+                raise url_issue
+            entry.if_none_exist = request.get("ifNoneExist")
+        elif method == "PUT":
+            if len(segments) != 2 or not ID_PATTERN.match(segments[1]):
+                raise url_issue
+            entry.id = segments[1]
+            if resource.get("id") != entry.id:
+                raise InvalidRequestError(
+                    f"{path}.resource.id must equal the id in {path}.request.url ('{entry.id}')",
+                    expression=f"{path}.resource.id",
+                )
+            entry.if_match = request.get("ifMatch")
+        else:  # GET: read, vread or search
+            if len(segments) == 1:
+                entry.query = parse_qsl(split.query, keep_blank_values=True)
+            elif len(segments) == 2:
+                entry.id = segments[1]
+            elif len(segments) == 4 and segments[2] == "_history":
+                entry.id, entry.version = segments[1], segments[3]
+            else:
+                raise url_issue
+        return entry
+
+    # -- transaction --------------------------------------------------------------------------
+
+    async def _transaction(self, entries: list[_Entry], return_resources: bool) -> dict[str, Any]:
+        self._check_identities(entries)
+        service = self.resources
+        async with service.store.transaction() as tx:
+            mapping = await self._assign_ids(tx, entries)
+            pending = frozenset(
+                f"{e.resource_type}/{e.id}"
+                for e in entries
+                if e.method in ("POST", "PUT") and e.id and not e.response
+            )
+            for entry in entries:
+                if entry.resource is not None and mapping:
+                    entry.resource = rewrite_references(entry.resource, mapping)
+            for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
+                await self._execute(tx, entry, pending, return_resources, validate=False)
+        log.info("transaction committed with %d entries", len(entries))
+        return {
+            "resourceType": "Bundle",
+            "type": "transaction-response",
+            "entry": [e.response for e in entries],
+        }
+
+    def _check_identities(self, entries: list[_Entry]) -> None:
+        issues: list[Issue] = []
+        full_urls: dict[str, int] = {}
+        targets: dict[str, int] = {}
+        for entry in entries:
+            if entry.full_url:
+                if entry.full_url in full_urls:
+                    issues.append(Issue("invalid", f"{entry.path}.fullUrl '{entry.full_url}' repeats entry {full_urls[entry.full_url]}", f"{entry.path}.fullUrl"))
+                full_urls.setdefault(entry.full_url, entry.index)
+            if entry.method == "PUT":
+                key = f"{entry.resource_type}/{entry.id}"
+                if key in targets:
+                    issues.append(Issue("invalid", f"{entry.path} writes {key}, which entry {targets[key]} writes too", f"{entry.path}.request.url"))
+                targets.setdefault(key, entry.index)
+        if issues:
+            raise InvalidRequestError(issues=issues)
+
+    async def _assign_ids(self, tx: StoreTransaction, entries: list[_Entry]) -> dict[str, str]:
+        """Give every POST an id (or its conditional match); map fullUrls to `Type/id`."""
+        mapping: dict[str, str] = {}
+        for entry in entries:
+            if entry.method == "POST":
+                existing = None
+                if entry.if_none_exist:
+                    try:
+                        existing = await self.resources.find_conditional(
+                            tx, entry.resource_type, entry.if_none_exist
+                        )
+                    except AdapterError as exc:
+                        raise _located(exc, entry) from exc
+                if existing is not None:
+                    entry.id = existing.id
+                    entry.response = bundles.write_response_entry(
+                        self.resources.base_url, existing, "200 OK", include_resource=True
+                    )
+                else:
+                    entry.id = self.resources.new_id()
+            if entry.full_url and entry.id and entry.method in ("POST", "PUT"):
+                mapping[entry.full_url] = f"{entry.resource_type}/{entry.id}"
+        return mapping
+
+    async def _execute(
+        self,
+        tx: StoreTransaction,
+        entry: _Entry,
+        pending: frozenset[str],
+        return_resources: bool,
+        *,
+        validate: bool,
+    ) -> None:
+        try:
+            await self._execute_entry(tx, entry, pending, return_resources, validate=validate)
+        except AdapterError as exc:
+            raise _located(exc, entry) from exc
+
+    async def _execute_entry(
+        self,
+        tx: StoreTransaction,
+        entry: _Entry,
+        pending: frozenset[str],
+        return_resources: bool,
+        *,
+        validate: bool,
+    ) -> None:
+        service, base = self.resources, self.resources.base_url
+        path = f"{entry.path}.resource"
+        if entry.method == "POST":
+            if entry.response:  # matched by ifNoneExist: nothing to write
+                if not return_resources:
+                    entry.response.pop("resource", None)
+                return
+            assert entry.resource is not None
+            if validate:
+                validate_resource(entry.resource, path=path)
+            result = await service.create_in(tx, entry.resource, path=path, pending=pending, id=entry.id)
+            entry.response = bundles.write_response_entry(base, result.resource, "201 Created", include_resource=return_resources)
+        elif entry.method == "PUT":
+            assert entry.resource is not None
+            if validate:
+                validate_resource(entry.resource, path=path)
+            result = await service.update_in(tx, entry.resource, if_match=entry.if_match, path=path, pending=pending)
+            status = "201 Created" if result.created else "200 OK"
+            entry.response = bundles.write_response_entry(base, result.resource, status, include_resource=return_resources)
+        else:
+            entry.response = await self._read_entry(tx, entry)
+
+    async def _read_entry(self, tx: StoreTransaction, entry: _Entry) -> dict[str, Any]:
+        service, base = self.resources, self.resources.base_url
+        if entry.query is not None:
+            query = service.parse_query(entry.resource_type, entry.query)
+            page = await tx.search(query)
+            return {"resource": bundles.searchset(base, query, page), "response": {"status": "200 OK"}}
+        assert entry.id is not None
+        if entry.version is None:
+            found = await tx.read(entry.resource_type, entry.id)
+        elif entry.version.isdigit():
+            found = await tx.vread(entry.resource_type, entry.id, int(entry.version))
+        else:
+            found = None
+        if found is None:
+            raise NotFoundError(f"{entry.url} is not known", expression=f"{entry.path}.request.url")
+        return {
+            "fullUrl": f"{base}/{found.key}",
+            "resource": found.content,
+            "response": {"status": "200 OK", "etag": bundles.etag(found.version_id)},
+        }
+
+    # -- batch --------------------------------------------------------------------------------
+
+    async def _batch(self, entries: list[_Entry], return_resources: bool) -> dict[str, Any]:
+        for entry in entries:
+            if entry.response:  # failed while parsing
+                continue
+            try:
+                async with self.resources.store.transaction(write=entry.method != "GET") as tx:
+                    await self._assign_ids(tx, [entry])
+                    await self._execute(tx, entry, frozenset(), return_resources, validate=True)
+            except AdapterError as exc:
+                entry.response = _failure_response(_located(exc, entry))
+        failed = sum(1 for e in entries if not e.response.get("response", {}).get("status", "").startswith("2"))
+        log.info("batch processed: %d entries, %d failed", len(entries), failed)
+        return {"resourceType": "Bundle", "type": "batch-response", "entry": [e.response for e in entries]}
+
+
+def _located(exc: AdapterError, entry: _Entry) -> AdapterError:
+    """Issues without a location get the entry they came from, so the client knows which one."""
+    for i, issue in enumerate(exc.issues):
+        if issue.expression is None:
+            exc.issues[i] = Issue(
+                issue.code, f"{entry.path}: {issue.diagnostics}", entry.path, issue.severity
+            )
+    return exc
+
+
+def _without_resource(entry: Any) -> Any:
+    return {k: v for k, v in entry.items() if k != "resource"} if isinstance(entry, dict) else entry
+
+
+def _failure_response(exc: AdapterError) -> dict[str, Any]:
+    return {"response": {"status": str(exc.status_code), "outcome": make_outcome(exc.issues)}}
+
+
+def _failed_entry(index: int, exc: AdapterError) -> _Entry:
+    entry = _Entry(index, "GET", "", "")
+    entry.response = _failure_response(exc)
+    return entry

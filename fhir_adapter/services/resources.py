@@ -1,0 +1,291 @@
+"""The FHIR REST interactions on the resource store: create, read, update, history, search."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fhir_adapter.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    PreconditionFailedError,
+    UnknownResourceTypeError,
+    UnprocessableEntityError,
+)
+from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.fhir.references import ID_PATTERN, contained_ids, iter_references, parse_reference
+from fhir_adapter.fhir.resources import SERVED_TYPES, is_known_type
+from fhir_adapter.fhir.search import SearchQuery, parse_search
+from fhir_adapter.fhir.validation import validate_resource
+from fhir_adapter.ports import ResourceStore, SearchPage, StoredResource, StoreTransaction
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """Now, in UTC, at the millisecond precision meta.lastUpdated carries."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What a create or update did: the stored version and whether it is new (201) or not (200)."""
+
+    resource: StoredResource
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SearchLimits:
+    default_count: int = 50
+    max_count: int = 500
+
+
+class ResourceService:
+    """FHIR interactions with the version, reference and conditional-create rules of R4 REST."""
+
+    def __init__(
+        self,
+        store: ResourceStore,
+        *,
+        base_url: str,
+        limits: SearchLimits | None = None,
+        clock: Clock = utc_now,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.store = store
+        self.base_url = base_url
+        self.limits = limits or SearchLimits()
+        self.clock = clock
+        self.new_id = new_id
+
+    # -- single-resource interactions ---------------------------------------------------------
+
+    async def create(
+        self, resource_type: str, body: Any, *, if_none_exist: str | None = None
+    ) -> WriteResult:
+        require_served(resource_type)
+        check_body_type(body, resource_type)
+        validate_resource(body)
+        async with self.store.transaction() as tx:
+            if if_none_exist:
+                existing = await self.find_conditional(tx, resource_type, if_none_exist)
+                if existing is not None:
+                    return WriteResult(existing, created=False)
+            return await self.create_in(tx, body, path=resource_type, pending=frozenset())
+
+    async def update(
+        self, resource_type: str, id: str, body: Any, *, if_match: str | None = None
+    ) -> WriteResult:
+        require_served(resource_type)
+        check_id(id)
+        check_body_type(body, resource_type)
+        if body.get("id") != id:
+            raise InvalidRequestError(
+                f"{resource_type}.id must be present and equal the id in the URL ('{id}')",
+                expression=f"{resource_type}.id",
+            )
+        validate_resource(body)
+        async with self.store.transaction() as tx:
+            return await self.update_in(
+                tx, body, if_match=if_match, path=resource_type, pending=frozenset()
+            )
+
+    async def read(self, resource_type: str, id: str) -> StoredResource:
+        require_served(resource_type)
+        check_id(id)
+        async with self.store.transaction(write=False) as tx:
+            found = await tx.read(resource_type, id)
+        if found is None:
+            raise NotFoundError(f"{resource_type}/{id} is not known")
+        return found
+
+    async def vread(self, resource_type: str, id: str, version: str) -> StoredResource:
+        require_served(resource_type)
+        check_id(id)
+        if not version.isdigit():
+            raise NotFoundError(f"{resource_type}/{id} has no version '{version}'")
+        async with self.store.transaction(write=False) as tx:
+            found = await tx.vread(resource_type, id, int(version))
+            if found is None and not await tx.exists(resource_type, id):
+                raise NotFoundError(f"{resource_type}/{id} is not known")
+        if found is None:
+            raise NotFoundError(f"{resource_type}/{id} has no version {version}")
+        return found
+
+    async def history(self, resource_type: str, id: str) -> list[StoredResource]:
+        require_served(resource_type)
+        check_id(id)
+        async with self.store.transaction(write=False) as tx:
+            versions = await tx.history(resource_type, id)
+        if not versions:
+            raise NotFoundError(f"{resource_type}/{id} is not known")
+        return versions
+
+    def parse_query(
+        self, resource_type: str, params: Iterable[tuple[str, str]], *, strict: bool = False
+    ) -> SearchQuery:
+        require_served(resource_type)
+        return parse_search(
+            resource_type,
+            params,
+            base_url=self.base_url,
+            default_count=self.limits.default_count,
+            max_count=self.limits.max_count,
+            strict=strict,
+        )
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        async with self.store.transaction(write=False) as tx:
+            return await tx.search(query)
+
+    # -- building blocks shared with Bundle processing ----------------------------------------
+
+    async def find_conditional(
+        self, tx: StoreTransaction, resource_type: str, criteria: str
+    ) -> StoredResource | None:
+        """The one resource matching `If-None-Exist` criteria, None for no match; 412 for several."""
+        params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        query = self.parse_query(resource_type, params, strict=True)
+        if not query.filters:
+            raise InvalidRequestError(f"Conditional create criteria '{criteria}' select nothing")
+        await tx.lock(f"{resource_type}?{sorted(query.applied)}")
+        page = await tx.search(
+            SearchQuery(resource_type, query.filters, 2, None, (), False, query.applied)
+        )
+        if page.total > 1:
+            raise PreconditionFailedError(
+                f"Conditional create: {page.total} {resource_type} resources match '{criteria}'"
+            )
+        return page.matches[0] if page.matches else None
+
+    async def create_in(
+        self,
+        tx: StoreTransaction,
+        body: dict[str, Any],
+        *,
+        path: str,
+        pending: frozenset[str],
+        id: str | None = None,
+    ) -> WriteResult:
+        """Create inside `tx`; `pending` lists `Type/id` keys the same transaction is writing."""
+        await self.check_references(tx, body, path=path, pending=pending)
+        now = self.clock()
+        content = with_meta(body, id or self.new_id(), 1, now)
+        stored = await tx.insert(content, now=now)
+        log.info("created %s version 1", stored.key)
+        return WriteResult(stored, created=True)
+
+    async def update_in(
+        self,
+        tx: StoreTransaction,
+        body: dict[str, Any],
+        *,
+        if_match: str | None,
+        path: str,
+        pending: frozenset[str],
+    ) -> WriteResult:
+        resource_type, id = body["resourceType"], body["id"]
+        current = await tx.read_for_update(resource_type, id)
+        expected = parse_if_match(if_match) if if_match else None
+        if expected is not None and (current is None or current.version_id != expected):
+            have = f"version {current.version_id}" if current else "no version"
+            raise PreconditionFailedError(
+                f"If-Match asked for version {expected} of {resource_type}/{id}, the server has {have}"
+            )
+        await self.check_references(tx, body, path=path, pending=pending)
+        if current is None:  # update-as-create with the client's id
+            return await self.create_in(tx, body, path=path, pending=pending, id=id)
+        now = self.clock()
+        content = with_meta(body, id, current.version_id + 1, now)
+        stored = await tx.replace(current, content, now=now)
+        log.info("updated %s to version %d", stored.key, stored.version_id)
+        return WriteResult(stored, created=False)
+
+    async def check_references(
+        self, tx: StoreTransaction, body: dict[str, Any], *, path: str, pending: frozenset[str]
+    ) -> None:
+        """Every reference must point somewhere: a stored resource, one being written, or a
+        contained resource. References to other servers (absolute URLs) are taken as given."""
+        issues: list[Issue] = []
+        anchors = contained_ids(body)
+        for where, ref_object in iter_references(body, path):
+            raw = ref_object["reference"]
+            expression = f"{where}.reference"
+            ref = parse_reference(raw, base_url=self.base_url)
+            if ref.kind == "contained":
+                if raw != "#" and raw not in anchors:
+                    issues.append(Issue("invalid", f"{expression} '{raw}' names no contained resource", expression))
+            elif ref.kind == "urn":
+                issues.append(Issue("invalid", f"{expression} '{raw}' matches no fullUrl in the Bundle", expression))
+            elif ref.kind == "local" and ref.local_key:
+                if ref.local_key in pending:
+                    continue
+                if ref.resource_type not in SERVED_TYPES:
+                    kind = "is not stored on this server" if is_known_type(ref.resource_type or "") else "is not a FHIR resource type"
+                    issues.append(Issue("not-found", f"{expression} '{raw}': {ref.resource_type} {kind}; use an absolute reference", expression))
+                elif not await tx.exists(ref.resource_type, ref.id or ""):
+                    issues.append(Issue("not-found", f"{expression} '{raw}' points to a resource that does not exist", expression))
+            elif ref.kind in ("conditional", "other"):
+                issues.append(Issue("invalid", f"{expression} '{raw}' is not a resolvable reference", expression))
+        if not issues:
+            return
+        if any(i.code == "invalid" for i in issues):
+            raise InvalidRequestError(issues=issues)
+        raise UnprocessableEntityError(issues=issues)
+
+
+def require_served(resource_type: str) -> None:
+    if resource_type not in SERVED_TYPES:
+        raise UnknownResourceTypeError(
+            f"Resource type '{resource_type}' is not served here"
+            if is_known_type(resource_type)
+            else f"'{resource_type}' is not a FHIR resource type"
+        )
+
+
+def check_id(id: str) -> None:
+    if not ID_PATTERN.match(id):
+        raise InvalidRequestError(f"'{id[:80]}' is not a valid FHIR id ([A-Za-z0-9-.], 1-64 characters)")
+
+
+def check_body_type(body: Any, resource_type: str) -> None:
+    """The body must be a resource of the URL's type."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The body must be a JSON object holding a FHIR resource")
+    found = body.get("resourceType")
+    if found != resource_type:
+        raise InvalidRequestError(
+            f"resourceType '{found}' does not match the URL, which names {resource_type}",
+            expression="resourceType",
+        )
+
+
+_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+
+
+def parse_if_match(value: str) -> int:
+    match = _IF_MATCH.match(value)
+    if not match:
+        raise InvalidRequestError(f"If-Match '{value[:40]}' is not a version ETag such as W/\"3\"")
+    return int(match.group(1))
+
+
+def with_meta(body: dict[str, Any], id: str, version: int, now: datetime) -> dict[str, Any]:
+    """The resource as stored: server-assigned id, versionId and lastUpdated, the client's other meta kept."""
+    meta = dict(body.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = format_instant(now)
+    content = {"resourceType": body["resourceType"], "id": id, "meta": meta}
+    content.update((k, v) for k, v in body.items() if k not in ("resourceType", "id", "meta"))
+    return content

@@ -1,0 +1,419 @@
+"""SqlResourceStore: the resource store on SQLAlchemy 2 (async), SQLite or PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    delete,
+    event,
+    exists,
+    false,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from fhir_adapter.errors import ConflictError
+from fhir_adapter.fhir.search import (
+    DateCriterion,
+    Filter,
+    ReferenceCriterion,
+    SearchQuery,
+    StringCriterion,
+    TokenCriterion,
+    index_rows,
+)
+from fhir_adapter.ports import SearchPage, StoredResource
+from fhir_adapter.store.tables import (
+    INDEX_TABLES,
+    resource_versions,
+    resources,
+    search_date,
+    search_reference,
+    search_string,
+    search_token,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """An async engine for `url`; SQLite gets WAL, a busy timeout and real transactions."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(
+            url,
+            echo=echo,
+            hide_parameters=True,
+            json_serializer=_dumps,
+            json_deserializer=orjson.loads,
+        )
+        _make_sqlite_transactional(engine)
+        return engine
+    return create_async_engine(
+        url,
+        echo=echo,
+        hide_parameters=True,  # SQL errors must never carry patient data into logs
+        json_serializer=_dumps,
+        json_deserializer=orjson.loads,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+    )
+
+
+def _make_sqlite_transactional(engine: AsyncEngine) -> None:
+    """Take over BEGIN from the sqlite3 driver so transactions are real and writers queue up.
+
+    Writers open with BEGIN IMMEDIATE: they wait (busy_timeout) instead of failing when another
+    writer holds the database. Readers use a deferred BEGIN and never block under WAL.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get("fhir_write", True):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+
+class SqlResourceStore:
+    """Implements ports.ResourceStore on an AsyncEngine."""
+
+    def __init__(self, engine: AsyncEngine, *, base_url: str | None = None) -> None:
+        self.engine = engine
+        self.base_url = base_url
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[SqlTransaction]:
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(fhir_write=write)
+            async with conn.begin():
+                yield SqlTransaction(conn, base_url=self.base_url)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+class SqlTransaction:
+    """Implements ports.StoreTransaction on one connection inside one transaction."""
+
+    def __init__(self, conn: AsyncConnection, *, base_url: str | None) -> None:
+        self.conn = conn
+        self.base_url = base_url
+        self.is_postgres = conn.dialect.name == "postgresql"
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def read(self, resource_type: str, id: str) -> StoredResource | None:
+        row = (await self.conn.execute(_current(resource_type, id))).first()
+        return _stored(resource_type, row) if row else None
+
+    async def read_for_update(self, resource_type: str, id: str) -> StoredResource | None:
+        statement = _current(resource_type, id)
+        if self.is_postgres:
+            statement = statement.with_for_update()
+        row = (await self.conn.execute(statement)).first()
+        return _stored(resource_type, row) if row else None
+
+    async def exists(self, resource_type: str, id: str) -> bool:
+        statement = select(resources.c.pk).where(
+            resources.c.resource_type == resource_type, resources.c.id == id
+        )
+        return (await self.conn.execute(statement)).first() is not None
+
+    async def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource | None:
+        statement = (
+            select(
+                resources.c.id,
+                resource_versions.c.version_id,
+                resource_versions.c.last_updated,
+                resource_versions.c.content,
+            )
+            .join(resources, resources.c.pk == resource_versions.c.resource_pk)
+            .where(
+                resources.c.resource_type == resource_type,
+                resources.c.id == id,
+                resource_versions.c.version_id == version_id,
+            )
+        )
+        row = (await self.conn.execute(statement)).first()
+        return _stored(resource_type, row) if row else None
+
+    async def history(self, resource_type: str, id: str) -> list[StoredResource]:
+        statement = (
+            select(
+                resources.c.id,
+                resource_versions.c.version_id,
+                resource_versions.c.last_updated,
+                resource_versions.c.content,
+            )
+            .join(resources, resources.c.pk == resource_versions.c.resource_pk)
+            .where(resources.c.resource_type == resource_type, resources.c.id == id)
+            .order_by(resource_versions.c.version_id.desc())
+        )
+        return [_stored(resource_type, row) for row in await self.conn.execute(statement)]
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def insert(self, content: dict[str, Any], *, now: datetime) -> StoredResource:
+        resource_type, id = content["resourceType"], content["id"]
+        try:
+            async with self.conn.begin_nested():
+                pk = (
+                    await self.conn.execute(
+                        insert(resources)
+                        .values(
+                            resource_type=resource_type,
+                            id=id,
+                            version_id=1,
+                            last_updated=now,
+                            content=content,
+                        )
+                        .returning(resources.c.pk)
+                    )
+                ).scalar_one()
+        except IntegrityError as exc:
+            raise ConflictError(f"{resource_type}/{id} already exists") from exc
+        await self._write_version(pk, 1, now, "create", content)
+        await self._write_index(pk, content)
+        return StoredResource(resource_type, id, 1, now, content)
+
+    async def replace(
+        self, current: StoredResource, content: dict[str, Any], *, now: datetime
+    ) -> StoredResource:
+        version = current.version_id + 1
+        result = await self.conn.execute(
+            update(resources)
+            .where(
+                resources.c.resource_type == current.resource_type,
+                resources.c.id == current.id,
+                resources.c.version_id == current.version_id,
+            )
+            .values(version_id=version, last_updated=now, content=content)
+            .returning(resources.c.pk)
+        )
+        pk = result.scalar_one_or_none()
+        if pk is None:  # someone else wrote a newer version since we read it
+            raise ConflictError(f"{current.key} was changed concurrently; read it again and retry")
+        await self._write_version(pk, version, now, "update", content)
+        for table in INDEX_TABLES:
+            await self.conn.execute(delete(table).where(table.c.resource_pk == pk))
+        await self._write_index(pk, content)
+        return StoredResource(current.resource_type, current.id, version, now, content)
+
+    async def lock(self, key: str) -> None:
+        if self.is_postgres:  # SQLite writers are already serialized by BEGIN IMMEDIATE
+            digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+            await self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": digest})
+
+    async def _write_version(
+        self, pk: int, version: int, now: datetime, method: str, content: dict[str, Any]
+    ) -> None:
+        await self.conn.execute(
+            insert(resource_versions).values(
+                resource_pk=pk, version_id=version, last_updated=now, method=method, content=content
+            )
+        )
+
+    async def _write_index(self, pk: int, content: dict[str, Any]) -> None:
+        rows = index_rows(content, base_url=self.base_url)
+        batches: list[tuple[Any, list[dict[str, Any]]]] = [
+            (search_token, [{"resource_pk": pk, "param": p, "system": s, "code": c} for p, s, c in rows.tokens]),
+            (
+                search_reference,
+                [
+                    {"resource_pk": pk, "param": p, "target_type": t, "target_id": i, "url": u}
+                    for p, t, i, u in rows.references
+                ],
+            ),
+            (search_date, [{"resource_pk": pk, "param": p, "low": lo, "high": hi} for p, lo, hi in rows.dates]),
+            (search_string, [{"resource_pk": pk, "param": p, "value": v} for p, v in rows.strings]),
+        ]  # fmt: skip
+        for table, values in batches:
+            if values:
+                await self.conn.execute(insert(table), values)
+
+    # -- search --------------------------------------------------------------------------------
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        conditions = [resources.c.resource_type == query.resource_type]
+        conditions.extend(_filter_condition(f) for f in query.filters)
+        total = (
+            await self.conn.execute(select(func.count()).select_from(resources).where(*conditions))
+        ).scalar_one()
+        if query.summary_count or query.count == 0:
+            return SearchPage([], [], total, None)
+        page_conditions = list(conditions)
+        if query.cursor is not None:
+            page_conditions.append(resources.c.pk > query.cursor)
+        statement: Select[Any] = (
+            select(
+                resources.c.pk,
+                resources.c.id,
+                resources.c.version_id,
+                resources.c.last_updated,
+                resources.c.content,
+            )
+            .where(*page_conditions)
+            .order_by(resources.c.pk)
+            .limit(query.count + 1)
+        )
+        rows = (await self.conn.execute(statement)).all()
+        next_cursor = rows[query.count - 1].pk if len(rows) > query.count else None
+        rows = rows[: query.count]
+        matches = [_stored(query.resource_type, row) for row in rows]
+        included = await self._includes(query, [row.pk for row in rows], matches)
+        return SearchPage(matches, included, total, next_cursor)
+
+    async def _includes(
+        self, query: SearchQuery, pks: Sequence[int], matches: Iterable[StoredResource]
+    ) -> list[StoredResource]:
+        if not query.includes or not pks:
+            return []
+        seen = {m.key for m in matches}
+        wanted: dict[tuple[str, str], None] = {}
+        for include in query.includes:
+            statement = select(search_reference.c.target_type, search_reference.c.target_id).where(
+                search_reference.c.resource_pk.in_(pks),
+                search_reference.c.param == include.param.name,
+                search_reference.c.url.is_(None),
+            )
+            if include.target_type:
+                statement = statement.where(search_reference.c.target_type == include.target_type)
+            for target_type, target_id in await self.conn.execute(statement):
+                if f"{target_type}/{target_id}" not in seen:
+                    wanted[(target_type, target_id)] = None
+        if not wanted:
+            return []
+        statement = select(
+            resources.c.resource_type,
+            resources.c.id,
+            resources.c.version_id,
+            resources.c.last_updated,
+            resources.c.content,
+        ).where(tuple_(resources.c.resource_type, resources.c.id).in_(list(wanted)))
+        return [
+            StoredResource(row.resource_type, row.id, row.version_id, row.last_updated, row.content)
+            for row in await self.conn.execute(statement)
+        ]
+
+
+def _current(resource_type: str, id: str) -> Select[Any]:
+    return select(
+        resources.c.id, resources.c.version_id, resources.c.last_updated, resources.c.content
+    ).where(resources.c.resource_type == resource_type, resources.c.id == id)
+
+
+def _stored(resource_type: str, row: Any) -> StoredResource:
+    return StoredResource(resource_type, row.id, row.version_id, row.last_updated, row.content)
+
+
+def _filter_condition(flt: Filter) -> ColumnElement[bool]:
+    """SQL for one filter: its criteria ORed (and negated for `:not`)."""
+    param = flt.param
+    if param.type == "id":
+        condition: ColumnElement[bool] = resources.c.id.in_([str(c) for c in flt.criteria])
+    elif param.type == "last-updated":
+        condition = or_(
+            *(
+                _date_match(c, resources.c.last_updated, resources.c.last_updated)
+                for c in flt.criteria
+                if isinstance(c, DateCriterion)
+            )
+        )
+    else:
+        table = {
+            "token": search_token,
+            "reference": search_reference,
+            "date": search_date,
+            "string": search_string,
+        }[param.type]
+        matches = or_(*(_criterion(table, c) for c in flt.criteria))
+        condition = exists().where(
+            table.c.resource_pk == resources.c.pk, table.c.param == param.name, matches
+        )
+    return not_(condition) if flt.negate else condition
+
+
+def _criterion(table: Any, criterion: object) -> ColumnElement[bool]:
+    if isinstance(criterion, TokenCriterion):
+        parts = []
+        if criterion.code is not None:
+            parts.append(table.c.code == criterion.code)
+        if criterion.match_system:
+            parts.append(
+                table.c.system == criterion.system
+                if criterion.system is not None
+                else table.c.system.is_(None)
+            )
+        return and_(*parts) if parts else true()
+    if isinstance(criterion, ReferenceCriterion):
+        if criterion.url is not None:
+            return table.c.url == criterion.url
+        parts = [table.c.target_id == criterion.id, table.c.url.is_(None)]
+        if criterion.resource_type:
+            parts.append(table.c.target_type == criterion.resource_type)
+        return and_(*parts)
+    if isinstance(criterion, DateCriterion):
+        return _date_match(criterion, table.c.low, table.c.high)
+    if isinstance(criterion, StringCriterion):
+        escaped = criterion.value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        if criterion.modifier == "exact":
+            return table.c.value == criterion.value
+        if criterion.modifier == "contains":
+            return table.c.value.like(f"%{escaped}%", escape="\\")
+        return table.c.value.like(f"{escaped}%", escape="\\")
+    return false()
+
+
+def _date_match(c: DateCriterion, low: Any, high: Any) -> ColumnElement[bool]:
+    """FHIR date prefixes over ranges (search.html#prefix): the stored range vs the searched one."""
+    if c.prefix == "eq":
+        return and_(low >= c.low, high <= c.high)
+    if c.prefix == "ne":
+        return not_(and_(low >= c.low, high <= c.high))
+    if c.prefix == "gt":
+        return high > c.high
+    if c.prefix == "lt":
+        return low < c.low
+    if c.prefix == "ge":
+        return or_(high > c.high, and_(low >= c.low, high <= c.high))
+    if c.prefix == "le":
+        return or_(low < c.low, and_(low >= c.low, high <= c.high))
+    if c.prefix == "sa":
+        return low > c.high
+    if c.prefix == "eb":
+        return high < c.low
+    return and_(low <= c.high, high >= c.low)  # ap: the ranges overlap

@@ -1,0 +1,128 @@
+"""Table definitions: current versions, every past version, and the search index tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC instants on both backends (SQLite stores naive UTC text that sorts)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# BIGINT keys on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+PrimaryKey = BigInteger().with_variant(Integer(), "sqlite")
+
+resources = Table(
+    "resources",
+    metadata,
+    # Insertion order: search pages are cut on it, so paging is stable while resources change.
+    Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    Column("resource_type", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", UtcDateTime, nullable=False),
+    Column("content", JSON, nullable=False),
+    UniqueConstraint("resource_type", "id", name="uq_resources_type_id"),
+    Index("ix_resources_type_updated", "resource_type", "last_updated"),
+)
+
+resource_versions = Table(
+    "resource_versions",
+    metadata,
+    Column("resource_pk", PrimaryKey, ForeignKey("resources.pk"), primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("last_updated", UtcDateTime, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("content", JSON, nullable=False),
+)
+
+search_token = Table(
+    "search_token",
+    metadata,
+    Column("resource_pk", PrimaryKey, ForeignKey("resources.pk"), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("system", Text),
+    Column("code", Text, nullable=False),
+    Index("ix_search_token_lookup", "param", "code", "system"),
+    Index("ix_search_token_resource", "resource_pk"),
+)
+
+search_reference = Table(
+    "search_reference",
+    metadata,
+    Column("resource_pk", PrimaryKey, ForeignKey("resources.pk"), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("target_type", String(64)),
+    Column("target_id", String(64)),
+    Column("url", Text),  # absolute references to other servers, matched verbatim
+    Index("ix_search_reference_lookup", "param", "target_id", "target_type"),
+    Index("ix_search_reference_url", "param", "url"),
+    Index("ix_search_reference_resource", "resource_pk"),
+)
+
+search_date = Table(
+    "search_date",
+    metadata,
+    Column("resource_pk", PrimaryKey, ForeignKey("resources.pk"), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("low", UtcDateTime, nullable=False),
+    Column("high", UtcDateTime, nullable=False),
+    Index("ix_search_date_lookup", "param", "low", "high"),
+    Index("ix_search_date_resource", "resource_pk"),
+)
+
+search_string = Table(
+    "search_string",
+    metadata,
+    Column("resource_pk", PrimaryKey, ForeignKey("resources.pk"), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("value", Text, nullable=False),
+    Index("ix_search_string_lookup", "param", "value"),
+    Index("ix_search_string_resource", "resource_pk"),
+)
+
+INDEX_TABLES = (search_token, search_reference, search_date, search_string)
+ALL_TABLES = (resources, resource_versions, *INDEX_TABLES)
