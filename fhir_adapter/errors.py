@@ -9,10 +9,12 @@ Our exception hierarchy (HTTP status, default issue code):
   + MethodNotAllowedError           405 not-supported
   + NotAcceptableError              406 not-supported
   + ConflictError                   409 conflict
+    - InvalidTransitionError        409 conflict    a Task move the state machine forbids
   + PreconditionFailedError         412 conflict    stale If-Match, ambiguous conditional create
   + PayloadTooLargeError            413 too-long
   + UnsupportedMediaTypeError       415 not-supported
   + UnprocessableEntityError        422 processing  profile or business-rule violations
+  + DirectoryUnavailableError       503 transient   the provider directory did not answer usefully
 """
 
 from __future__ import annotations
@@ -73,6 +75,10 @@ class ConflictError(AdapterError):
     issue_code = "conflict"
 
 
+class InvalidTransitionError(ConflictError):
+    """A Task was asked to move where the state machine does not allow."""
+
+
 class PreconditionFailedError(AdapterError):
     status_code = 412
     issue_code = "conflict"
@@ -91,3 +97,10 @@ class UnsupportedMediaTypeError(AdapterError):
 class UnprocessableEntityError(AdapterError):
     status_code = 422
     issue_code = "processing"
+
+
+class DirectoryUnavailableError(AdapterError):
+    """The directory did not answer usefully (down, slow, garbage, endless paging): pend, never deny."""
+
+    status_code = 503
+    issue_code = "transient"

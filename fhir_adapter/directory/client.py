@@ -1,0 +1,175 @@
+"""DirectoryClient: the Plan-Net searches of contract §5 over HTTP, with timeouts, bounded retries
+with backoff, `next` links followed to a limit, and a short-lived cache of answers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import httpx
+import orjson
+from cachetools import TTLCache
+
+from fhir_adapter.errors import DirectoryUnavailableError
+from fhir_adapter.fhir.plannet import provider_from_role
+from fhir_adapter.policy.facts import Provider
+from fhir_adapter.workflow.codes import NPI, NUCC
+
+log = logging.getLogger(__name__)
+_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+class DirectoryClient:
+    """Searches one Plan-Net directory for the providers of one network."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        *,
+        network: str,
+        attempts: int = 3,
+        backoff_seconds: float = 0.2,
+        max_pages: int = 20,
+        cache_seconds: float = 60.0,
+        cache_size: int = 1024,
+    ) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self.network = network
+        self.attempts = attempts
+        self.backoff_seconds = backoff_seconds
+        self.max_pages = max_pages
+        self._cache: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=cache_size, ttl=cache_seconds)
+
+    @property
+    def network_reference(self) -> str:
+        return self.network if "://" in self.network else f"{self.base_url}/{self.network}"
+
+    async def providers_with_specialty(self, specialty: str, *, today: datetime) -> list[Provider]:
+        """Every PractitionerRole with the specialty, in network or not (the caller filters)."""
+        return await self._roles(
+            {"specialty": f"{NUCC}|{specialty}", "active": "true"}, today=today
+        )
+
+    async def in_network_providers(self, specialty: str, *, today: datetime) -> list[Provider]:
+        """Contract §5: PractitionerRole?specialty=…&network=… with endpoints and practitioners."""
+        params = {"specialty": f"{NUCC}|{specialty}", "network": self.network}
+        return [p for p in await self._roles(params, today=today) if p.in_network]
+
+    async def provider(self, reference: str, *, today: datetime) -> Provider | None:
+        """The Provider for a PractitionerRole or Practitioner reference (absolute, or relative to the
+        directory); for a Practitioner, its in-network role if it has one."""
+        relative = reference[len(self.base_url) + 1 :] if reference.startswith(self.base_url + "/") else reference
+        if "://" in relative:
+            return None  # another server's resource: we cannot look it up
+        kind, _, id = relative.partition("/")
+        if kind == "PractitionerRole":
+            found = await self._roles({"_id": id}, today=today)
+        elif kind == "Practitioner":
+            found = await self._roles({"practitioner": f"Practitioner/{id}"}, today=today)
+        else:
+            return None
+        return _prefer_in_network(found)
+
+    async def provider_by_npi(self, npi: str, *, today: datetime) -> Provider | None:
+        """Contract §5: Practitioner?identifier=npi, then its roles."""
+        bundle = await self._get("Practitioner", {"identifier": f"{NPI}|{npi}"})
+        ids = [e["resource"]["id"] for e in bundle.get("entry") or [] if _resource_is(e, "Practitioner")]
+        roles: list[Provider] = []
+        for id in ids[:5]:
+            roles += await self._roles({"practitioner": f"Practitioner/{id}"}, today=today)
+        return _prefer_in_network(roles)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _roles(self, params: Mapping[str, str], *, today: datetime) -> list[Provider]:
+        query = {**params, "_include": ["PractitionerRole:practitioner", "PractitionerRole:endpoint"]}
+        entries = await self._search_all("PractitionerRole", query)
+        resolve: dict[str, Mapping[str, Any]] = {}
+        roles: list[tuple[str, Mapping[str, Any]]] = []
+        for entry in entries:
+            resource = entry.get("resource") or {}
+            kind, id = resource.get("resourceType"), resource.get("id")
+            if not kind or not id:
+                continue
+            url = entry.get("fullUrl") or f"{self.base_url}/{kind}/{id}"
+            resolve[f"{kind}/{id}"] = resource
+            resolve[url] = resource
+            if kind == "PractitionerRole" and (entry.get("search") or {}).get("mode", "match") == "match":
+                roles.append((url, resource))
+        return [
+            provider_from_role(role, role_url=url, resolve=resolve, network=self.network_reference, today=today)
+            for url, role in roles
+        ]
+
+    async def _search_all(self, resource_type: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        bundle = await self._get(resource_type, params)
+        entries = list(bundle.get("entry") or [])
+        for _ in range(self.max_pages - 1):
+            next_url = next((l.get("url") for l in bundle.get("link") or [] if l.get("relation") == "next"), None)
+            if not next_url:
+                return entries
+            bundle = await self._get_url(next_url)
+            entries += bundle.get("entry") or []
+        if any(l.get("relation") == "next" for l in bundle.get("link") or []):
+            raise DirectoryUnavailableError(f"the directory kept paging past {self.max_pages} pages")
+        return entries
+
+    async def _get(self, resource_type: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        request = self.http.build_request("GET", f"{self.base_url}/{resource_type}", params=params)
+        return await self._get_url(str(request.url))
+
+    async def _get_url(self, url: str) -> dict[str, Any]:
+        cached = self._cache.get(url)
+        if cached is not None:
+            return cached
+        last_problem = "no attempt made"
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = await self.http.get(url, headers={"Accept": "application/fhir+json"})
+            except httpx.HTTPError as exc:
+                last_problem = type(exc).__name__
+            else:
+                if response.status_code == 200:
+                    bundle = _parse_bundle(response.content)
+                    if bundle is not None:
+                        self._cache[url] = bundle
+                        return bundle
+                    last_problem = "an answer that is not a FHIR Bundle"
+                elif response.status_code in _TRANSIENT_STATUS:
+                    last_problem = f"HTTP {response.status_code}"
+                else:
+                    raise DirectoryUnavailableError(f"the directory answered HTTP {response.status_code}")
+            if attempt < self.attempts:
+                delay = self.backoff_seconds * 2 ** (attempt - 1)
+                await asyncio.sleep(delay * (0.5 + random.random()))  # jitter spreads retries out
+        log.warning("directory unavailable after %d attempts: %s", self.attempts, last_problem)
+        raise DirectoryUnavailableError(f"the directory is unavailable ({last_problem})")
+
+
+def _parse_bundle(content: bytes) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
+        return None
+    if not isinstance(data.get("entry", []), list) or not isinstance(data.get("link", []), list):
+        return None
+    return data
+
+
+def _resource_is(entry: Mapping[str, Any], kind: str) -> bool:
+    resource = entry.get("resource")
+    return isinstance(resource, dict) and resource.get("resourceType") == kind and bool(resource.get("id"))
+
+
+def _prefer_in_network(found: list[Provider]) -> Provider | None:
+    if not found:
+        return None
+    return next((p for p in found if p.in_network), found[0])

@@ -1,0 +1,1 @@
+"""The Second Medical Opinion policy as pure rules (no I/O): facts in, a decision with its trail out."""

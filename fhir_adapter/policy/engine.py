@@ -1,0 +1,22 @@
+"""Run the rules in order; the first that decides wins, and every rule run is on the trail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fhir_adapter.policy.decision import Decision, RuleStep
+from fhir_adapter.policy.facts import RequestFacts
+from fhir_adapter.policy.rules import POLICY_RULES, Rule
+
+
+def evaluate(facts: RequestFacts, rules: Iterable[Rule] = POLICY_RULES) -> Decision:
+    trail: list[RuleStep] = []
+    for rule in rules:
+        basis = (rule.__doc__ or "").strip().split(":")[0]
+        decision = rule(facts)
+        if decision is None:
+            trail.append(RuleStep(rule.__name__, basis, "passed"))
+            continue
+        trail.append(RuleStep(rule.__name__, basis, decision.outcome.value))
+        return decision.with_trail(tuple(trail))
+    raise RuntimeError("the rule list must end with a rule that always decides")

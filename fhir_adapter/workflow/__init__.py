@@ -1,0 +1,1 @@
+"""The second-opinion workflow core (pure): codes, the Task state machine, decision deadlines."""

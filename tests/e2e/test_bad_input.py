@@ -1,0 +1,769 @@
+"""Bad input through the API, on both backends: every refusal is a 4xx OperationOutcome that names
+the element at fault, and a rejected write stores nothing (contract §2, Errors)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import count_rows
+
+FHIR_JSON = "application/fhir+json"
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def patient(family: str = "Rivera", **extra: object) -> dict[str, Any]:
+    return {"resourceType": "Patient", "name": [{"family": family, "given": ["Ana"]}], **extra}
+
+
+def task(**extra: object) -> dict[str, Any]:
+    return {"resourceType": "Task", "status": "requested", "intent": "order", **extra}
+
+
+def entry(resource: dict[str, Any], method: str = "POST", url: str | None = None, **extra: object) -> dict[str, Any]:
+    return {
+        "resource": resource,
+        "request": {"method": method, "url": url or resource["resourceType"]},
+        **extra,
+    }
+
+
+def bundle(kind: str, *entries: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
+
+
+def outcome_of(body: Any) -> list[dict[str, Any]]:
+    """Check `body` is an OperationOutcome with well-formed issues; return the issues."""
+    assert isinstance(body, dict), body
+    assert body.get("resourceType") == "OperationOutcome", body
+    issues = body.get("issue")
+    assert isinstance(issues, list) and issues, body
+    for issue in issues:
+        assert issue["severity"] in ("fatal", "error"), issue
+        assert isinstance(issue["code"], str) and issue["code"], issue
+    return issues
+
+
+def assert_outcome(
+    response: httpx.Response,
+    status: int,
+    *,
+    code: str | set[str] | None = None,
+    expression: str | set[str] | None = None,
+) -> list[dict[str, Any]]:
+    """`response` has `status`, is a FHIR JSON OperationOutcome, and (when given) has an issue with
+    `code` and one whose `expression` is (one of) `expression`."""
+    assert response.status_code == status, (response.status_code, response.text[:2000])
+    assert response.headers["content-type"].startswith(FHIR_JSON), response.headers
+    issues = outcome_of(response.json())
+    if code is not None:
+        codes = {code} if isinstance(code, str) else code
+        assert any(i["code"] in codes for i in issues), issues
+    if expression is not None:
+        wanted = {expression} if isinstance(expression, str) else expression
+        assert wanted & expressions(issues), issues
+    return issues
+
+
+def expressions(issues: list[dict[str, Any]]) -> set[str]:
+    return {e for i in issues for e in i.get("expression") or []}
+
+
+@pytest.fixture
+async def unchanged(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Fails the test unless every table has the same number of rows at its end as at its start."""
+    before = await count_rows(engine)
+    yield
+    assert await count_rows(engine) == before
+
+
+async def create(client: httpx.AsyncClient, resource: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(f"/{resource['resourceType']}", json=resource)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def nested_extension(levels: int) -> dict[str, Any]:
+    """An extension holding an extension ... `levels` deep; each level adds two JSON levels."""
+    ext: dict[str, Any] = {"url": "http://example.org/leaf", "valueString": "leaf"}
+    for _ in range(levels - 1):
+        ext = {"url": "http://example.org/nest", "extension": [ext]}
+    return ext
+
+
+# -- malformed bodies ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b'{"resourceType": "Patient", "name": [', id="syntax-error"),
+        pytest.param(b'{"resourceType": "Patient", "active": true,}', id="trailing-comma"),
+        pytest.param(b"{'resourceType': 'Patient'}", id="single-quotes"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b"   \n ", id="whitespace-only"),
+        pytest.param(b'{"resourceType": "Patient", "name": [{"family": "\xff\xfe"}]}', id="not-utf8"),
+    ],
+)
+async def test_malformed_json_is_400(client: httpx.AsyncClient, unchanged: None, raw: bytes) -> None:
+    response = await client.post("/Patient", content=raw)
+    assert_outcome(response, 400, code={"invalid", "structure"})
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param("/Patient", id="create"), pytest.param("", id="bundle")],
+)
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param([patient()], id="array"),
+        pytest.param("Patient", id="string"),
+        pytest.param(42, id="number"),
+        pytest.param(None, id="null"),
+    ],
+)
+async def test_body_that_is_not_a_json_object_is_400(
+    client: httpx.AsyncClient, unchanged: None, path: str, body: Any
+) -> None:
+    response = await client.post(path, content=orjson.dumps(body))
+    assert_outcome(response, 400, code={"invalid", "structure"})
+
+
+async def test_put_body_that_is_not_a_json_object_is_400(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    pid = (await create(client, patient()))["id"]
+    before = await count_rows(engine)
+    response = await client.put(f"/Patient/{pid}", content=b'["Patient"]')
+    assert_outcome(response, 400, code={"invalid", "structure"})
+    assert await count_rows(engine) == before
+
+
+# -- resourceType -------------------------------------------------------------------------------
+
+
+async def test_wrong_resource_type_for_the_url_is_400(client: httpx.AsyncClient, unchanged: None) -> None:
+    response = await client.post("/Task", json=patient())
+    assert_outcome(response, 400, code="invalid", expression="resourceType")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        pytest.param("/Patient", {"resourceType": "Foo", "name": [{"family": "X"}]}, id="create"),
+        pytest.param("", {"resourceType": "Foo", "type": "transaction"}, id="bundle"),
+        pytest.param("/Patient", {"name": [{"family": "X"}]}, id="missing"),
+    ],
+)
+async def test_unknown_or_missing_resource_type_in_body_is_400(
+    client: httpx.AsyncClient, unchanged: None, path: str, body: dict[str, Any]
+) -> None:
+    response = await client.post(path, json=body)
+    assert_outcome(response, 400, expression="resourceType")
+
+
+# -- structural validation ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("resource", "code", "expression"),
+    [
+        pytest.param(patient(foo="bar"), "structure", "Patient.foo", id="unknown-element"),
+        pytest.param({**patient(), "name": "Ana Rivera"}, "structure", "Patient.name", id="name-as-string"),
+        pytest.param(patient(active="yes"), "structure", "Patient.active", id="boolean-as-string"),
+        pytest.param(patient(birthDate="1990-13-45"), "structure", "Patient.birthDate", id="bad-date"),
+        pytest.param(
+            patient(name=[{"family": 5}]), "structure", "Patient.name[0].family", id="nested-wrong-type"
+        ),
+        pytest.param(patient(gender="bogus"), "code-invalid", "Patient.gender", id="invalid-gender"),
+        pytest.param(task(status="bogus"), "code-invalid", "Task.status", id="invalid-status"),
+        pytest.param({"resourceType": "Task", "intent": "order"}, "required", "Task.status", id="no-status"),
+        pytest.param(
+            {"resourceType": "Task", "status": "requested"}, "required", "Task.intent", id="no-intent"
+        ),
+    ],
+)
+async def test_invalid_resource_is_400_naming_the_element(
+    client: httpx.AsyncClient,
+    unchanged: None,
+    resource: dict[str, Any],
+    code: str,
+    expression: str,
+) -> None:
+    response = await client.post(f"/{resource['resourceType']}", json=resource)
+    issues = assert_outcome(response, 400, expression=expression)
+    assert any(i["code"] == code and expression in i["expression"] for i in issues), issues
+
+
+async def test_every_issue_is_reported_at_once(client: httpx.AsyncClient, unchanged: None) -> None:
+    body = {
+        "resourceType": "Patient",
+        "foo": 1,
+        "name": "Ana Rivera",
+        "active": "yes",
+        "birthDate": "1990-13-45",
+    }
+    issues = assert_outcome(await client.post("/Patient", json=body), 400)
+    assert {"Patient.foo", "Patient.name", "Patient.active", "Patient.birthDate"} <= expressions(issues)
+
+
+async def test_task_missing_status_and_intent_reports_both(
+    client: httpx.AsyncClient, unchanged: None
+) -> None:
+    issues = assert_outcome(await client.post("/Task", json={"resourceType": "Task"}), 400)
+    required = {e for i in issues if i["code"] == "required" for e in i["expression"]}
+    assert {"Task.status", "Task.intent"} <= required
+
+
+async def test_invalid_update_leaves_the_resource_unchanged(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    pid = (await create(client, patient()))["id"]
+    before = await count_rows(engine)
+    response = await client.put(f"/Patient/{pid}", json=patient("Reyes", id=pid, birthDate="1990-13-45"))
+    assert_outcome(response, 400, expression="Patient.birthDate")
+    assert await count_rows(engine) == before
+    current = (await client.get(f"/Patient/{pid}")).json()
+    assert current["meta"]["versionId"] == "1"
+    assert current["name"][0]["family"] == "Rivera"
+
+
+# -- ids in the URL and the body ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        pytest.param("bad$id", id="dollar"),
+        pytest.param("bad_id", id="underscore"),
+        pytest.param("x" * 65, id="too-long"),
+    ],
+)
+async def test_invalid_id_in_url_is_400(client: httpx.AsyncClient, unchanged: None, bad_id: str) -> None:
+    assert_outcome(await client.get(f"/Patient/{bad_id}"), 400, code="invalid")
+    assert_outcome(await client.get(f"/Patient/{bad_id}/_history"), 400, code="invalid")
+    assert_outcome(
+        await client.put(f"/Patient/{bad_id}", json=patient(id=bad_id)), 400, code="invalid"
+    )
+
+
+async def test_put_with_body_id_different_from_url_is_400(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    pid = (await create(client, patient()))["id"]
+    before = await count_rows(engine)
+    response = await client.put(f"/Patient/{pid}", json=patient("Reyes", id="someone-else"))
+    assert_outcome(response, 400, code="invalid", expression="Patient.id")
+    assert await count_rows(engine) == before
+    assert (await client.get("/Patient/someone-else")).status_code == 404
+
+
+async def test_put_without_id_is_400(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    pid = (await create(client, patient()))["id"]
+    before = await count_rows(engine)
+    response = await client.put(f"/Patient/{pid}", json=patient("Reyes"))
+    assert_outcome(response, 400, code="invalid", expression="Patient.id")
+    assert await count_rows(engine) == before
+
+
+# -- unknown things -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        pytest.param("GET", "/Foo", id="search-unknown-type"),
+        pytest.param("GET", "/Foo/1", id="read-unknown-type"),
+        pytest.param("GET", "/Foo/1/_history", id="history-unknown-type"),
+        pytest.param("POST", "/Foo", id="create-unknown-type"),
+        pytest.param("GET", "/Observation", id="search-unserved-type"),
+        pytest.param("GET", "/Observation/1", id="read-unserved-type"),
+        pytest.param("POST", "/Observation", id="create-unserved-type"),
+        pytest.param("PUT", "/Observation/1", id="update-unserved-type"),
+        pytest.param("GET", "/Observation/1/_history/1", id="vread-unserved-type"),
+    ],
+)
+async def test_unknown_or_unserved_resource_type_is_404(
+    client: httpx.AsyncClient, unchanged: None, method: str, path: str
+) -> None:
+    body = {"resourceType": path.split("/")[1], "id": "1", "status": "final"}
+    response = await client.request(method, path, json=body if method in ("POST", "PUT") else None)
+    assert_outcome(response, 404, code={"not-supported", "not-found"})
+
+
+async def test_unknown_id_is_404(client: httpx.AsyncClient) -> None:
+    assert_outcome(await client.get("/Patient/does-not-exist"), 404, code="not-found")
+    assert_outcome(await client.get("/Patient/does-not-exist/_history"), 404, code="not-found")
+    assert_outcome(await client.get("/Patient/does-not-exist/_history/1"), 404, code="not-found")
+
+
+@pytest.mark.parametrize("version", ["2", "0", "99", "abc"])
+async def test_unknown_version_is_404(client: httpx.AsyncClient, version: str) -> None:
+    pid = (await create(client, patient()))["id"]
+    assert_outcome(await client.get(f"/Patient/{pid}/_history/{version}"), 404, code="not-found")
+
+
+# -- versions -----------------------------------------------------------------------------------
+
+
+async def test_if_match_on_stale_version_is_412_and_changes_nothing(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    pid = (await create(client, patient()))["id"]
+    updated = await client.put(f"/Patient/{pid}", json=patient("Reyes", id=pid))
+    assert updated.status_code == 200
+    before = await count_rows(engine)
+    response = await client.put(
+        f"/Patient/{pid}", json=patient("Stale", id=pid), headers={"If-Match": 'W/"1"'}
+    )
+    assert_outcome(response, 412, code="conflict")
+    assert await count_rows(engine) == before
+    current = await client.get(f"/Patient/{pid}")
+    assert current.json()["meta"]["versionId"] == "2"
+    assert current.json()["name"][0]["family"] == "Reyes"
+
+
+@pytest.mark.parametrize("if_match", ["garbage", 'W/"abc"', "W/", 'W/"-1"'])
+async def test_if_match_garbage_is_400(
+    client: httpx.AsyncClient, engine: AsyncEngine, if_match: str
+) -> None:
+    pid = (await create(client, patient()))["id"]
+    before = await count_rows(engine)
+    response = await client.put(
+        f"/Patient/{pid}", json=patient("Reyes", id=pid), headers={"If-Match": if_match}
+    )
+    assert_outcome(response, 400, code="invalid")
+    assert await count_rows(engine) == before
+    assert (await client.get(f"/Patient/{pid}")).json()["meta"]["versionId"] == "1"
+
+
+# -- content negotiation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/xml", "application/fhir+xml", "application/x-www-form-urlencoded"]
+)
+async def test_unsupported_content_type_is_415(
+    client: httpx.AsyncClient, unchanged: None, content_type: str
+) -> None:
+    response = await client.post(
+        "/Patient", content=orjson.dumps(patient()), headers={"content-type": content_type}
+    )
+    assert_outcome(response, 415, code="not-supported")
+
+
+async def test_missing_content_type_is_415(client: httpx.AsyncClient, unchanged: None) -> None:
+    request = client.build_request("POST", "/Patient", content=orjson.dumps(patient()))
+    del request.headers["content-type"]
+    assert_outcome(await client.send(request), 415, code="not-supported")
+
+
+@pytest.mark.parametrize(
+    ("params", "headers"),
+    [
+        pytest.param({"_format": "xml"}, {}, id="format-xml"),
+        pytest.param({"_format": "application/fhir+xml"}, {}, id="format-fhir-xml"),
+        pytest.param({"_format": "turtle"}, {}, id="format-turtle"),
+        pytest.param({}, {"accept": "application/fhir+xml"}, id="accept-fhir-xml"),
+        pytest.param({}, {"accept": "text/html"}, id="accept-html"),
+    ],
+)
+async def test_non_json_format_is_406(
+    client: httpx.AsyncClient, unchanged: None, params: dict[str, str], headers: dict[str, str]
+) -> None:
+    assert_outcome(await client.get("/Patient", params=params, headers=headers), 406, code="not-supported")
+    response = await client.post("/Patient", json=patient(), params=params, headers=headers)
+    assert_outcome(response, 406, code="not-supported")
+
+
+@pytest.mark.parametrize(
+    "accept", ["*/*", "application/json", "application/fhir+json;q=0.9, */*;q=0.1", "text/html, */*"]
+)
+async def test_accept_any_or_json_is_fine(client: httpx.AsyncClient, accept: str) -> None:
+    created = await client.post("/Patient", json=patient(), headers={"accept": accept})
+    assert created.status_code == 201
+    found = await client.get(f"/Patient/{created.json()['id']}", headers={"accept": accept})
+    assert found.status_code == 200
+    assert found.headers["content-type"].startswith(FHIR_JSON)
+
+
+async def test_application_json_content_type_is_accepted(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/Patient", content=orjson.dumps(patient()), headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert response.status_code == 201
+
+
+# -- size and depth limits ----------------------------------------------------------------------
+
+
+def _big_patient() -> bytes:
+    raw = orjson.dumps(patient(**{"text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">" + "x" * 70 * 1024 + "</div>"}}))
+    assert len(raw) > 70 * 1024
+    return raw
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_body_over_the_limit_is_413(client: httpx.AsyncClient, unchanged: None, framing: str) -> None:
+    raw = _big_patient()
+    if framing == "content-length":
+        response = await client.post("/Patient", content=raw)
+    else:
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(raw), 8 * 1024):
+                yield raw[start : start + 8 * 1024]
+
+        response = await client.post("/Patient", content=chunks())
+    assert_outcome(response, 413, code="too-long")
+
+
+async def test_bundle_over_the_limit_is_413(client: httpx.AsyncClient, unchanged: None) -> None:
+    body = bundle("transaction", entry(orjson.loads(_big_patient())))
+    assert_outcome(await client.post("", json=body), 413, code="too-long")
+
+
+async def test_declared_content_length_over_the_limit_is_413(
+    client: httpx.AsyncClient, unchanged: None
+) -> None:
+    response = await client.post(
+        "/Patient", content=orjson.dumps(patient()), headers={"content-length": str(70 * 1024)}
+    )
+    assert_outcome(response, 413, code="too-long")
+
+
+async def test_nesting_deeper_than_the_limit_is_400(client: httpx.AsyncClient, unchanged: None) -> None:
+    body = patient(extension=[nested_extension(60)])  # 1 + 2 * 60 = 121 levels
+    issues = assert_outcome(await client.post("/Patient", json=body), 400, code="invalid")
+    assert any("100" in i["diagnostics"] and "deep" in i["diagnostics"] for i in issues), issues
+
+
+async def test_nesting_deeper_than_the_limit_in_a_bundle_is_400(
+    client: httpx.AsyncClient, unchanged: None
+) -> None:
+    body = bundle("transaction", entry(patient(extension=[nested_extension(50)])))
+    issues = assert_outcome(await client.post("", json=body), 400, code="invalid")
+    assert any("100" in i["diagnostics"] for i in issues), issues
+
+
+async def test_nesting_at_the_limit_is_accepted(client: httpx.AsyncClient) -> None:
+    body = patient(extension=[nested_extension(49)])  # 1 + 2 * 49 = 99 levels
+    response = await client.post("/Patient", json=body)
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("path", ["/Patient", ""])
+async def test_pathological_nesting_is_400_not_500(
+    client: httpx.AsyncClient, unchanged: None, path: str
+) -> None:
+    raw = b'{"resourceType": "Patient", "extension": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    issues = assert_outcome(await client.post(path, content=raw), 400, code="invalid")
+    assert any("100" in i["diagnostics"] for i in issues), issues
+
+
+# -- references ---------------------------------------------------------------------------------
+
+
+async def test_reference_to_a_missing_resource_is_422(client: httpx.AsyncClient, unchanged: None) -> None:
+    body = task(**{"for": {"reference": "Patient/does-not-exist"}})
+    response = await client.post("/Task", json=body)
+    assert_outcome(response, 422, code="not-found", expression="Task.for.reference")
+
+
+async def test_reference_to_a_missing_resource_on_update_is_422(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    tid = (await create(client, task()))["id"]
+    before = await count_rows(engine)
+    body = task(id=tid, owner={"reference": "Practitioner/nobody"})
+    response = await client.put(f"/Task/{tid}", json=body)
+    assert_outcome(response, 422, expression="Task.owner.reference")
+    assert await count_rows(engine) == before
+
+
+async def test_reference_to_a_missing_contained_resource_is_400(
+    client: httpx.AsyncClient, unchanged: None
+) -> None:
+    body = task(
+        contained=[{"resourceType": "Patient", "id": "present"}],
+        **{"for": {"reference": "#missing"}},
+    )
+    response = await client.post("/Task", json=body)
+    assert_outcome(response, 400, code="invalid", expression="Task.for.reference")
+
+
+async def test_unresolved_urn_reference_in_single_create_is_400(
+    client: httpx.AsyncClient, unchanged: None
+) -> None:
+    body = task(**{"for": {"reference": "urn:uuid:6b1fe2a8-6f8d-4c4a-9d8a-1a2b3c4d5e6f"}})
+    response = await client.post("/Task", json=body)
+    assert_outcome(response, 400, code="invalid", expression="Task.for.reference")
+
+
+# -- transaction Bundles ------------------------------------------------------------------------
+
+PATIENT_URN = "urn:uuid:0f7a5c1e-2b0d-4c55-9a41-3c1b2d4e5f60"
+OTHER_URN = "urn:uuid:9d2e4f6a-8b1c-4d3e-a5f7-0b1c2d3e4f50"
+
+
+async def test_transaction_with_unmatched_urn_reference_is_400(
+    client: httpx.AsyncClient, unchanged: None
+) -> None:
+    body = bundle(
+        "transaction",
+        entry(patient(), fullUrl=PATIENT_URN),
+        entry(task(**{"for": {"reference": OTHER_URN}})),
+    )
+    response = await client.post("", json=body)
+    assert_outcome(response, 400, code="invalid", expression="Bundle.entry[1].resource.for.reference")
+
+
+async def test_transaction_with_missing_reference_is_rejected_whole(
+    client: httpx.AsyncClient, unchanged: None
+) -> None:
+    body = bundle(
+        "transaction",
+        entry(patient(), fullUrl=PATIENT_URN),
+        entry(task(**{"for": {"reference": PATIENT_URN}, "owner": {"reference": "Practitioner/nobody"}})),
+    )
+    response = await client.post("", json=body)
+    assert_outcome(response, 422, code="not-found", expression="Bundle.entry[1].resource.owner.reference")
+
+
+async def test_transaction_with_duplicate_full_urls_is_400(
+    client: httpx.AsyncClient, unchanged: None
+) -> None:
+    body = bundle(
+        "transaction",
+        entry(patient("One"), fullUrl=PATIENT_URN),
+        entry(patient("Two"), fullUrl=OTHER_URN),
+        entry(patient("Three"), fullUrl=PATIENT_URN),
+    )
+    response = await client.post("", json=body)
+    issues = assert_outcome(response, 400, code="invalid", expression="Bundle.entry[2].fullUrl")
+    assert "Bundle.entry[1].fullUrl" not in expressions(issues)
+
+
+@pytest.mark.parametrize(
+    ("bad", "expression"),
+    [
+        pytest.param(task(status="bogus"), "Bundle.entry[2].resource.status", id="invalid-code"),
+        pytest.param({"resourceType": "Task", "intent": "order"}, "Bundle.entry[2].resource.status", id="missing-status"),
+        pytest.param(patient(birthDate="1990-13-45"), "Bundle.entry[2].resource.birthDate", id="bad-date"),
+        pytest.param(patient(foo="bar"), "Bundle.entry[2].resource.foo", id="unknown-element"),
+        pytest.param(patient(active="yes"), "Bundle.entry[2].resource.active", id="boolean-as-string"),
+    ],
+)
+async def test_transaction_with_one_invalid_entry_stores_nothing(
+    client: httpx.AsyncClient, unchanged: None, bad: dict[str, Any], expression: str
+) -> None:
+    body = bundle(
+        "transaction",
+        entry(patient("One"), fullUrl=PATIENT_URN),
+        entry(task(**{"for": {"reference": PATIENT_URN}})),
+        entry(bad),
+        entry(patient("Four")),
+    )
+    response = await client.post("", json=body)
+    assert_outcome(response, 400, expression=expression)
+    assert (await client.get("/Patient")).json()["total"] == 0
+
+
+async def test_transaction_entry_url_type_differs_from_resource_is_400(
+    client: httpx.AsyncClient, unchanged: None
+) -> None:
+    body = bundle("transaction", entry(patient()), entry(patient("Two"), url="Task"))
+    response = await client.post("", json=body)
+    assert_outcome(
+        response,
+        400,
+        code="invalid",
+        expression={"Bundle.entry[1].resource.resourceType", "Bundle.entry[1].request.url"},
+    )
+
+
+async def test_transaction_put_entry_id_differs_from_url_is_400(
+    client: httpx.AsyncClient, unchanged: None
+) -> None:
+    body = bundle(
+        "transaction",
+        entry(patient()),
+        entry(patient("Two", id="other-id"), method="PUT", url="Patient/my-id"),
+    )
+    response = await client.post("", json=body)
+    assert_outcome(response, 400, code="invalid", expression="Bundle.entry[1].resource.id")
+
+
+async def test_transaction_put_entry_without_id_in_url_is_400(
+    client: httpx.AsyncClient, unchanged: None
+) -> None:
+    body = bundle("transaction", entry(patient("Two", id="x1"), method="PUT", url="Patient"))
+    response = await client.post("", json=body)
+    assert_outcome(response, 400, code="invalid", expression="Bundle.entry[0].request.url")
+
+
+async def test_transaction_with_delete_entry_is_refused(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    pid = (await create(client, patient()))["id"]
+    before = await count_rows(engine)
+    body = bundle(
+        "transaction",
+        entry(patient("Two")),
+        {"request": {"method": "DELETE", "url": f"Patient/{pid}"}},
+    )
+    response = await client.post("", json=body)
+    assert 400 <= response.status_code < 500
+    assert_outcome(response, response.status_code, expression="Bundle.entry[1].request.method")
+    assert await count_rows(engine) == before
+    assert (await client.get(f"/Patient/{pid}")).status_code == 200
+
+
+async def test_transaction_entry_with_unknown_method_is_400(
+    client: httpx.AsyncClient, unchanged: None
+) -> None:
+    body = bundle("transaction", entry(patient(), method="FETCH"))
+    response = await client.post("", json=body)
+    assert_outcome(response, 400, expression="Bundle.entry[0].request.method")
+
+
+async def test_transaction_entry_without_request_is_400(
+    client: httpx.AsyncClient, unchanged: None
+) -> None:
+    body = bundle("transaction", {"resource": patient()})
+    assert_outcome(await client.post("", json=body), 400, expression="Bundle.entry[0].request")
+
+
+@pytest.mark.parametrize("kind", ["collection", "searchset", "document"])
+async def test_bundle_of_wrong_type_at_the_base_is_400(
+    client: httpx.AsyncClient, unchanged: None, kind: str
+) -> None:
+    body = bundle(kind, {"fullUrl": PATIENT_URN, "resource": patient()})
+    assert_outcome(await client.post("", json=body), 400, code="invalid", expression="Bundle.type")
+
+
+async def test_bundle_without_type_is_400(client: httpx.AsyncClient, unchanged: None) -> None:
+    body = {"resourceType": "Bundle", "entry": [entry(patient())]}
+    assert_outcome(await client.post("", json=body), 400, expression="Bundle.type")
+
+
+async def test_non_bundle_at_the_base_is_400(client: httpx.AsyncClient, unchanged: None) -> None:
+    assert_outcome(await client.post("", json=patient()), 400, code="invalid", expression="resourceType")
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+async def test_too_many_bundle_entries_is_413(client: httpx.AsyncClient, unchanged: None, kind: str) -> None:
+    body = bundle(kind, *(entry({"resourceType": "Patient"}) for _ in range(101)))
+    assert len(orjson.dumps(body)) < 64 * 1024
+    assert_outcome(await client.post("", json=body), 413, code="too-long")
+
+
+# -- batch Bundles ------------------------------------------------------------------------------
+
+
+async def test_batch_bad_entry_fails_alone(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    before = await count_rows(engine)
+    body = bundle(
+        "batch",
+        entry(patient("One")),
+        entry(task(status="bogus")),
+        entry(patient("Three")),
+        entry(task(**{"for": {"reference": "Patient/does-not-exist"}})),
+        entry(patient("Five", birthDate="1990-13-45")),
+        {"request": {"method": "DELETE", "url": "Patient/x"}},
+    )
+    response = await client.post("", json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["resourceType"] == "Bundle"
+    assert result["type"] == "batch-response"
+    statuses = [e["response"]["status"] for e in result["entry"]]
+    assert len(statuses) == 6
+    assert statuses[0].startswith("201") and statuses[2].startswith("201"), statuses
+
+    failures = {1: (400, "Bundle.entry[1].resource.status"), 3: (422, "Bundle.entry[3].resource.for.reference"), 4: (400, "Bundle.entry[4].resource.birthDate")}
+    for index, (status, expression) in failures.items():
+        response_entry = result["entry"][index]["response"]
+        assert response_entry["status"].split()[0] == str(status), response_entry
+        assert expression in expressions(outcome_of(response_entry["outcome"]))
+    delete = result["entry"][5]["response"]
+    assert 400 <= int(delete["status"].split()[0]) < 500, delete
+    assert expressions(outcome_of(delete["outcome"])) & {"Bundle.entry[5].request.method", "Bundle.entry[5]"}
+
+    patients = (await client.get("/Patient")).json()
+    assert sorted(e["resource"]["name"][0]["family"] for e in patients["entry"]) == ["One", "Three"]
+    assert (await client.get("/Task")).json()["total"] == 0
+    after = await count_rows(engine)
+    assert after["resources"] == before["resources"] + 2
+
+
+# -- search -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param("/Task?authored-on=notadate", id="bad-date"),
+        pytest.param("/Task?authored-on=ge2024-13-01", id="bad-date-with-prefix"),
+        pytest.param("/Patient?_lastUpdated=yesterday", id="bad-last-updated"),
+        pytest.param("/Patient?_count=abc", id="count-not-a-number"),
+        pytest.param("/Patient?_count=-1", id="count-negative"),
+        pytest.param("/Patient?gender:contains=x", id="token-contains"),
+        pytest.param("/Task?authored-on:exact=2024-01-01", id="date-modifier"),
+        pytest.param("/Task?patient=not a reference!", id="bad-reference"),
+        pytest.param("/Task?_include=Task:nothing", id="bad-include"),
+    ],
+)
+async def test_bad_search_is_400(client: httpx.AsyncClient, query: str) -> None:
+    assert_outcome(await client.get(query), 400, code="invalid")
+
+
+async def test_bad_search_by_post_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/Task/_search",
+        content=b"authored-on=notadate",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert_outcome(response, 400, code="invalid")
+
+
+async def test_unknown_search_parameter_is_ignored_unless_strict(client: httpx.AsyncClient) -> None:
+    await create(client, patient())
+    lenient = await client.get("/Patient?foo=bar")
+    assert lenient.status_code == 200
+    assert lenient.json()["total"] == 1
+    assert "foo" not in lenient.json()["link"][0]["url"]
+    strict = await client.get("/Patient?foo=bar", headers={"Prefer": "handling=strict"})
+    assert_outcome(strict, 400, code="invalid")
+    explicit_lenient = await client.get("/Patient?foo=bar", headers={"Prefer": "handling=lenient"})
+    assert explicit_lenient.status_code == 200
+
+
+# -- methods ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        pytest.param("DELETE", "/Patient/1", id="delete-instance"),
+        pytest.param("DELETE", "/Patient", id="delete-type"),
+        pytest.param("PATCH", "/Patient/1", id="patch"),
+        pytest.param("PUT", "/Patient", id="put-type"),
+        pytest.param("POST", "/Patient/1", id="post-instance"),
+        pytest.param("DELETE", "", id="delete-base"),
+    ],
+)
+async def test_unsupported_method_is_405(
+    client: httpx.AsyncClient, unchanged: None, method: str, path: str
+) -> None:
+    response = await client.request(method, path, json=patient(id="1"))
+    assert_outcome(response, 405, code="not-supported")
