@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
+from types import FrameType
 
 import typer
 
@@ -24,6 +26,10 @@ def configure_logging(level: str) -> None:
     )
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 @app.command()
 def serve(
     host: str = typer.Option(None, help="Listen address (FHIR_ADAPTER_HOST, default 127.0.0.1)"),
@@ -40,6 +46,8 @@ def serve(
     logging.getLogger(__name__).info(
         "serving FHIR at %s (store: %s)", settings.fhir_base_url, settings.database_url.split(":")[0]
     )
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exit 0 instead of dying by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
