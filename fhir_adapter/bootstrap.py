@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx
 
 from fhir_adapter.config import Settings
+from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.ports import ResourceStore
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.resources import Clock, ResourceService, SearchLimits, utc_now
+from fhir_adapter.services.workflow import Directory, WorkflowConfig, WorkflowService
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore, create_engine
+from fhir_adapter.workflow.codes import DEFAULT_PRIMARY_CARE_TAXONOMY
+from fhir_adapter.workflow.deadlines import california_holidays
+
+
+def examples_dir() -> Path:
+    """examples/ from the installed package, or from the source tree in an editable install."""
+    packaged = Path(__file__).parent / "_data" / "examples"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "examples"
+
+
+def demo_directory_file() -> Path:
+    return examples_dir() / "directory" / "plan-net-directory.json"
 
 
 @dataclass(slots=True)
@@ -21,9 +41,13 @@ class Container:
     store: ResourceStore
     resources: ResourceService
     bundles: BundleService
+    workflow: WorkflowService
     started: datetime
+    http: httpx.AsyncClient | None = None
 
     async def aclose(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
         await self.store.close()
 
 
@@ -31,25 +55,80 @@ async def build_container(
     settings: Settings,
     *,
     store: ResourceStore | None = None,
+    directory: Directory | None = None,
     clock: Clock = utc_now,
     migrate: bool = True,
 ) -> Container:
-    """Build the adapters the settings ask for; pass `store` to use another one (tests)."""
+    """Build the adapters the settings ask for; pass `store` or `directory` to use others (tests)."""
     if store is None:
         engine = create_engine(settings.database_url)
         if migrate:
             await upgrade_database(engine)
         store = SqlResourceStore(engine, base_url=settings.fhir_base_url)
+    http = None
+    if directory is None:
+        http = httpx.AsyncClient(timeout=settings.directory_timeout_seconds)
+        directory = DirectoryClient(
+            http,
+            settings.effective_directory_url,
+            network=settings.network,
+            attempts=settings.directory_attempts,
+            cache_seconds=settings.directory_cache_seconds,
+        )
     resources = ResourceService(
         store,
         base_url=settings.fhir_base_url,
         limits=SearchLimits(settings.default_page_size, settings.max_page_size),
         clock=clock,
     )
-    return Container(
+    primary = frozenset(c.strip() for c in settings.primary_care_taxonomy.split(",") if c.strip())
+    ignore = frozenset(n.strip() for n in settings.holiday_ignore.split(",") if n.strip())
+    workflow = WorkflowService(
+        store,
+        resources,
+        directory,
+        config=WorkflowConfig(
+            plan_organization=settings.plan_organization,
+            primary_care_taxonomy=primary or DEFAULT_PRIMARY_CARE_TAXONOMY,
+            retry_base_seconds=settings.retry_base_seconds,
+        ),
+        closed_days=lambda: _closed_days(ignore),
+        clock=clock,
+    )
+    resources.hooks = workflow
+    container = Container(
         settings=settings,
         store=store,
         resources=resources,
         bundles=BundleService(resources, max_entries=settings.max_bundle_entries),
+        workflow=workflow,
         started=datetime.now(UTC),
+        http=http,
     )
+    await ensure_plan_organization(container)
+    return container
+
+
+@cache
+def _closed_days(ignore: frozenset[str]) -> set[date]:
+    return california_holidays(ignore=ignore)
+
+
+async def ensure_plan_organization(container: Container) -> None:
+    """ClaimResponse.insurer must resolve: store the plan's Organization if it is not there yet,
+    from the demo directory when it lists it, else as a minimal payer Organization."""
+    reference = container.settings.plan_organization
+    if "://" in reference or reference.count("/") != 1:
+        return
+    resource_type, id = reference.split("/")
+    async with container.store.transaction() as tx:
+        if await tx.exists(resource_type, id):
+            return
+        body: dict[str, Any] = {"resourceType": resource_type, "id": id, "name": "Health plan"}
+        seed = demo_directory_file()
+        if seed.exists():
+            for entry in json.loads(seed.read_text()).get("entry", []):
+                resource = entry.get("resource", {})
+                if resource.get("resourceType") == resource_type and resource.get("id") == id:
+                    body = resource
+        await container.resources.create_in(tx, body, path=resource_type, pending=frozenset(), id=id)

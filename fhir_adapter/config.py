@@ -28,6 +28,19 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=500, ge=1)
     log_level: str = "INFO"
 
+    directory_timeout_seconds: float = Field(default=5.0, gt=0)
+    directory_attempts: int = Field(default=3, ge=1, le=10)
+    directory_cache_seconds: float = Field(default=60.0, ge=0)
+    primary_care_taxonomy: str = Field(
+        default="", description="comma-separated NUCC codes treated as primary care (empty: built-in list)"
+    )
+    holiday_ignore: str = Field(
+        default="", description="comma-separated holiday names not counted as closed days"
+    )
+    worker_enabled: bool = True
+    worker_interval_seconds: float = Field(default=2.0, gt=0)
+    retry_base_seconds: float = Field(default=30.0, gt=0)
+
     @field_validator("database_url")
     @classmethod
     def _use_async_driver(cls, url: str) -> str:
@@ -40,6 +53,16 @@ class Settings(BaseSettings):
             if url.startswith(plain):
                 return async_ + url[len(plain) :]
         return url
+
+    @property
+    def built_in_directory_url(self) -> str:
+        """Where this process serves the demo directory (contract §1)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}/directory/fhir"
+
+    @property
+    def effective_directory_url(self) -> str:
+        return (self.directory_url or self.built_in_directory_url).rstrip("/")
 
     @property
     def fhir_base_url(self) -> str:

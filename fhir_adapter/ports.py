@@ -35,6 +35,17 @@ class SearchPage:
     next_cursor: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class WorkflowJob:
+    """The background work owed to one second-opinion Task."""
+
+    task_id: str
+    state: str  # evaluate | review | done
+    due_at: datetime
+    next_attempt_at: datetime
+    attempts: int
+
+
 class StoreTransaction(Protocol):
     """Reads and writes inside one database transaction: all of it commits, or none of it."""
 
@@ -64,6 +75,25 @@ class StoreTransaction(Protocol):
 
     async def lock(self, key: str) -> None:
         """Serialize writers that share `key` (e.g. a conditional create) until commit."""
+        ...
+
+    async def add_job(self, task_id: str, *, due_at: datetime, now: datetime) -> None:
+        """Owe the Task an evaluation now; a Task already owed one keeps its row."""
+        ...
+
+    async def claim_jobs(
+        self, *, now: datetime, lease_until: datetime, limit: int, overdue: bool = False
+    ) -> list[WorkflowJob]:
+        """Lease up to `limit` jobs no other worker holds: those due for an attempt, or (`overdue`)
+        those whose decision deadline has passed undecided."""
+        ...
+
+    async def get_job(self, task_id: str) -> WorkflowJob | None: ...
+
+    async def set_job(
+        self, task_id: str, *, state: str, next_attempt_at: datetime | None = None
+    ) -> None:
+        """Record what became of a job and release its lease."""
         ...
 
 

@@ -19,8 +19,14 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from fastapi import FastAPI
+
+from fhir_adapter.api import handlers
 from fhir_adapter.api.app import create_app
-from fhir_adapter.bootstrap import Container, build_container
+from fhir_adapter.bootstrap import Container, build_container, demo_directory_file
+from fhir_adapter.directory.client import DirectoryClient
+from fhir_adapter.directory.demo import directory_router, load_directory
+from tests.fakes import FrozenClock
 from fhir_adapter.config import Settings
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore, create_engine
@@ -93,10 +99,39 @@ def settings(database_url: str) -> Settings:
     )
 
 
+DIRECTORY_BASE = "http://directory.test/directory/fhir"
+
+
+@pytest.fixture(scope="session")
+def directory_app() -> FastAPI:
+    """The demo directory as its own app, reached over (in-process) HTTP like a real one."""
+    app = FastAPI()
+    handlers.install(app)
+    app.include_router(directory_router(load_directory(demo_directory_file())), prefix="/directory/fhir")
+    return app
+
+
 @pytest.fixture
-async def container(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Container]:
+async def directory(directory_app: FastAPI) -> AsyncIterator[DirectoryClient]:
+    transport = httpx.ASGITransport(app=directory_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://directory.test") as http:
+        yield DirectoryClient(
+            http, DIRECTORY_BASE, network="Organization/medi-cal-network", backoff_seconds=0.001
+        )
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    """Wednesday 2026-11-25 10:00 in California, the day before Thanksgiving."""
+    return FrozenClock()
+
+
+@pytest.fixture
+async def container(
+    settings: Settings, engine: AsyncEngine, directory: DirectoryClient, clock: FrozenClock
+) -> AsyncIterator[Container]:
     store = SqlResourceStore(engine, base_url=settings.fhir_base_url)
-    yield await build_container(settings, store=store)
+    yield await build_container(settings, store=store, directory=directory, clock=clock)
 
 
 @pytest.fixture

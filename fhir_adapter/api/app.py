@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,7 +13,8 @@ from fhir_adapter.api import handlers
 from fhir_adapter.api.fhir_http import check_negotiation
 from fhir_adapter.api.middleware import AccessLog, BodySizeLimit, CatchUnexpected
 from fhir_adapter.api.routes import metadata, resources, system
-from fhir_adapter.bootstrap import Container, build_container
+from fhir_adapter.bootstrap import Container, build_container, demo_directory_file
+from fhir_adapter.directory.demo import directory_router, load_directory
 from fhir_adapter.config import Settings
 
 
@@ -28,9 +30,20 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             return
         built = await build_container(settings)
         app.state.container = built
+        stop = asyncio.Event()
+        worker = (
+            asyncio.create_task(
+                built.workflow.run_worker(stop, interval_seconds=settings.worker_interval_seconds)
+            )
+            if settings.worker_enabled
+            else None
+        )
         try:
             yield
         finally:
+            stop.set()
+            if worker is not None:
+                await worker
             await built.aclose()
 
     app = FastAPI(
@@ -48,6 +61,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(metadata.router, prefix="/fhir", dependencies=negotiated)
     app.include_router(system.router, prefix="/fhir", dependencies=negotiated)
     app.include_router(resources.router, prefix="/fhir", dependencies=negotiated)
+    if settings.directory_url is None:  # contract §1: the built-in demo directory
+        app.include_router(
+            directory_router(load_directory(demo_directory_file())), prefix="/directory/fhir"
+        )
     app.add_middleware(CatchUnexpected)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)

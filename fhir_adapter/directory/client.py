@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -50,15 +50,18 @@ class DirectoryClient:
     def network_reference(self) -> str:
         return self.network if "://" in self.network else f"{self.base_url}/{self.network}"
 
-    async def providers_with_specialty(self, specialty: str, *, today: datetime) -> list[Provider]:
-        """Every PractitionerRole with the specialty, in network or not (the caller filters)."""
-        return await self._roles(
-            {"specialty": f"{NUCC}|{specialty}", "active": "true"}, today=today
-        )
+    async def providers_with_specialty(
+        self, specialties: Iterable[str], *, today: datetime
+    ) -> list[Provider]:
+        """Every active PractitionerRole with one of the specialties, in network or not."""
+        params = {"specialty": _specialty_param(specialties), "active": "true"}
+        return await self._roles(params, today=today)
 
-    async def in_network_providers(self, specialty: str, *, today: datetime) -> list[Provider]:
+    async def in_network_providers(
+        self, specialties: Iterable[str], *, today: datetime
+    ) -> list[Provider]:
         """Contract §5: PractitionerRole?specialty=…&network=… with endpoints and practitioners."""
-        params = {"specialty": f"{NUCC}|{specialty}", "network": self.network}
+        params = {"specialty": _specialty_param(specialties), "network": self.network}
         return [p for p in await self._roles(params, today=today) if p.in_network]
 
     async def provider(self, reference: str, *, today: datetime) -> Provider | None:
@@ -76,14 +79,14 @@ class DirectoryClient:
             return None
         return _prefer_in_network(found)
 
-    async def provider_by_npi(self, npi: str, *, today: datetime) -> Provider | None:
-        """Contract §5: Practitioner?identifier=npi, then its roles."""
+    async def roles_by_npi(self, npi: str, *, today: datetime) -> list[Provider]:
+        """Contract §5: Practitioner?identifier=npi, then PractitionerRole?practitioner=…"""
         bundle = await self._get("Practitioner", {"identifier": f"{NPI}|{npi}"})
         ids = [e["resource"]["id"] for e in bundle.get("entry") or [] if _resource_is(e, "Practitioner")]
         roles: list[Provider] = []
         for id in ids[:5]:
             roles += await self._roles({"practitioner": f"Practitioner/{id}"}, today=today)
-        return _prefer_in_network(roles)
+        return roles
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -162,6 +165,10 @@ def _parse_bundle(content: bytes) -> dict[str, Any] | None:
     if not isinstance(data.get("entry", []), list) or not isinstance(data.get("link", []), list):
         return None
     return data
+
+
+def _specialty_param(specialties: Iterable[str]) -> str:
+    return ",".join(f"{NUCC}|{code}" for code in sorted(set(specialties)))
 
 
 def _resource_is(entry: Mapping[str, Any], kind: str) -> bool:

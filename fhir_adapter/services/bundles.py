@@ -21,6 +21,7 @@ from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.ports import StoreTransaction
 from fhir_adapter.services.resources import (
     ResourceService,
+    WriteResult,
     check_body_type,
     require_served,
 )
@@ -45,6 +46,8 @@ class _Entry:
     if_match: str | None = None
     full_url: str | None = None
     response: dict[str, Any] = field(default_factory=dict)
+    result: WriteResult | None = None
+    status: str = ""
 
     @property
     def path(self) -> str:
@@ -168,6 +171,7 @@ class BundleService:
     async def _transaction(self, entries: list[_Entry], return_resources: bool) -> dict[str, Any]:
         self._check_identities(entries)
         service = self.resources
+        writes = sorted((e for e in entries if e.method != "GET"), key=lambda e: _ORDER[e.method])
         async with service.store.transaction() as tx:
             mapping = await self._assign_ids(tx, entries)
             pending = frozenset(
@@ -178,14 +182,31 @@ class BundleService:
             for entry in entries:
                 if entry.resource is not None and mapping:
                     entry.resource = rewrite_references(entry.resource, mapping)
-            for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
+            for entry in writes:
                 await self._execute(tx, entry, pending, return_resources, validate=False)
+            await self._run_hooks(tx, writes, return_resources)
+            for entry in entries:
+                if entry.method == "GET":
+                    await self._execute(tx, entry, pending, return_resources, validate=False)
         log.info("transaction committed with %d entries", len(entries))
+        await service.hooks.after_commit([e.result for e in writes if e.result is not None])
         return {
             "resourceType": "Bundle",
             "type": "transaction-response",
             "entry": [e.response for e in entries],
         }
+
+    async def _run_hooks(
+        self, tx: StoreTransaction, writes: list[_Entry], return_resources: bool
+    ) -> None:
+        """Let the workflow check and follow up the writes, then answer with what is stored."""
+        done = [e for e in writes if e.result is not None]
+        results = await self.resources.hooks.after_writes(tx, [e.result for e in done if e.result])
+        for entry, result in zip(done, results, strict=True):
+            entry.result = result
+            entry.response = bundles.write_response_entry(
+                self.resources.base_url, result.resource, entry.status, include_resource=return_resources
+            )
 
     def _check_identities(self, entries: list[_Entry]) -> None:
         issues: list[Issue] = []
@@ -205,26 +226,33 @@ class BundleService:
             raise InvalidRequestError(issues=issues)
 
     async def _assign_ids(self, tx: StoreTransaction, entries: list[_Entry]) -> dict[str, str]:
-        """Give every POST an id (or its conditional match); map fullUrls to `Type/id`."""
-        mapping: dict[str, str] = {}
-        for entry in entries:
-            if entry.method == "POST":
-                existing = None
-                if entry.if_none_exist:
-                    try:
-                        existing = await self.resources.find_conditional(
-                            tx, entry.resource_type, entry.if_none_exist
-                        )
-                    except AdapterError as exc:
-                        raise _located(exc, entry) from exc
-                if existing is not None:
-                    entry.id = existing.id
-                    entry.response = bundles.write_response_entry(
-                        self.resources.base_url, existing, "200 OK", include_resource=True
-                    )
-                else:
-                    entry.id = self.resources.new_id()
-            if entry.full_url and entry.id and entry.method in ("POST", "PUT"):
+        """Give every POST an id (or the resource its condition matches); map fullUrls to `Type/id`.
+
+        POSTs are taken in reference order, so a condition computed from a resource (the workflow's
+        implicit ones) sees the ids of the entries it references.
+        """
+        mapping: dict[str, str] = {
+            e.full_url: f"{e.resource_type}/{e.id}" for e in entries if e.method == "PUT" and e.full_url
+        }
+        for entry in _reference_order([e for e in entries if e.method == "POST"]):
+            assert entry.resource is not None
+            criteria = entry.if_none_exist or self.resources.hooks.implicit_condition(
+                rewrite_references(entry.resource, mapping) if mapping else entry.resource
+            )
+            existing = None
+            if criteria:
+                try:
+                    existing = await self.resources.find_conditional(tx, entry.resource_type, criteria)
+                except AdapterError as exc:
+                    raise _located(exc, entry) from exc
+            if existing is not None:
+                entry.id = existing.id
+                entry.response = bundles.write_response_entry(
+                    self.resources.base_url, existing, "200 OK", include_resource=True
+                )
+            else:
+                entry.id = self.resources.new_id()
+            if entry.full_url:
                 mapping[entry.full_url] = f"{entry.resource_type}/{entry.id}"
         return mapping
 
@@ -261,15 +289,16 @@ class BundleService:
             assert entry.resource is not None
             if validate:
                 validate_resource(entry.resource, path=path)
-            result = await service.create_in(tx, entry.resource, path=path, pending=pending, id=entry.id)
-            entry.response = bundles.write_response_entry(base, result.resource, "201 Created", include_resource=return_resources)
+            entry.result = await service.create_in(tx, entry.resource, path=path, pending=pending, id=entry.id)
+            entry.status = "201 Created"
+            entry.response = bundles.write_response_entry(base, entry.result.resource, entry.status, include_resource=return_resources)
         elif entry.method == "PUT":
             assert entry.resource is not None
             if validate:
                 validate_resource(entry.resource, path=path)
-            result = await service.update_in(tx, entry.resource, if_match=entry.if_match, path=path, pending=pending)
-            status = "201 Created" if result.created else "200 OK"
-            entry.response = bundles.write_response_entry(base, result.resource, status, include_resource=return_resources)
+            entry.result = await service.update_in(tx, entry.resource, if_match=entry.if_match, path=path, pending=pending)
+            entry.status = "201 Created" if entry.result.created else "200 OK"
+            entry.response = bundles.write_response_entry(base, entry.result.resource, entry.status, include_resource=return_resources)
         else:
             entry.response = await self._read_entry(tx, entry)
 
@@ -304,8 +333,13 @@ class BundleService:
                 async with self.resources.store.transaction(write=entry.method != "GET") as tx:
                     await self._assign_ids(tx, [entry])
                     await self._execute(tx, entry, frozenset(), return_resources, validate=True)
+                    if entry.result is not None:
+                        await self._run_hooks(tx, [entry], return_resources)
             except AdapterError as exc:
                 entry.response = _failure_response(_located(exc, entry))
+                entry.result = None
+            if entry.result is not None:
+                await self.resources.hooks.after_commit([entry.result])
         failed = sum(1 for e in entries if not e.response.get("response", {}).get("status", "").startswith("2"))
         log.info("batch processed: %d entries, %d failed", len(entries), failed)
         return {"resourceType": "Bundle", "type": "batch-response", "entry": [e.response for e in entries]}
@@ -319,6 +353,40 @@ def _located(exc: AdapterError, entry: _Entry) -> AdapterError:
                 issue.code, f"{entry.path}: {issue.diagnostics}", entry.path, issue.severity
             )
     return exc
+
+
+def _reference_order(entries: list[_Entry]) -> list[_Entry]:
+    """Entries ordered so that one comes after the entries whose fullUrls it references (bundle
+    order where there is no dependency, or a cycle)."""
+    by_url = {e.full_url: e for e in entries if e.full_url}
+    needs = {
+        id(e): {url for url in by_url if url != e.full_url and url in _strings(e.resource)}
+        for e in entries
+    }
+    ordered: list[_Entry] = []
+    placed: set[str] = set()
+    remaining = list(entries)
+    while remaining:
+        ready = next((e for e in remaining if needs[id(e)] <= placed), remaining[0])
+        remaining.remove(ready)
+        ordered.append(ready)
+        if ready.full_url:
+            placed.add(ready.full_url)
+    return ordered
+
+
+def _strings(value: Any) -> set[str]:
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and node.startswith("urn:"):
+            found.add(node)
+    return found
 
 
 def _without_resource(entry: Any) -> Any:

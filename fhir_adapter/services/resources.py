@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from fhir_adapter.errors import (
@@ -39,10 +39,48 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """What a create or update did: the stored version and whether it is new (201) or not (200)."""
+    """What a create or update did: the stored version and whether it is new (201) or not (200).
+
+    `path` is where the resource sat in the request (`Task`, `Bundle.entry[3].resource`), so that
+    later checks can name the element at fault.
+    """
 
     resource: StoredResource
     created: bool
+    path: str = ""
+
+
+class WriteHooks(Protocol):
+    """What a workflow adds to plain FHIR writes (the second-opinion intake implements it)."""
+
+    def implicit_condition(self, content: dict[str, Any]) -> str | None:
+        """Search criteria that make a create conditional although the client did not ask."""
+        ...
+
+    async def after_writes(
+        self, tx: StoreTransaction, results: list[WriteResult]
+    ) -> list[WriteResult]:
+        """Runs inside the write's transaction; raising rejects the whole write."""
+        ...
+
+    async def after_commit(self, results: list[WriteResult]) -> None:
+        """Runs once the write is committed; must not raise for the client's sake."""
+        ...
+
+
+class NoHooks:
+    """Plain FHIR: no conditions, checks or follow-up work."""
+
+    def implicit_condition(self, content: dict[str, Any]) -> str | None:
+        return None
+
+    async def after_writes(
+        self, tx: StoreTransaction, results: list[WriteResult]
+    ) -> list[WriteResult]:
+        return results
+
+    async def after_commit(self, results: list[WriteResult]) -> None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +100,10 @@ class ResourceService:
         limits: SearchLimits | None = None,
         clock: Clock = utc_now,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        hooks: WriteHooks | None = None,
     ) -> None:
         self.store = store
+        self.hooks: WriteHooks = hooks or NoHooks()
         self.base_url = base_url
         self.limits = limits or SearchLimits()
         self.clock = clock
@@ -77,12 +117,16 @@ class ResourceService:
         require_served(resource_type)
         check_body_type(body, resource_type)
         validate_resource(body)
+        criteria = if_none_exist or self.hooks.implicit_condition(body)
         async with self.store.transaction() as tx:
-            if if_none_exist:
-                existing = await self.find_conditional(tx, resource_type, if_none_exist)
+            if criteria:
+                existing = await self.find_conditional(tx, resource_type, criteria)
                 if existing is not None:
-                    return WriteResult(existing, created=False)
-            return await self.create_in(tx, body, path=resource_type, pending=frozenset())
+                    return WriteResult(existing, created=False, path=resource_type)
+            result = await self.create_in(tx, body, path=resource_type, pending=frozenset())
+            [result] = await self.hooks.after_writes(tx, [result])
+        await self.hooks.after_commit([result])
+        return result
 
     async def update(
         self, resource_type: str, id: str, body: Any, *, if_match: str | None = None
@@ -97,9 +141,12 @@ class ResourceService:
             )
         validate_resource(body)
         async with self.store.transaction() as tx:
-            return await self.update_in(
+            result = await self.update_in(
                 tx, body, if_match=if_match, path=resource_type, pending=frozenset()
             )
+            [result] = await self.hooks.after_writes(tx, [result])
+        await self.hooks.after_commit([result])
+        return result
 
     async def read(self, resource_type: str, id: str) -> StoredResource:
         require_served(resource_type)
@@ -184,7 +231,7 @@ class ResourceService:
         content = with_meta(body, id or self.new_id(), 1, now)
         stored = await tx.insert(content, now=now)
         log.info("created %s version 1", stored.key)
-        return WriteResult(stored, created=True)
+        return WriteResult(stored, created=True, path=path)
 
     async def update_in(
         self,
@@ -210,7 +257,7 @@ class ResourceService:
         content = with_meta(body, id, current.version_id + 1, now)
         stored = await tx.replace(current, content, now=now)
         log.info("updated %s to version %d", stored.key, stored.version_id)
-        return WriteResult(stored, created=False)
+        return WriteResult(stored, created=False, path=path)
 
     async def check_references(
         self, tx: StoreTransaction, body: dict[str, Any], *, path: str, pending: frozenset[str]

@@ -41,7 +41,7 @@ from fhir_adapter.fhir.search import (
     TokenCriterion,
     index_rows,
 )
-from fhir_adapter.ports import SearchPage, StoredResource
+from fhir_adapter.ports import SearchPage, StoredResource, WorkflowJob
 from fhir_adapter.store.tables import (
     INDEX_TABLES,
     resource_versions,
@@ -50,6 +50,7 @@ from fhir_adapter.store.tables import (
     search_reference,
     search_string,
     search_token,
+    workflow_jobs,
 )
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,69 @@ class SqlTransaction:
         if self.is_postgres:  # SQLite writers are already serialized by BEGIN IMMEDIATE
             digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
             await self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": digest})
+
+    # -- workflow jobs -------------------------------------------------------------------------
+
+    async def add_job(self, task_id: str, *, due_at: datetime, now: datetime) -> None:
+        exists_already = (
+            await self.conn.execute(
+                select(workflow_jobs.c.task_id).where(workflow_jobs.c.task_id == task_id)
+            )
+        ).first()
+        if exists_already is None:
+            await self.conn.execute(
+                insert(workflow_jobs).values(
+                    task_id=task_id, state="evaluate", due_at=due_at, next_attempt_at=now, attempts=0
+                )
+            )
+
+    async def claim_jobs(
+        self, *, now: datetime, lease_until: datetime, limit: int, overdue: bool = False
+    ) -> list[WorkflowJob]:
+        jobs = workflow_jobs.c
+        free = or_(jobs.leased_until.is_(None), jobs.leased_until < now)
+        if overdue:
+            wanted = and_(jobs.state != "done", jobs.due_at <= now, free)
+            order = jobs.due_at
+        else:
+            wanted = and_(jobs.state == "evaluate", jobs.next_attempt_at <= now, free)
+            order = jobs.next_attempt_at
+        statement = select(jobs.task_id).where(wanted).order_by(order).limit(limit)
+        if self.is_postgres:  # several workers: each skips what another holds
+            statement = statement.with_for_update(skip_locked=True)
+        ids = [row.task_id for row in await self.conn.execute(statement)]
+        if not ids:
+            return []
+        result = await self.conn.execute(
+            update(workflow_jobs)
+            .where(jobs.task_id.in_(ids))
+            .values(leased_until=lease_until, attempts=jobs.attempts + 1)
+            .returning(jobs.task_id, jobs.state, jobs.due_at, jobs.next_attempt_at, jobs.attempts)
+        )
+        return [
+            WorkflowJob(r.task_id, r.state, r.due_at, r.next_attempt_at, r.attempts) for r in result
+        ]
+
+    async def get_job(self, task_id: str) -> WorkflowJob | None:
+        jobs = workflow_jobs.c
+        row = (
+            await self.conn.execute(
+                select(jobs.task_id, jobs.state, jobs.due_at, jobs.next_attempt_at, jobs.attempts).where(
+                    jobs.task_id == task_id
+                )
+            )
+        ).first()
+        return WorkflowJob(row.task_id, row.state, row.due_at, row.next_attempt_at, row.attempts) if row else None
+
+    async def set_job(
+        self, task_id: str, *, state: str, next_attempt_at: datetime | None = None
+    ) -> None:
+        values: dict[str, Any] = {"state": state, "leased_until": None}
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        await self.conn.execute(
+            update(workflow_jobs).where(workflow_jobs.c.task_id == task_id).values(**values)
+        )
 
     async def _write_version(
         self, pk: int, version: int, now: datetime, method: str, content: dict[str, Any]

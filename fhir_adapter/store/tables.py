@@ -124,5 +124,20 @@ search_string = Table(
     Index("ix_search_string_resource", "resource_pk"),
 )
 
+# Background work of the second-opinion workflow, claimed through the database so that several
+# processes can share it: one row per request Task.
+workflow_jobs = Table(
+    "workflow_jobs",
+    metadata,
+    Column("task_id", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),  # evaluate | review | done
+    Column("due_at", UtcDateTime, nullable=False),  # the decision deadline
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("leased_until", UtcDateTime),  # a worker holds it until then
+    Index("ix_workflow_jobs_next", "state", "next_attempt_at"),
+    Index("ix_workflow_jobs_due", "state", "due_at"),
+)
+
 INDEX_TABLES = (search_token, search_reference, search_date, search_string)
-ALL_TABLES = (resources, resource_versions, *INDEX_TABLES)
+ALL_TABLES = (resources, resource_versions, *INDEX_TABLES, workflow_jobs)

@@ -1,0 +1,169 @@
+"""The built-in demo provider directory (contract §1): a small Plan-Net-shaped FHIR search service
+seeded from examples/directory, served at /directory/fhir when no directory URL is configured."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from fhir_adapter.api.fhir_http import FhirResponse
+from fhir_adapter.errors import InvalidRequestError, NotFoundError
+from fhir_adapter.fhir.plannet import role_networks
+
+DirectoryData = dict[str, dict[str, dict[str, Any]]]  # type -> id -> resource
+_INCLUDES = {
+    "PractitionerRole:practitioner": "practitioner",
+    "PractitionerRole:organization": "organization",
+    "PractitionerRole:endpoint": "endpoint",
+    "PractitionerRole:network": "network",
+}
+
+
+def load_directory(path: Path) -> DirectoryData:
+    """Read a collection Bundle of directory resources."""
+    bundle = json.loads(path.read_text())
+    data: DirectoryData = {}
+    for entry in bundle.get("entry") or []:
+        resource = entry["resource"]
+        data.setdefault(resource["resourceType"], {})[resource["id"]] = resource
+    return data
+
+
+def _tokens(values: Iterable[Any]) -> set[tuple[str | None, str]]:
+    found: set[tuple[str | None, str]] = set()
+    for value in values:
+        if isinstance(value, str):
+            found.add((None, value))
+        elif isinstance(value, bool):
+            found.add((None, "true" if value else "false"))
+        elif isinstance(value, dict):
+            for coding in value.get("coding") or [value]:
+                code = coding.get("code") or coding.get("value")
+                if code:
+                    found.add((coding.get("system"), code))
+    return found
+
+
+def _token_match(wanted: str, values: Iterable[Any]) -> bool:
+    present = _tokens(values)
+    for option in wanted.split(","):
+        system, bar, code = option.rpartition("|")
+        if any(c == code and (not bar or s == system) for s, c in present):
+            return True
+    return False
+
+
+def _ref_match(wanted: str, references: Iterable[str]) -> bool:
+    """`Type/id`, a bare id or an absolute URL against the references a resource holds."""
+    refs = list(references)
+    for option in wanted.split(","):
+        if "/" in option:
+            tail = "/".join(option.split("/")[-2:])
+            if any("/".join(r.split("/")[-2:]) == tail for r in refs):
+                return True
+        elif any(r.split("/")[-1] == option for r in refs):
+            return True
+    return False
+
+
+def _refs(resource: Mapping[str, Any], element: str) -> list[str]:
+    value = resource.get(element)
+    items = value if isinstance(value, list) else [value] if value else []
+    return [i["reference"] for i in items if isinstance(i, dict) and i.get("reference")]
+
+
+Matcher = Callable[[Mapping[str, Any], str], bool]
+_SEARCH: dict[str, dict[str, Matcher]] = {
+    "PractitionerRole": {
+        "specialty": lambda r, v: _token_match(v, r.get("specialty") or []),
+        "network": lambda r, v: _ref_match(v, role_networks(r)),
+        "practitioner": lambda r, v: _ref_match(v, _refs(r, "practitioner")),
+        "organization": lambda r, v: _ref_match(v, _refs(r, "organization")),
+        "endpoint": lambda r, v: _ref_match(v, _refs(r, "endpoint")),
+        "active": lambda r, v: _token_match(v, [r.get("active", True)]),
+        "role": lambda r, v: _token_match(v, r.get("code") or []),
+    },
+    "Practitioner": {
+        "identifier": lambda r, v: _token_match(v, r.get("identifier") or []),
+        "family": lambda r, v: any(
+            n.get("family", "").lower().startswith(v.lower()) for n in r.get("name") or []
+        ),
+    },
+    "Organization": {
+        "identifier": lambda r, v: _token_match(v, r.get("identifier") or []),
+        "type": lambda r, v: _token_match(v, r.get("type") or []),
+        "partof": lambda r, v: _ref_match(v, _refs(r, "partOf")),
+    },
+    "Endpoint": {"organization": lambda r, v: _ref_match(v, _refs(r, "managingOrganization"))},
+}
+
+
+def directory_router(data: DirectoryData, *, page_size: int = 10) -> APIRouter:
+    """Routes for `GET {dir}/{type}` (search) and `GET {dir}/{type}/{id}` (read)."""
+    router = APIRouter(tags=["demo directory"])
+
+    def base(request: Request) -> str:
+        return str(request.base_url).rstrip("/") + "/directory/fhir"
+
+    @router.get("/{resource_type}")
+    async def search(resource_type: str, request: Request) -> Response:
+        matchers = _SEARCH.get(resource_type)
+        if matchers is None:
+            raise NotFoundError(f"The demo directory has no {resource_type} resources")
+        params = list(request.query_params.multi_items())
+        matches = list(data.get(resource_type, {}).values())
+        includes: list[str] = []
+        offset, count = 0, page_size
+        for name, value in params:
+            if name == "_include":
+                includes.append(value)
+            elif name == "_offset":
+                offset = int(value) if value.isdigit() else 0
+            elif name == "_count":
+                count = int(value) if value.isdigit() and int(value) > 0 else page_size
+            elif name == "_id":
+                matches = [m for m in matches if m["id"] in value.split(",")]
+            elif name in matchers:
+                matches = [m for m in matches if matchers[name](m, value)]
+            elif not name.startswith("_"):
+                raise InvalidRequestError(f"The demo directory does not search {resource_type} by '{name}'")
+        page = matches[offset : offset + count]
+        root = base(request)
+        entries = [
+            {"fullUrl": f"{root}/{resource_type}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+            for r in page
+        ]
+        seen = {e["fullUrl"] for e in entries}
+        for include in includes:
+            element = _INCLUDES.get(include)
+            for resource in page:
+                refs = list(role_networks(resource)) if element == "network" else _refs(resource, element or "")
+                for ref in refs:
+                    kind, id = ref.split("/")[-2:]
+                    target = data.get(kind, {}).get(id)
+                    url = f"{root}/{kind}/{id}"
+                    if target and url not in seen:
+                        seen.add(url)
+                        entries.append({"fullUrl": url, "resource": target, "search": {"mode": "include"}})
+        kept = [(k, v) for k, v in params if k != "_offset"]
+        links = [{"relation": "self", "url": f"{root}/{resource_type}?{urlencode(params)}"}]
+        if offset + count < len(matches):
+            next_params = [*kept, ("_offset", str(offset + count))]
+            links.append({"relation": "next", "url": f"{root}/{resource_type}?{urlencode(next_params)}"})
+        bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(matches), "link": links, "entry": entries}
+        return FhirResponse(bundle)
+
+    @router.get("/{resource_type}/{id}")
+    async def read(resource_type: str, id: str) -> Response:
+        resource = data.get(resource_type, {}).get(id)
+        if resource is None:
+            raise NotFoundError(f"{resource_type}/{id} is not in the demo directory")
+        return FhirResponse(resource)
+
+    return router

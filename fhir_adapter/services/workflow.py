@@ -1,0 +1,585 @@
+"""The second-opinion workflow: intake of a request, the network check, the decision as a
+ClaimResponse, pended requests and deadlines (contract §3-§5).
+
+Intake runs inside the submitting transaction (a bad request stores nothing); evaluation runs after
+it commits, and again from the background worker for pended requests, so nothing accepted is lost
+when the directory is down or the process restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol
+
+from fhir_adapter.errors import DirectoryUnavailableError, UnprocessableEntityError
+from fhir_adapter.fhir.dates import format_instant, period_range
+from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.fhir.references import parse_reference
+from fhir_adapter.fhir.validation import validate_resource
+from fhir_adapter.policy.decision import Decision, Outcome
+from fhir_adapter.policy.engine import evaluate
+from fhir_adapter.policy.facts import Care, Provider, RequestFacts, RequesterKind
+from fhir_adapter.ports import ResourceStore, StoredResource, StoreTransaction
+from fhir_adapter.services.resources import Clock, ResourceService, WriteResult, with_meta
+from fhir_adapter.workflow import pas
+from fhir_adapter.workflow.codes import (
+    DEFAULT_PRIMARY_CARE_TAXONOMY,
+    NPI,
+    NUCC,
+    STATUS_SYSTEM,
+    TASK_CODE_SYSTEM,
+    BusinessStatus,
+    DenialReason,
+)
+from fhir_adapter.workflow.deadlines import due_at, track_for
+from fhir_adapter.workflow.intake import (
+    check_request,
+    check_task,
+    initial_provider_reference,
+    is_fulfillment_task,
+    is_second_opinion_request,
+    listed_reasons,
+    reference_of,
+)
+from fhir_adapter.workflow.states import UNDECIDED, TaskStatus, transition
+
+log = logging.getLogger(__name__)
+
+_TASK_FOR_OUTCOME = {
+    Outcome.APPROVED_IN_NETWORK: TaskStatus.ACCEPTED,
+    Outcome.APPROVED_OUT_OF_NETWORK: TaskStatus.ACCEPTED,
+    Outcome.DENIED: TaskStatus.REJECTED,
+    Outcome.PENDING_REVIEW: TaskStatus.ON_HOLD,
+    Outcome.PENDING_DIRECTORY: TaskStatus.ON_HOLD,
+}
+
+
+class Directory(Protocol):
+    """What the workflow asks of the provider directory (implemented by DirectoryClient)."""
+
+    async def in_network_providers(
+        self, specialties: Iterable[str], *, today: datetime
+    ) -> list[Provider]: ...
+
+    async def providers_with_specialty(
+        self, specialties: Iterable[str], *, today: datetime
+    ) -> list[Provider]: ...
+
+    async def provider(self, reference: str, *, today: datetime) -> Provider | None: ...
+
+    async def roles_by_npi(self, npi: str, *, today: datetime) -> list[Provider]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowConfig:
+    plan_organization: str
+    primary_care_taxonomy: frozenset[str] = DEFAULT_PRIMARY_CARE_TAXONOMY
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 900.0
+    lease_seconds: float = 120.0
+
+
+@dataclass(slots=True)
+class _Request:
+    """A stored request and the resources it references, read in one transaction."""
+
+    task: StoredResource
+    request: StoredResource
+    patient: dict[str, Any] | None
+    coverage: dict[str, Any] | None
+    local: dict[str, dict[str, Any]] = field(default_factory=dict)  # other local resources by key
+
+
+class WorkflowService:
+    """Implements the WriteHooks of ResourceService for second-opinion requests."""
+
+    def __init__(
+        self,
+        store: ResourceStore,
+        resources: ResourceService,
+        directory: Directory,
+        *,
+        config: WorkflowConfig,
+        closed_days: Callable[[], set[date]],
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.resources = resources
+        self.directory = directory
+        self.config = config
+        self.closed_days = closed_days
+        self.clock = clock
+
+    # -- WriteHooks ----------------------------------------------------------------------------
+
+    def implicit_condition(self, content: dict[str, Any]) -> str | None:
+        """Contract §3: resubmitting a request never creates a second one."""
+        if is_second_opinion_request(content):
+            for identifier in content.get("identifier") or []:
+                if identifier.get("system") and identifier.get("value"):
+                    return f"identifier={identifier['system']}|{identifier['value']}"
+        if is_fulfillment_task(content):
+            focus = reference_of(content.get("focus"))
+            if focus and not focus.startswith("urn:") and "/" in focus:
+                return f"focus={focus}&code={TASK_CODE_SYSTEM}|fulfill"
+        return None
+
+    async def after_writes(
+        self, tx: StoreTransaction, results: list[WriteResult]
+    ) -> list[WriteResult]:
+        """Check new second-opinion requests (422 with every issue) and receive their Tasks."""
+        issues: list[Issue] = []
+        new_requests = {
+            r.resource.key: r
+            for r in results
+            if r.created and is_second_opinion_request(r.resource.content)
+        }
+        for result in new_requests.values():
+            issues += check_request(result.resource.content, result.path)
+        received: dict[int, WriteResult] = {}
+        for index, result in enumerate(results):
+            content = result.resource.content
+            if not (result.created and is_fulfillment_task(content)):
+                continue
+            focus = _local_key(reference_of(content.get("focus")), self.resources.base_url)
+            request = new_requests.get(focus or "")
+            request_content = request.resource.content if request else None
+            if request_content is None and focus:
+                stored = await tx.read(*focus.split("/", 1))
+                request_content = stored.content if stored else None
+            if request_content is None or not is_second_opinion_request(request_content):
+                if new_requests:  # a Task sent with a request must be that request's Task
+                    issues += check_task(content, None, result.path)
+                continue
+            task_issues = check_task(content, request_content, result.path)
+            issues += task_issues
+            if not task_issues and not issues:
+                received[index] = await self._receive(tx, result, request_content)
+        if issues:
+            raise UnprocessableEntityError(issues=issues)
+        return [received.get(i, r) for i, r in enumerate(results)]
+
+    async def after_commit(self, results: list[WriteResult]) -> None:
+        """Decide newly received requests right away; the worker retries whatever this leaves."""
+        for result in results:
+            content = result.resource.content
+            if is_fulfillment_task(content) and content.get("status") == TaskStatus.RECEIVED:
+                try:
+                    await self.evaluate(result.resource.id)
+                except Exception as exc:  # the request is stored and its job will be retried
+                    log.warning(
+                        "evaluation of Task/%s failed (%s); the worker will retry",
+                        result.resource.id,
+                        type(exc).__name__,
+                    )
+
+    # -- intake --------------------------------------------------------------------------------
+
+    async def _receive(
+        self, tx: StoreTransaction, result: WriteResult, request: dict[str, Any]
+    ) -> WriteResult:
+        """Contract §4.1: the Task is received, the clock starts, the due date is set."""
+        now = self.clock()
+        track = track_for(request.get("priority"), listed_reasons(request))
+        due = due_at(now, track, self.closed_days())
+        task = transition(
+            result.resource.content, TaskStatus.RECEIVED, business_status=BusinessStatus.RECEIVED, now=now
+        )
+        task["restriction"] = {
+            **(task.get("restriction") or {}),
+            "period": {"start": format_instant(now), "end": format_instant(due)},
+        }
+        task["owner"] = {"reference": self.config.plan_organization}
+        task.pop("meta", None)
+        current = await tx.read_for_update("Task", result.resource.id)
+        assert current is not None
+        stored = await tx.replace(current, self.resources_meta(task, current, now), now=now)
+        await tx.add_job(stored.id, due_at=due, now=now)
+        log.info("received Task/%s (%s track, due %s)", stored.id, track.value, format_instant(due))
+        return WriteResult(stored, created=True, path=result.path)
+
+    @staticmethod
+    def resources_meta(
+        content: dict[str, Any], current: StoredResource, now: datetime
+    ) -> dict[str, Any]:
+        return with_meta(content, current.id, current.version_id + 1, now)
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    async def evaluate(self, task_id: str) -> Decision | None:
+        """Gather the facts (directory I/O outside any transaction), apply the policy, record it."""
+        loaded = await self._load(task_id)
+        if loaded is None:
+            return None
+        facts = await self._facts(loaded)
+        decision = evaluate(facts)
+        await self._record(loaded, decision, facts)
+        return decision
+
+    async def _load(self, task_id: str) -> _Request | None:
+        async with self.store.transaction(write=False) as tx:
+            task = await tx.read("Task", task_id)
+            if task is None or task.content.get("status") not in UNDECIDED:
+                return None
+            focus = _local_key(reference_of(task.content.get("focus")), self.resources.base_url)
+            request = await tx.read(*focus.split("/", 1)) if focus else None
+            if request is None:
+                return None
+            loaded = _Request(task, request, None, None)
+            content = request.content
+            loaded.patient = await _read_content(tx, reference_of(content.get("subject")), self.resources.base_url)
+            insurance = content.get("insurance") or [{}]
+            loaded.coverage = await _read_content(tx, reference_of(insurance[0]), self.resources.base_url)
+            wanted = [
+                reference_of(content.get("requester")),
+                initial_provider_reference(content),
+                *(reference_of(p) for p in content.get("performer") or []),
+                *(reference_of(p) for p in (loaded.patient or {}).get("generalPractitioner") or []),
+            ]
+            for ref in wanted:
+                key = _local_key(ref, self.resources.base_url)
+                if key and key not in loaded.local:
+                    resource = await _read_content(tx, key, self.resources.base_url)
+                    if resource is not None:
+                        loaded.local[key] = resource
+                        practitioner = _local_key(
+                            reference_of(resource.get("practitioner")), self.resources.base_url
+                        )
+                        if practitioner and practitioner not in loaded.local:
+                            found = await _read_content(tx, practitioner, self.resources.base_url)
+                            if found is not None:
+                                loaded.local[practitioner] = found
+            return loaded
+
+    async def _facts(self, loaded: _Request) -> RequestFacts:
+        now = self.clock()
+        request = loaded.request.content
+        coverage = loaded.coverage or {}
+        span = period_range(coverage.get("period") or {}) if coverage.get("period") else None
+        requester_ref = reference_of(request.get("requester"))
+        requester_type = (requester_ref or "").split("?")[0].split("/")[-2:-1]
+        kind: RequesterKind = (
+            "member"
+            if requester_type == ["Patient"]
+            else "professional"
+            if requester_type in (["Practitioner"], ["PractitionerRole"])
+            else "other"
+        )
+        pcp_refs = [reference_of(p) for p in (loaded.patient or {}).get("generalPractitioner") or []]
+        initial_ref = initial_provider_reference(request)
+        selected_refs = [reference_of(p) for p in request.get("performer") or []]
+        base = dict(
+            now=now,
+            plan_reference=self.config.plan_organization,
+            coverage_status=coverage.get("status"),
+            coverage_start=span[0] if span else None,
+            coverage_end=span[1] if span else None,
+            coverage_payors=tuple(
+                _normalize(reference_of(p), self.resources.base_url) or ""
+                for p in coverage.get("payor") or []
+            ),
+            requester_kind=kind,
+            requester_is_the_member=kind == "member"
+            and requester_ref == reference_of(request.get("subject")),
+            reasons=listed_reasons(request),
+            primary_care_taxonomy=self.config.primary_care_taxonomy,
+        )
+        try:
+            requester = await self._provider(requester_ref, loaded) if kind == "professional" else None
+            initial = await self._provider(initial_ref, loaded)
+            pcp = await self._provider(pcp_refs[0] if pcp_refs else None, loaded)
+            selected = await self._provider(selected_refs[0] if selected_refs else None, loaded)
+            care, needed = self._care(request, initial)
+            codes = {needed} if needed else set(self.config.primary_care_taxonomy)
+            in_network: list[Provider] = []
+            out_of_network: list[Provider] = []
+            if care is not None and (needed or care is Care.PRIMARY):
+                in_network = await self.directory.in_network_providers(codes, today=now)
+                everyone = await self.directory.providers_with_specialty(codes, today=now)
+                out_of_network = [p for p in everyone if not p.in_network]
+        except DirectoryUnavailableError:
+            return RequestFacts(
+                **base,
+                requester_is_pcp=False,
+                requester_is_initial_provider=False,
+                care=None,
+                needed_specialty=None,
+                directory_available=False,
+            )
+        same = _same_reference
+        return RequestFacts(
+            **base,
+            requester_is_pcp=kind == "professional"
+            and (
+                any(same(requester_ref, r) for r in pcp_refs)
+                or (requester is not None and requester.is_same_professional(pcp))
+            ),
+            requester_is_initial_provider=kind == "professional"
+            and (
+                same(requester_ref, initial_ref)
+                or (requester is not None and requester.is_same_professional(initial))
+            ),
+            care=care,
+            needed_specialty=needed,
+            requester=requester,
+            initial_provider=initial,
+            selected_provider=selected,
+            pcp_organization=pcp.organization_reference if pcp else None,
+            in_network=tuple(in_network),
+            out_of_network=tuple(out_of_network),
+        )
+
+    def _care(self, request: dict[str, Any], initial: Provider | None) -> tuple[Care | None, str | None]:
+        """Policy III: PCP care or specialist care, and the specialty the second opinion needs."""
+        wanted = [
+            c["code"]
+            for c in (request.get("performerType") or {}).get("coding") or []
+            if c.get("system") in (None, NUCC) and c.get("code")
+        ]
+        specialties = initial.specialties if initial else frozenset()
+        if specialties & self.config.primary_care_taxonomy:
+            return Care.PRIMARY, wanted[0] if wanted else None
+        if specialties:
+            return Care.SPECIALIST, wanted[0] if wanted else sorted(specialties)[0]
+        if wanted:
+            care = Care.PRIMARY if wanted[0] in self.config.primary_care_taxonomy else Care.SPECIALIST
+            return care, wanted[0]
+        return None, None
+
+    async def _provider(self, reference: str | None, loaded: _Request) -> Provider | None:
+        """The directory's view of a provider the request names (local copy or directory URL)."""
+        if not reference:
+            return None
+        now = self.clock()
+        key = _local_key(reference, self.resources.base_url)
+        if key is None:  # an absolute reference: ask the directory for it
+            return await self.directory.provider(reference, today=now)
+        local = loaded.local.get(key)
+        if local is None:
+            return None
+        role_specialties = frozenset(
+            c["code"]
+            for s in local.get("specialty") or []
+            for c in s.get("coding") or []
+            if c.get("system") == NUCC and c.get("code")
+        )
+        practitioner = local if local.get("resourceType") == "Practitioner" else loaded.local.get(
+            _local_key(reference_of(local.get("practitioner")), self.resources.base_url) or ""
+        )
+        npi = next(
+            (i.get("value") for i in (practitioner or {}).get("identifier") or [] if i.get("system") == NPI),
+            None,
+        )
+        if npi:
+            roles = await self.directory.roles_by_npi(npi, today=now)
+            matching = [r for r in roles if not role_specialties or r.specialties & role_specialties]
+            chosen = next((r for r in matching if r.in_network), None) or (matching[0] if matching else None)
+            if chosen is not None:
+                return chosen
+        # Not in the directory: known only by what the request says; never in network.
+        return Provider(role_reference=key, specialties=role_specialties, npi=npi, in_network=False)
+
+    # -- recording the decision ----------------------------------------------------------------
+
+    async def _record(self, loaded: _Request, decision: Decision, facts: RequestFacts) -> None:
+        now = self.clock()
+        task_id = loaded.task.id
+        async with self.store.transaction() as tx:
+            task = await tx.read_for_update("Task", task_id)
+            if task is None or task.content.get("status") not in UNDECIDED:
+                return  # decided meanwhile (another worker, a reviewer, the deadline sweep)
+            await self._write_decision(tx, task, loaded.request, decision, now)
+            if decision.outcome is Outcome.PENDING_DIRECTORY:
+                job = await tx.get_job(task_id)
+                attempts = job.attempts if job else 1
+                delay = min(
+                    self.config.retry_base_seconds * 2 ** max(attempts - 1, 0),
+                    self.config.retry_max_seconds,
+                )
+                await tx.set_job(task_id, state="evaluate", next_attempt_at=now + timedelta(seconds=delay))
+            elif decision.outcome is Outcome.PENDING_REVIEW:
+                await tx.set_job(task_id, state="review")
+            else:
+                await tx.set_job(task_id, state="done")
+        log.info(
+            "decided Task/%s: %s (%s)",
+            task_id,
+            decision.outcome.value,
+            decision.deciding_rule.rule if decision.deciding_rule else "-",
+        )
+
+    async def _write_decision(
+        self,
+        tx: StoreTransaction,
+        task: StoredResource,
+        request: StoredResource,
+        decision: Decision,
+        now: datetime,
+    ) -> StoredResource:
+        """Claim (once), ClaimResponse (created or updated), and the Task moved to match."""
+        content = request.content
+        patient = reference_of(content.get("subject")) or ""
+        requester = reference_of(content.get("requester"))
+        provider = requester if requester and not requester.startswith("Patient/") else None
+        provider = provider or initial_provider_reference(content) or self.config.plan_organization
+        expedited = track_for(content.get("priority"), listed_reasons(content)).value == "expedited"
+        claim = await self._find_by_trace(tx, "Claim", task.id)
+        if claim is None:
+            claim_body = pas.build_claim(
+                task_id=task.id,
+                request_key=request.key,
+                patient=patient,
+                coverage=reference_of((content.get("insurance") or [{}])[0]) or "",
+                provider=provider,
+                insurer=self.config.plan_organization,
+                expedited=expedited,
+                now=now,
+            )
+            claim = await self._write(tx, claim_body, None)
+        response_body = pas.build_claim_response(
+            decision,
+            task_id=task.id,
+            claim_key=claim.key,
+            patient=patient,
+            insurer=self.config.plan_organization,
+            requestor=requester if requester and not requester.startswith("Patient/") else None,
+            now=now,
+        )
+        existing = await self._find_by_trace(tx, "ClaimResponse", task.id)
+        claim_response = await self._write(tx, response_body, existing)
+        status = _TASK_FOR_OUTCOME[decision.outcome]
+        unchanged = (
+            task.content.get("status") == status.value
+            and _business_status(task.content) == decision.outcome.business_status.value
+        )
+        if unchanged:
+            return task
+        moved = transition(
+            task.content,
+            status,
+            business_status=decision.outcome.business_status,
+            now=now,
+            status_reason=pas.disposition(decision) if decision.outcome is Outcome.DENIED else None,
+        )
+        moved["output"] = [
+            o for o in moved.get("output") or [] if reference_of(o.get("valueReference")) != claim_response.key
+        ] + [
+            {
+                "type": {"coding": [{"system": STATUS_SYSTEM, "code": "decision"}], "text": "decision"},
+                "valueReference": {"reference": claim_response.key},
+            }
+        ]
+        moved.pop("meta", None)
+        return await tx.replace(task, self.resources_meta(moved, task, now), now=now)
+
+    async def _write(
+        self, tx: StoreTransaction, body: dict[str, Any], existing: StoredResource | None
+    ) -> StoredResource:
+        validate_resource(body)  # what we emit must be as valid as what we accept
+        now = self.clock()
+        if existing is None:
+            result = await self.resources.create_in(tx, body, path=body["resourceType"], pending=frozenset())
+            return result.resource
+        return await tx.replace(existing, self.resources_meta(body, existing, now), now=now)
+
+    async def _find_by_trace(
+        self, tx: StoreTransaction, resource_type: str, task_id: str
+    ) -> StoredResource | None:
+        return await self.resources.find_conditional(
+            tx, resource_type, f"identifier={pas.TRACE_SYSTEM}|{task_id}"
+        )
+
+    # -- background work -----------------------------------------------------------------------
+
+    async def run_due_jobs(self, *, limit: int = 20) -> int:
+        """Evaluate pended requests whose retry time has come; returns how many were tried."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            jobs = await tx.claim_jobs(
+                now=now, lease_until=now + timedelta(seconds=self.config.lease_seconds), limit=limit
+            )
+        for job in jobs:
+            try:
+                await self.evaluate(job.task_id)
+            except Exception as exc:
+                log.warning("retry of Task/%s failed (%s)", job.task_id, type(exc).__name__)
+        return len(jobs)
+
+    async def expire_overdue(self, *, limit: int = 50) -> int:
+        """Regulatory §6: an undecided request whose deadline passed is a denial, that day."""
+        now = self.clock()
+        expired = 0
+        async with self.store.transaction() as tx:
+            jobs = await tx.claim_jobs(
+                now=now,
+                lease_until=now + timedelta(seconds=self.config.lease_seconds),
+                limit=limit,
+                overdue=True,
+            )
+            for job in jobs:
+                task = await tx.read_for_update("Task", job.task_id)
+                if task is None or task.content.get("status") not in UNDECIDED:
+                    await tx.set_job(job.task_id, state="done")
+                    continue
+                focus = _local_key(reference_of(task.content.get("focus")), self.resources.base_url)
+                request = await tx.read(*focus.split("/", 1)) if focus else None
+                if request is None:
+                    await tx.set_job(job.task_id, state="done")
+                    continue
+                decision = Decision.deny(DenialReason.DEADLINE_EXPIRED)
+                await self._write_decision(tx, task, request, decision, now)
+                await tx.set_job(job.task_id, state="done")
+                expired += 1
+                log.info("Task/%s denied: deadline expired", job.task_id)
+        return expired
+
+    async def run_worker(self, stop: asyncio.Event, *, interval_seconds: float = 2.0) -> None:
+        """The background loop: deadline sweep, then due retries, until `stop` is set."""
+        while not stop.is_set():
+            try:
+                await self.expire_overdue()
+                await self.run_due_jobs()
+            except Exception as exc:  # keep the loop alive; each pass is idempotent
+                log.error("workflow worker pass failed (%s)", type(exc).__name__)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
+            except TimeoutError:
+                pass
+
+
+def _business_status(task: dict[str, Any]) -> str | None:
+    for coding in (task.get("businessStatus") or {}).get("coding") or []:
+        if coding.get("system") == STATUS_SYSTEM:
+            code: str = coding.get("code")
+            return code
+    return None
+
+
+def _local_key(reference: str | None, base_url: str) -> str | None:
+    if not reference:
+        return None
+    ref = parse_reference(reference, base_url=base_url)
+    return ref.local_key
+
+
+def _normalize(reference: str | None, base_url: str) -> str | None:
+    return _local_key(reference, base_url) or reference
+
+
+def _same_reference(a: str | None, b: str | None) -> bool:
+    return bool(a and b and a == b)
+
+
+async def _read_content(
+    tx: StoreTransaction, reference: str | None, base_url: str
+) -> dict[str, Any] | None:
+    key = _local_key(reference, base_url) if reference and "/" in reference else None
+    if key is None:
+        return None
+    found = await tx.read(*key.split("/", 1))
+    return found.content if found else None
+

@@ -1,0 +1,158 @@
+"""What a second-opinion request must carry (contract §3), checked before it is accepted (pure).
+
+Each check returns Issues naming the element at fault; the service answers 422 with all of them
+and stores nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.workflow.codes import (
+    INITIAL_PROVIDER_EXTENSION,
+    NUCC,
+    REASON_SYSTEM,
+    SECOND_OPINION_SYSTEM,
+    TASK_CODE_SYSTEM,
+    Reason,
+)
+
+_PROFESSIONAL_TYPES = ("Practitioner", "PractitionerRole")
+
+
+def is_second_opinion_request(resource: Mapping[str, Any]) -> bool:
+    """A ServiceRequest whose category says second-opinion."""
+    return resource.get("resourceType") == "ServiceRequest" and any(
+        coding.get("system") == SECOND_OPINION_SYSTEM and coding.get("code") == "second-opinion"
+        for concept in resource.get("category") or []
+        for coding in concept.get("coding") or []
+    )
+
+
+def is_fulfillment_task(resource: Mapping[str, Any]) -> bool:
+    return resource.get("resourceType") == "Task" and any(
+        coding.get("system") == TASK_CODE_SYSTEM and coding.get("code") == "fulfill"
+        for coding in (resource.get("code") or {}).get("coding") or []
+    )
+
+
+def reference_of(value: Any) -> str | None:
+    return value.get("reference") if isinstance(value, dict) else None
+
+
+def reference_type(reference: str | None) -> str | None:
+    if not reference:
+        return None
+    parts = reference.split("?")[0].split("/")
+    return parts[-2] if len(parts) >= 2 else None
+
+
+def initial_provider_reference(request: Mapping[str, Any]) -> str | None:
+    for extension in request.get("extension") or []:
+        if extension.get("url") == INITIAL_PROVIDER_EXTENSION:
+            return reference_of(extension.get("valueReference"))
+    return None
+
+
+def listed_reasons(request: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(
+        coding["code"]
+        for concept in request.get("reasonCode") or []
+        for coding in concept.get("coding") or []
+        if coding.get("system") == REASON_SYSTEM and isinstance(coding.get("code"), str)
+    )
+
+
+def check_request(request: Mapping[str, Any], path: str) -> list[Issue]:
+    """The second-opinion ServiceRequest of contract §3."""
+    issues: list[Issue] = []
+
+    def need(ok: bool, element: str, text: str, code: str = "required") -> None:
+        if not ok:
+            issues.append(Issue(code, f"{path}.{element}: {text}", f"{path}.{element}"))
+
+    need(request.get("status") == "active", "status", "must be 'active' for a new request", "value")
+    need(request.get("intent") == "order", "intent", "must be 'order'", "value")
+    need(reference_type(reference_of(request.get("subject"))) == "Patient", "subject", "must reference the member (Patient)")
+    need(bool(request.get("insurance")), "insurance", "must reference the member's Coverage")
+    for index, insurance in enumerate(request.get("insurance") or []):
+        need(reference_type(reference_of(insurance)) == "Coverage", f"insurance[{index}]", "must reference a Coverage", "value")
+    need(bool(request.get("authoredOn")), "authoredOn", "is required")
+    reasons = request.get("reasonCode") or []
+    need(bool(reasons), "reasonCode", "at least one reason is required (second-opinion-reason codes A-E)")
+    known = {r.value for r in Reason}
+    for i, concept in enumerate(reasons):
+        for j, coding in enumerate(concept.get("coding") or []):
+            if coding.get("system") == REASON_SYSTEM and coding.get("code") not in known:
+                element = f"reasonCode[{i}].coding[{j}].code"
+                issues.append(
+                    Issue(
+                        "code-invalid",
+                        f"{path}.{element}: '{coding.get('code')}' is not a second-opinion-reason "
+                        f"code ({', '.join(sorted(known))})",
+                        f"{path}.{element}",
+                    )
+                )
+    requester_type = reference_type(reference_of(request.get("requester")))
+    need(requester_type is not None, "requester", "is required: the member or the treating professional")
+    if requester_type is not None and requester_type not in ("Patient", *_PROFESSIONAL_TYPES):
+        issues.append(
+            Issue(
+                "business-rule",
+                f"{path}.requester: a {requester_type} cannot request a second opinion; only the "
+                "member (Patient) or a professional (Practitioner, PractitionerRole) can",
+                f"{path}.requester",
+            )
+        )
+    elif requester_type == "Patient" and reference_of(request.get("requester")) != reference_of(request.get("subject")):
+        issues.append(
+            Issue(
+                "business-rule",
+                f"{path}.requester: a Patient requester must be the member the request is about",
+                f"{path}.requester",
+            )
+        )
+    initial = initial_provider_reference(request)
+    extension_path = f"{path}.extension('{INITIAL_PROVIDER_EXTENSION}')"
+    if initial is None:
+        issues.append(Issue("required", f"{extension_path}: the initial-opinion-provider extension (valueReference -> PractitionerRole) is required", extension_path))
+    elif reference_type(initial) not in _PROFESSIONAL_TYPES:
+        issues.append(Issue("value", f"{extension_path}: must reference a PractitionerRole", extension_path))
+    for coding in (request.get("performerType") or {}).get("coding") or []:
+        if coding.get("system") not in (None, NUCC):
+            issues.append(Issue("code-invalid", f"{path}.performerType: use NUCC provider taxonomy ({NUCC})", f"{path}.performerType"))
+    for index, performer in enumerate(request.get("performer") or []):
+        if reference_type(reference_of(performer)) not in _PROFESSIONAL_TYPES:
+            issues.append(Issue("value", f"{path}.performer[{index}]: the selected provider must be a PractitionerRole", f"{path}.performer[{index}]"))
+    return issues
+
+
+def check_task(task: Mapping[str, Any], request: Mapping[str, Any] | None, path: str) -> list[Issue]:
+    """The workflow Task of contract §3: it must focus the second-opinion request."""
+    issues: list[Issue] = []
+
+    def need(ok: bool, element: str, text: str, code: str = "required") -> None:
+        if not ok:
+            issues.append(Issue(code, f"{path}.{element}: {text}", f"{path}.{element}"))
+
+    need(task.get("status") == "requested", "status", "a new request's Task must be 'requested'", "value")
+    need(task.get("intent") == "order", "intent", "must be 'order'", "value")
+    focus = reference_of(task.get("focus"))
+    need(
+        focus is not None and request is not None and is_second_opinion_request(request),
+        "focus",
+        "must reference the second-opinion ServiceRequest",
+        "value",
+    )
+    if request is not None:
+        need(
+            reference_of(task.get("for")) == reference_of(request.get("subject")),
+            "for",
+            "must reference the same Patient as the ServiceRequest's subject",
+            "value",
+        )
+    need(task.get("requester") is not None, "requester", "is required")
+    need(bool(task.get("authoredOn")), "authoredOn", "is required")
+    return issues
