@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from tests.fakes import FrozenClock
+
 
 async def make(client: httpx.AsyncClient, resource: dict) -> dict:
     response = await client.post(f"/{resource['resourceType']}", json=resource)
@@ -73,12 +75,15 @@ async def test_include_adds_referenced_resources(client: httpx.AsyncClient) -> N
     assert "_include=Task%3Afocus" in bundle["link"][0]["url"]
 
 
-async def test_last_updated_and_summary_count(client: httpx.AsyncClient) -> None:
+async def test_last_updated_and_summary_count(client: httpx.AsyncClient, clock: FrozenClock) -> None:
     s = await seed(client)
-    stamp = s["t2"]["meta"]["lastUpdated"]
-    assert await ids(client, "/Task", _lastUpdated=f"ge{stamp}") == {s["t2"]["id"]}
+    clock.advance(minutes=5)
+    later = await make(client, {"resourceType": "Task", "status": "draft", "intent": "order"})
+    stamp = later["meta"]["lastUpdated"]
+    assert await ids(client, "/Task", _lastUpdated=f"ge{stamp}") == {later["id"]}
+    assert await ids(client, "/Task", _lastUpdated=f"lt{stamp}") == {s["t1"]["id"], s["t2"]["id"]}
     counted = (await client.get("/Task", params={"_summary": "count"})).json()
-    assert counted["total"] == 2 and "entry" not in counted
+    assert counted["total"] == 3 and "entry" not in counted
 
 
 async def test_post_search_with_form_body(client: httpx.AsyncClient) -> None:
@@ -95,7 +100,7 @@ async def test_post_search_with_form_body(client: httpx.AsyncClient) -> None:
 async def test_paging_follows_next_links(client: httpx.AsyncClient) -> None:
     created = {(await make(client, {"resourceType": "Organization", "name": f"Org {i}"}))["id"] for i in range(7)}
     seen: list[str] = []
-    url: str | None = "/Organization?_count=3"
+    url: str | None = "/Organization?name=org&_count=3"
     pages = 0
     while url:
         bundle = (await client.get(url)).json()
