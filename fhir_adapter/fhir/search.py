@@ -16,6 +16,7 @@ from typing import Any, Literal
 from fhir_adapter.errors import InvalidRequestError
 from fhir_adapter.fhir.dates import date_range, period_range
 from fhir_adapter.fhir.references import ID_PATTERN, parse_reference
+from fhir_adapter.fhir.validation import CONTROL_CHARACTERS
 
 ParamType = Literal["token", "reference", "date", "string", "id", "last-updated"]
 
@@ -406,6 +407,8 @@ def parse_search(
     applied: list[tuple[str, str]] = []
     count, cursor, summary_count = default_count, None, False
     for raw_name, raw_value in params:
+        if CONTROL_CHARACTERS.search(raw_name) or CONTROL_CHARACTERS.search(raw_value):
+            raise InvalidRequestError("Search parameters may not hold control characters")
         name, _, modifier = raw_name.partition(":")
         if name in _CONTROL_PARAMS:
             if name == "_count":
@@ -444,7 +447,7 @@ def parse_search(
 
 
 def _non_negative_int(name: str, value: str) -> int:
-    if not value.isdigit():
+    if not re.fullmatch(r"[0-9]{1,18}", value):
         raise InvalidRequestError(f"{name} must be a non-negative whole number, not '{value}'")
     return int(value)
 

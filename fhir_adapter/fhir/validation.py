@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+import types
+import typing
 from collections.abc import Iterator
+from decimal import Decimal
+from functools import cache
 from typing import Any
 
 import orjson
@@ -129,15 +133,107 @@ def validate_resource(data: Any, *, path: str = "") -> str:
     """
     resource_type = require_resource(data, path=path)
     root = path or resource_type
-    issues: list[Issue] = []
+    issues = list(_raw_json_issues(data, root))
+    if issues:  # embedded resources of no known type cannot even be given to the models
+        raise InvalidRequestError(issues=_dedupe(issues))
+    cls = model_class(resource_type)
     try:
-        model_class(resource_type).model_validate(data)
+        cls.model_validate(data)
     except pydantic.ValidationError as exc:
         issues.extend(_issue_from_pydantic(error, root) for error in exc.errors())
+    except (KeyError, TypeError, ValueError) as exc:  # the models' own failures on odd input
+        issues.append(Issue("structure", f"{root}: not a valid {resource_type} ({type(exc).__name__})", root))
+    issues.extend(_json_type_issues(data, cls, root))
     issues.extend(_code_issues(data, root))
     if issues:
         raise InvalidRequestError(issues=_dedupe(issues))
     return resource_type
+
+
+# FHIR R4 strings: no characters below U+0020 other than tab, CR and LF (datatypes.html#string).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _raw_json_issues(data: Any, root: str) -> Iterator[Issue]:
+    """Control characters anywhere, and embedded resources (contained, Bundle.entry.resource,
+    Parameters.parameter.resource) without a resourceType FHIR knows."""
+    stack: list[tuple[str, Any, bool]] = [(root, data, False)]
+    while stack:
+        where, node, embedded = stack.pop()
+        if embedded:
+            kind = node.get("resourceType") if isinstance(node, dict) else None
+            if not isinstance(kind, str) or not is_known_type(kind):
+                shown = kind if isinstance(kind, str) else "(missing)"
+                yield Issue("structure", f"{where}.resourceType '{shown}' is not a FHIR R4 resource type", f"{where}.resourceType")
+                continue
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if CONTROL_CHARACTERS.search(key):
+                    yield Issue("structure", f"{where}: an element name holds a control character", where)
+                    continue
+                if key == "contained" and isinstance(child, list):
+                    stack.extend((f"{where}.contained[{i}]", c, True) for i, c in enumerate(child))
+                elif key == "resource" and isinstance(child, dict):
+                    stack.append((f"{where}.resource", child, True))
+                else:
+                    stack.append((f"{where}.{key}", child, False))
+        elif isinstance(node, list):
+            stack.extend((f"{where}[{i}]", c, False) for i, c in enumerate(node))
+        elif isinstance(node, str) and CONTROL_CHARACTERS.search(node):
+            yield Issue("structure", f"{where}: strings may not hold control characters", where)
+
+
+@cache
+def _field_kinds(cls: type) -> dict[str, tuple[str, type | None]]:
+    """For each JSON name of a model: 'bool', 'int', 'decimal', 'model' (with its class) or 'other'."""
+    kinds: dict[str, tuple[str, type | None]] = {}
+    for name, info in getattr(cls, "model_fields", {}).items():
+        kinds[info.alias or name] = _kind(info.annotation)
+    return kinds
+
+
+def _kind(annotation: Any) -> tuple[str, type | None]:
+    while True:
+        origin = typing.get_origin(annotation)
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if origin in (typing.Union, types.UnionType, list, typing.Annotated) and args:
+            annotation = args[0]
+            continue
+        break
+    if annotation is bool:
+        return "bool", None
+    if annotation is int:
+        return "int", None
+    if annotation in (Decimal, float):
+        return "decimal", None
+    if hasattr(annotation, "get_model_klass"):
+        return "model", annotation.get_model_klass()
+    return "other", None
+
+
+def _json_type_issues(data: dict[str, Any], cls: type, root: str) -> Iterator[Issue]:
+    """JSON booleans and numbers where FHIR wants them: the models would coerce "yes" or "3"."""
+    kinds = _field_kinds(cls)
+    for key, value in data.items():
+        kind, klass = kinds.get(key, ("other", None))
+        if kind == "other":
+            continue
+        for index, item in enumerate(value if isinstance(value, list) else [value]):
+            where = f"{root}.{key}[{index}]" if isinstance(value, list) else f"{root}.{key}"
+            if item is None:
+                continue
+            if kind == "bool" and not isinstance(item, bool):
+                yield Issue("structure", f"{where} must be a JSON boolean (true or false)", where)
+            elif kind == "int" and (isinstance(item, bool) or not isinstance(item, int)):
+                yield Issue("structure", f"{where} must be a JSON integer", where)
+            elif kind == "decimal" and (isinstance(item, bool) or not isinstance(item, int | float)):
+                yield Issue("structure", f"{where} must be a JSON number", where)
+            elif kind == "model" and isinstance(item, dict):
+                target = klass
+                if isinstance(item.get("resourceType"), str) and is_known_type(item["resourceType"]):
+                    target = model_class(item["resourceType"])
+                if target is not None:
+                    yield from _json_type_issues(item, target, where)
 
 
 def _issue_from_pydantic(error: Any, root: str) -> Issue:
@@ -179,7 +275,8 @@ def _code_issues(data: dict[str, Any], root: str) -> Iterator[Issue]:
         for index, entry in enumerate(data.get("entry") or []):
             if not isinstance(entry, dict):
                 continue
-            method = (entry.get("request") or {}).get("method")
+            request = entry.get("request")
+            method = request.get("method") if isinstance(request, dict) else None
             if isinstance(method, str) and method not in _HTTP_VERBS:
                 yield Issue(
                     "code-invalid",
