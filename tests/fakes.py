@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
+
 
 class FrozenClock:
     """A clock that only moves when told to."""
@@ -16,3 +18,18 @@ class FrozenClock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+class SwitchableTransport(httpx.AsyncBaseTransport):
+    """Passes requests to `inner`, or fails them as a down server would while `down` is set."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.down = False
+        self.requests = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        if self.down:
+            raise httpx.ConnectError("directory down (test)", request=request)
+        return await self.inner.handle_async_request(request)

@@ -288,6 +288,19 @@ class WorkflowService:
             reasons=listed_reasons(request),
             primary_care_taxonomy=self.config.primary_care_taxonomy,
         )
+        # Who asked is settled from the request itself (references, NPIs), so that a directory
+        # outage never turns into a wrong answer about eligibility.
+        requester_npi = self._local_npi(requester_ref, loaded)
+        pcp_npis = {self._local_npi(r, loaded) for r in pcp_refs} - {None}
+        initial_npi = self._local_npi(initial_ref, loaded)
+        is_pcp = kind == "professional" and (
+            any(_same_reference(requester_ref, r) for r in pcp_refs)
+            or (requester_npi is not None and requester_npi in pcp_npis)
+        )
+        is_initial = kind == "professional" and (
+            _same_reference(requester_ref, initial_ref)
+            or (requester_npi is not None and requester_npi == initial_npi)
+        )
         try:
             requester = await self._provider(requester_ref, loaded) if kind == "professional" else None
             initial = await self._provider(initial_ref, loaded)
@@ -304,25 +317,17 @@ class WorkflowService:
         except DirectoryUnavailableError:
             return RequestFacts(
                 **base,
-                requester_is_pcp=False,
-                requester_is_initial_provider=False,
+                requester_is_pcp=is_pcp,
+                requester_is_initial_provider=is_initial,
                 care=None,
                 needed_specialty=None,
                 directory_available=False,
             )
-        same = _same_reference
         return RequestFacts(
             **base,
-            requester_is_pcp=kind == "professional"
-            and (
-                any(same(requester_ref, r) for r in pcp_refs)
-                or (requester is not None and requester.is_same_professional(pcp))
-            ),
-            requester_is_initial_provider=kind == "professional"
-            and (
-                same(requester_ref, initial_ref)
-                or (requester is not None and requester.is_same_professional(initial))
-            ),
+            requester_is_pcp=is_pcp or (requester is not None and requester.is_same_professional(pcp)),
+            requester_is_initial_provider=is_initial
+            or (requester is not None and requester.is_same_professional(initial)),
             care=care,
             needed_specialty=needed,
             requester=requester,
@@ -331,6 +336,19 @@ class WorkflowService:
             pcp_organization=pcp.organization_reference if pcp else None,
             in_network=tuple(in_network),
             out_of_network=tuple(out_of_network),
+        )
+
+    def _local_npi(self, reference: str | None, loaded: _Request) -> str | None:
+        """The NPI of a locally stored Practitioner or PractitionerRole's practitioner."""
+        key = _local_key(reference, self.resources.base_url)
+        resource = loaded.local.get(key or "")
+        if resource is None:
+            return None
+        if resource.get("resourceType") == "PractitionerRole":
+            practitioner_key = _local_key(reference_of(resource.get("practitioner")), self.resources.base_url)
+            resource = loaded.local.get(practitioner_key or "") or {}
+        return next(
+            (i.get("value") for i in resource.get("identifier") or [] if i.get("system") == NPI), None
         )
 
     def _care(self, request: dict[str, Any], initial: Provider | None) -> tuple[Care | None, str | None]:
