@@ -15,6 +15,7 @@ from fhir_adapter.config import Settings
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.ports import ResourceStore
 from fhir_adapter.services.bundles import BundleService
+from fhir_adapter.services.prior_auth import PriorAuthService
 from fhir_adapter.services.resources import Clock, ResourceService, SearchLimits, utc_now
 from fhir_adapter.services.workflow import Directory, WorkflowConfig, WorkflowService
 from fhir_adapter.store.migrate import upgrade_database
@@ -42,6 +43,7 @@ class Container:
     resources: ResourceService
     bundles: BundleService
     workflow: WorkflowService
+    prior_auth: PriorAuthService
     started: datetime
     http: httpx.AsyncClient | None = None
 
@@ -96,12 +98,14 @@ async def build_container(
         clock=clock,
     )
     resources.hooks = workflow
+    bundles = BundleService(resources, max_entries=settings.max_bundle_entries)
     container = Container(
         settings=settings,
         store=store,
         resources=resources,
-        bundles=BundleService(resources, max_entries=settings.max_bundle_entries),
+        bundles=bundles,
         workflow=workflow,
+        prior_auth=PriorAuthService(resources, bundles),
         started=datetime.now(UTC),
         http=http,
     )

@@ -14,7 +14,8 @@ Our exception hierarchy (HTTP status, default issue code):
   + PayloadTooLargeError            413 too-long
   + UnsupportedMediaTypeError       415 not-supported
   + UnprocessableEntityError        422 processing  profile or business-rule violations
-  + DirectoryUnavailableError       503 transient   the provider directory did not answer usefully
+  + TemporarilyUnavailableError     503 transient   try again later; nothing accepted is lost
+    - DirectoryUnavailableError     503 transient   the provider directory did not answer usefully
 """
 
 from __future__ import annotations
@@ -99,7 +100,12 @@ class UnprocessableEntityError(AdapterError):
     issue_code = "processing"
 
 
-class DirectoryUnavailableError(AdapterError):
+class TemporarilyUnavailableError(AdapterError):
+    status_code = 503
+    issue_code = "transient"
+
+
+class DirectoryUnavailableError(TemporarilyUnavailableError):
     """The directory did not answer usefully (down, slow, garbage, endless paging): pend, never deny."""
 
     status_code = 503

@@ -12,7 +12,7 @@ from fhir_adapter import __version__
 from fhir_adapter.api import handlers
 from fhir_adapter.api.fhir_http import check_negotiation
 from fhir_adapter.api.middleware import AccessLog, BodySizeLimit, CatchUnexpected
-from fhir_adapter.api.routes import metadata, resources, system
+from fhir_adapter.api.routes import metadata, operations, resources, system
 from fhir_adapter.bootstrap import Container, build_container, demo_directory_file
 from fhir_adapter.directory.demo import directory_router, load_directory
 from fhir_adapter.config import Settings
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     negotiated = [Depends(check_negotiation)]
     app.include_router(metadata.router, prefix="/fhir", dependencies=negotiated)
     app.include_router(system.router, prefix="/fhir", dependencies=negotiated)
+    app.include_router(operations.router, prefix="/fhir", dependencies=negotiated)
     app.include_router(resources.router, prefix="/fhir", dependencies=negotiated)
     if settings.directory_url is None:  # contract §1: the built-in demo directory
         app.include_router(

@@ -12,15 +12,34 @@ _SEARCH_TYPE = {"id": "token", "last-updated": "date"}
 _INTERACTIONS = ("read", "vread", "update", "history-instance", "create", "search-type")
 
 
+# Operations the REST surface offers: resource type -> (name, OperationDefinition canonical).
+OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "Claim": (("submit", "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-submit"),),
+    "Task": (("decide", "https://fhir-adapter.org/fhir/OperationDefinition/Task-decide"),),
+}
+PROFILES: dict[str, tuple[str, ...]] = {
+    "ServiceRequest": ("https://fhir-adapter.org/fhir/StructureDefinition/second-opinion-servicerequest",),
+    "Task": ("https://fhir-adapter.org/fhir/StructureDefinition/second-opinion-task",),
+    "Claim": ("https://fhir-adapter.org/fhir/StructureDefinition/second-opinion-claim",),
+    "ClaimResponse": ("https://fhir-adapter.org/fhir/StructureDefinition/second-opinion-claimresponse",),
+}
+
+
 def capability_statement(base_url: str, *, published: str) -> dict[str, Any]:
     """What `GET /fhir/metadata` answers: resources, interactions, search parameters, includes."""
     resources = []
     for resource_type in SERVED_TYPES:
         params = params_for(resource_type)
         references = [p.name for p in SEARCH_PARAMS.get(resource_type, ()) if p.type == "reference"]
+        extra: dict[str, Any] = {}
+        if resource_type in PROFILES:
+            extra["supportedProfile"] = list(PROFILES[resource_type])
+        if resource_type in OPERATIONS:
+            extra["operation"] = [{"name": n, "definition": d} for n, d in OPERATIONS[resource_type]]
         resources.append(
             {
                 "type": resource_type,
+                **extra,
                 "interaction": [{"code": code} for code in _INTERACTIONS],
                 "versioning": "versioned-update",
                 "readHistory": True,

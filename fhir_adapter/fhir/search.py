@@ -131,6 +131,8 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     ),
     "Claim": (
         _tok("identifier"),
+        _ref("requested-service", "item.extension.valueReference", targets=("ServiceRequest",),
+             doc="The ServiceRequest a PAS Claim item asks for (extension requestedService)"),
         _ref("patient", targets=_PATIENT),
         _tok("use"),
         _tok("status"),

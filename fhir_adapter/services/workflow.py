@@ -15,12 +15,17 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
-from fhir_adapter.errors import DirectoryUnavailableError, UnprocessableEntityError
+from fhir_adapter.errors import (
+    DirectoryUnavailableError,
+    InvalidTransitionError,
+    NotFoundError,
+    UnprocessableEntityError,
+)
 from fhir_adapter.fhir.dates import format_instant, period_range
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.fhir.validation import validate_resource
-from fhir_adapter.policy.decision import Decision, Outcome
+from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
 from fhir_adapter.policy.engine import evaluate
 from fhir_adapter.policy.facts import Care, Provider, RequestFacts, RequesterKind
 from fhir_adapter.ports import ResourceStore, StoredResource, StoreTransaction
@@ -45,7 +50,10 @@ from fhir_adapter.workflow.intake import (
     listed_reasons,
     reference_of,
 )
+from fhir_adapter.workflow.review import ReviewerDecision
 from fhir_adapter.workflow.states import UNDECIDED, TaskStatus, transition
+
+REVIEWER_BASIS = "42 CFR 438.210(b)(3): decided by a reviewer with appropriate clinical expertise"
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +100,7 @@ class _Request:
     patient: dict[str, Any] | None
     coverage: dict[str, Any] | None
     local: dict[str, dict[str, Any]] = field(default_factory=dict)  # other local resources by key
+    plan_aliases: set[str] = field(default_factory=set)  # payor references that name the plan
 
 
 class WorkflowService:
@@ -234,6 +243,7 @@ class WorkflowService:
             loaded.patient = await _read_content(tx, reference_of(content.get("subject")), self.resources.base_url)
             insurance = content.get("insurance") or [{}]
             loaded.coverage = await _read_content(tx, reference_of(insurance[0]), self.resources.base_url)
+            loaded.plan_aliases = await self._plan_aliases(tx, loaded.coverage)
             wanted = [
                 reference_of(content.get("requester")),
                 initial_provider_reference(content),
@@ -254,6 +264,24 @@ class WorkflowService:
                             if found is not None:
                                 loaded.local[practitioner] = found
             return loaded
+
+    async def _plan_aliases(
+        self, tx: StoreTransaction, coverage: dict[str, Any] | None
+    ) -> set[str]:
+        """Payor references that name the plan: the plan's own, or an Organization carrying one of
+        the plan Organization's identifiers (PAS and other submitters send their own copy)."""
+        aliases = {self.config.plan_organization}
+        plan = await _read_content(tx, self.config.plan_organization, self.resources.base_url)
+        plan_ids = {
+            (i.get("system"), i.get("value")) for i in (plan or {}).get("identifier") or [] if i.get("value")
+        }
+        for payor in (coverage or {}).get("payor") or []:
+            key = _local_key(reference_of(payor), self.resources.base_url)
+            org = await _read_content(tx, key, self.resources.base_url) if key else None
+            ids = {(i.get("system"), i.get("value")) for i in (org or {}).get("identifier") or []}
+            if key and plan_ids & ids:
+                aliases.add(key)
+        return aliases
 
     async def _facts(self, loaded: _Request) -> RequestFacts:
         now = self.clock()
@@ -279,7 +307,9 @@ class WorkflowService:
             coverage_start=span[0] if span else None,
             coverage_end=span[1] if span else None,
             coverage_payors=tuple(
-                _normalize(reference_of(p), self.resources.base_url) or ""
+                self.config.plan_organization
+                if _normalize(reference_of(p), self.resources.base_url) in loaded.plan_aliases
+                else _normalize(reference_of(p), self.resources.base_url) or ""
                 for p in coverage.get("payor") or []
             ),
             requester_kind=kind,
@@ -430,6 +460,38 @@ class WorkflowService:
             decision.deciding_rule.rule if decision.deciding_rule else "-",
         )
 
+    async def decide_by_reviewer(self, task_id: str, review: ReviewerDecision) -> StoredResource:
+        """`Task/{id}/$decide`: a reviewer decides a pended (or not yet decided) request."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            task = await tx.read_for_update("Task", task_id)
+            if task is None or not is_fulfillment_task(task.content):
+                raise NotFoundError(f"Task/{task_id} is not a second-opinion request")
+            if task.content.get("status") not in UNDECIDED:
+                raise InvalidTransitionError(
+                    f"Task/{task_id} is {task.content.get('status')}; only an undecided request can be decided",
+                    expression="Task.status",
+                )
+            focus = _local_key(reference_of(task.content.get("focus")), self.resources.base_url)
+            request = await tx.read(*focus.split("/", 1)) if focus else None
+            if request is None:
+                raise NotFoundError(f"The request of Task/{task_id} is missing")
+            decision = Decision(
+                review.outcome,
+                providers=tuple(Provider(role_reference=ref) for ref in review.providers),
+                denial_reason=DenialReason.REVIEWER_DENIED if review.outcome is Outcome.DENIED else None,
+                trail=(RuleStep("reviewer_decision", REVIEWER_BASIS, review.outcome.value),),
+            )
+            reviewer = pas.reviewer_extension(review.reviewer, review.reviewer_npi, review.reviewer_specialty)
+            await self._write_decision(
+                tx, task, request, decision, now, reviewer=reviewer, note=review.reason
+            )
+            await tx.set_job(task_id, state="done")
+            response = await self._find_by_trace(tx, "ClaimResponse", task_id)
+        assert response is not None
+        log.info("Task/%s decided by a reviewer: %s", task_id, review.outcome.value)
+        return response
+
     async def _write_decision(
         self,
         tx: StoreTransaction,
@@ -437,6 +499,9 @@ class WorkflowService:
         request: StoredResource,
         decision: Decision,
         now: datetime,
+        *,
+        reviewer: dict[str, Any] | None = None,
+        note: str | None = None,
     ) -> StoredResource:
         """Claim (once), ClaimResponse (created or updated), and the Task moved to match."""
         content = request.content
@@ -445,7 +510,9 @@ class WorkflowService:
         provider = requester if requester and not requester.startswith("Patient/") else None
         provider = provider or initial_provider_reference(content) or self.config.plan_organization
         expedited = track_for(content.get("priority"), listed_reasons(content)).value == "expedited"
-        claim = await self._find_by_trace(tx, "Claim", task.id)
+        claim = await self.resources.find_conditional(
+            tx, "Claim", f"requested-service={request.key}"
+        )
         if claim is None:
             claim_body = pas.build_claim(
                 task_id=task.id,
@@ -466,6 +533,8 @@ class WorkflowService:
             insurer=self.config.plan_organization,
             requestor=requester if requester and not requester.startswith("Patient/") else None,
             now=now,
+            reviewer=reviewer,
+            note=note,
         )
         existing = await self._find_by_trace(tx, "ClaimResponse", task.id)
         claim_response = await self._write(tx, response_body, existing)

@@ -17,6 +17,7 @@ from fhir_adapter.workflow.codes import (
     PAS_REQUESTED_SERVICE,
     PAS_REVIEW_ACTION,
     PAS_REVIEW_ACTION_CODE,
+    PAS_REVIEWER,
     REVIEW_REASON_SYSTEM,
     REVIEW_TEXT,
     RULE_TRAIL_EXTENSION,
@@ -87,8 +88,11 @@ def build_claim_response(
     insurer: str,
     requestor: str | None,
     now: datetime,
+    reviewer: dict[str, Any] | None = None,
+    note: str | None = None,
 ) -> dict[str, Any]:
-    """The ClaimResponse that records `decision`: review action, providers, reason, rule trail."""
+    """The ClaimResponse that records `decision`: review action, providers, reason, rule trail,
+    and for a reviewer's decision who decided and the reason they gave."""
     outcome = decision.outcome
     action: list[dict[str, Any]] = [
         {
@@ -154,11 +158,32 @@ def build_claim_response(
             "start": format_instant(now),
             "end": format_instant(now + timedelta(days=AUTHORIZATION_DAYS)),
         }
-    if decision.denial_reason or decision.review_reason:
-        response["processNote"] = [{"number": 1, "type": "display", "text": disposition(decision)}]
+    notes = [disposition(decision)] if decision.denial_reason or decision.review_reason else []
+    if note:
+        notes.append(note)
+    if notes:
+        response["processNote"] = [
+            {"number": i, "type": "display", "text": text} for i, text in enumerate(notes, start=1)
+        ]
+    if reviewer:
+        response.setdefault("extension", []).append(reviewer)
     if not response["extension"]:
         del response["extension"]
     return response
+
+
+def reviewer_extension(
+    reviewer: str, npi: str | None, specialty: dict[str, Any]
+) -> dict[str, Any]:
+    """PAS claimResponseReviewer: a person decided, with their NPI and specialty."""
+    parts: list[dict[str, Any]] = [
+        {"url": "wasHumanReviewedFlag", "valueBoolean": True},
+        {"url": "reviewer", "valueReference": {"reference": reviewer}},
+        {"url": "reviewerSpecialty", "valueCodeableConcept": specialty},
+    ]
+    if npi:
+        parts.insert(1, {"url": "reviewerNPI", "valueString": npi})
+    return {"url": PAS_REVIEWER, "extension": parts}
 
 
 def disposition(decision: Decision) -> str:

@@ -1,0 +1,83 @@
+"""A reviewer's decision on a pended request, read from the `$decide` Parameters (pure).
+
+42 CFR 438.210(b)(3): a denial is decided by someone with appropriate clinical expertise, so the
+reviewer and their specialty are required and recorded on the ClaimResponse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_adapter.errors import InvalidRequestError, UnprocessableEntityError
+from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.policy.decision import Outcome
+
+DECIDE_OPERATION = "https://fhir-adapter.org/fhir/OperationDefinition/Task-decide"
+_DECISIONS = {
+    Outcome.APPROVED_IN_NETWORK.value: Outcome.APPROVED_IN_NETWORK,
+    Outcome.APPROVED_OUT_OF_NETWORK.value: Outcome.APPROVED_OUT_OF_NETWORK,
+    Outcome.DENIED.value: Outcome.DENIED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewerDecision:
+    outcome: Outcome
+    providers: tuple[str, ...]
+    reason: str | None
+    reviewer: str
+    reviewer_npi: str | None
+    reviewer_specialty: dict[str, Any]
+
+
+def parse_review(body: Any) -> ReviewerDecision:
+    """Read `decision`, `provider` (0..*), `reason`, `reviewer`, `reviewerNPI`, `reviewerSpecialty`."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise InvalidRequestError("$decide takes a Parameters resource", expression="resourceType")
+    params: dict[str, list[dict[str, Any]]] = {}
+    for parameter in body.get("parameter") or []:
+        if isinstance(parameter, dict) and isinstance(parameter.get("name"), str):
+            params.setdefault(parameter["name"], []).append(parameter)
+
+    def where(name: str) -> str:
+        return f"Parameters.parameter.where(name='{name}')"
+
+    def one(name: str, key: str) -> Any:
+        values = [p.get(key) for p in params.get(name, []) if p.get(key) is not None]
+        return values[0] if len(values) == 1 else None
+
+    issues: list[Issue] = []
+    decision = one("decision", "valueCode")
+    if decision not in _DECISIONS:
+        issues.append(Issue("required", f"{where('decision')}: valueCode must be one of {', '.join(_DECISIONS)}", where("decision")))
+    reviewer = (one("reviewer", "valueReference") or {}).get("reference")
+    if not reviewer:
+        issues.append(Issue("required", f"{where('reviewer')}: valueReference to the reviewing Practitioner is required", where("reviewer")))
+    specialty = one("reviewerSpecialty", "valueCodeableConcept")
+    if not specialty:
+        issues.append(Issue("required", f"{where('reviewerSpecialty')}: the reviewer's specialty (valueCodeableConcept) is required", where("reviewerSpecialty")))
+    providers = tuple(
+        p["valueReference"]["reference"]
+        for p in params.get("provider", [])
+        if isinstance(p.get("valueReference"), dict) and p["valueReference"].get("reference")
+    )
+    reason = one("reason", "valueString")
+    outcome = _DECISIONS.get(decision) if isinstance(decision, str) else None
+    if outcome in (Outcome.APPROVED_IN_NETWORK, Outcome.APPROVED_OUT_OF_NETWORK) and not providers:
+        issues.append(Issue("business-rule", f"{where('provider')}: an approval names the provider(s) the member may see", where("provider")))
+    if outcome is Outcome.APPROVED_OUT_OF_NETWORK and len(providers) != 1:
+        issues.append(Issue("business-rule", f"{where('provider')}: an out-of-network authorization names exactly one provider", where("provider")))
+    if outcome is Outcome.DENIED and not reason:
+        issues.append(Issue("business-rule", f"{where('reason')}: a denial needs its specific reason (valueString)", where("reason")))
+    if issues:
+        raise UnprocessableEntityError(issues=issues)
+    assert outcome is not None and reviewer
+    return ReviewerDecision(
+        outcome=outcome,
+        providers=providers,
+        reason=reason,
+        reviewer=reviewer,
+        reviewer_npi=one("reviewerNPI", "valueString"),
+        reviewer_specialty=specialty,
+    )
