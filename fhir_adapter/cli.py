@@ -79,6 +79,18 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 
 
 @app.command()
+def demo(
+    url: str = typer.Option(None, help="FHIR base of a running service; default: start one in-process"),
+) -> None:
+    """Submit the example second-opinion requests and print each one's way through the workflow."""
+    from fhir_adapter.demo import DEFAULT_PATHS, run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    good = asyncio.run(run_demo(url))
+    raise typer.Exit(code=0 if good == len(DEFAULT_PATHS) else 1)
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     from fhir_adapter import __version__

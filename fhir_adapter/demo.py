@@ -1,0 +1,145 @@
+"""`fhir-adapter demo`: submit the example requests to a service and print what happened.
+
+Against `--url` it talks to a running service; otherwise it starts one in this process (SQLite in
+a temporary folder, the built-in directory) on a free loopback port, so the whole flow runs over
+real HTTP exactly as an EHR would see it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fhir_adapter.bootstrap import examples_dir
+from fhir_adapter.workflow.codes import (
+    PAS_AUTHORIZED_PROVIDER,
+    PAS_REVIEW_ACTION,
+    RULE_TRAIL_EXTENSION,
+    STATUS_SYSTEM,
+)
+
+DEFAULT_PATHS = (
+    "in-network-pcp-care",
+    "in-network-specialist-care",
+    "member-selected-provider",
+    "out-of-network",
+    "denied",
+    "review",
+    "expedited",
+)
+
+
+@contextlib.asynccontextmanager
+async def in_process_service() -> AsyncIterator[str]:
+    """A real server on a free loopback port with a throwaway SQLite database; yields its FHIR base."""
+    import uvicorn
+
+    from fhir_adapter.api.app import create_app
+    from fhir_adapter.config import Settings
+
+    with tempfile.TemporaryDirectory(prefix="fhir-adapter-demo-") as folder:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        settings = Settings(
+            host="127.0.0.1",
+            port=port,
+            database_url=f"sqlite+aiosqlite:///{Path(folder) / 'demo.db'}",
+            directory_url=None,
+            base_url=None,
+            _env_file=None,  # type: ignore[call-arg]
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        )
+        task = asyncio.create_task(server.serve())
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if task.done() or time.monotonic() > deadline:
+                raise RuntimeError("the in-process service did not start")
+            await asyncio.sleep(0.05)
+        try:
+            yield settings.fhir_base_url
+        finally:
+            server.should_exit = True
+            await task
+
+
+async def run_demo(
+    base_url: str | None, paths: tuple[str, ...] = DEFAULT_PATHS, *, say: Callable[[str], None] = print
+) -> int:
+    """Walk the example paths; returns how many ended as the example says they should."""
+    if base_url:
+        return await _walk(base_url.rstrip("/"), paths, say)
+    async with in_process_service() as url:
+        say(f"Started fhir-adapter in this process at {url} (SQLite in a temporary folder)")
+        return await _walk(url, paths, say)
+
+
+async def _walk(base_url: str, paths: tuple[str, ...], say: Callable[[str], None]) -> int:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        metadata = await client.get("/metadata")
+        metadata.raise_for_status()
+        say(f"FHIR {metadata.json()['fhirVersion']} server: {base_url}\n")
+        good = 0
+        for name in paths:
+            good += await _one(client, name, say)
+        say(f"\n{good} of {len(paths)} requests ended as their example says.")
+        return good
+
+
+async def _one(client: httpx.AsyncClient, name: str, say: Callable[[str], None]) -> int:
+    bundle = json.loads((examples_dir() / "requests" / f"{name}.json").read_text())
+    expected = bundle.get("meta", {}).get("tag", [{}])[0].get("display", "")
+    say(f"== {name}: {expected}")
+    started = time.perf_counter()
+    response = await client.post("", json=bundle, headers={"Content-Type": "application/fhir+json"})
+    elapsed = (time.perf_counter() - started) * 1000
+    say(f"   request   POST /fhir transaction, {len(bundle['entry'])} entries -> HTTP {response.status_code} ({elapsed:.0f} ms)")
+    if response.status_code != 200:
+        say(f"   refused   {response.json().get('issue', [{}])[0].get('diagnostics')}")
+        return 0
+    task_key = next(
+        e["response"]["location"].split("/_history")[0]
+        for e in response.json()["entry"]
+        if e["response"]["location"].startswith("Task/")
+    )
+    task = (await client.get(f"/{task_key}")).json()
+    period = task.get("restriction", {}).get("period", {})
+    say(f"   received  {task_key}, clock started {period.get('start')}, decision due {period.get('end')}")
+    outputs = [o["valueReference"]["reference"] for o in task.get("output", [])]
+    if not outputs:
+        say("   decision  not yet recorded (the worker will retry)")
+        return 0
+    decision = (await client.get(f"/{outputs[-1]}")).json()
+    trail = [
+        {x["url"]: x.get("valueString") or x.get("valueCode") for x in ext["extension"]}
+        for ext in decision.get("extension", [])
+        if ext["url"] == RULE_TRAIL_EXTENSION
+    ]
+    checks = ", ".join(step["rule"] for step in trail if step["result"] == "passed")
+    say(f"   checks    {checks or '-'}")
+    providers = [
+        ext["extension"][0]["valueReference"].get("display") or ext["extension"][0]["valueReference"]["reference"]
+        for ext in decision["item"][0].get("extension", [])
+        if ext["url"] == PAS_AUTHORIZED_PROVIDER
+    ]
+    say(f"   network   {'; '.join(providers) if providers else 'no provider listed'}")
+    action = next(
+        e for e in decision["item"][0]["adjudication"][0]["extension"] if e["url"] == PAS_REVIEW_ACTION
+    )["extension"][0]["valueCodeableConcept"]["coding"][0]["code"]
+    status = next(c["code"] for c in task["businessStatus"]["coding"] if c["system"] == STATUS_SYSTEM)
+    say(f"   decision  {action} / Task {task['status']} ({status}) by rule {trail[-1]['rule'] if trail else '-'}")
+    say(f"             {decision.get('disposition')}")
+    if decision.get("preAuthRef"):
+        say(f"   authorized {decision['preAuthRef']} valid until {decision['preAuthPeriod']['end']}")
+    return 1
