@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,7 +32,7 @@ class SearchPage:
 
     matches: list[StoredResource]
     included: list[StoredResource]
-    total: int
+    total: int  # -1 when the query asked for no total
     next_cursor: int | None
 
 
@@ -60,6 +61,10 @@ class StoreTransaction(Protocol):
     async def history(self, resource_type: str, id: str) -> list[StoredResource]: ...
 
     async def exists(self, resource_type: str, id: str) -> bool: ...
+
+    async def existing(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of the `(type, id)` keys are stored, in one query."""
+        ...
 
     async def insert(self, content: dict[str, Any], *, now: datetime) -> StoredResource:
         """Store version 1 of a new resource; `content` must carry resourceType and id."""

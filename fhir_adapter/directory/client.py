@@ -128,6 +128,10 @@ class DirectoryClient:
         return await self._get_url(str(request.url))
 
     async def _get_url(self, url: str) -> dict[str, Any]:
+        try:
+            httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise DirectoryUnavailableError(f"the directory gave an invalid URL ({exc})") from exc
         cached = self._cache.get(url)
         if cached is not None:
             return cached
@@ -163,6 +167,12 @@ def _parse_bundle(content: bytes) -> dict[str, Any] | None:
     if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
         return None
     if not isinstance(data.get("entry", []), list) or not isinstance(data.get("link", []), list):
+        return None
+    if not all(
+        isinstance(e, dict) and isinstance(e.get("resource", {}), dict) for e in data.get("entry", [])
+    ):
+        return None
+    if not all(isinstance(l, dict) and isinstance(l.get("url", ""), str) for l in data.get("link", [])):
         return None
     return data
 

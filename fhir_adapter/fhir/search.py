@@ -388,6 +388,7 @@ class SearchQuery:
     includes: tuple[Include, ...]
     summary_count: bool
     applied: tuple[tuple[str, str], ...]  # the parameters honoured, for the `self` link
+    with_total: bool = True  # False: skip counting (conditional creates only need two matches)
 
 
 _DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")

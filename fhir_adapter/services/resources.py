@@ -208,11 +208,11 @@ class ResourceService:
             raise InvalidRequestError(f"Conditional create criteria '{criteria}' select nothing")
         await tx.lock(f"{resource_type}?{sorted(query.applied)}")
         page = await tx.search(
-            SearchQuery(resource_type, query.filters, 2, None, (), False, query.applied)
+            SearchQuery(resource_type, query.filters, 2, None, (), False, query.applied, False)
         )
-        if page.total > 1:
+        if len(page.matches) > 1:
             raise PreconditionFailedError(
-                f"Conditional create: {page.total} {resource_type} resources match '{criteria}'"
+                f"Conditional create: several {resource_type} resources match '{criteria}'"
             )
         return page.matches[0] if page.matches else None
 
@@ -266,6 +266,7 @@ class ResourceService:
         contained resource. References to other servers (absolute URLs) are taken as given."""
         issues: list[Issue] = []
         anchors = contained_ids(body)
+        local_refs = []
         for where, ref_object in iter_references(body, path):
             raw = ref_object["reference"]
             expression = f"{where}.reference"
@@ -281,10 +282,14 @@ class ResourceService:
                 if ref.resource_type not in SERVED_TYPES:
                     kind = "is not stored on this server" if is_known_type(ref.resource_type or "") else "is not a FHIR resource type"
                     issues.append(Issue("not-found", f"{expression} '{raw}': {ref.resource_type} {kind}; use an absolute reference", expression))
-                elif not await tx.exists(ref.resource_type, ref.id or ""):
-                    issues.append(Issue("not-found", f"{expression} '{raw}' points to a resource that does not exist", expression))
+                else:
+                    local_refs.append((expression, raw, (ref.resource_type, ref.id or "")))
             elif ref.kind in ("conditional", "other"):
                 issues.append(Issue("invalid", f"{expression} '{raw}' is not a resolvable reference", expression))
+        found = await tx.existing(key for _, _, key in local_refs)
+        for expression, raw, key in local_refs:
+            if key not in found:
+                issues.append(Issue("not-found", f"{expression} '{raw}' points to a resource that does not exist", expression))
         if not issues:
             return
         if any(i.code == "invalid" for i in issues):

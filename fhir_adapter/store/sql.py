@@ -148,6 +148,15 @@ class SqlTransaction:
         row = (await self.conn.execute(statement)).first()
         return _stored(resource_type, row) if row else None
 
+    async def existing(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return set()
+        statement = select(resources.c.resource_type, resources.c.id).where(
+            tuple_(resources.c.resource_type, resources.c.id).in_(wanted)
+        )
+        return {(row.resource_type, row.id) for row in await self.conn.execute(statement)}
+
     async def exists(self, resource_type: str, id: str) -> bool:
         statement = select(resources.c.pk).where(
             resources.c.resource_type == resource_type, resources.c.id == id
@@ -190,21 +199,20 @@ class SqlTransaction:
 
     async def insert(self, content: dict[str, Any], *, now: datetime) -> StoredResource:
         resource_type, id = content["resourceType"], content["id"]
-        try:
-            async with self.conn.begin_nested():
-                pk = (
-                    await self.conn.execute(
-                        insert(resources)
-                        .values(
-                            resource_type=resource_type,
-                            id=id,
-                            version_id=1,
-                            last_updated=now,
-                            content=content,
-                        )
-                        .returning(resources.c.pk)
+        try:  # a failed insert fails the whole transaction, so no savepoint is needed
+            pk = (
+                await self.conn.execute(
+                    insert(resources)
+                    .values(
+                        resource_type=resource_type,
+                        id=id,
+                        version_id=1,
+                        last_updated=now,
+                        content=content,
                     )
-                ).scalar_one()
+                    .returning(resources.c.pk)
+                )
+            ).scalar_one()
         except IntegrityError as exc:
             raise ConflictError(f"{resource_type}/{id} already exists") from exc
         await self._write_version(pk, 1, now, "create", content)
@@ -334,9 +342,13 @@ class SqlTransaction:
     async def search(self, query: SearchQuery) -> SearchPage:
         conditions = [resources.c.resource_type == query.resource_type]
         conditions.extend(_filter_condition(f) for f in query.filters)
-        total = (
-            await self.conn.execute(select(func.count()).select_from(resources).where(*conditions))
-        ).scalar_one()
+        total = -1
+        if query.with_total or query.summary_count:
+            total = (
+                await self.conn.execute(
+                    select(func.count()).select_from(resources).where(*conditions)
+                )
+            ).scalar_one()
         if query.summary_count or query.count == 0:
             return SearchPage([], [], total, None)
         page_conditions = list(conditions)

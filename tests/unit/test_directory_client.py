@@ -158,7 +158,9 @@ def params_of(request: httpx.Request) -> dict[str, list[str]]:
 async def test_in_network_providers_builds_the_contract_query_and_resolves_includes(
     router: respx.Router, make_client: MakeClient
 ) -> None:
-    other = role("elsewhere-role", "patel", network="Organization/other-network", endpoints=("patel-ehr",))
+    other = role(
+        "elsewhere-role", "patel", network="Organization/other-network", endpoints=("patel-ehr",)
+    )
     route = router.get(f"{BASE}/PractitionerRole").mock(
         return_value=ok(
             bundle(
@@ -191,9 +193,7 @@ async def test_in_network_providers_joins_several_specialties_in_one_parameter(
     assert await make_client().in_network_providers(["207Q00000X", ORTHO], today=TODAY) == []
 
     router.assert_all_called()
-    assert params_of(route.calls.last.request)["specialty"] == [
-        f"{NUCC}|207Q00000X,{NUCC}|{ORTHO}"
-    ]
+    assert params_of(route.calls.last.request)["specialty"] == [f"{NUCC}|207Q00000X,{NUCC}|{ORTHO}"]
 
 
 @pytest.mark.parametrize(
@@ -241,7 +241,12 @@ async def test_role_that_is_in_network_is_kept(
     router: respx.Router, make_client: MakeClient, changes: dict[str, Any]
 ) -> None:
     router.get(f"{BASE}/PractitionerRole").mock(
-        return_value=ok(bundle([role("patel-role", "patel", endpoints=("patel-ehr",), **changes)], [PATEL, PATEL_EHR]))
+        return_value=ok(
+            bundle(
+                [role("patel-role", "patel", endpoints=("patel-ehr",), **changes)],
+                [PATEL, PATEL_EHR],
+            )
+        )
     )
 
     (found,) = await make_client().in_network_providers([ORTHO], today=TODAY)
@@ -262,9 +267,25 @@ async def test_next_links_are_followed_verbatim_and_pages_merged(
     page3 = "http://directory.test/fhir?_getpages=a1b2-c3d4&_getpagesoffset=2&_count=1&_bundletype=searchset"
     route = router.get(host="directory.test").mock(
         side_effect=[
-            ok(bundle([role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR], next=page2)),
-            ok(bundle([role("patel-role", "patel", endpoints=("patel-ehr",))], [PATEL, PATEL_EHR], next=page3)),
-            ok(bundle([role("garcia-role", "garcia", endpoints=("garcia-ehr",))], [GARCIA, GARCIA_EHR])),
+            ok(
+                bundle(
+                    [role("okafor-role", "okafor", endpoints=("okafor-ehr",))],
+                    [OKAFOR, OKAFOR_EHR],
+                    next=page2,
+                )
+            ),
+            ok(
+                bundle(
+                    [role("patel-role", "patel", endpoints=("patel-ehr",))],
+                    [PATEL, PATEL_EHR],
+                    next=page3,
+                )
+            ),
+            ok(
+                bundle(
+                    [role("garcia-role", "garcia", endpoints=("garcia-ehr",))], [GARCIA, GARCIA_EHR]
+                )
+            ),
         ]
     )
 
@@ -337,7 +358,11 @@ async def test_a_transient_status_then_200_succeeds_after_one_retry(
     route = router.get(f"{BASE}/PractitionerRole").mock(
         side_effect=[
             httpx.Response(status),
-            ok(bundle([role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR])),
+            ok(
+                bundle(
+                    [role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR]
+                )
+            ),
         ]
     )
 
@@ -358,7 +383,11 @@ async def test_a_transport_error_then_200_succeeds_after_one_retry(
     route = router.get(f"{BASE}/PractitionerRole").mock(
         side_effect=[
             error("directory unreachable (test)"),
-            ok(bundle([role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR])),
+            ok(
+                bundle(
+                    [role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR]
+                )
+            ),
         ]
     )
 
@@ -403,7 +432,9 @@ async def test_backoff_grows_between_attempts(
     started = loop.time()
 
     with pytest.raises(DirectoryUnavailableError):
-        await make_client(attempts=4, backoff_seconds=0.02).in_network_providers([ORTHO], today=TODAY)
+        await make_client(attempts=4, backoff_seconds=0.02).in_network_providers(
+            [ORTHO], today=TODAY
+        )
 
     elapsed = loop.time() - started
     router.assert_all_called()
@@ -458,7 +489,11 @@ async def test_a_200_that_is_not_a_bundle_then_a_bundle_succeeds(
     route = router.get(f"{BASE}/PractitionerRole").mock(
         side_effect=[
             httpx.Response(200, content=b"<html>maintenance</html>"),
-            ok(bundle([role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR])),
+            ok(
+                bundle(
+                    [role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR]
+                )
+            ),
         ]
     )
 
@@ -472,10 +507,23 @@ async def test_a_200_that_is_not_a_bundle_then_a_bundle_succeeds(
     "body",
     [
         {"resourceType": "Bundle", "type": "searchset", "entry": [42, "x", None]},
-        {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": "PractitionerRole/x"}]},
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [{"resource": "PractitionerRole/x"}],
+        },
         {"resourceType": "Bundle", "type": "searchset", "entry": [], "link": ["next"]},
-        {"resourceType": "Bundle", "type": "searchset", "entry": [], "link": [{"relation": "next", "url": 42}]},
-        {"resourceType": "Bundle", "type": "searchset", "link": [{"relation": "next", "url": "http://[::1"}]},
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [],
+            "link": [{"relation": "next", "url": 42}],
+        },
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "link": [{"relation": "next", "url": "http://[::1"}],
+        },
     ],
     ids=[
         "entries-not-objects",
@@ -503,7 +551,11 @@ async def test_a_client_error_status_is_not_retried(
 ) -> None:
     route = router.get(f"{BASE}/PractitionerRole").mock(
         return_value=httpx.Response(
-            status, json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invalid"}]}
+            status,
+            json={
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "invalid"}],
+            },
         )
     )
 
@@ -521,7 +573,9 @@ async def test_a_second_identical_query_within_the_cache_time_makes_no_call(
     router: respx.Router, make_client: MakeClient
 ) -> None:
     route = router.get(f"{BASE}/PractitionerRole").mock(
-        return_value=ok(bundle([role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR]))
+        return_value=ok(
+            bundle([role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR])
+        )
     )
     client = make_client(cache_seconds=60)
 
@@ -550,7 +604,9 @@ async def test_with_cache_seconds_zero_every_query_calls_the_directory(
     router: respx.Router, make_client: MakeClient
 ) -> None:
     route = router.get(f"{BASE}/PractitionerRole").mock(
-        return_value=ok(bundle([role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR]))
+        return_value=ok(
+            bundle([role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR])
+        )
     )
     client = make_client(cache_seconds=0)
 
@@ -580,7 +636,11 @@ async def test_a_failed_answer_is_not_cached(router: respx.Router, make_client: 
     route = router.get(f"{BASE}/PractitionerRole").mock(
         side_effect=[
             httpx.Response(503),
-            ok(bundle([role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR])),
+            ok(
+                bundle(
+                    [role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR]
+                )
+            ),
         ]
     )
     client = make_client(attempts=1, cache_seconds=60)
@@ -601,7 +661,9 @@ async def test_provider_for_a_practitioner_role_url_of_this_directory(
     router: respx.Router, make_client: MakeClient
 ) -> None:
     route = router.get(f"{BASE}/PractitionerRole").mock(
-        return_value=ok(bundle([role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR]))
+        return_value=ok(
+            bundle([role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR])
+        )
     )
 
     found = await make_client().provider(f"{BASE}/PractitionerRole/okafor-role", today=TODAY)
@@ -618,7 +680,9 @@ async def test_provider_for_a_relative_practitioner_role_reference(
     router: respx.Router, make_client: MakeClient
 ) -> None:
     route = router.get(f"{BASE}/PractitionerRole").mock(
-        return_value=ok(bundle([role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR]))
+        return_value=ok(
+            bundle([role("okafor-role", "okafor", endpoints=("okafor-ehr",))], [OKAFOR, OKAFOR_EHR])
+        )
     )
 
     found = await make_client().provider("PractitionerRole/okafor-role", today=TODAY)
@@ -706,7 +770,11 @@ async def test_roles_by_npi_finds_the_practitioner_then_its_roles(
                 "resourceType": "Bundle",
                 "type": "searchset",
                 "entry": [
-                    {"fullUrl": f"{BASE}/Practitioner/patel", "resource": PATEL, "search": {"mode": "match"}}
+                    {
+                        "fullUrl": f"{BASE}/Practitioner/patel",
+                        "resource": PATEL,
+                        "search": {"mode": "match"},
+                    }
                 ],
             }
         )
