@@ -152,16 +152,17 @@ class WorkflowService:
         received: dict[int, WriteResult] = {}
         for index, result in enumerate(results):
             content = result.resource.content
-            if not (result.created and is_fulfillment_task(content)):
+            if not result.created or content.get("resourceType") != "Task":
                 continue
             focus = _local_key(reference_of(content.get("focus")), self.resources.base_url)
             request = new_requests.get(focus or "")
             request_content = request.resource.content if request else None
-            if request_content is None and focus:
+            if request_content is None and focus and focus.startswith("ServiceRequest/"):
                 stored = await tx.read(*focus.split("/", 1))
                 request_content = stored.content if stored else None
             if request_content is None or not is_second_opinion_request(request_content):
-                if new_requests:  # a Task sent with a request must be that request's Task
+                if new_requests and is_fulfillment_task(content):
+                    # a Task sent with a request must be that request's Task
                     issues += check_task(content, None, result.path)
                 continue
             task_issues = check_task(content, request_content, result.path)

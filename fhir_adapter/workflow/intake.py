@@ -118,13 +118,13 @@ def check_request(request: Mapping[str, Any], path: str) -> list[Issue]:
     extension_path = f"{path}.extension('{INITIAL_PROVIDER_EXTENSION}')"
     if initial is None:
         issues.append(Issue("required", f"{extension_path}: the initial-opinion-provider extension (valueReference -> PractitionerRole) is required", extension_path))
-    elif reference_type(initial) not in _PROFESSIONAL_TYPES:
+    elif reference_type(initial) != "PractitionerRole":
         issues.append(Issue("value", f"{extension_path}: must reference a PractitionerRole", extension_path))
     for coding in (request.get("performerType") or {}).get("coding") or []:
         if coding.get("system") not in (None, NUCC):
             issues.append(Issue("code-invalid", f"{path}.performerType: use NUCC provider taxonomy ({NUCC})", f"{path}.performerType"))
     for index, performer in enumerate(request.get("performer") or []):
-        if reference_type(reference_of(performer)) not in _PROFESSIONAL_TYPES:
+        if reference_type(reference_of(performer)) != "PractitionerRole":
             issues.append(Issue("value", f"{path}.performer[{index}]: the selected provider must be a PractitionerRole", f"{path}.performer[{index}]"))
     return issues
 
@@ -138,6 +138,7 @@ def check_task(task: Mapping[str, Any], request: Mapping[str, Any] | None, path:
             issues.append(Issue(code, f"{path}.{element}: {text}", f"{path}.{element}"))
 
     need(task.get("status") == "requested", "status", "a new request's Task must be 'requested'", "value")
+    need(is_fulfillment_task(task), "code", f"must be {TASK_CODE_SYSTEM}#fulfill", "value")
     need(task.get("intent") == "order", "intent", "must be 'order'", "value")
     focus = reference_of(task.get("focus"))
     need(

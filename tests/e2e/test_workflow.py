@@ -215,8 +215,11 @@ async def test_separate_posts_of_request_and_task(client: httpx.AsyncClient) -> 
         (lambda sr, task: sr.update(requester={"reference": sr["insurance"][0]["reference"]}), "resource.requester"),
         (lambda sr, task: task.update(focus={"reference": task["for"]["reference"]}), "resource.focus"),
         (lambda sr, task: sr.pop("insurance"), "resource.insurance"),
+        (lambda sr, task: task.pop("code"), "resource.code"),
+        (lambda sr, task: sr["extension"][0].update(valueReference=sr["subject"]), "initial-opinion-provider"),
     ],
-    ids=["no-reason", "unknown-reason-code", "no-initial-provider", "requester-is-coverage", "task-focus-not-request", "no-insurance"],
+    ids=["no-reason", "unknown-reason-code", "no-initial-provider", "requester-is-coverage",
+         "task-focus-not-request", "no-insurance", "task-without-fulfill-code", "initial-provider-not-a-role"],
 )
 async def test_bad_requests_are_422_and_store_nothing(
     client: httpx.AsyncClient, engine: AsyncEngine, mutate: Any, expression: str
