@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 
 import typer
@@ -88,6 +89,33 @@ def demo(
     logging.basicConfig(level=logging.WARNING)
     good = asyncio.run(run_demo(url))
     raise typer.Exit(code=0 if good == len(DEFAULT_PATHS) else 1)
+
+
+@app.command()
+def validate(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False)) -> None:
+    """Check FHIR JSON files as the server would (structure, codes, the second-opinion rules).
+
+    References to resources on the server cannot be checked offline; everything else is.
+    """
+    from fhir_adapter.errors import AdapterError
+    from fhir_adapter.fhir.validation import parse_json
+    from fhir_adapter.workflow.intake import check_document
+
+    failed = 0
+    for path in files:
+        try:
+            issues = check_document(parse_json(path.read_bytes(), max_depth=Settings().max_json_depth))
+        except AdapterError as exc:
+            issues = list(exc.issues)
+        if issues:
+            failed += 1
+            typer.echo(f"{path}: {len(issues)} problem(s)")
+            for issue in issues:
+                where = f" [{issue.expression}]" if issue.expression else ""
+                typer.echo(f"  {issue.severity} {issue.code}{where}: {issue.diagnostics}")
+        else:
+            typer.echo(f"{path}: ok")
+    raise typer.Exit(code=1 if failed else 0)
 
 
 @app.command()

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.fhir.references import rewrite_references
 from fhir_adapter.workflow.codes import (
     INITIAL_PROVIDER_EXTENSION,
     NUCC,
@@ -156,4 +157,38 @@ def check_task(task: Mapping[str, Any], request: Mapping[str, Any] | None, path:
         )
     need(task.get("requester") is not None, "requester", "is required")
     need(bool(task.get("authoredOn")), "authoredOn", "is required")
+    return issues
+
+
+def check_document(data: Any) -> list[Issue]:
+    """Every check a submission gets that needs no database: FHIR structure, then the
+    second-opinion rules for each request and Task in it (`fhir-adapter validate`)."""
+    from fhir_adapter.errors import AdapterError
+    from fhir_adapter.fhir.validation import validate_resource
+
+    try:
+        validate_resource(data)
+    except AdapterError as exc:
+        return list(exc.issues)
+    if data["resourceType"] == "ServiceRequest" and is_second_opinion_request(data):
+        return check_request(data, "ServiceRequest")
+    if data["resourceType"] != "Bundle":
+        return []
+    # Stand-in ids for the Bundle's own fullUrls, as the server's urn:uuid rewriting would give.
+    mapping = {
+        e["fullUrl"]: f"{e['resource']['resourceType']}/entry-{i}"
+        for i, e in enumerate(data.get("entry") or [])
+        if e.get("fullUrl") and isinstance(e.get("resource"), dict)
+    }
+    entries = rewrite_references(data.get("entry") or [], mapping)
+    by_url = {e.get("fullUrl"): e.get("resource") for e in entries if e.get("fullUrl")}
+    issues: list[Issue] = []
+    for index, entry in enumerate(entries):
+        resource, path = entry.get("resource") or {}, f"Bundle.entry[{index}].resource"
+        if is_second_opinion_request(resource):
+            issues += check_request(resource, path)
+        elif resource.get("resourceType") == "Task":
+            request = by_url.get(reference_of(resource.get("focus")))
+            if request is not None or is_fulfillment_task(resource):
+                issues += check_task(resource, request, path)
     return issues

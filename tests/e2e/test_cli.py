@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,31 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path, monkeypatch: pytest.Monke
 def test_version() -> None:
     result = CliRunner().invoke(app, ["version"])
     assert result.output.strip() == __version__
+
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def test_validate_accepts_every_example() -> None:
+    files = sorted(str(p) for p in EXAMPLES.glob("*/*.json"))
+    result = CliRunner().invoke(app, ["validate", *files])
+    assert result.exit_code == 0, result.output
+    assert result.output.count(": ok") == len(files)
+
+
+def test_validate_reports_each_problem_with_its_element(tmp_path: Path) -> None:
+    bundle = json.loads((EXAMPLES / "requests" / "denied.json").read_text())
+    request = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+    request["resource"].pop("reasonCode")
+    request["resource"]["status"] = "draft"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(bundle))
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"resourceType": "Patient",')
+    result = CliRunner().invoke(app, ["validate", str(bad), str(broken)])
+    assert result.exit_code == 1
+    index = bundle["entry"].index(request)
+    assert f"[Bundle.entry[{index}].resource.reasonCode]" in result.output
+    assert f"[Bundle.entry[{index}].resource.status]" in result.output
+    assert "broken.json: 1 problem(s)" in result.output
+    assert "not valid JSON" in result.output
