@@ -199,14 +199,19 @@ class ResourceService:
     # -- building blocks shared with Bundle processing ----------------------------------------
 
     async def find_conditional(
-        self, tx: StoreTransaction, resource_type: str, criteria: str
+        self, tx: StoreTransaction, resource_type: str, criteria: str, *, lock: bool = True
     ) -> StoredResource | None:
-        """The one resource matching `If-None-Exist` criteria, None for no match; 412 for several."""
+        """The one resource matching `If-None-Exist` criteria, None for no match; 412 for several.
+
+        `lock` serializes writers racing to create the same resource; lookups made under a lock
+        the caller already holds can skip it.
+        """
         params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
         query = self.parse_query(resource_type, params, strict=True)
         if not query.filters:
             raise InvalidRequestError(f"Conditional create criteria '{criteria}' select nothing")
-        await tx.lock(f"{resource_type}?{sorted(query.applied)}")
+        if lock:
+            await tx.lock(f"{resource_type}?{sorted(query.applied)}")
         page = await tx.search(
             SearchQuery(resource_type, query.filters, 2, None, (), False, query.applied, False)
         )

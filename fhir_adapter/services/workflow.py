@@ -205,8 +205,7 @@ class WorkflowService:
         }
         task["owner"] = {"reference": self.config.plan_organization}
         task.pop("meta", None)
-        current = await tx.read_for_update("Task", result.resource.id)
-        assert current is not None
+        current = result.resource  # created in this very transaction: nobody else can see it
         stored = await tx.replace(current, self.resources_meta(task, current, now), now=now)
         await tx.add_job(stored.id, due_at=due, now=now)
         log.info("received Task/%s (%s track, due %s)", stored.id, track.value, format_instant(due))
@@ -231,54 +230,54 @@ class WorkflowService:
         return decision
 
     async def _load(self, task_id: str) -> _Request | None:
+        """The Task, its request and everything the request names, in a few batched reads."""
+        base = self.resources.base_url
         async with self.store.transaction(write=False) as tx:
             task = await tx.read("Task", task_id)
             if task is None or task.content.get("status") not in UNDECIDED:
                 return None
-            focus = _local_key(reference_of(task.content.get("focus")), self.resources.base_url)
+            focus = _local_key(reference_of(task.content.get("focus")), base)
             request = await tx.read(*focus.split("/", 1)) if focus else None
             if request is None:
                 return None
-            loaded = _Request(task, request, None, None)
             content = request.content
-            loaded.patient = await _read_content(tx, reference_of(content.get("subject")), self.resources.base_url)
-            insurance = content.get("insurance") or [{}]
-            loaded.coverage = await _read_content(tx, reference_of(insurance[0]), self.resources.base_url)
-            loaded.plan_aliases = await self._plan_aliases(tx, loaded.coverage)
-            wanted = [
+            first = [
+                reference_of(content.get("subject")),
+                reference_of((content.get("insurance") or [{}])[0]),
                 reference_of(content.get("requester")),
                 initial_provider_reference(content),
                 *(reference_of(p) for p in content.get("performer") or []),
-                *(reference_of(p) for p in (loaded.patient or {}).get("generalPractitioner") or []),
+                self.config.plan_organization,
             ]
-            for ref in wanted:
-                key = _local_key(ref, self.resources.base_url)
-                if key and key not in loaded.local:
-                    resource = await _read_content(tx, key, self.resources.base_url)
-                    if resource is not None:
-                        loaded.local[key] = resource
-                        practitioner = _local_key(
-                            reference_of(resource.get("practitioner")), self.resources.base_url
-                        )
-                        if practitioner and practitioner not in loaded.local:
-                            found = await _read_content(tx, practitioner, self.resources.base_url)
-                            if found is not None:
-                                loaded.local[practitioner] = found
-            return loaded
+            found = await _read_keys(tx, first, base)
+            patient = found.get(_local_key(first[0], base) or "")
+            coverage = found.get(_local_key(first[1], base) or "")
+            second = [reference_of(p) for p in (patient or {}).get("generalPractitioner") or []]
+            second += [reference_of(p) for p in (coverage or {}).get("payor") or []]
+            found |= await _read_keys(tx, [r for r in second if _local_key(r, base) not in found], base)
+            practitioners = [
+                reference_of(r.get("practitioner")) for r in found.values() if r.get("resourceType") == "PractitionerRole"
+            ]
+            found |= await _read_keys(tx, [r for r in practitioners if _local_key(r, base) not in found], base)
+        loaded = _Request(task, request, patient, coverage, found)
+        loaded.plan_aliases = self._plan_aliases(found.get(self.config.plan_organization), coverage, found)
+        return loaded
 
-    async def _plan_aliases(
-        self, tx: StoreTransaction, coverage: dict[str, Any] | None
+    def _plan_aliases(
+        self,
+        plan: dict[str, Any] | None,
+        coverage: dict[str, Any] | None,
+        local: dict[str, dict[str, Any]],
     ) -> set[str]:
         """Payor references that name the plan: the plan's own, or an Organization carrying one of
         the plan Organization's identifiers (PAS and other submitters send their own copy)."""
         aliases = {self.config.plan_organization}
-        plan = await _read_content(tx, self.config.plan_organization, self.resources.base_url)
         plan_ids = {
             (i.get("system"), i.get("value")) for i in (plan or {}).get("identifier") or [] if i.get("value")
         }
         for payor in (coverage or {}).get("payor") or []:
             key = _local_key(reference_of(payor), self.resources.base_url)
-            org = await _read_content(tx, key, self.resources.base_url) if key else None
+            org = local.get(key or "")
             ids = {(i.get("system"), i.get("value")) for i in (org or {}).get("identifier") or []}
             if key and plan_ids & ids:
                 aliases.add(key)
@@ -511,8 +510,10 @@ class WorkflowService:
         provider = requester if requester and not requester.startswith("Patient/") else None
         provider = provider or initial_provider_reference(content) or self.config.plan_organization
         expedited = track_for(content.get("priority"), listed_reasons(content)).value == "expedited"
-        claim = await self.resources.find_conditional(
-            tx, "Claim", f"requested-service={request.key}"
+        # Both look-ups first, so that no search has to wait for this transaction's own writes.
+        existing = await self._find_by_trace(tx, "ClaimResponse", task.id)
+        claim = await self.resources.find_conditional(  # the Task row lock is held
+            tx, "Claim", f"requested-service={request.key}", lock=False
         )
         if claim is None:
             claim_body = pas.build_claim(
@@ -537,7 +538,6 @@ class WorkflowService:
             reviewer=reviewer,
             note=note,
         )
-        existing = await self._find_by_trace(tx, "ClaimResponse", task.id)
         claim_response = await self._write(tx, response_body, existing)
         status = _TASK_FOR_OUTCOME[decision.outcome]
         unchanged = (
@@ -577,8 +577,8 @@ class WorkflowService:
     async def _find_by_trace(
         self, tx: StoreTransaction, resource_type: str, task_id: str
     ) -> StoredResource | None:
-        return await self.resources.find_conditional(
-            tx, resource_type, f"identifier={pas.TRACE_SYSTEM}|{task_id}"
+        return await self.resources.find_conditional(  # under the Task row lock
+            tx, resource_type, f"identifier={pas.TRACE_SYSTEM}|{task_id}", lock=False
         )
 
     # -- background work -----------------------------------------------------------------------
@@ -662,12 +662,9 @@ def _same_reference(a: str | None, b: str | None) -> bool:
     return bool(a and b and a == b)
 
 
-async def _read_content(
-    tx: StoreTransaction, reference: str | None, base_url: str
-) -> dict[str, Any] | None:
-    key = _local_key(reference, base_url) if reference and "/" in reference else None
-    if key is None:
-        return None
-    found = await tx.read(*key.split("/", 1))
-    return found.content if found else None
-
+async def _read_keys(
+    tx: StoreTransaction, references: Iterable[str | None], base_url: str
+) -> dict[str, dict[str, Any]]:
+    keys = [k for k in (_local_key(r, base_url) for r in references) if k]
+    found = await tx.read_many(tuple(k.split("/", 1)) for k in keys)  # type: ignore[misc]
+    return {key: stored.content for key, stored in found.items()}

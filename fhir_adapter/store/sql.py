@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -115,13 +116,28 @@ class SqlResourceStore:
     def __init__(self, engine: AsyncEngine, *, base_url: str | None = None) -> None:
         self.engine = engine
         self.base_url = base_url
+        # SQLite takes one writer at a time. Queue this process's writers here, in order, rather
+        # than in SQLite's busy handler, whose growing sleeps turn a queue into long stalls.
+        self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[SqlTransaction]:
+        if write and self._writers is not None:
+            async with self._writers:
+                async with self._transaction(write) as tx:
+                    yield tx
+        else:
+            async with self._transaction(write) as tx:
+                yield tx
+
+    @asynccontextmanager
+    async def _transaction(self, write: bool) -> AsyncIterator[SqlTransaction]:
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(fhir_write=write)
             async with conn.begin():
-                yield SqlTransaction(conn, base_url=self.base_url)
+                tx = SqlTransaction(conn, base_url=self.base_url)
+                yield tx
+                await tx.flush()
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -134,6 +150,28 @@ class SqlTransaction:
         self.conn = conn
         self.base_url = base_url
         self.is_postgres = conn.dialect.name == "postgresql"
+        # Version and index rows are written in one batch per table when the transaction ends
+        # (or before a search needs them): a few statements for a whole Bundle, not a few per entry.
+        self._versions: list[dict[str, Any]] = []
+        self._index: dict[Any, list[dict[str, Any]]] = {table: [] for table in INDEX_TABLES}
+        self._stale: set[int] = set()  # resources whose written index rows are outdated
+        self._unflushed: set[int] = set()  # resources created here whose rows are all queued
+
+    async def flush(self) -> None:
+        """Write the queued version and index rows."""
+        if self._stale:
+            stale = list(self._stale)
+            for table in INDEX_TABLES:
+                await self.conn.execute(delete(table).where(table.c.resource_pk.in_(stale)))
+            self._stale.clear()
+        self._unflushed.clear()
+        if self._versions:
+            await self.conn.execute(insert(resource_versions), self._versions)
+            self._versions = []
+        for table, rows in self._index.items():
+            if rows:
+                await self.conn.execute(insert(table), rows)
+                self._index[table] = []
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -164,6 +202,7 @@ class SqlTransaction:
         return (await self.conn.execute(statement)).first() is not None
 
     async def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource | None:
+        await self.flush()
         statement = (
             select(
                 resources.c.id,
@@ -181,6 +220,23 @@ class SqlTransaction:
         row = (await self.conn.execute(statement)).first()
         return _stored(resource_type, row) if row else None
 
+    async def read_many(self, keys: Iterable[tuple[str, str]]) -> dict[str, StoredResource]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        statement = select(
+            resources.c.resource_type,
+            resources.c.id,
+            resources.c.version_id,
+            resources.c.last_updated,
+            resources.c.content,
+        ).where(tuple_(resources.c.resource_type, resources.c.id).in_(wanted))
+        found = [
+            StoredResource(r.resource_type, r.id, r.version_id, r.last_updated, r.content)
+            for r in await self.conn.execute(statement)
+        ]
+        return {f.key: f for f in found}
+
     async def history(self, resource_type: str, id: str) -> list[StoredResource]:
         statement = (
             select(
@@ -193,6 +249,7 @@ class SqlTransaction:
             .where(resources.c.resource_type == resource_type, resources.c.id == id)
             .order_by(resource_versions.c.version_id.desc())
         )
+        await self.flush()
         return [_stored(resource_type, row) for row in await self.conn.execute(statement)]
 
     # -- writes --------------------------------------------------------------------------------
@@ -217,6 +274,7 @@ class SqlTransaction:
             raise ConflictError(f"{resource_type}/{id} already exists") from exc
         await self._write_version(pk, 1, now, "create", content)
         await self._write_index(pk, content)
+        self._unflushed.add(pk)
         return StoredResource(resource_type, id, 1, now, content)
 
     async def replace(
@@ -237,8 +295,10 @@ class SqlTransaction:
         if pk is None:  # someone else wrote a newer version since we read it
             raise ConflictError(f"{current.key} was changed concurrently; read it again and retry")
         await self._write_version(pk, version, now, "update", content)
-        for table in INDEX_TABLES:
-            await self.conn.execute(delete(table).where(table.c.resource_pk == pk))
+        for table, rows in self._index.items():  # rows of an older version not written yet
+            self._index[table] = [row for row in rows if row["resource_pk"] != pk]
+        if pk not in self._unflushed:
+            self._stale.add(pk)
         await self._write_index(pk, content)
         return StoredResource(current.resource_type, current.id, version, now, content)
 
@@ -313,10 +373,8 @@ class SqlTransaction:
     async def _write_version(
         self, pk: int, version: int, now: datetime, method: str, content: dict[str, Any]
     ) -> None:
-        await self.conn.execute(
-            insert(resource_versions).values(
-                resource_pk=pk, version_id=version, last_updated=now, method=method, content=content
-            )
+        self._versions.append(
+            {"resource_pk": pk, "version_id": version, "last_updated": now, "method": method, "content": content}
         )
 
     async def _write_index(self, pk: int, content: dict[str, Any]) -> None:
@@ -334,12 +392,12 @@ class SqlTransaction:
             (search_string, [{"resource_pk": pk, "param": p, "value": v} for p, v in rows.strings]),
         ]  # fmt: skip
         for table, values in batches:
-            if values:
-                await self.conn.execute(insert(table), values)
+            self._index[table].extend(values)
 
     # -- search --------------------------------------------------------------------------------
 
     async def search(self, query: SearchQuery) -> SearchPage:
+        await self.flush()  # the index must hold what this transaction wrote
         conditions = [resources.c.resource_type == query.resource_type]
         conditions.extend(_filter_condition(f) for f in query.filters)
         total = -1
