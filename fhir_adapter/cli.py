@@ -25,6 +25,8 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # httpx logs every URL it calls, query strings included; ours log the outcome instead.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
