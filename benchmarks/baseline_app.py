@@ -18,7 +18,9 @@ app = FastAPI()
 @app.post("/baseline")
 async def parse_and_return(request: Request) -> Response:
     bundle = model_class("Bundle").model_validate(orjson.loads(await request.body()))
-    return Response(bundle.model_dump_json(by_alias=True, exclude_none=True), media_type="application/fhir+json")
+    return Response(
+        bundle.model_dump_json(by_alias=True, exclude_none=True), media_type="application/fhir+json"
+    )
 
 
 @app.get("/ready")

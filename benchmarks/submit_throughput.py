@@ -64,7 +64,9 @@ async def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def load(url: str, bodies: list[bytes], concurrency: int, expect: int) -> tuple[float, list[float]]:
+async def load(
+    url: str, bodies: list[bytes], concurrency: int, expect: int
+) -> tuple[float, list[float]]:
     """Send every body with `concurrency` clients; returns (seconds, latencies in ms)."""
     latencies: list[float] = []
     queue = list(reversed(bodies))
@@ -102,7 +104,9 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary folder")
+    parser.add_argument(
+        "--database-url", default=None, help="default: SQLite in a temporary folder"
+    )
     args = parser.parse_args()
 
     bundle = json.loads(EXAMPLE.read_text())
@@ -115,8 +119,12 @@ async def main() -> None:
             FHIR_ADAPTER_DATABASE_URL=args.database_url or f"sqlite+aiosqlite:///{folder}/bench.db",
             FHIR_ADAPTER_LOG_LEVEL="WARNING",
         )
-        adapter = subprocess.Popen([sys.executable, "-m", "fhir_adapter", "serve"], env=env, cwd=folder)
-        baseline = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "baseline_app.py"), str(baseline_port)])
+        adapter = subprocess.Popen(
+            [sys.executable, "-m", "fhir_adapter", "serve"], env=env, cwd=folder
+        )
+        baseline = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "baseline_app.py"), str(baseline_port)]
+        )
         try:
             await wait_ready(f"http://127.0.0.1:{adapter_port}/fhir/metadata", adapter)
             await wait_ready(f"http://127.0.0.1:{baseline_port}/ready", baseline)
@@ -127,18 +135,28 @@ async def main() -> None:
             baseline_bodies = adapter_bodies  # the same Bundles, parsed and echoed
             await load(baseline_url, baseline_bodies[: args.warmup], args.concurrency, 200)
             await load(adapter_url, adapter_bodies[: args.warmup], args.concurrency, 200)
-            base = summary("baseline: parse the Bundle", *await load(baseline_url, baseline_bodies[args.warmup :], args.concurrency, 200))
-            full = summary("full submit path", *await load(adapter_url, adapter_bodies[args.warmup :], args.concurrency, 200))
+            base = summary(
+                "baseline: parse the Bundle",
+                *await load(baseline_url, baseline_bodies[args.warmup :], args.concurrency, 200),
+            )
+            full = summary(
+                "full submit path",
+                *await load(adapter_url, adapter_bodies[args.warmup :], args.concurrency, 200),
+            )
         finally:
             for process in (adapter, baseline):
                 process.terminate()
                 process.wait(timeout=10)
     store = (args.database_url or "sqlite").split(":")[0]
-    print(f"store: {store}; {args.requests} requests, concurrency {args.concurrency}, {len(bundle['entry'])}-entry Bundle")
+    print(
+        f"store: {store}; {args.requests} requests, concurrency {args.concurrency}, {len(bundle['entry'])}-entry Bundle"
+    )
     print("| path | requests/s | p50 ms | p99 ms |")
     print("|---|---|---|---|")
     for row in (base, full):
-        print(f"| {row['name']} | {row['per_second']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |")
+        print(
+            f"| {row['name']} | {row['per_second']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |"
+        )
     print(f"ratio (full / baseline throughput): {full['per_second'] / base['per_second']:.3f}")
 
 

@@ -135,4 +135,6 @@ async def ensure_plan_organization(container: Container) -> None:
                 resource = entry.get("resource", {})
                 if resource.get("resourceType") == resource_type and resource.get("id") == id:
                     body = resource
-        await container.resources.create_in(tx, body, path=resource_type, pending=frozenset(), id=id)
+        await container.resources.create_in(
+            tx, body, path=resource_type, pending=frozenset(), id=id
+        )

@@ -13,7 +13,9 @@ import typer
 
 from fhir_adapter.config import Settings
 
-app = typer.Typer(help="FHIR R4 adapter for the Second Medical Opinion policy.", no_args_is_help=True)
+app = typer.Typer(
+    help="FHIR R4 adapter for the Second Medical Opinion policy.", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -47,7 +49,9 @@ def serve(
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
     logging.getLogger(__name__).info(
-        "serving FHIR at %s (store: %s)", settings.fhir_base_url, settings.database_url.split(":")[0]
+        "serving FHIR at %s (store: %s)",
+        settings.fhir_base_url,
+        settings.database_url.split(":")[0],
     )
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exit 0 instead of dying by signal.
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -83,7 +87,9 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 
 @app.command()
 def demo(
-    url: str = typer.Option(None, help="FHIR base of a running service; default: start one in-process"),
+    url: str = typer.Option(
+        None, help="FHIR base of a running service; default: start one in-process"
+    ),
 ) -> None:
     """Submit the example second-opinion requests and print each one's way through the workflow."""
     from fhir_adapter.demo import DEFAULT_PATHS, run_demo
@@ -106,7 +112,9 @@ def validate(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False
     failed = 0
     for path in files:
         try:
-            issues = check_document(parse_json(path.read_bytes(), max_depth=Settings().max_json_depth))
+            issues = check_document(
+                parse_json(path.read_bytes(), max_depth=Settings().max_json_depth)
+            )
         except AdapterError as exc:
             issues = list(exc.issues)
         if issues:

@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     directory_attempts: int = Field(default=3, ge=1, le=10)
     directory_cache_seconds: float = Field(default=60.0, ge=0)
     primary_care_taxonomy: str = Field(
-        default="", description="comma-separated NUCC codes treated as primary care (empty: built-in list)"
+        default="",
+        description="comma-separated NUCC codes treated as primary care (empty: built-in list)",
     )
     holiday_ignore: str = Field(
         default="", description="comma-separated holiday names not counted as closed days"

@@ -15,7 +15,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -75,7 +74,10 @@ async def in_process_service() -> AsyncIterator[str]:
 
 
 async def run_demo(
-    base_url: str | None, paths: tuple[str, ...] = DEFAULT_PATHS, *, say: Callable[[str], None] = print
+    base_url: str | None,
+    paths: tuple[str, ...] = DEFAULT_PATHS,
+    *,
+    say: Callable[[str], None] = print,
 ) -> int:
     """Walk the example paths; returns how many ended as the example says they should."""
     if base_url:
@@ -104,7 +106,9 @@ async def _one(client: httpx.AsyncClient, name: str, say: Callable[[str], None])
     started = time.perf_counter()
     response = await client.post("", json=bundle, headers={"Content-Type": "application/fhir+json"})
     elapsed = (time.perf_counter() - started) * 1000
-    say(f"   request   POST /fhir transaction, {len(bundle['entry'])} entries -> HTTP {response.status_code} ({elapsed:.0f} ms)")
+    say(
+        f"   request   POST /fhir transaction, {len(bundle['entry'])} entries -> HTTP {response.status_code} ({elapsed:.0f} ms)"
+    )
     if response.status_code != 200:
         say(f"   refused   {response.json().get('issue', [{}])[0].get('diagnostics')}")
         return 0
@@ -115,7 +119,9 @@ async def _one(client: httpx.AsyncClient, name: str, say: Callable[[str], None])
     )
     task = (await client.get(f"/{task_key}")).json()
     period = task.get("restriction", {}).get("period", {})
-    say(f"   received  {task_key}, clock started {period.get('start')}, decision due {period.get('end')}")
+    say(
+        f"   received  {task_key}, clock started {period.get('start')}, decision due {period.get('end')}"
+    )
     outputs = [o["valueReference"]["reference"] for o in task.get("output", [])]
     if not outputs:
         say("   decision  not yet recorded (the worker will retry)")
@@ -129,17 +135,26 @@ async def _one(client: httpx.AsyncClient, name: str, say: Callable[[str], None])
     checks = ", ".join(step["rule"] for step in trail if step["result"] == "passed")
     say(f"   checks    {checks or '-'}")
     providers = [
-        ext["extension"][0]["valueReference"].get("display") or ext["extension"][0]["valueReference"]["reference"]
+        ext["extension"][0]["valueReference"].get("display")
+        or ext["extension"][0]["valueReference"]["reference"]
         for ext in decision["item"][0].get("extension", [])
         if ext["url"] == PAS_AUTHORIZED_PROVIDER
     ]
     say(f"   network   {'; '.join(providers) if providers else 'no provider listed'}")
     action = next(
-        e for e in decision["item"][0]["adjudication"][0]["extension"] if e["url"] == PAS_REVIEW_ACTION
+        e
+        for e in decision["item"][0]["adjudication"][0]["extension"]
+        if e["url"] == PAS_REVIEW_ACTION
     )["extension"][0]["valueCodeableConcept"]["coding"][0]["code"]
-    status = next(c["code"] for c in task["businessStatus"]["coding"] if c["system"] == STATUS_SYSTEM)
-    say(f"   decision  {action} / Task {task['status']} ({status}) by rule {trail[-1]['rule'] if trail else '-'}")
+    status = next(
+        c["code"] for c in task["businessStatus"]["coding"] if c["system"] == STATUS_SYSTEM
+    )
+    say(
+        f"   decision  {action} / Task {task['status']} ({status}) by rule {trail[-1]['rule'] if trail else '-'}"
+    )
     say(f"             {decision.get('disposition')}")
     if decision.get("preAuthRef"):
-        say(f"   authorized {decision['preAuthRef']} valid until {decision['preAuthPeriod']['end']}")
+        say(
+            f"   authorized {decision['preAuthRef']} valid until {decision['preAuthPeriod']['end']}"
+        )
     return 1

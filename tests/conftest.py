@@ -15,22 +15,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from fastapi import FastAPI
-
 from fhir_adapter.api import handlers
 from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container, build_container, demo_directory_file
+from fhir_adapter.config import Settings
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.directory.demo import directory_router, load_directory
-from tests.fakes import FrozenClock
-from fhir_adapter.config import Settings
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore, create_engine
 from fhir_adapter.store.tables import ALL_TABLES
+from tests.fakes import FrozenClock
 
 BASE_URL = "http://testserver/fhir"
 POSTGRES_URL = os.environ.get("FHIR_ADAPTER_TEST_POSTGRES_URL")
@@ -107,7 +106,9 @@ def directory_app() -> FastAPI:
     """The demo directory as its own app, reached over (in-process) HTTP like a real one."""
     app = FastAPI()
     handlers.install(app)
-    app.include_router(directory_router(load_directory(demo_directory_file())), prefix="/directory/fhir")
+    app.include_router(
+        directory_router(load_directory(demo_directory_file())), prefix="/directory/fhir"
+    )
     return app
 
 

@@ -14,8 +14,8 @@ from fhir_adapter.api.fhir_http import check_negotiation
 from fhir_adapter.api.middleware import AccessLog, BodySizeLimit, CatchUnexpected
 from fhir_adapter.api.routes import metadata, operations, resources, system
 from fhir_adapter.bootstrap import Container, build_container, demo_directory_file
-from fhir_adapter.directory.demo import directory_router, load_directory
 from fhir_adapter.config import Settings
+from fhir_adapter.directory.demo import directory_router, load_directory
 
 
 def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:

@@ -17,7 +17,13 @@ from fhir_adapter.ports import StoredResource
 FHIR_JSON = "application/fhir+json"
 _JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
 _JSON_FORMATS = {"json", *_JSON_TYPES}
-_XML_FORMATS = {"xml", "text/xml", "application/xml", "application/fhir+xml", "application/xml+fhir"}
+_XML_FORMATS = {
+    "xml",
+    "text/xml",
+    "application/xml",
+    "application/fhir+xml",
+    "application/xml+fhir",
+}
 _ACCEPT_ANY = {"*/*", "application/*", *_JSON_TYPES}
 
 ReturnPreference = Literal["minimal", "representation", "OperationOutcome"]
@@ -49,7 +55,9 @@ def check_negotiation(request: Request) -> None:
     if requested is not None:
         fmt = requested.split(";")[0].strip().lower()
         if fmt in _XML_FORMATS:
-            raise NotAcceptableError("This server speaks FHIR JSON only; _format=xml is not supported")
+            raise NotAcceptableError(
+                "This server speaks FHIR JSON only; _format=xml is not supported"
+            )
         if fmt not in _JSON_FORMATS:
             raise NotAcceptableError(f"_format '{requested[:60]}' is not supported; use json")
         return

@@ -44,10 +44,15 @@ async def _adapter_error(request: Request, exc: Exception) -> Response:
 
 async def _starlette_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    code, text = _HTTP_ISSUES.get(exc.status_code, ("processing", "The request cannot be processed"))
+    code, text = _HTTP_ISSUES.get(
+        exc.status_code, ("processing", "The request cannot be processed")
+    )
     error: AdapterError = (
-        NotFoundError(text) if exc.status_code == 404 else MethodNotAllowedError(text)
-        if exc.status_code == 405 else InvalidRequestError(text)
+        NotFoundError(text)
+        if exc.status_code == 404
+        else MethodNotAllowedError(text)
+        if exc.status_code == 405
+        else InvalidRequestError(text)
     )
     error.issues = [Issue(code, text)]
     return FhirResponse(error.operation_outcome(), exc.status_code, dict(exc.headers or {}) or None)
@@ -56,8 +61,7 @@ async def _starlette_error(request: Request, exc: Exception) -> Response:
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     issues = [
-        Issue("invalid", f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}")
-        for e in exc.errors()
+        Issue("invalid", f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}") for e in exc.errors()
     ]
     return FhirResponse(make_outcome(issues), 400)
 

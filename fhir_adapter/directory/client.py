@@ -67,7 +67,11 @@ class DirectoryClient:
     async def provider(self, reference: str, *, today: datetime) -> Provider | None:
         """The Provider for a PractitionerRole or Practitioner reference (absolute, or relative to the
         directory); for a Practitioner, its in-network role if it has one."""
-        relative = reference[len(self.base_url) + 1 :] if reference.startswith(self.base_url + "/") else reference
+        relative = (
+            reference[len(self.base_url) + 1 :]
+            if reference.startswith(self.base_url + "/")
+            else reference
+        )
         if "://" in relative:
             return None  # another server's resource: we cannot look it up
         kind, _, id = relative.partition("/")
@@ -82,7 +86,11 @@ class DirectoryClient:
     async def roles_by_npi(self, npi: str, *, today: datetime) -> list[Provider]:
         """Contract §5: Practitioner?identifier=npi, then PractitionerRole?practitioner=…"""
         bundle = await self._get("Practitioner", {"identifier": f"{NPI}|{npi}"})
-        ids = [e["resource"]["id"] for e in bundle.get("entry") or [] if _resource_is(e, "Practitioner")]
+        ids = [
+            e["resource"]["id"]
+            for e in bundle.get("entry") or []
+            if _resource_is(e, "Practitioner")
+        ]
         roles: list[Provider] = []
         for id in ids[:5]:
             roles += await self._roles({"practitioner": f"Practitioner/{id}"}, today=today)
@@ -91,7 +99,10 @@ class DirectoryClient:
     # -- plumbing ------------------------------------------------------------------------------
 
     async def _roles(self, params: Mapping[str, str], *, today: datetime) -> list[Provider]:
-        query = {**params, "_include": ["PractitionerRole:practitioner", "PractitionerRole:endpoint"]}
+        query = {
+            **params,
+            "_include": ["PractitionerRole:practitioner", "PractitionerRole:endpoint"],
+        }
         entries = await self._search_all("PractitionerRole", query)
         resolve: dict[str, Mapping[str, Any]] = {}
         roles: list[tuple[str, Mapping[str, Any]]] = []
@@ -103,24 +114,40 @@ class DirectoryClient:
             url = entry.get("fullUrl") or f"{self.base_url}/{kind}/{id}"
             resolve[f"{kind}/{id}"] = resource
             resolve[url] = resource
-            if kind == "PractitionerRole" and (entry.get("search") or {}).get("mode", "match") == "match":
+            if (
+                kind == "PractitionerRole"
+                and (entry.get("search") or {}).get("mode", "match") == "match"
+            ):
                 roles.append((url, resource))
         return [
-            provider_from_role(role, role_url=url, resolve=resolve, network=self.network_reference, today=today)
+            provider_from_role(
+                role, role_url=url, resolve=resolve, network=self.network_reference, today=today
+            )
             for url, role in roles
         ]
 
-    async def _search_all(self, resource_type: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    async def _search_all(
+        self, resource_type: str, params: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
         bundle = await self._get(resource_type, params)
         entries = list(bundle.get("entry") or [])
         for _ in range(self.max_pages - 1):
-            next_url = next((l.get("url") for l in bundle.get("link") or [] if l.get("relation") == "next"), None)
+            next_url = next(
+                (
+                    link.get("url")
+                    for link in bundle.get("link") or []
+                    if link.get("relation") == "next"
+                ),
+                None,
+            )
             if not next_url:
                 return entries
             bundle = await self._get_url(next_url)
             entries += bundle.get("entry") or []
-        if any(l.get("relation") == "next" for l in bundle.get("link") or []):
-            raise DirectoryUnavailableError(f"the directory kept paging past {self.max_pages} pages")
+        if any(link.get("relation") == "next" for link in bundle.get("link") or []):
+            raise DirectoryUnavailableError(
+                f"the directory kept paging past {self.max_pages} pages"
+            )
         return entries
 
     async def _get(self, resource_type: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,7 +178,9 @@ class DirectoryClient:
                 elif response.status_code in _TRANSIENT_STATUS:
                     last_problem = f"HTTP {response.status_code}"
                 else:
-                    raise DirectoryUnavailableError(f"the directory answered HTTP {response.status_code}")
+                    raise DirectoryUnavailableError(
+                        f"the directory answered HTTP {response.status_code}"
+                    )
             if attempt < self.attempts:
                 delay = self.backoff_seconds * 2 ** (attempt - 1)
                 await asyncio.sleep(delay * (0.5 + random.random()))  # jitter spreads retries out
@@ -169,10 +198,14 @@ def _parse_bundle(content: bytes) -> dict[str, Any] | None:
     if not isinstance(data.get("entry", []), list) or not isinstance(data.get("link", []), list):
         return None
     if not all(
-        isinstance(e, dict) and isinstance(e.get("resource", {}), dict) for e in data.get("entry", [])
+        isinstance(e, dict) and isinstance(e.get("resource", {}), dict)
+        for e in data.get("entry", [])
     ):
         return None
-    if not all(isinstance(l, dict) and isinstance(l.get("url", ""), str) for l in data.get("link", [])):
+    if not all(
+        isinstance(link, dict) and isinstance(link.get("url", ""), str)
+        for link in data.get("link", [])
+    ):
         return None
     return data
 
@@ -183,7 +216,11 @@ def _specialty_param(specialties: Iterable[str]) -> str:
 
 def _resource_is(entry: Mapping[str, Any], kind: str) -> bool:
     resource = entry.get("resource")
-    return isinstance(resource, dict) and resource.get("resourceType") == kind and bool(resource.get("id"))
+    return (
+        isinstance(resource, dict)
+        and resource.get("resourceType") == kind
+        and bool(resource.get("id"))
+    )
 
 
 def _prefer_in_network(found: list[Provider]) -> Provider | None:

@@ -132,31 +132,51 @@ def directory_router(data: DirectoryData, *, page_size: int = 10) -> APIRouter:
             elif name in matchers:
                 matches = [m for m in matches if matchers[name](m, value)]
             elif not name.startswith("_"):
-                raise InvalidRequestError(f"The demo directory does not search {resource_type} by '{name}'")
+                raise InvalidRequestError(
+                    f"The demo directory does not search {resource_type} by '{name}'"
+                )
         page = matches[offset : offset + count]
         root = base(request)
         entries = [
-            {"fullUrl": f"{root}/{resource_type}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+            {
+                "fullUrl": f"{root}/{resource_type}/{r['id']}",
+                "resource": r,
+                "search": {"mode": "match"},
+            }
             for r in page
         ]
         seen = {e["fullUrl"] for e in entries}
         for include in includes:
             element = _INCLUDES.get(include)
             for resource in page:
-                refs = list(role_networks(resource)) if element == "network" else _refs(resource, element or "")
+                refs = (
+                    list(role_networks(resource))
+                    if element == "network"
+                    else _refs(resource, element or "")
+                )
                 for ref in refs:
                     kind, id = ref.split("/")[-2:]
                     target = data.get(kind, {}).get(id)
                     url = f"{root}/{kind}/{id}"
                     if target and url not in seen:
                         seen.add(url)
-                        entries.append({"fullUrl": url, "resource": target, "search": {"mode": "include"}})
+                        entries.append(
+                            {"fullUrl": url, "resource": target, "search": {"mode": "include"}}
+                        )
         kept = [(k, v) for k, v in params if k != "_offset"]
         links = [{"relation": "self", "url": f"{root}/{resource_type}?{urlencode(params)}"}]
         if offset + count < len(matches):
             next_params = [*kept, ("_offset", str(offset + count))]
-            links.append({"relation": "next", "url": f"{root}/{resource_type}?{urlencode(next_params)}"})
-        bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(matches), "link": links, "entry": entries}
+            links.append(
+                {"relation": "next", "url": f"{root}/{resource_type}?{urlencode(next_params)}"}
+            )
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(matches),
+            "link": links,
+            "entry": entries,
+        }
         return FhirResponse(bundle)
 
     @router.get("/{resource_type}/{id}")

@@ -20,7 +20,9 @@ def searchset(base_url: str, query: SearchQuery, page: SearchPage) -> dict[str, 
     links = [{"relation": "self", "url": _search_url(base_url, query.resource_type, params)}]
     if page.next_cursor is not None:
         next_params = [*params, ("_cursor", str(page.next_cursor))]
-        links.append({"relation": "next", "url": _search_url(base_url, query.resource_type, next_params)})
+        links.append(
+            {"relation": "next", "url": _search_url(base_url, query.resource_type, next_params)}
+        )
     entries = [_search_entry(base_url, r, "match") for r in page.matches]
     entries += [_search_entry(base_url, r, "include") for r in page.included]
     bundle: dict[str, Any] = {

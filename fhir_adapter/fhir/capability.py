@@ -18,10 +18,14 @@ OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "Task": (("decide", "https://fhir-adapter.org/fhir/OperationDefinition/Task-decide"),),
 }
 PROFILES: dict[str, tuple[str, ...]] = {
-    "ServiceRequest": ("https://fhir-adapter.org/fhir/StructureDefinition/second-opinion-servicerequest",),
+    "ServiceRequest": (
+        "https://fhir-adapter.org/fhir/StructureDefinition/second-opinion-servicerequest",
+    ),
     "Task": ("https://fhir-adapter.org/fhir/StructureDefinition/second-opinion-task",),
     "Claim": ("https://fhir-adapter.org/fhir/StructureDefinition/second-opinion-claim",),
-    "ClaimResponse": ("https://fhir-adapter.org/fhir/StructureDefinition/second-opinion-claimresponse",),
+    "ClaimResponse": (
+        "https://fhir-adapter.org/fhir/StructureDefinition/second-opinion-claimresponse",
+    ),
 }
 
 
@@ -35,7 +39,9 @@ def capability_statement(base_url: str, *, published: str) -> dict[str, Any]:
         if resource_type in PROFILES:
             extra["supportedProfile"] = list(PROFILES[resource_type])
         if resource_type in OPERATIONS:
-            extra["operation"] = [{"name": n, "definition": d} for n, d in OPERATIONS[resource_type]]
+            extra["operation"] = [
+                {"name": n, "definition": d} for n, d in OPERATIONS[resource_type]
+            ]
         resources.append(
             {
                 "type": resource_type,

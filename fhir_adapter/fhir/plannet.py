@@ -37,7 +37,9 @@ def is_in_network(role: Mapping[str, Any], network: str, today: datetime) -> boo
         if span and not (span[0] <= today <= span[1]):
             return False
     network_id = network.rsplit("/", 1)[-1]
-    return any(ref == network or ref.endswith(f"Organization/{network_id}") for ref in role_networks(role))
+    return any(
+        ref == network or ref.endswith(f"Organization/{network_id}") for ref in role_networks(role)
+    )
 
 
 def specialties(role: Mapping[str, Any]) -> frozenset[str]:
@@ -93,7 +95,9 @@ def provider_from_role(
         practitioner_reference=_absolute(practitioner_ref, role_url),
         npi=npi_of(practitioner),
         display=display_name(practitioner),
-        organization_reference=_absolute((role.get("organization") or {}).get("reference"), role_url),
+        organization_reference=_absolute(
+            (role.get("organization") or {}).get("reference"), role_url
+        ),
         in_network=is_in_network(role, network, today),
         fhir_endpoint=endpoint,
     )
@@ -101,7 +105,10 @@ def provider_from_role(
 
 def _is_fhir_rest(endpoint: Mapping[str, Any]) -> bool:
     connection = endpoint.get("connectionType") or {}
-    return connection.get("system") == ENDPOINT_CONNECTION_SYSTEM and connection.get("code") == "hl7-fhir-rest"
+    return (
+        connection.get("system") == ENDPOINT_CONNECTION_SYSTEM
+        and connection.get("code") == "hl7-fhir-rest"
+    )
 
 
 def _absolute(reference: str | None, role_url: str) -> str | None:

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 _ID = r"[A-Za-z0-9\-.]{1,64}"
-_RELATIVE = re.compile(rf"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>{_ID})(?:/_history/(?P<version>{_ID}))?$")
+_RELATIVE = re.compile(
+    rf"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>{_ID})(?:/_history/(?P<version>{_ID}))?$"
+)
 _ABSOLUTE = re.compile(
     rf"^(?P<base>https?://.+?)/(?P<type>[A-Z][A-Za-z]+)/(?P<id>{_ID})(?:/_history/(?P<version>{_ID}))?$"
 )
@@ -44,13 +46,9 @@ def parse_reference(reference: str, *, base_url: str | None = None) -> ParsedRef
     if base_url and reference.startswith(base_url.rstrip("/") + "/"):
         reference = reference[len(base_url.rstrip("/")) + 1 :]
     if match := _RELATIVE.match(reference):
-        return ParsedReference(
-            "local", reference, match["type"], match["id"], match["version"]
-        )
+        return ParsedReference("local", reference, match["type"], match["id"], match["version"])
     if match := _ABSOLUTE.match(reference):
-        return ParsedReference(
-            "absolute", reference, match["type"], match["id"], match["version"]
-        )
+        return ParsedReference("absolute", reference, match["type"], match["id"], match["version"])
     if re.match(r"^[A-Z][A-Za-z]+\?", reference):
         return ParsedReference("conditional", reference, reference.split("?", 1)[0])
     return ParsedReference("other", reference)
@@ -99,5 +97,7 @@ def rewrite_references(value: Any, mapping: Mapping[str, str]) -> Any:
 def contained_ids(resource: Mapping[str, Any]) -> set[str]:
     """The `#id` anchors a resource's contained resources define."""
     return {
-        f"#{c['id']}" for c in resource.get("contained") or [] if isinstance(c, dict) and c.get("id")
+        f"#{c['id']}"
+        for c in resource.get("contained") or []
+        if isinstance(c, dict) and c.get("id")
     }

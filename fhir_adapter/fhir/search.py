@@ -131,8 +131,12 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     ),
     "Claim": (
         _tok("identifier"),
-        _ref("requested-service", "item.extension.valueReference", targets=("ServiceRequest",),
-             doc="The ServiceRequest a PAS Claim item asks for (extension requestedService)"),
+        _ref(
+            "requested-service",
+            "item.extension.valueReference",
+            targets=("ServiceRequest",),
+            doc="The ServiceRequest a PAS Claim item asks for (extension requestedService)",
+        ),
         _ref("patient", targets=_PATIENT),
         _tok("use"),
         _tok("status"),
@@ -430,9 +434,7 @@ def parse_search(
         param = known.get(name)
         if param is None:
             if strict:
-                raise InvalidRequestError(
-                    f"Unknown search parameter '{name}' for {resource_type}"
-                )
+                raise InvalidRequestError(f"Unknown search parameter '{name}' for {resource_type}")
             continue
         if not raw_value:
             continue  # an empty value is ignored, as the spec asks
@@ -461,9 +463,7 @@ def _split_or(value: str) -> list[str]:
     return [p.replace("\\,", ",").replace("\\|", "|").replace("\\$", "$") for p in parts]
 
 
-def _parse_filter(
-    param: SearchParam, modifier: str, value: str, base_url: str | None
-) -> Filter:
+def _parse_filter(param: SearchParam, modifier: str, value: str, base_url: str | None) -> Filter:
     values = _split_or(value)
     where = f"{param.name}{':' + modifier if modifier else ''}={value}"
     if param.type == "id":

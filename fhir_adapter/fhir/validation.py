@@ -18,7 +18,15 @@ from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.resources import is_known_type, model_class
 
 # Required bindings fhir.resources does not enforce: codes whose wrong value changes meaning.
-_REQUEST_STATUS = {"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"}
+_REQUEST_STATUS = {
+    "draft",
+    "active",
+    "on-hold",
+    "revoked",
+    "completed",
+    "entered-in-error",
+    "unknown",
+}
 _REQUEST_INTENT = {
     "proposal", "plan", "directive", "order", "original-order", "reflex-order",
     "filler-order", "instance-order", "option",
@@ -52,9 +60,17 @@ REQUIRED_CODES: dict[str, dict[str, set[str]]] = {
     "Communication": {"status": _EVENT_STATUS, "priority": _PRIORITY},
     "DiagnosticReport": {
         "status": {
-            "registered", "partial", "preliminary", "final", "amended", "corrected",
-            "appended", "cancelled", "entered-in-error", "unknown",
-        }  # fmt: skip
+            "registered",
+            "partial",
+            "preliminary",
+            "final",
+            "amended",
+            "corrected",
+            "appended",
+            "cancelled",
+            "entered-in-error",
+            "unknown",
+        }
     },
     "DocumentReference": {"status": {"current", "superseded", "entered-in-error"}},
     "Patient": {"gender": {"male", "female", "other", "unknown"}},
@@ -62,9 +78,16 @@ REQUIRED_CODES: dict[str, dict[str, set[str]]] = {
     "Subscription": {"status": {"requested", "active", "error", "off"}},
     "Bundle": {
         "type": {
-            "document", "message", "transaction", "transaction-response", "batch",
-            "batch-response", "history", "searchset", "collection",
-        }  # fmt: skip
+            "document",
+            "message",
+            "transaction",
+            "transaction-response",
+            "batch",
+            "batch-response",
+            "history",
+            "searchset",
+            "collection",
+        }
     },
 }
 _HTTP_VERBS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"}
@@ -142,7 +165,9 @@ def validate_resource(data: Any, *, path: str = "") -> str:
     except pydantic.ValidationError as exc:
         issues.extend(_issue_from_pydantic(error, root) for error in exc.errors())
     except (KeyError, TypeError, ValueError) as exc:  # the models' own failures on odd input
-        issues.append(Issue("structure", f"{root}: not a valid {resource_type} ({type(exc).__name__})", root))
+        issues.append(
+            Issue("structure", f"{root}: not a valid {resource_type} ({type(exc).__name__})", root)
+        )
     issues.extend(_json_type_issues(data, cls, root))
     issues.extend(_code_issues(data, root))
     if issues:
@@ -164,12 +189,18 @@ def _raw_json_issues(data: Any, root: str) -> Iterator[Issue]:
             kind = node.get("resourceType") if isinstance(node, dict) else None
             if not isinstance(kind, str) or not is_known_type(kind):
                 shown = kind if isinstance(kind, str) else "(missing)"
-                yield Issue("structure", f"{where}.resourceType '{shown}' is not a FHIR R4 resource type", f"{where}.resourceType")
+                yield Issue(
+                    "structure",
+                    f"{where}.resourceType '{shown}' is not a FHIR R4 resource type",
+                    f"{where}.resourceType",
+                )
                 continue
         if isinstance(node, dict):
             for key, child in node.items():
                 if CONTROL_CHARACTERS.search(key):
-                    yield Issue("structure", f"{where}: an element name holds a control character", where)
+                    yield Issue(
+                        "structure", f"{where}: an element name holds a control character", where
+                    )
                     continue
                 if key == "contained" and isinstance(child, list):
                     stack.extend((f"{where}.contained[{i}]", c, True) for i, c in enumerate(child))
@@ -226,11 +257,15 @@ def _json_type_issues(data: dict[str, Any], cls: type, root: str) -> Iterator[Is
                 yield Issue("structure", f"{where} must be a JSON boolean (true or false)", where)
             elif kind == "int" and (isinstance(item, bool) or not isinstance(item, int)):
                 yield Issue("structure", f"{where} must be a JSON integer", where)
-            elif kind == "decimal" and (isinstance(item, bool) or not isinstance(item, int | float)):
+            elif kind == "decimal" and (
+                isinstance(item, bool) or not isinstance(item, int | float)
+            ):
                 yield Issue("structure", f"{where} must be a JSON number", where)
             elif kind == "model" and isinstance(item, dict):
                 target = klass
-                if isinstance(item.get("resourceType"), str) and is_known_type(item["resourceType"]):
+                if isinstance(item.get("resourceType"), str) and is_known_type(
+                    item["resourceType"]
+                ):
                     target = model_class(item["resourceType"])
                 if target is not None:
                     yield from _json_type_issues(item, target, where)

@@ -119,13 +119,22 @@ class BundleService:
         split = urlsplit(url)
         if split.scheme or split.netloc:  # an absolute URL: accept ours, refuse anyone else's
             base = urlsplit(self.resources.base_url)
-            if (split.scheme, split.netloc) != (base.scheme, base.netloc) or not split.path.startswith(base.path + "/"):
-                raise InvalidRequestError(f"{path}.request.url '{url}' is not on this server", expression=f"{path}.request.url")
+            if (split.scheme, split.netloc) != (
+                base.scheme,
+                base.netloc,
+            ) or not split.path.startswith(base.path + "/"):
+                raise InvalidRequestError(
+                    f"{path}.request.url '{url}' is not on this server",
+                    expression=f"{path}.request.url",
+                )
             split = urlsplit(url[len(self.resources.base_url) + 1 :])
         segments = [s for s in split.path.split("/") if s]
         entry = _Entry(index, method, url, segments[0] if segments else "")
         entry.full_url = raw.get("fullUrl")
-        url_issue = InvalidRequestError(f"{path}.request.url '{url}' does not fit a {method} entry", expression=f"{path}.request.url")
+        url_issue = InvalidRequestError(
+            f"{path}.request.url '{url}' does not fit a {method} entry",
+            expression=f"{path}.request.url",
+        )
         if not segments:
             raise url_issue
         try:
@@ -135,11 +144,15 @@ class BundleService:
         resource = raw.get("resource")
         if method in ("POST", "PUT"):
             if resource is None:
-                raise InvalidRequestError(f"{path}.resource is required for {method}", expression=f"{path}.resource")
+                raise InvalidRequestError(
+                    f"{path}.resource is required for {method}", expression=f"{path}.resource"
+                )
             try:
                 check_body_type(resource, entry.resource_type)
             except AdapterError as exc:
-                raise InvalidRequestError(str(exc), expression=f"{path}.resource.resourceType") from exc
+                raise InvalidRequestError(
+                    str(exc), expression=f"{path}.resource.resourceType"
+                ) from exc
             entry.resource = resource
         if method == "POST":
             if len(segments) != 1 or split.query:
@@ -205,7 +218,10 @@ class BundleService:
         for entry, result in zip(done, results, strict=True):
             entry.result = result
             entry.response = bundles.write_response_entry(
-                self.resources.base_url, result.resource, entry.status, include_resource=return_resources
+                self.resources.base_url,
+                result.resource,
+                entry.status,
+                include_resource=return_resources,
             )
 
     def _check_identities(self, entries: list[_Entry]) -> None:
@@ -215,12 +231,24 @@ class BundleService:
         for entry in entries:
             if entry.full_url:
                 if entry.full_url in full_urls:
-                    issues.append(Issue("invalid", f"{entry.path}.fullUrl '{entry.full_url}' repeats entry {full_urls[entry.full_url]}", f"{entry.path}.fullUrl"))
+                    issues.append(
+                        Issue(
+                            "invalid",
+                            f"{entry.path}.fullUrl '{entry.full_url}' repeats entry {full_urls[entry.full_url]}",
+                            f"{entry.path}.fullUrl",
+                        )
+                    )
                 full_urls.setdefault(entry.full_url, entry.index)
             if entry.method == "PUT":
                 key = f"{entry.resource_type}/{entry.id}"
                 if key in targets:
-                    issues.append(Issue("invalid", f"{entry.path} writes {key}, which entry {targets[key]} writes too", f"{entry.path}.request.url"))
+                    issues.append(
+                        Issue(
+                            "invalid",
+                            f"{entry.path} writes {key}, which entry {targets[key]} writes too",
+                            f"{entry.path}.request.url",
+                        )
+                    )
                 targets.setdefault(key, entry.index)
         if issues:
             raise InvalidRequestError(issues=issues)
@@ -232,7 +260,9 @@ class BundleService:
         implicit ones) sees the ids of the entries it references.
         """
         mapping: dict[str, str] = {
-            e.full_url: f"{e.resource_type}/{e.id}" for e in entries if e.method == "PUT" and e.full_url
+            e.full_url: f"{e.resource_type}/{e.id}"
+            for e in entries
+            if e.method == "PUT" and e.full_url
         }
         for entry in _reference_order([e for e in entries if e.method == "POST"]):
             assert entry.resource is not None
@@ -242,7 +272,9 @@ class BundleService:
             existing = None
             if criteria:
                 try:
-                    existing = await self.resources.find_conditional(tx, entry.resource_type, criteria)
+                    existing = await self.resources.find_conditional(
+                        tx, entry.resource_type, criteria
+                    )
                 except AdapterError as exc:
                     raise _located(exc, entry) from exc
             if existing is not None:
@@ -289,16 +321,24 @@ class BundleService:
             assert entry.resource is not None
             if validate:
                 validate_resource(entry.resource, path=path)
-            entry.result = await service.create_in(tx, entry.resource, path=path, pending=pending, id=entry.id)
+            entry.result = await service.create_in(
+                tx, entry.resource, path=path, pending=pending, id=entry.id
+            )
             entry.status = "201 Created"
-            entry.response = bundles.write_response_entry(base, entry.result.resource, entry.status, include_resource=return_resources)
+            entry.response = bundles.write_response_entry(
+                base, entry.result.resource, entry.status, include_resource=return_resources
+            )
         elif entry.method == "PUT":
             assert entry.resource is not None
             if validate:
                 validate_resource(entry.resource, path=path)
-            entry.result = await service.update_in(tx, entry.resource, if_match=entry.if_match, path=path, pending=pending)
+            entry.result = await service.update_in(
+                tx, entry.resource, if_match=entry.if_match, path=path, pending=pending
+            )
             entry.status = "201 Created" if entry.result.created else "200 OK"
-            entry.response = bundles.write_response_entry(base, entry.result.resource, entry.status, include_resource=return_resources)
+            entry.response = bundles.write_response_entry(
+                base, entry.result.resource, entry.status, include_resource=return_resources
+            )
         else:
             entry.response = await self._read_entry(tx, entry)
 
@@ -307,7 +347,10 @@ class BundleService:
         if entry.query is not None:
             query = service.parse_query(entry.resource_type, entry.query)
             page = await tx.search(query)
-            return {"resource": bundles.searchset(base, query, page), "response": {"status": "200 OK"}}
+            return {
+                "resource": bundles.searchset(base, query, page),
+                "response": {"status": "200 OK"},
+            }
         assert entry.id is not None
         if entry.version is None:
             found = await tx.read(entry.resource_type, entry.id)
@@ -340,9 +383,17 @@ class BundleService:
                 entry.result = None
             if entry.result is not None:
                 await self.resources.hooks.after_commit([entry.result])
-        failed = sum(1 for e in entries if not e.response.get("response", {}).get("status", "").startswith("2"))
+        failed = sum(
+            1
+            for e in entries
+            if not e.response.get("response", {}).get("status", "").startswith("2")
+        )
         log.info("batch processed: %d entries, %d failed", len(entries), failed)
-        return {"resourceType": "Bundle", "type": "batch-response", "entry": [e.response for e in entries]}
+        return {
+            "resourceType": "Bundle",
+            "type": "batch-response",
+            "entry": [e.response for e in entries],
+        }
 
 
 def _located(exc: AdapterError, entry: _Entry) -> AdapterError:

@@ -57,14 +57,26 @@ class PriorAuthService:
             "resourceType": "Bundle",
             "type": "transaction",
             "entry": [self._as_post(e) for e in entries]
-            + [{"fullUrl": task_url, "resource": task, "request": {"method": "POST", "url": "Task"}}],
+            + [
+                {
+                    "fullUrl": task_url,
+                    "resource": task,
+                    "request": {"method": "POST", "url": "Task"},
+                }
+            ],
         }
         answer = await self.bundles.process(transaction)
         keys = [e["response"]["location"].split("/_history")[0] for e in answer["entry"]]
         task_key = keys[-1]
         stored_task = await self.resources.read("Task", task_key.split("/", 1)[1])
-        outputs = [o["valueReference"]["reference"] for o in stored_task.content.get("output") or []]
-        claim_response = await self.resources.read("ClaimResponse", outputs[-1].split("/", 1)[1]) if outputs else None
+        outputs = [
+            o["valueReference"]["reference"] for o in stored_task.content.get("output") or []
+        ]
+        claim_response = (
+            await self.resources.read("ClaimResponse", outputs[-1].split("/", 1)[1])
+            if outputs
+            else None
+        )
         if claim_response is None:  # stored, but evaluation failed: the worker will retry it
             raise TemporarilyUnavailableError(
                 "The request is stored; its decision is not ready. Resubmitting is safe."
@@ -75,9 +87,13 @@ class PriorAuthService:
         if claim_identifier:
             response["request"] = {**response["request"], "identifier": claim_identifier}
         echoed = [
-            {"fullUrl": to_request_urls[key], "resource": self._stored_copy(entries, to_request_urls[key])}
+            {
+                "fullUrl": to_request_urls[key],
+                "resource": self._stored_copy(entries, to_request_urls[key]),
+            }
             for key in keys[:-1]
-            if key.split("/")[0] in ("Patient", "Claim") or key == (response.get("requestor") or {}).get("reference")
+            if key.split("/")[0] in ("Patient", "Claim")
+            or key == (response.get("requestor") or {}).get("reference")
         ]
         return {
             "resourceType": "Bundle",
@@ -85,7 +101,10 @@ class PriorAuthService:
             "type": "collection",
             "timestamp": format_instant(now),
             "entry": [
-                {"fullUrl": f"{self.resources.base_url}/{claim_response.key}", "resource": response},
+                {
+                    "fullUrl": f"{self.resources.base_url}/{claim_response.key}",
+                    "resource": response,
+                },
                 *echoed,
             ],
         }
@@ -93,19 +112,25 @@ class PriorAuthService:
     def _check(self, body: Any) -> list[dict[str, Any]]:
         """The PAS request Bundle rules: a collection, every entry with fullUrl and resource, Claim first."""
         if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
-            raise InvalidRequestError("Claim/$submit takes a PAS request Bundle", expression="resourceType")
+            raise InvalidRequestError(
+                "Claim/$submit takes a PAS request Bundle", expression="resourceType"
+            )
         validate_resource(body)
         if body.get("type") != "collection":
             raise UnprocessableEntityError(
-                f"A PAS request Bundle is a collection, not '{body.get('type')}'", expression="Bundle.type"
+                f"A PAS request Bundle is a collection, not '{body.get('type')}'",
+                expression="Bundle.type",
             )
         entries = body.get("entry") or []
         if not entries:
-            raise UnprocessableEntityError("The PAS request Bundle has no entries", expression="Bundle.entry")
+            raise UnprocessableEntityError(
+                "The PAS request Bundle has no entries", expression="Bundle.entry"
+            )
         for index, entry in enumerate(entries):
             if not entry.get("fullUrl") or not entry.get("resource"):
                 raise UnprocessableEntityError(
-                    f"Bundle.entry[{index}] needs fullUrl and resource", expression=f"Bundle.entry[{index}]"
+                    f"Bundle.entry[{index}] needs fullUrl and resource",
+                    expression=f"Bundle.entry[{index}]",
                 )
         if entries[0]["resource"].get("resourceType") != "Claim":
             raise UnprocessableEntityError(
@@ -119,7 +144,9 @@ class PriorAuthService:
         return list(entries)
 
     def _requested_service(self, claim: dict[str, Any], entries: list[dict[str, Any]]) -> str:
-        requests = {e["fullUrl"] for e in entries if e["resource"].get("resourceType") == "ServiceRequest"}
+        requests = {
+            e["fullUrl"] for e in entries if e["resource"].get("resourceType") == "ServiceRequest"
+        }
         for i, item in enumerate(claim.get("item") or []):
             for extension in item.get("extension") or []:
                 if extension.get("url") == PAS_REQUESTED_SERVICE:
@@ -141,8 +168,14 @@ class PriorAuthService:
         request: dict[str, Any] = {"method": "POST", "url": resource["resourceType"]}
         if resource["resourceType"] in _MATCH_BY_IDENTIFIER:
             identifiers = resource.get("identifier")
-            identifier = identifiers[0] if isinstance(identifiers, list) and identifiers else identifiers
-            if isinstance(identifier, dict) and identifier.get("system") and identifier.get("value"):
+            identifier = (
+                identifiers[0] if isinstance(identifiers, list) and identifiers else identifiers
+            )
+            if (
+                isinstance(identifier, dict)
+                and identifier.get("system")
+                and identifier.get("value")
+            ):
                 request["ifNoneExist"] = f"identifier={identifier['system']}|{identifier['value']}"
         return {"fullUrl": entry["fullUrl"], "resource": resource, "request": request}
 

@@ -278,23 +278,55 @@ class ResourceService:
             ref = parse_reference(raw, base_url=self.base_url)
             if ref.kind == "contained":
                 if raw != "#" and raw not in anchors:
-                    issues.append(Issue("invalid", f"{expression} '{raw}' names no contained resource", expression))
+                    issues.append(
+                        Issue(
+                            "invalid",
+                            f"{expression} '{raw}' names no contained resource",
+                            expression,
+                        )
+                    )
             elif ref.kind == "urn":
-                issues.append(Issue("invalid", f"{expression} '{raw}' matches no fullUrl in the Bundle", expression))
+                issues.append(
+                    Issue(
+                        "invalid",
+                        f"{expression} '{raw}' matches no fullUrl in the Bundle",
+                        expression,
+                    )
+                )
             elif ref.kind == "local" and ref.local_key:
                 if ref.local_key in pending:
                     continue
                 if ref.resource_type not in SERVED_TYPES:
-                    kind = "is not stored on this server" if is_known_type(ref.resource_type or "") else "is not a FHIR resource type"
-                    issues.append(Issue("not-found", f"{expression} '{raw}': {ref.resource_type} {kind}; use an absolute reference", expression))
+                    kind = (
+                        "is not stored on this server"
+                        if is_known_type(ref.resource_type or "")
+                        else "is not a FHIR resource type"
+                    )
+                    issues.append(
+                        Issue(
+                            "not-found",
+                            f"{expression} '{raw}': {ref.resource_type} {kind}; use an absolute reference",
+                            expression,
+                        )
+                    )
                 else:
                     local_refs.append((expression, raw, (ref.resource_type, ref.id or "")))
             elif ref.kind in ("conditional", "other"):
-                issues.append(Issue("invalid", f"{expression} '{raw}' is not a resolvable reference", expression))
+                issues.append(
+                    Issue(
+                        "invalid", f"{expression} '{raw}' is not a resolvable reference", expression
+                    )
+                )
         found = await tx.existing(key for _, _, key in local_refs)
         for expression, raw, key in local_refs:
             if key not in found:
-                issues.append(Issue("not-found", f"{expression} '{raw}' points to a resource that does not exist", expression))
+                issues.append(
+                    Issue(
+                        "not-found",
+                        f"{expression} '{raw}' points to a resource that does not exist",
+                        expression,
+                    )
+                )
         if not issues:
             return
         if any(i.code == "invalid" for i in issues):
@@ -313,7 +345,9 @@ def require_served(resource_type: str) -> None:
 
 def check_id(id: str) -> None:
     if not ID_PATTERN.match(id):
-        raise InvalidRequestError(f"'{id[:80]}' is not a valid FHIR id ([A-Za-z0-9-.], 1-64 characters)")
+        raise InvalidRequestError(
+            f"'{id[:80]}' is not a valid FHIR id ([A-Za-z0-9-.], 1-64 characters)"
+        )
 
 
 def check_body_type(body: Any, resource_type: str) -> None:

@@ -9,6 +9,7 @@ when the directory is down or the process restarts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
 from fhir_adapter.policy.engine import evaluate
-from fhir_adapter.policy.facts import Care, Provider, RequestFacts, RequesterKind
+from fhir_adapter.policy.facts import Care, Provider, RequesterKind, RequestFacts
 from fhir_adapter.ports import ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.resources import Clock, ResourceService, WriteResult, with_meta
 from fhir_adapter.workflow import pas
@@ -197,7 +198,10 @@ class WorkflowService:
         track = track_for(request.get("priority"), listed_reasons(request))
         due = due_at(now, track, self.closed_days())
         task = transition(
-            result.resource.content, TaskStatus.RECEIVED, business_status=BusinessStatus.RECEIVED, now=now
+            result.resource.content,
+            TaskStatus.RECEIVED,
+            business_status=BusinessStatus.RECEIVED,
+            now=now,
         )
         task["restriction"] = {
             **(task.get("restriction") or {}),
@@ -254,13 +258,21 @@ class WorkflowService:
             coverage = found.get(_local_key(first[1], base) or "")
             second = [reference_of(p) for p in (patient or {}).get("generalPractitioner") or []]
             second += [reference_of(p) for p in (coverage or {}).get("payor") or []]
-            found |= await _read_keys(tx, [r for r in second if _local_key(r, base) not in found], base)
+            found |= await _read_keys(
+                tx, [r for r in second if _local_key(r, base) not in found], base
+            )
             practitioners = [
-                reference_of(r.get("practitioner")) for r in found.values() if r.get("resourceType") == "PractitionerRole"
+                reference_of(r.get("practitioner"))
+                for r in found.values()
+                if r.get("resourceType") == "PractitionerRole"
             ]
-            found |= await _read_keys(tx, [r for r in practitioners if _local_key(r, base) not in found], base)
+            found |= await _read_keys(
+                tx, [r for r in practitioners if _local_key(r, base) not in found], base
+            )
         loaded = _Request(task, request, patient, coverage, found)
-        loaded.plan_aliases = self._plan_aliases(found.get(self.config.plan_organization), coverage, found)
+        loaded.plan_aliases = self._plan_aliases(
+            found.get(self.config.plan_organization), coverage, found
+        )
         return loaded
 
     def _plan_aliases(
@@ -273,7 +285,9 @@ class WorkflowService:
         the plan Organization's identifiers (PAS and other submitters send their own copy)."""
         aliases = {self.config.plan_organization}
         plan_ids = {
-            (i.get("system"), i.get("value")) for i in (plan or {}).get("identifier") or [] if i.get("value")
+            (i.get("system"), i.get("value"))
+            for i in (plan or {}).get("identifier") or []
+            if i.get("value")
         }
         for payor in (coverage or {}).get("payor") or []:
             key = _local_key(reference_of(payor), self.resources.base_url)
@@ -297,27 +311,29 @@ class WorkflowService:
             if requester_type in (["Practitioner"], ["PractitionerRole"])
             else "other"
         )
-        pcp_refs = [reference_of(p) for p in (loaded.patient or {}).get("generalPractitioner") or []]
+        pcp_refs = [
+            reference_of(p) for p in (loaded.patient or {}).get("generalPractitioner") or []
+        ]
         initial_ref = initial_provider_reference(request)
         selected_refs = [reference_of(p) for p in request.get("performer") or []]
-        base = dict(
-            now=now,
-            plan_reference=self.config.plan_organization,
-            coverage_status=coverage.get("status"),
-            coverage_start=span[0] if span else None,
-            coverage_end=span[1] if span else None,
-            coverage_payors=tuple(
+        base: dict[str, Any] = {
+            "now": now,
+            "plan_reference": self.config.plan_organization,
+            "coverage_status": coverage.get("status"),
+            "coverage_start": span[0] if span else None,
+            "coverage_end": span[1] if span else None,
+            "coverage_payors": tuple(
                 self.config.plan_organization
                 if _normalize(reference_of(p), self.resources.base_url) in loaded.plan_aliases
                 else _normalize(reference_of(p), self.resources.base_url) or ""
                 for p in coverage.get("payor") or []
             ),
-            requester_kind=kind,
-            requester_is_the_member=kind == "member"
+            "requester_kind": kind,
+            "requester_is_the_member": kind == "member"
             and requester_ref == reference_of(request.get("subject")),
-            reasons=listed_reasons(request),
-            primary_care_taxonomy=self.config.primary_care_taxonomy,
-        )
+            "reasons": listed_reasons(request),
+            "primary_care_taxonomy": self.config.primary_care_taxonomy,
+        }
         # Who asked is settled from the request itself (references, NPIs), so that a directory
         # outage never turns into a wrong answer about eligibility.
         requester_npi = self._local_npi(requester_ref, loaded)
@@ -332,7 +348,9 @@ class WorkflowService:
             or (requester_npi is not None and requester_npi == initial_npi)
         )
         try:
-            requester = await self._provider(requester_ref, loaded) if kind == "professional" else None
+            requester = (
+                await self._provider(requester_ref, loaded) if kind == "professional" else None
+            )
             initial = await self._provider(initial_ref, loaded)
             pcp = await self._provider(pcp_refs[0] if pcp_refs else None, loaded)
             selected = await self._provider(selected_refs[0] if selected_refs else None, loaded)
@@ -355,7 +373,8 @@ class WorkflowService:
             )
         return RequestFacts(
             **base,
-            requester_is_pcp=is_pcp or (requester is not None and requester.is_same_professional(pcp)),
+            requester_is_pcp=is_pcp
+            or (requester is not None and requester.is_same_professional(pcp)),
             requester_is_initial_provider=is_initial
             or (requester is not None and requester.is_same_professional(initial)),
             care=care,
@@ -375,13 +394,18 @@ class WorkflowService:
         if resource is None:
             return None
         if resource.get("resourceType") == "PractitionerRole":
-            practitioner_key = _local_key(reference_of(resource.get("practitioner")), self.resources.base_url)
+            practitioner_key = _local_key(
+                reference_of(resource.get("practitioner")), self.resources.base_url
+            )
             resource = loaded.local.get(practitioner_key or "") or {}
         return next(
-            (i.get("value") for i in resource.get("identifier") or [] if i.get("system") == NPI), None
+            (i.get("value") for i in resource.get("identifier") or [] if i.get("system") == NPI),
+            None,
         )
 
-    def _care(self, request: dict[str, Any], initial: Provider | None) -> tuple[Care | None, str | None]:
+    def _care(
+        self, request: dict[str, Any], initial: Provider | None
+    ) -> tuple[Care | None, str | None]:
         """Policy III: PCP care or specialist care, and the specialty the second opinion needs."""
         wanted = [
             c["code"]
@@ -394,7 +418,9 @@ class WorkflowService:
         if specialties:
             return Care.SPECIALIST, wanted[0] if wanted else sorted(specialties)[0]
         if wanted:
-            care = Care.PRIMARY if wanted[0] in self.config.primary_care_taxonomy else Care.SPECIALIST
+            care = (
+                Care.PRIMARY if wanted[0] in self.config.primary_care_taxonomy else Care.SPECIALIST
+            )
             return care, wanted[0]
         return None, None
 
@@ -415,17 +441,29 @@ class WorkflowService:
             for c in s.get("coding") or []
             if c.get("system") == NUCC and c.get("code")
         )
-        practitioner = local if local.get("resourceType") == "Practitioner" else loaded.local.get(
-            _local_key(reference_of(local.get("practitioner")), self.resources.base_url) or ""
+        practitioner = (
+            local
+            if local.get("resourceType") == "Practitioner"
+            else loaded.local.get(
+                _local_key(reference_of(local.get("practitioner")), self.resources.base_url) or ""
+            )
         )
         npi = next(
-            (i.get("value") for i in (practitioner or {}).get("identifier") or [] if i.get("system") == NPI),
+            (
+                i.get("value")
+                for i in (practitioner or {}).get("identifier") or []
+                if i.get("system") == NPI
+            ),
             None,
         )
         if npi:
             roles = await self.directory.roles_by_npi(npi, today=now)
-            matching = [r for r in roles if not role_specialties or r.specialties & role_specialties]
-            chosen = next((r for r in matching if r.in_network), None) or (matching[0] if matching else None)
+            matching = [
+                r for r in roles if not role_specialties or r.specialties & role_specialties
+            ]
+            chosen = next((r for r in matching if r.in_network), None) or (
+                matching[0] if matching else None
+            )
             if chosen is not None:
                 return chosen
         # Not in the directory: known only by what the request says; never in network.
@@ -448,7 +486,9 @@ class WorkflowService:
                     self.config.retry_base_seconds * 2 ** max(attempts - 1, 0),
                     self.config.retry_max_seconds,
                 )
-                await tx.set_job(task_id, state="evaluate", next_attempt_at=now + timedelta(seconds=delay))
+                await tx.set_job(
+                    task_id, state="evaluate", next_attempt_at=now + timedelta(seconds=delay)
+                )
             elif decision.outcome is Outcome.PENDING_REVIEW:
                 await tx.set_job(task_id, state="review")
             else:
@@ -479,10 +519,14 @@ class WorkflowService:
             decision = Decision(
                 review.outcome,
                 providers=tuple(Provider(role_reference=ref) for ref in review.providers),
-                denial_reason=DenialReason.REVIEWER_DENIED if review.outcome is Outcome.DENIED else None,
+                denial_reason=DenialReason.REVIEWER_DENIED
+                if review.outcome is Outcome.DENIED
+                else None,
                 trail=(RuleStep("reviewer_decision", REVIEWER_BASIS, review.outcome.value),),
             )
-            reviewer = pas.reviewer_extension(review.reviewer, review.reviewer_npi, review.reviewer_specialty)
+            reviewer = pas.reviewer_extension(
+                review.reviewer, review.reviewer_npi, review.reviewer_specialty
+            )
             await self._write_decision(
                 tx, task, request, decision, now, reviewer=reviewer, note=review.reason
             )
@@ -554,10 +598,15 @@ class WorkflowService:
             status_reason=pas.disposition(decision) if decision.outcome is Outcome.DENIED else None,
         )
         moved["output"] = [
-            o for o in moved.get("output") or [] if reference_of(o.get("valueReference")) != claim_response.key
+            o
+            for o in moved.get("output") or []
+            if reference_of(o.get("valueReference")) != claim_response.key
         ] + [
             {
-                "type": {"coding": [{"system": STATUS_SYSTEM, "code": "decision"}], "text": "decision"},
+                "type": {
+                    "coding": [{"system": STATUS_SYSTEM, "code": "decision"}],
+                    "text": "decision",
+                },
                 "valueReference": {"reference": claim_response.key},
             }
         ]
@@ -570,7 +619,9 @@ class WorkflowService:
         validate_resource(body)  # what we emit must be as valid as what we accept
         now = self.clock()
         if existing is None:
-            result = await self.resources.create_in(tx, body, path=body["resourceType"], pending=frozenset())
+            result = await self.resources.create_in(
+                tx, body, path=body["resourceType"], pending=frozenset()
+            )
             return result.resource
         return await tx.replace(existing, self.resources_meta(body, existing, now), now=now)
 
@@ -633,10 +684,8 @@ class WorkflowService:
                 await self.run_due_jobs()
             except Exception as exc:  # keep the loop alive; each pass is idempotent
                 log.error("workflow worker pass failed (%s)", type(exc).__name__)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
-            except TimeoutError:
-                pass
 
 
 def _business_status(task: dict[str, Any]) -> str | None:

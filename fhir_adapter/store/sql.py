@@ -123,9 +123,8 @@ class SqlResourceStore:
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[SqlTransaction]:
         if write and self._writers is not None:
-            async with self._writers:
-                async with self._transaction(write) as tx:
-                    yield tx
+            async with self._writers, self._transaction(write) as tx:
+                yield tx
         else:
             async with self._transaction(write) as tx:
                 yield tx
@@ -318,7 +317,11 @@ class SqlTransaction:
         if exists_already is None:
             await self.conn.execute(
                 insert(workflow_jobs).values(
-                    task_id=task_id, state="evaluate", due_at=due_at, next_attempt_at=now, attempts=0
+                    task_id=task_id,
+                    state="evaluate",
+                    due_at=due_at,
+                    next_attempt_at=now,
+                    attempts=0,
                 )
             )
 
@@ -353,12 +356,16 @@ class SqlTransaction:
         jobs = workflow_jobs.c
         row = (
             await self.conn.execute(
-                select(jobs.task_id, jobs.state, jobs.due_at, jobs.next_attempt_at, jobs.attempts).where(
-                    jobs.task_id == task_id
-                )
+                select(
+                    jobs.task_id, jobs.state, jobs.due_at, jobs.next_attempt_at, jobs.attempts
+                ).where(jobs.task_id == task_id)
             )
         ).first()
-        return WorkflowJob(row.task_id, row.state, row.due_at, row.next_attempt_at, row.attempts) if row else None
+        return (
+            WorkflowJob(row.task_id, row.state, row.due_at, row.next_attempt_at, row.attempts)
+            if row
+            else None
+        )
 
     async def set_job(
         self, task_id: str, *, state: str, next_attempt_at: datetime | None = None
@@ -374,7 +381,13 @@ class SqlTransaction:
         self, pk: int, version: int, now: datetime, method: str, content: dict[str, Any]
     ) -> None:
         self._versions.append(
-            {"resource_pk": pk, "version_id": version, "last_updated": now, "method": method, "content": content}
+            {
+                "resource_pk": pk,
+                "version_id": version,
+                "last_updated": now,
+                "method": method,
+                "content": content,
+            }
         )
 
     async def _write_index(self, pk: int, content: dict[str, Any]) -> None:

@@ -27,7 +27,9 @@ def track_for(priority: str | None, reasons: Container[str]) -> Track:
     return Track.STANDARD
 
 
-def california_holidays(years: range | None = None, *, ignore: frozenset[str] = frozenset()) -> set[date]:
+def california_holidays(
+    years: range | None = None, *, ignore: frozenset[str] = frozenset()
+) -> set[date]:
     """California state holidays from the maintained `holidays` calendar, minus named observances."""
     years = years or range(2000, 2101)
     calendar = holidays.country_holidays("US", subdiv="CA", years=list(years))

@@ -76,13 +76,26 @@ def check_request(request: Mapping[str, Any], path: str) -> list[Issue]:
 
     need(request.get("status") == "active", "status", "must be 'active' for a new request", "value")
     need(request.get("intent") == "order", "intent", "must be 'order'", "value")
-    need(reference_type(reference_of(request.get("subject"))) == "Patient", "subject", "must reference the member (Patient)")
+    need(
+        reference_type(reference_of(request.get("subject"))) == "Patient",
+        "subject",
+        "must reference the member (Patient)",
+    )
     need(bool(request.get("insurance")), "insurance", "must reference the member's Coverage")
     for index, insurance in enumerate(request.get("insurance") or []):
-        need(reference_type(reference_of(insurance)) == "Coverage", f"insurance[{index}]", "must reference a Coverage", "value")
+        need(
+            reference_type(reference_of(insurance)) == "Coverage",
+            f"insurance[{index}]",
+            "must reference a Coverage",
+            "value",
+        )
     need(bool(request.get("authoredOn")), "authoredOn", "is required")
     reasons = request.get("reasonCode") or []
-    need(bool(reasons), "reasonCode", "at least one reason is required (second-opinion-reason codes A-E)")
+    need(
+        bool(reasons),
+        "reasonCode",
+        "at least one reason is required (second-opinion-reason codes A-E)",
+    )
     known = {r.value for r in Reason}
     for i, concept in enumerate(reasons):
         for j, coding in enumerate(concept.get("coding") or []):
@@ -97,7 +110,11 @@ def check_request(request: Mapping[str, Any], path: str) -> list[Issue]:
                     )
                 )
     requester_type = reference_type(reference_of(request.get("requester")))
-    need(requester_type is not None, "requester", "is required: the member or the treating professional")
+    need(
+        requester_type is not None,
+        "requester",
+        "is required: the member or the treating professional",
+    )
     if requester_type is not None and requester_type not in ("Patient", *_PROFESSIONAL_TYPES):
         issues.append(
             Issue(
@@ -107,7 +124,9 @@ def check_request(request: Mapping[str, Any], path: str) -> list[Issue]:
                 f"{path}.requester",
             )
         )
-    elif requester_type == "Patient" and reference_of(request.get("requester")) != reference_of(request.get("subject")):
+    elif requester_type == "Patient" and reference_of(request.get("requester")) != reference_of(
+        request.get("subject")
+    ):
         issues.append(
             Issue(
                 "business-rule",
@@ -118,19 +137,41 @@ def check_request(request: Mapping[str, Any], path: str) -> list[Issue]:
     initial = initial_provider_reference(request)
     extension_path = f"{path}.extension('{INITIAL_PROVIDER_EXTENSION}')"
     if initial is None:
-        issues.append(Issue("required", f"{extension_path}: the initial-opinion-provider extension (valueReference -> PractitionerRole) is required", extension_path))
+        issues.append(
+            Issue(
+                "required",
+                f"{extension_path}: the initial-opinion-provider extension (valueReference -> PractitionerRole) is required",
+                extension_path,
+            )
+        )
     elif reference_type(initial) != "PractitionerRole":
-        issues.append(Issue("value", f"{extension_path}: must reference a PractitionerRole", extension_path))
+        issues.append(
+            Issue("value", f"{extension_path}: must reference a PractitionerRole", extension_path)
+        )
     for coding in (request.get("performerType") or {}).get("coding") or []:
         if coding.get("system") not in (None, NUCC):
-            issues.append(Issue("code-invalid", f"{path}.performerType: use NUCC provider taxonomy ({NUCC})", f"{path}.performerType"))
+            issues.append(
+                Issue(
+                    "code-invalid",
+                    f"{path}.performerType: use NUCC provider taxonomy ({NUCC})",
+                    f"{path}.performerType",
+                )
+            )
     for index, performer in enumerate(request.get("performer") or []):
         if reference_type(reference_of(performer)) != "PractitionerRole":
-            issues.append(Issue("value", f"{path}.performer[{index}]: the selected provider must be a PractitionerRole", f"{path}.performer[{index}]"))
+            issues.append(
+                Issue(
+                    "value",
+                    f"{path}.performer[{index}]: the selected provider must be a PractitionerRole",
+                    f"{path}.performer[{index}]",
+                )
+            )
     return issues
 
 
-def check_task(task: Mapping[str, Any], request: Mapping[str, Any] | None, path: str) -> list[Issue]:
+def check_task(
+    task: Mapping[str, Any], request: Mapping[str, Any] | None, path: str
+) -> list[Issue]:
     """The workflow Task of contract §3: it must focus the second-opinion request."""
     issues: list[Issue] = []
 
@@ -138,7 +179,12 @@ def check_task(task: Mapping[str, Any], request: Mapping[str, Any] | None, path:
         if not ok:
             issues.append(Issue(code, f"{path}.{element}: {text}", f"{path}.{element}"))
 
-    need(task.get("status") == "requested", "status", "a new request's Task must be 'requested'", "value")
+    need(
+        task.get("status") == "requested",
+        "status",
+        "a new request's Task must be 'requested'",
+        "value",
+    )
     need(is_fulfillment_task(task), "code", f"must be {TASK_CODE_SYSTEM}#fulfill", "value")
     need(task.get("intent") == "order", "intent", "must be 'order'", "value")
     focus = reference_of(task.get("focus"))

@@ -27,7 +27,9 @@ from fhir_adapter.workflow.codes import (
 
 TRACE_SYSTEM = "urn:trnorg:fhir-adapter"
 AUTHORIZATION_DAYS = 90
-_CONSULTATION = {"coding": [{"system": X12_SERVICE_TYPE_SYSTEM, "code": "3", "display": "Consultation"}]}
+_CONSULTATION = {
+    "coding": [{"system": X12_SERVICE_TYPE_SYSTEM, "code": "3", "display": "Consultation"}]
+}
 _PROFESSIONAL = {"coding": [{"system": CLAIM_TYPE_SYSTEM, "code": "professional"}]}
 
 
@@ -98,7 +100,9 @@ def build_claim_response(
         {
             "url": PAS_REVIEW_ACTION_CODE,
             "valueCodeableConcept": {
-                "coding": [{"system": X12_REVIEW_ACTION_SYSTEM, "code": outcome.review_action.value}]
+                "coding": [
+                    {"system": X12_REVIEW_ACTION_SYSTEM, "code": outcome.review_action.value}
+                ]
             },
         },
         {"url": "number", "valueString": authorization_number(task_id)},
@@ -137,7 +141,9 @@ def build_claim_response(
         item["extension"] = item_extensions
     response: dict[str, Any] = {
         "resourceType": "ClaimResponse",
-        "extension": [_trail_extension(step.rule, step.basis, step.result) for step in decision.trail],
+        "extension": [
+            _trail_extension(step.rule, step.basis, step.result) for step in decision.trail
+        ],
         "identifier": [{"system": TRACE_SYSTEM, "value": task_id}],
         "status": "active",
         "type": _PROFESSIONAL,
@@ -172,9 +178,7 @@ def build_claim_response(
     return response
 
 
-def reviewer_extension(
-    reviewer: str, npi: str | None, specialty: dict[str, Any]
-) -> dict[str, Any]:
+def reviewer_extension(reviewer: str, npi: str | None, specialty: dict[str, Any]) -> dict[str, Any]:
     """PAS claimResponseReviewer: a person decided, with their NPI and specialty."""
     parts: list[dict[str, Any]] = [
         {"url": "wasHumanReviewedFlag", "valueBoolean": True},
@@ -205,7 +209,9 @@ def disposition(decision: Decision) -> str:
         return f"Denied: {DENIAL_TEXT[decision.denial_reason]}{basis}"
     if outcome is Outcome.PENDING_DIRECTORY:
         return "Pended: the provider directory could not be reached; the request will be decided when it answers."
-    reason = REVIEW_TEXT[decision.review_reason] if decision.review_reason else "A reviewer decides."
+    reason = (
+        REVIEW_TEXT[decision.review_reason] if decision.review_reason else "A reviewer decides."
+    )
     return f"Pended for clinical review: {reason}"
 
 

@@ -50,13 +50,31 @@ def parse_review(body: Any) -> ReviewerDecision:
     issues: list[Issue] = []
     decision = one("decision", "valueCode")
     if decision not in _DECISIONS:
-        issues.append(Issue("required", f"{where('decision')}: valueCode must be one of {', '.join(_DECISIONS)}", where("decision")))
+        issues.append(
+            Issue(
+                "required",
+                f"{where('decision')}: valueCode must be one of {', '.join(_DECISIONS)}",
+                where("decision"),
+            )
+        )
     reviewer = (one("reviewer", "valueReference") or {}).get("reference")
     if not reviewer:
-        issues.append(Issue("required", f"{where('reviewer')}: valueReference to the reviewing Practitioner is required", where("reviewer")))
+        issues.append(
+            Issue(
+                "required",
+                f"{where('reviewer')}: valueReference to the reviewing Practitioner is required",
+                where("reviewer"),
+            )
+        )
     specialty = one("reviewerSpecialty", "valueCodeableConcept")
     if not specialty:
-        issues.append(Issue("required", f"{where('reviewerSpecialty')}: the reviewer's specialty (valueCodeableConcept) is required", where("reviewerSpecialty")))
+        issues.append(
+            Issue(
+                "required",
+                f"{where('reviewerSpecialty')}: the reviewer's specialty (valueCodeableConcept) is required",
+                where("reviewerSpecialty"),
+            )
+        )
     providers = tuple(
         p["valueReference"]["reference"]
         for p in params.get("provider", [])
@@ -65,11 +83,29 @@ def parse_review(body: Any) -> ReviewerDecision:
     reason = one("reason", "valueString")
     outcome = _DECISIONS.get(decision) if isinstance(decision, str) else None
     if outcome in (Outcome.APPROVED_IN_NETWORK, Outcome.APPROVED_OUT_OF_NETWORK) and not providers:
-        issues.append(Issue("business-rule", f"{where('provider')}: an approval names the provider(s) the member may see", where("provider")))
+        issues.append(
+            Issue(
+                "business-rule",
+                f"{where('provider')}: an approval names the provider(s) the member may see",
+                where("provider"),
+            )
+        )
     if outcome is Outcome.APPROVED_OUT_OF_NETWORK and len(providers) != 1:
-        issues.append(Issue("business-rule", f"{where('provider')}: an out-of-network authorization names exactly one provider", where("provider")))
+        issues.append(
+            Issue(
+                "business-rule",
+                f"{where('provider')}: an out-of-network authorization names exactly one provider",
+                where("provider"),
+            )
+        )
     if outcome is Outcome.DENIED and not reason:
-        issues.append(Issue("business-rule", f"{where('reason')}: a denial needs its specific reason (valueString)", where("reason")))
+        issues.append(
+            Issue(
+                "business-rule",
+                f"{where('reason')}: a denial needs its specific reason (valueString)",
+                where("reason"),
+            )
+        )
     if issues:
         raise UnprocessableEntityError(issues=issues)
     assert outcome is not None and reviewer

@@ -13,6 +13,11 @@ async def test_demo_walks_every_path() -> None:
     good = await run_demo(None, say=lines.append)
     text = "\n".join(lines)
     assert good == len(DEFAULT_PATHS), text
-    for expected in ("NA / Task accepted (approved-in-network)", "A1 / Task accepted (approved-out-of-network)",
-                     "A3 / Task rejected (denied)", "A4 / Task on-hold (pending-review)", "authorized SMO-"):
+    for expected in (
+        "NA / Task accepted (approved-in-network)",
+        "A1 / Task accepted (approved-out-of-network)",
+        "A3 / Task rejected (denied)",
+        "A4 / Task on-hold (pending-review)",
+        "authorized SMO-",
+    ):
         assert expected in text

@@ -12,7 +12,9 @@ import pytest
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
-async def test_a_full_flow_logs_no_patient_data(client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_full_flow_logs_no_patient_data(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="fhir_adapter")
     secrets: set[str] = set()
     for name in ("in-network-specialist-care", "denied", "review", "out-of-network"):
@@ -20,13 +22,22 @@ async def test_a_full_flow_logs_no_patient_data(client: httpx.AsyncClient, caplo
         for entry in bundle["entry"]:
             resource = entry["resource"]
             if resource["resourceType"] == "Patient":
-                secrets |= {resource["birthDate"], resource["name"][0]["family"], *resource["name"][0]["given"]}
+                secrets |= {
+                    resource["birthDate"],
+                    resource["name"][0]["family"],
+                    *resource["name"][0]["given"],
+                }
                 secrets |= {i["value"] for i in resource["identifier"]}
             if resource["resourceType"] == "Condition":
                 secrets.add(resource["code"]["text"])
         assert (await client.post("", json=bundle)).status_code == 200
         # Bad input whose values would be tempting to echo into a log line.
-        bad = {"resourceType": "Patient", "name": [{"family": "Zyxwvut"}], "birthDate": "1901-02-03", "gender": "nope"}
+        bad = {
+            "resourceType": "Patient",
+            "name": [{"family": "Zyxwvut"}],
+            "birthDate": "1901-02-03",
+            "gender": "nope",
+        }
         assert (await client.post("/Patient", json=bad)).status_code == 400
         assert (await client.get("/Patient", params={"family": "Qwertyuiop"})).status_code == 200
     secrets |= {"Zyxwvut", "1901-02-03", "Qwertyuiop"}

@@ -22,7 +22,11 @@ def load(path: str) -> dict[str, Any]:
 
 
 def review_action(claim_response: dict[str, Any]) -> str:
-    ext = next(e for e in claim_response["item"][0]["adjudication"][0]["extension"] if e["url"] == PAS_REVIEW_ACTION)
+    ext = next(
+        e
+        for e in claim_response["item"][0]["adjudication"][0]["extension"]
+        if e["url"] == PAS_REVIEW_ACTION
+    )
     return ext["extension"][0]["valueCodeableConcept"]["coding"][0]["code"]
 
 
@@ -50,7 +54,9 @@ async def test_pas_resubmission_is_one_request(client: httpx.AsyncClient) -> Non
     again = (await client.post("/Claim/$submit", json=request)).json()
     assert first["entry"][0]["fullUrl"] == again["entry"][0]["fullUrl"]
     for kind in ("ServiceRequest", "Claim", "ClaimResponse", "Patient"):
-        assert (await client.get(f"/{kind}", params={"_summary": "count"})).json()["total"] == 1, kind
+        assert (await client.get(f"/{kind}", params={"_summary": "count"})).json()["total"] == 1, (
+            kind
+        )
 
 
 @pytest.mark.parametrize(
@@ -58,12 +64,31 @@ async def test_pas_resubmission_is_one_request(client: httpx.AsyncClient) -> Non
     [
         (lambda b: b.update(type="transaction"), 422, "Bundle.type"),
         (lambda b: b["entry"].reverse(), 422, "Bundle.entry[0].resource"),
-        (lambda b: b["entry"][0]["resource"].update(use="claim"), 422, "Bundle.entry[0].resource.use"),
-        (lambda b: b["entry"][0]["resource"]["item"][0].pop("extension"), 422, "Bundle.entry[0].resource.item"),
+        (
+            lambda b: b["entry"][0]["resource"].update(use="claim"),
+            422,
+            "Bundle.entry[0].resource.use",
+        ),
+        (
+            lambda b: b["entry"][0]["resource"]["item"][0].pop("extension"),
+            422,
+            "Bundle.entry[0].resource.item",
+        ),
         (lambda b: b["entry"][0].pop("fullUrl"), 422, "Bundle.entry[0]"),
-        (lambda b: b["entry"][0]["resource"].update(status="nonsense"), 400, "Bundle.entry[0].resource.status"),
+        (
+            lambda b: b["entry"][0]["resource"].update(status="nonsense"),
+            400,
+            "Bundle.entry[0].resource.status",
+        ),
     ],
-    ids=["not-a-collection", "claim-not-first", "not-preauthorization", "no-requested-service", "no-fullurl", "bad-code"],
+    ids=[
+        "not-a-collection",
+        "claim-not-first",
+        "not-preauthorization",
+        "no-requested-service",
+        "no-fullurl",
+        "bad-code",
+    ],
 )
 async def test_non_conformant_pas_bundles_are_refused(
     client: httpx.AsyncClient, engine: AsyncEngine, mutate: Any, status: int, expression: str
@@ -82,9 +107,19 @@ async def test_non_conformant_pas_bundles_are_refused(
 def decide_params(decision: str, **extra: Any) -> dict[str, Any]:
     parameters = [
         {"name": "decision", "valueCode": decision},
-        {"name": "reviewer", "valueReference": {"reference": "https://directory.example/fhir/Practitioner/reviewer-1"}},
+        {
+            "name": "reviewer",
+            "valueReference": {
+                "reference": "https://directory.example/fhir/Practitioner/reviewer-1"
+            },
+        },
         {"name": "reviewerNPI", "valueString": "1972819302"},
-        {"name": "reviewerSpecialty", "valueCodeableConcept": {"coding": [{"system": "http://nucc.org/provider-taxonomy", "code": "207X00000X"}]}},
+        {
+            "name": "reviewerSpecialty",
+            "valueCodeableConcept": {
+                "coding": [{"system": "http://nucc.org/provider-taxonomy", "code": "207X00000X"}]
+            },
+        },
     ]
     for name, value in extra.items():
         for item in value if isinstance(value, list) else [value]:
@@ -94,15 +129,25 @@ def decide_params(decision: str, **extra: Any) -> dict[str, Any]:
 
 async def pended_task(client: httpx.AsyncClient) -> dict[str, Any]:
     answer = (await client.post("", json=load("requests/review.json"))).json()
-    location = next(e["response"]["location"] for e in answer["entry"] if e["response"]["location"].startswith("Task/"))
+    location = next(
+        e["response"]["location"]
+        for e in answer["entry"]
+        if e["response"]["location"].startswith("Task/")
+    )
     return (await client.get(location.split("/_history")[0])).json()
 
 
 async def test_reviewer_approves_a_pended_request(client: httpx.AsyncClient) -> None:
     task = await pended_task(client)
     assert task["status"] == "on-hold"
-    provider = {"valueReference": {"reference": "http://directory.test/directory/fhir/PractitionerRole/patel-role"}}
-    response = await client.post(f"/Task/{task['id']}/$decide", json=decide_params("approved-in-network", provider=provider))
+    provider = {
+        "valueReference": {
+            "reference": "http://directory.test/directory/fhir/PractitionerRole/patel-role"
+        }
+    }
+    response = await client.post(
+        f"/Task/{task['id']}/$decide", json=decide_params("approved-in-network", provider=provider)
+    )
     assert response.status_code == 200, response.text
     claim_response = response.json()
     assert review_action(claim_response) == "NA"
@@ -110,14 +155,21 @@ async def test_reviewer_approves_a_pended_request(client: httpx.AsyncClient) -> 
     assert {"url": "wasHumanReviewedFlag", "valueBoolean": True} in reviewer["extension"]
     decided = (await client.get(f"/Task/{task['id']}")).json()
     assert decided["status"] == "accepted"
-    assert [c["code"] for c in decided["businessStatus"]["coding"] if c["system"] == STATUS_SYSTEM] == ["approved-in-network"]
-    assert decided["output"][0]["valueReference"]["reference"] == f"ClaimResponse/{claim_response['id']}"
+    assert [
+        c["code"] for c in decided["businessStatus"]["coding"] if c["system"] == STATUS_SYSTEM
+    ] == ["approved-in-network"]
+    assert (
+        decided["output"][0]["valueReference"]["reference"]
+        == f"ClaimResponse/{claim_response['id']}"
+    )
 
 
 async def test_reviewer_denial_records_reason_and_specialty(client: httpx.AsyncClient) -> None:
     task = await pended_task(client)
     reason = {"valueString": "The request duplicates an opinion given last month."}
-    response = await client.post(f"/Task/{task['id']}/$decide", json=decide_params("denied", reason=reason))
+    response = await client.post(
+        f"/Task/{task['id']}/$decide", json=decide_params("denied", reason=reason)
+    )
     assert response.status_code == 200, response.text
     claim_response = response.json()
     assert review_action(claim_response) == "A3"
@@ -126,7 +178,9 @@ async def test_reviewer_denial_records_reason_and_specialty(client: httpx.AsyncC
     assert any(e["url"] == "reviewerSpecialty" for e in reviewer["extension"])
     assert (await client.get(f"/Task/{task['id']}")).json()["status"] == "rejected"
     # Decided requests cannot be decided again.
-    again = await client.post(f"/Task/{task['id']}/$decide", json=decide_params("denied", reason=reason))
+    again = await client.post(
+        f"/Task/{task['id']}/$decide", json=decide_params("denied", reason=reason)
+    )
     assert again.status_code == 409
     assert again.json()["issue"][0]["expression"] == ["Task.status"]
 
@@ -137,11 +191,19 @@ async def test_reviewer_denial_records_reason_and_specialty(client: httpx.AsyncC
         (decide_params("maybe"), "decision"),
         (decide_params("approved-in-network"), "provider"),
         (decide_params("denied"), "reason"),
-        ({"resourceType": "Parameters", "parameter": [{"name": "decision", "valueCode": "denied"}]}, "reviewer"),
+        (
+            {
+                "resourceType": "Parameters",
+                "parameter": [{"name": "decision", "valueCode": "denied"}],
+            },
+            "reviewer",
+        ),
     ],
     ids=["unknown-decision", "approval-without-provider", "denial-without-reason", "no-reviewer"],
 )
-async def test_incomplete_reviewer_decisions_are_422(client: httpx.AsyncClient, params: dict[str, Any], where: str) -> None:
+async def test_incomplete_reviewer_decisions_are_422(
+    client: httpx.AsyncClient, params: dict[str, Any], where: str
+) -> None:
     task = await pended_task(client)
     response = await client.post(f"/Task/{task['id']}/$decide", json=params)
     assert response.status_code == 422, response.text
@@ -150,5 +212,7 @@ async def test_incomplete_reviewer_decisions_are_422(client: httpx.AsyncClient, 
 
 
 async def test_deciding_an_unknown_task_is_404(client: httpx.AsyncClient) -> None:
-    response = await client.post("/Task/nope/$decide", json=decide_params("denied", reason={"valueString": "x"}))
+    response = await client.post(
+        "/Task/nope/$decide", json=decide_params("denied", reason={"valueString": "x"})
+    )
     assert response.status_code == 404

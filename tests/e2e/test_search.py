@@ -16,7 +16,11 @@ async def make(client: httpx.AsyncClient, resource: dict) -> dict:
 async def ids(client: httpx.AsyncClient, url: str, **params: str) -> set[str]:
     response = await client.get(url, params=params)
     assert response.status_code == 200, response.text
-    return {e["resource"]["id"] for e in response.json().get("entry", []) if e["search"]["mode"] == "match"}
+    return {
+        e["resource"]["id"]
+        for e in response.json().get("entry", [])
+        if e["search"]["mode"] == "match"
+    }
 
 
 async def seed(client: httpx.AsyncClient) -> dict[str, dict]:
@@ -27,13 +31,27 @@ async def seed(client: httpx.AsyncClient) -> dict[str, dict]:
         "subject": {"reference": f"Patient/{patient['id']}"},
     })  # fmt: skip
     base = {"resourceType": "Task", "intent": "order"}
-    t1 = await make(client, {**base, "status": "requested", "for": {"reference": f"Patient/{patient['id']}"},
-                             "focus": {"reference": f"ServiceRequest/{request['id']}"},
-                             "authoredOn": "2026-11-25T10:00:00-08:00",
-                             "businessStatus": {"coding": [{"system": "urn:bs", "code": "pending-review"}]}})
-    t2 = await make(client, {**base, "status": "accepted", "for": {"reference": f"Patient/{other['id']}"},
-                             "authoredOn": "2026-11-20",
-                             "owner": {"reference": "https://directory.example/fhir/PractitionerRole/pr-1"}})
+    t1 = await make(
+        client,
+        {
+            **base,
+            "status": "requested",
+            "for": {"reference": f"Patient/{patient['id']}"},
+            "focus": {"reference": f"ServiceRequest/{request['id']}"},
+            "authoredOn": "2026-11-25T10:00:00-08:00",
+            "businessStatus": {"coding": [{"system": "urn:bs", "code": "pending-review"}]},
+        },
+    )
+    t2 = await make(
+        client,
+        {
+            **base,
+            "status": "accepted",
+            "for": {"reference": f"Patient/{other['id']}"},
+            "authoredOn": "2026-11-20",
+            "owner": {"reference": "https://directory.example/fhir/PractitionerRole/pr-1"},
+        },
+    )
     return {"patient": patient, "other": other, "request": request, "t1": t1, "t2": t2}
 
 
@@ -46,7 +64,9 @@ async def test_token_reference_and_date_parameters(client: httpx.AsyncClient) ->
     assert await ids(client, "/Task", **{"business-status": "urn:bs|pending-review"}) == {t1}
     assert await ids(client, "/Task", patient=s["patient"]["id"]) == {t1}
     assert await ids(client, "/Task", patient=f"Patient/{s['other']['id']}") == {t2}
-    assert await ids(client, "/Task", owner="https://directory.example/fhir/PractitionerRole/pr-1") == {t2}
+    assert await ids(
+        client, "/Task", owner="https://directory.example/fhir/PractitionerRole/pr-1"
+    ) == {t2}
     assert await ids(client, "/Task", **{"authored-on": "2026-11-25"}) == {t1}
     assert await ids(client, "/Task", **{"authored-on": "gt2026-11-21"}) == {t1}
     assert await ids(client, "/Task", **{"authored-on": "lt2026-11-21"}) == {t2}
@@ -67,7 +87,10 @@ async def test_string_search_ignores_case_and_accents(client: httpx.AsyncClient)
 
 async def test_include_adds_referenced_resources(client: httpx.AsyncClient) -> None:
     s = await seed(client)
-    response = await client.get("/Task", params=[("_id", s["t1"]["id"]), ("_include", "Task:focus"), ("_include", "Task:patient")])
+    response = await client.get(
+        "/Task",
+        params=[("_id", s["t1"]["id"]), ("_include", "Task:focus"), ("_include", "Task:patient")],
+    )
     bundle = response.json()
     modes = {(e["resource"]["resourceType"], e["search"]["mode"]) for e in bundle["entry"]}
     assert modes == {("Task", "match"), ("ServiceRequest", "include"), ("Patient", "include")}
@@ -75,7 +98,9 @@ async def test_include_adds_referenced_resources(client: httpx.AsyncClient) -> N
     assert "_include=Task%3Afocus" in bundle["link"][0]["url"]
 
 
-async def test_last_updated_and_summary_count(client: httpx.AsyncClient, clock: FrozenClock) -> None:
+async def test_last_updated_and_summary_count(
+    client: httpx.AsyncClient, clock: FrozenClock
+) -> None:
     s = await seed(client)
     clock.advance(minutes=5)
     later = await make(client, {"resourceType": "Task", "status": "draft", "intent": "order"})
@@ -98,7 +123,10 @@ async def test_post_search_with_form_body(client: httpx.AsyncClient) -> None:
 
 
 async def test_paging_follows_next_links(client: httpx.AsyncClient) -> None:
-    created = {(await make(client, {"resourceType": "Organization", "name": f"Org {i}"}))["id"] for i in range(7)}
+    created = {
+        (await make(client, {"resourceType": "Organization", "name": f"Org {i}"}))["id"]
+        for i in range(7)
+    }
     seen: list[str] = []
     url: str | None = "/Organization?name=org&_count=3"
     pages = 0

@@ -46,7 +46,9 @@ async def test_transaction_conditional_create_reuses_the_match(client: httpx.Asy
 
 
 async def test_transaction_put_get_and_minimal_return(client: httpx.AsyncClient) -> None:
-    org = (await client.post("/Organization", json={"resourceType": "Organization", "name": "Plan"})).json()
+    org = (
+        await client.post("/Organization", json={"resourceType": "Organization", "name": "Plan"})
+    ).json()
     bundle = transaction(
         {
             "fullUrl": "http://testserver/fhir/Organization/" + org["id"],
@@ -73,8 +75,12 @@ async def test_transaction_put_get_and_minimal_return(client: httpx.AsyncClient)
     assert entries[3]["resource"]["total"] == 1
 
 
-async def test_failed_put_rolls_back_earlier_creates(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
-    org = (await client.post("/Organization", json={"resourceType": "Organization", "name": "A"})).json()
+async def test_failed_put_rolls_back_earlier_creates(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    org = (
+        await client.post("/Organization", json={"resourceType": "Organization", "name": "A"})
+    ).json()
     before = await count_rows(engine)
     bundle = transaction(
         post(urn(), {"resourceType": "Patient"}),
@@ -95,8 +101,14 @@ async def test_batch_entries_succeed_and_fail_independently(client: httpx.AsyncC
         "resourceType": "Bundle",
         "type": "batch",
         "entry": [
-            {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
-            {"resource": {"resourceType": "Patient", "gender": "x"}, "request": {"method": "POST", "url": "Patient"}},
+            {
+                "resource": {"resourceType": "Patient"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {"resourceType": "Patient", "gender": "x"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
             {"request": {"method": "GET", "url": "Patient/nope"}},
         ],
     }
@@ -105,7 +117,9 @@ async def test_batch_entries_succeed_and_fail_independently(client: httpx.AsyncC
     entries = response.json()["entry"]
     assert entries[0]["response"]["status"] == "201 Created"
     assert entries[1]["response"]["status"] == "400"
-    assert entries[1]["response"]["outcome"]["issue"][0]["expression"] == ["Bundle.entry[1].resource.gender"]
+    assert entries[1]["response"]["outcome"]["issue"][0]["expression"] == [
+        "Bundle.entry[1].resource.gender"
+    ]
     assert entries[2]["response"]["status"] == "404"
 
 
@@ -113,7 +127,9 @@ async def test_concurrent_conditional_creates_make_one_resource(client: httpx.As
     """Resubmitting the same request at once must not create it twice (advisory lock / serialized writers)."""
     body = {"resourceType": "Patient", "identifier": [{"system": "urn:member", "value": "RACE-1"}]}
     headers = {"If-None-Exist": "identifier=urn:member|RACE-1"}
-    responses = await asyncio.gather(*(client.post("/Patient", json=body, headers=headers) for _ in range(8)))
+    responses = await asyncio.gather(
+        *(client.post("/Patient", json=body, headers=headers) for _ in range(8))
+    )
     assert sorted(r.status_code for r in responses) == [200] * 7 + [201]
     assert len({r.json()["id"] for r in responses}) == 1
 

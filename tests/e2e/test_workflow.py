@@ -34,12 +34,21 @@ def business_status(task: dict[str, Any]) -> str:
 
 
 def review_action(claim_response: dict[str, Any]) -> str:
-    ext = next(e for e in claim_response["item"][0]["adjudication"][0]["extension"] if e["url"] == PAS_REVIEW_ACTION)
+    ext = next(
+        e
+        for e in claim_response["item"][0]["adjudication"][0]["extension"]
+        if e["url"] == PAS_REVIEW_ACTION
+    )
     return ext["extension"][0]["valueCodeableConcept"]["coding"][0]["code"]
 
 
 async def tasks(client: httpx.AsyncClient) -> list[dict[str, Any]]:
-    bundle = (await client.get("/Task", params={"code": "http://hl7.org/fhir/CodeSystem/task-code|fulfill", "_count": "500"})).json()
+    bundle = (
+        await client.get(
+            "/Task",
+            params={"code": "http://hl7.org/fhir/CodeSystem/task-code|fulfill", "_count": "500"},
+        )
+    ).json()
     return [e["resource"] for e in bundle.get("entry", [])]
 
 
@@ -58,7 +67,11 @@ async def flaky_container(
 ) -> AsyncIterator[Container]:
     async with httpx.AsyncClient(transport=flaky, base_url="http://directory.test") as http:
         directory = DirectoryClient(
-            http, DIRECTORY_BASE, network="Organization/medi-cal-network", backoff_seconds=0.001, cache_seconds=0
+            http,
+            DIRECTORY_BASE,
+            network="Organization/medi-cal-network",
+            backoff_seconds=0.001,
+            cache_seconds=0,
         )
         store = SqlResourceStore(engine, base_url=settings.fhir_base_url)
         yield await build_container(settings, store=store, directory=directory, clock=clock)
@@ -120,7 +133,9 @@ async def test_directory_outage_pends_then_decides_every_request(
     final = await tasks(flaky_client)
     assert len(final) == 8
     outcomes = sorted(business_status(t) for t in final)
-    assert outcomes == sorted(["approved-in-network", "approved-out-of-network", "denied", "approved-in-network"] * 2)
+    assert outcomes == sorted(
+        ["approved-in-network", "approved-out-of-network", "denied", "approved-in-network"] * 2
+    )
     for task in final:
         claim_response = await decision_of(flaky_client, task)
         assert review_action(claim_response) in {"NA", "A1", "A3"}
@@ -144,7 +159,11 @@ async def test_undecided_request_past_its_deadline_is_denied(
     assert business_status(task) == "denied"
     claim_response = await decision_of(client, task)
     assert review_action(claim_response) == "A3"
-    reason = next(e for e in claim_response["item"][0]["adjudication"][0]["extension"][0]["extension"] if e["url"] == "reasonCode")
+    reason = next(
+        e
+        for e in claim_response["item"][0]["adjudication"][0]["extension"][0]["extension"]
+        if e["url"] == "reasonCode"
+    )
     assert reason["valueCodeableConcept"]["coding"][0]["code"] == "deadline-expired"
     assert await container.workflow.expire_overdue() == 0  # once only
 
@@ -163,7 +182,9 @@ async def test_resubmission_never_creates_a_second_request(client: httpx.AsyncCl
     assert claims["total"] == 1
 
 
-async def test_resubmission_without_conditions_is_still_one_request(client: httpx.AsyncClient) -> None:
+async def test_resubmission_without_conditions_is_still_one_request(
+    client: httpx.AsyncClient,
+) -> None:
     """The contract's idempotency holds even when the EHR sends no ifNoneExist."""
     bundle = example("member-selected-provider")
     for entry in bundle["entry"]:
@@ -182,7 +203,9 @@ async def test_separate_posts_of_request_and_task(client: httpx.AsyncClient) -> 
     sr_entry = next(e for e in entries if e["resource"]["resourceType"] == "ServiceRequest")
     task_entry = next(e for e in entries if e["resource"]["resourceType"] == "Task")
     others = [e for e in entries if e not in (sr_entry, task_entry)]
-    setup = await client.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": others})
+    setup = await client.post(
+        "", json={"resourceType": "Bundle", "type": "transaction", "entry": others}
+    )
     assert setup.status_code == 200, setup.text
     ids = {
         sent["fullUrl"]: answer["response"]["location"].split("/_history")[0]
@@ -210,22 +233,44 @@ async def test_separate_posts_of_request_and_task(client: httpx.AsyncClient) -> 
     ("mutate", "expression"),
     [
         (lambda sr, task: sr.pop("reasonCode"), "resource.reasonCode"),
-        (lambda sr, task: sr["reasonCode"][0]["coding"][0].update(code="vibes"), "resource.reasonCode[0].coding[0].code"),
+        (
+            lambda sr, task: sr["reasonCode"][0]["coding"][0].update(code="vibes"),
+            "resource.reasonCode[0].coding[0].code",
+        ),
         (lambda sr, task: sr.pop("extension"), "initial-opinion-provider"),
-        (lambda sr, task: sr.update(requester={"reference": sr["insurance"][0]["reference"]}), "resource.requester"),
-        (lambda sr, task: task.update(focus={"reference": task["for"]["reference"]}), "resource.focus"),
+        (
+            lambda sr, task: sr.update(requester={"reference": sr["insurance"][0]["reference"]}),
+            "resource.requester",
+        ),
+        (
+            lambda sr, task: task.update(focus={"reference": task["for"]["reference"]}),
+            "resource.focus",
+        ),
         (lambda sr, task: sr.pop("insurance"), "resource.insurance"),
         (lambda sr, task: task.pop("code"), "resource.code"),
-        (lambda sr, task: sr["extension"][0].update(valueReference=sr["subject"]), "initial-opinion-provider"),
+        (
+            lambda sr, task: sr["extension"][0].update(valueReference=sr["subject"]),
+            "initial-opinion-provider",
+        ),
     ],
-    ids=["no-reason", "unknown-reason-code", "no-initial-provider", "requester-is-coverage",
-         "task-focus-not-request", "no-insurance", "task-without-fulfill-code", "initial-provider-not-a-role"],
+    ids=[
+        "no-reason",
+        "unknown-reason-code",
+        "no-initial-provider",
+        "requester-is-coverage",
+        "task-focus-not-request",
+        "no-insurance",
+        "task-without-fulfill-code",
+        "initial-provider-not-a-role",
+    ],
 )
 async def test_bad_requests_are_422_and_store_nothing(
     client: httpx.AsyncClient, engine: AsyncEngine, mutate: Any, expression: str
 ) -> None:
     bundle = example("in-network-specialist-care")
-    sr = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+    sr = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest"
+    )
     task = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Task")
     mutate(sr, task)
     before = await count_rows(engine)
@@ -234,5 +279,7 @@ async def test_bad_requests_are_422_and_store_nothing(
     outcome = response.json()
     assert outcome["resourceType"] == "OperationOutcome"
     assert any(expression in e for i in outcome["issue"] for e in i.get("expression", [])), outcome
-    assert all(e.startswith("Bundle.entry[") for i in outcome["issue"] for e in i.get("expression", []))
+    assert all(
+        e.startswith("Bundle.entry[") for i in outcome["issue"] for e in i.get("expression", [])
+    )
     assert await count_rows(engine) == before

@@ -23,7 +23,9 @@ async def submit(client: httpx.AsyncClient, name: str) -> tuple[dict[str, Any], 
     """Submit an example; return the decided Task and its ClaimResponse."""
     response = await client.post("", json=load(name))
     assert response.status_code == 200, response.text
-    task_entry = next(e for e in response.json()["entry"] if e["resource"]["resourceType"] == "Task")
+    task_entry = next(
+        e for e in response.json()["entry"] if e["resource"]["resourceType"] == "Task"
+    )
     task = (await client.get(task_entry["response"]["location"].rsplit("/_history", 1)[0])).json()
     outputs = [o["valueReference"]["reference"] for o in task.get("output", [])]
     assert len(outputs) == 1, task
@@ -37,7 +39,9 @@ def business_status(task: dict[str, Any]) -> str:
 
 def review_action(claim_response: dict[str, Any]) -> str:
     action = next(
-        e for e in claim_response["item"][0]["adjudication"][0]["extension"] if e["url"] == PAS_REVIEW_ACTION
+        e
+        for e in claim_response["item"][0]["adjudication"][0]["extension"]
+        if e["url"] == PAS_REVIEW_ACTION
     )
     return action["extension"][0]["valueCodeableConcept"]["coding"][0]["code"]
 
@@ -85,4 +89,7 @@ async def test_example_path(
     assert claim_response["use"] == "preauthorization"
     claim = (await client.get(claim_response["request"]["reference"])).json()
     assert claim["use"] == "preauthorization"
-    assert claim["item"][0]["extension"][0]["valueReference"]["reference"] == task["focus"]["reference"]
+    assert (
+        claim["item"][0]["extension"][0]["valueReference"]["reference"]
+        == task["focus"]["reference"]
+    )

@@ -51,18 +51,31 @@ def transport(directory_app: FastAPI) -> SwitchableTransport:
 
 
 async def make_container(
-    settings: Settings, engine: AsyncEngine, transport: SwitchableTransport, clock: FrozenClock, http: httpx.AsyncClient
+    settings: Settings,
+    engine: AsyncEngine,
+    transport: SwitchableTransport,
+    clock: FrozenClock,
+    http: httpx.AsyncClient,
 ) -> Container:
     directory = DirectoryClient(
-        http, DIRECTORY_BASE, network="Organization/medi-cal-network", backoff_seconds=0.001, cache_seconds=0
+        http,
+        DIRECTORY_BASE,
+        network="Organization/medi-cal-network",
+        backoff_seconds=0.001,
+        cache_seconds=0,
     )
     return await build_container(
-        settings, store=SqlResourceStore(engine, base_url=settings.fhir_base_url), directory=directory, clock=clock
+        settings,
+        store=SqlResourceStore(engine, base_url=settings.fhir_base_url),
+        directory=directory,
+        clock=clock,
     )
 
 
 async def task_statuses(container: Container) -> list[str]:
-    query = container.resources.parse_query("Task", [("code", "http://hl7.org/fhir/CodeSystem/task-code|fulfill"), ("_count", "500")])
+    query = container.resources.parse_query(
+        "Task", [("code", "http://hl7.org/fhir/CodeSystem/task-code|fulfill"), ("_count", "500")]
+    )
     page = await container.resources.search(query)
     return sorted(r.content["status"] for r in page.matches)
 
@@ -73,7 +86,11 @@ async def claim_responses(container: Container) -> int:
 
 
 async def test_pended_requests_survive_a_restart(
-    settings: Settings, engine: AsyncEngine, second_engine: AsyncEngine, transport: SwitchableTransport, clock: FrozenClock
+    settings: Settings,
+    engine: AsyncEngine,
+    second_engine: AsyncEngine,
+    transport: SwitchableTransport,
+    clock: FrozenClock,
 ) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://directory.test") as http:
         first = await make_container(settings, engine, transport, clock, http)
@@ -92,7 +109,11 @@ async def test_pended_requests_survive_a_restart(
 
 
 async def test_two_workers_expire_each_overdue_request_once(
-    settings: Settings, engine: AsyncEngine, second_engine: AsyncEngine, transport: SwitchableTransport, clock: FrozenClock
+    settings: Settings,
+    engine: AsyncEngine,
+    second_engine: AsyncEngine,
+    transport: SwitchableTransport,
+    clock: FrozenClock,
 ) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://directory.test") as http:
         one = await make_container(settings, engine, transport, clock, http)
@@ -102,8 +123,10 @@ async def test_two_workers_expire_each_overdue_request_once(
         assert await task_statuses(one) == ["on-hold"] * 12
         clock.advance(days=8)
         counts = await asyncio.gather(
-            one.workflow.expire_overdue(limit=5), two.workflow.expire_overdue(limit=5),
-            one.workflow.expire_overdue(limit=5), two.workflow.expire_overdue(limit=5),
+            one.workflow.expire_overdue(limit=5),
+            two.workflow.expire_overdue(limit=5),
+            one.workflow.expire_overdue(limit=5),
+            two.workflow.expire_overdue(limit=5),
         )
         assert sum(counts) == 12
         assert await task_statuses(one) == ["rejected"] * 12
@@ -112,7 +135,11 @@ async def test_two_workers_expire_each_overdue_request_once(
 
 
 async def test_a_crashed_workers_lease_runs_out_and_another_takes_over(
-    settings: Settings, engine: AsyncEngine, second_engine: AsyncEngine, transport: SwitchableTransport, clock: FrozenClock
+    settings: Settings,
+    engine: AsyncEngine,
+    second_engine: AsyncEngine,
+    transport: SwitchableTransport,
+    clock: FrozenClock,
 ) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://directory.test") as http:
         one = await make_container(settings, engine, transport, clock, http)
@@ -122,7 +149,9 @@ async def test_a_crashed_workers_lease_runs_out_and_another_takes_over(
         clock.advance(hours=1)
         # A worker claims the job, then dies before it finishes.
         async with one.store.transaction() as tx:
-            claimed = await tx.claim_jobs(now=clock(), lease_until=clock() + timedelta(minutes=2), limit=10)
+            claimed = await tx.claim_jobs(
+                now=clock(), lease_until=clock() + timedelta(minutes=2), limit=10
+            )
         assert len(claimed) == 1
         survivor = await make_container(settings, second_engine, transport, clock, http)
         assert await survivor.workflow.run_due_jobs() == 0  # still leased

@@ -27,7 +27,9 @@ router = APIRouter(tags=["resources"])
 
 @router.get("/{resource_type}", summary="Search")
 async def search(resource_type: str, request: Request, container: ContainerDep) -> Response:
-    return await _search(resource_type, list(request.query_params.multi_items()), request, container)
+    return await _search(
+        resource_type, list(request.query_params.multi_items()), request, container
+    )
 
 
 @router.post("/{resource_type}/_search", summary="Search with a form body")
@@ -37,7 +39,9 @@ async def search_post(resource_type: str, request: Request, container: Container
     if media != "application/x-www-form-urlencoded":
         raise UnsupportedMediaTypeError("POST _search takes application/x-www-form-urlencoded")
     form = parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
-    return await _search(resource_type, list(request.query_params.multi_items()) + form, request, container)
+    return await _search(
+        resource_type, list(request.query_params.multi_items()) + form, request, container
+    )
 
 
 async def _search(
@@ -70,7 +74,9 @@ async def read(resource_type: str, id: str, request: Request, container: Contain
 
 
 @router.put("/{resource_type}/{id}", summary="Update (If-Match for a version-aware update)")
-async def update(resource_type: str, id: str, request: Request, container: ContainerDep) -> Response:
+async def update(
+    resource_type: str, id: str, request: Request, container: ContainerDep
+) -> Response:
     require_served(resource_type)
     body = await read_resource_body(request)
     result = await container.resources.update(
@@ -80,7 +86,9 @@ async def update(resource_type: str, id: str, request: Request, container: Conta
 
 
 @router.get("/{resource_type}/{id}/_history", summary="Instance history")
-async def history(resource_type: str, id: str, request: Request, container: ContainerDep) -> Response:
+async def history(
+    resource_type: str, id: str, request: Request, container: ContainerDep
+) -> Response:
     versions = await container.resources.history(resource_type, id)
     bundle = bundles.history(container.settings.fhir_base_url, versions)
     return FhirResponse(bundle, pretty=is_pretty(request))

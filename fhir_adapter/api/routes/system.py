@@ -6,7 +6,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from fhir_adapter.api.deps import ContainerDep
-from fhir_adapter.api.fhir_http import FhirResponse, is_pretty, read_resource_body, return_preference
+from fhir_adapter.api.fhir_http import (
+    FhirResponse,
+    is_pretty,
+    read_resource_body,
+    return_preference,
+)
 
 router = APIRouter(tags=["system"])
 

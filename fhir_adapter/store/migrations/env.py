@@ -6,7 +6,9 @@ from fhir_adapter.store.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run migrations through `fhir-adapter db upgrade`, which supplies the connection")
+    raise RuntimeError(
+        "run migrations through `fhir-adapter db upgrade`, which supplies the connection"
+    )
 
 context.configure(
     connection=connection,

@@ -5,14 +5,27 @@ from fhir_adapter.fhir.resources import SERVED_TYPES, model_class
 
 
 def test_capability_statement_is_valid_r4_and_complete() -> None:
-    statement = capability_statement("http://adapter.example/fhir", published="2026-11-27T00:00:00Z")
+    statement = capability_statement(
+        "http://adapter.example/fhir", published="2026-11-27T00:00:00Z"
+    )
     model_class("CapabilityStatement").model_validate(statement)
     assert statement["fhirVersion"] == "4.0.1"
     rest = statement["rest"][0]
     assert [r["type"] for r in rest["resource"]] == list(SERVED_TYPES)
     task = next(r for r in rest["resource"] if r["type"] == "Task")
     names = {p["name"] for p in task["searchParam"]}
-    assert {"_id", "_lastUpdated", "identifier", "status", "business-status", "patient", "focus",
-            "owner", "requester", "authored-on", "period"} <= names
+    assert {
+        "_id",
+        "_lastUpdated",
+        "identifier",
+        "status",
+        "business-status",
+        "patient",
+        "focus",
+        "owner",
+        "requester",
+        "authored-on",
+        "period",
+    } <= names
     assert "Task:focus" in task["searchInclude"]
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}

@@ -10,12 +10,36 @@ from fhir_adapter.fhir.dates import date_range, format_instant, period_range
 @pytest.mark.parametrize(
     ("text", "low", "high"),
     [
-        ("2026", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
-        ("2024-02", datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC)),
-        ("2026-12", datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
-        ("2026-11-25", datetime(2026, 11, 25, tzinfo=UTC), datetime(2026, 11, 25, 23, 59, 59, 999999, tzinfo=UTC)),
-        ("2026-11-25T10:00:00-08:00", datetime(2026, 11, 25, 18, tzinfo=UTC), datetime(2026, 11, 25, 18, 0, 0, 999999, tzinfo=UTC)),
-        ("2026-11-25T10:00:00.250Z", datetime(2026, 11, 25, 10, 0, 0, 250000, tzinfo=UTC), datetime(2026, 11, 25, 10, 0, 0, 250000, tzinfo=UTC)),
+        (
+            "2026",
+            datetime(2026, 1, 1, tzinfo=UTC),
+            datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        ),
+        (
+            "2024-02",
+            datetime(2024, 2, 1, tzinfo=UTC),
+            datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
+        ),
+        (
+            "2026-12",
+            datetime(2026, 12, 1, tzinfo=UTC),
+            datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        ),
+        (
+            "2026-11-25",
+            datetime(2026, 11, 25, tzinfo=UTC),
+            datetime(2026, 11, 25, 23, 59, 59, 999999, tzinfo=UTC),
+        ),
+        (
+            "2026-11-25T10:00:00-08:00",
+            datetime(2026, 11, 25, 18, tzinfo=UTC),
+            datetime(2026, 11, 25, 18, 0, 0, 999999, tzinfo=UTC),
+        ),
+        (
+            "2026-11-25T10:00:00.250Z",
+            datetime(2026, 11, 25, 10, 0, 0, 250000, tzinfo=UTC),
+            datetime(2026, 11, 25, 10, 0, 0, 250000, tzinfo=UTC),
+        ),
     ],
     ids=["year", "leap-month", "december", "day", "offset", "instant"],
 )
@@ -23,7 +47,9 @@ def test_date_range_covers_the_precision_given(text: str, low: datetime, high: d
     assert date_range(text) == (low, high)
 
 
-@pytest.mark.parametrize("text", ["", "26", "2026-13", "2026-02-30", "2026-11-25T25:00:00Z", "tomorrow"])
+@pytest.mark.parametrize(
+    "text", ["", "26", "2026-13", "2026-02-30", "2026-11-25T25:00:00Z", "tomorrow"]
+)
 def test_date_range_rejects_malformed_dates(text: str) -> None:
     assert date_range(text) is None
 

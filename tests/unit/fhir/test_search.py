@@ -114,7 +114,14 @@ def test_unknown_parameters_are_ignored_unless_strict() -> None:
         ("_include", "Patient:general-practitioner"),
         ("patient", "not a reference!"),
     ],
-    ids=["bad-date", "bad-count", "bad-modifier", "include-non-reference", "include-other-type", "bad-reference"],
+    ids=[
+        "bad-date",
+        "bad-count",
+        "bad-modifier",
+        "include-non-reference",
+        "include-other-type",
+        "bad-reference",
+    ],
 )
 def test_bad_values_are_400(param: tuple[str, str]) -> None:
     with pytest.raises(InvalidRequestError):

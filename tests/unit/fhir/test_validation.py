@@ -48,9 +48,18 @@ def test_bundle_entries_are_located_inside_the_bundle() -> None:
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
-            {"resource": {"resourceType": "Patient", "gender": "x"}, "request": {"method": "POST", "url": "Patient"}},
-            {"resource": {"resourceType": "Task", "status": "nope", "intent": "order"}, "request": {"method": "FETCH", "url": "Task"}},
+            {
+                "resource": {"resourceType": "Patient"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {"resourceType": "Patient", "gender": "x"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {"resourceType": "Task", "status": "nope", "intent": "order"},
+                "request": {"method": "FETCH", "url": "Task"},
+            },
         ],
     }
     with pytest.raises(InvalidRequestError) as caught:

@@ -17,7 +17,9 @@ ORTHO = "207X00000X"
 FAMILY = "207Q00000X"
 
 
-def prov(name: str, specialty: str = ORTHO, *, in_network: bool = True, org: str = "Organization/a") -> Provider:
+def prov(
+    name: str, specialty: str = ORTHO, *, in_network: bool = True, org: str = "Organization/a"
+) -> Provider:
     return Provider(
         role_reference=f"http://dir/PractitionerRole/{name}",
         specialties=frozenset({specialty}),
@@ -75,14 +77,31 @@ def test_the_trail_lists_every_rule_run_up_to_the_decision() -> None:
         ({"coverage_status": "cancelled"}, DenialReason.COVERAGE_INACTIVE),
         ({"coverage_end": datetime(2026, 6, 30, tzinfo=UTC)}, DenialReason.COVERAGE_INACTIVE),
         ({"coverage_payors": ("Organization/other-plan",)}, DenialReason.NOT_PLAN_MEMBER),
-        ({"requester_kind": "professional", "requester_is_the_member": False}, DenialReason.REQUESTER_NOT_ELIGIBLE),
-        ({"requester_kind": "other", "requester_is_the_member": False}, DenialReason.REQUESTER_NOT_ELIGIBLE),
         (
-            {"requester_kind": "professional", "requester_is_pcp": True, "requester": prov("pcp", FAMILY, in_network=False)},
+            {"requester_kind": "professional", "requester_is_the_member": False},
+            DenialReason.REQUESTER_NOT_ELIGIBLE,
+        ),
+        (
+            {"requester_kind": "other", "requester_is_the_member": False},
+            DenialReason.REQUESTER_NOT_ELIGIBLE,
+        ),
+        (
+            {
+                "requester_kind": "professional",
+                "requester_is_pcp": True,
+                "requester": prov("pcp", FAMILY, in_network=False),
+            },
             DenialReason.REQUESTER_NOT_PARTICIPATING,
         ),
     ],
-    ids=["inactive", "expired", "other-plan", "unrelated-professional", "other-requester", "non-participating-pcp"],
+    ids=[
+        "inactive",
+        "expired",
+        "other-plan",
+        "unrelated-professional",
+        "other-requester",
+        "non-participating-pcp",
+    ],
 )
 def test_denials_carry_a_specific_reason(overrides: dict, reason: DenialReason) -> None:
     decision = evaluate(facts(**overrides))
@@ -92,8 +111,13 @@ def test_denials_carry_a_specific_reason(overrides: dict, reason: DenialReason) 
 
 
 def test_treating_professionals_may_ask() -> None:
-    for role in ({"requester_is_pcp": True, "requester": PCP}, {"requester_is_initial_provider": True, "requester": INITIAL}):
-        decision = evaluate(facts(requester_kind="professional", requester_is_the_member=False, **role))
+    for role in (
+        {"requester_is_pcp": True, "requester": PCP},
+        {"requester_is_initial_provider": True, "requester": INITIAL},
+    ):
+        decision = evaluate(
+            facts(requester_kind="professional", requester_is_the_member=False, **role)
+        )
         assert decision.outcome is Outcome.APPROVED_IN_NETWORK
 
 
@@ -104,7 +128,9 @@ def test_no_listed_reason_goes_to_review_not_denial() -> None:
 
 
 def test_unreachable_directory_pends_and_never_denies() -> None:
-    decision = evaluate(facts(directory_available=False, requester_kind="professional", requester_is_pcp=True))
+    decision = evaluate(
+        facts(directory_available=False, requester_kind="professional", requester_is_pcp=True)
+    )
     assert decision.outcome is Outcome.PENDING_DIRECTORY
     assert decision.outcome.review_action == "A4"
 

@@ -25,8 +25,16 @@ def at(text: str) -> datetime:
     [
         # Wed before Thanksgiving: 5 business days skip Thu 26 + Fri 27 (holidays) -> Fri 12-04;
         # 7 calendar days -> Wed 12-02, the earlier, binds (regulatory.md §6 worked example).
-        ("2026-11-25T10:00:00-08:00", "2026-12-02T10:00:00-08:00", "holidays: 7 calendar days bind"),
-        ("2026-12-23T10:00:00-08:00", "2026-12-30T10:00:00-08:00", "Christmas: 7 calendar days bind"),
+        (
+            "2026-11-25T10:00:00-08:00",
+            "2026-12-02T10:00:00-08:00",
+            "holidays: 7 calendar days bind",
+        ),
+        (
+            "2026-12-23T10:00:00-08:00",
+            "2026-12-30T10:00:00-08:00",
+            "Christmas: 7 calendar days bind",
+        ),
         # Saturday receipt: 5 business days end Friday, a day before the 7th calendar day.
         ("2026-10-10T10:00:00-07:00", "2026-10-16T10:00:00-07:00", "weekend: 5 business days bind"),
         # Monday before Cesar Chavez Day (Tue 03-31): 5 business days -> Tue 04-07, 7 days -> Mon 04-06.
@@ -44,14 +52,23 @@ def test_standard_track(received: str, due: str, why: str) -> None:
 
 def test_the_issue_example_is_due_on_december_second() -> None:
     received = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
-    assert due_at(received, Track.STANDARD, CLOSED).astimezone(CALIFORNIA).date().isoformat() == "2026-12-02"
+    assert (
+        due_at(received, Track.STANDARD, CLOSED).astimezone(CALIFORNIA).date().isoformat()
+        == "2026-12-02"
+    )
 
 
 @pytest.mark.parametrize(
     ("received", "due"),
     [
-        ("2026-11-25T10:00:00-08:00", "2026-11-28T18:00:00+00:00"),  # over Thanksgiving: hours count
-        ("2026-10-30T10:00:00-07:00", "2026-11-02T17:00:00+00:00"),  # across fall back: 72 real hours
+        (
+            "2026-11-25T10:00:00-08:00",
+            "2026-11-28T18:00:00+00:00",
+        ),  # over Thanksgiving: hours count
+        (
+            "2026-10-30T10:00:00-07:00",
+            "2026-11-02T17:00:00+00:00",
+        ),  # across fall back: 72 real hours
         ("2026-03-06T10:00:00-08:00", "2026-03-09T18:00:00+00:00"),  # across spring forward
     ],
 )
