@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import typer
 
@@ -45,7 +46,9 @@ def serve(
 
     from fhir_adapter.api.app import create_app
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    overrides: dict[str, Any] = {
+        k: v for k, v in {"host": host, "port": port}.items() if v is not None
+    }
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
     logging.getLogger(__name__).info(

@@ -55,7 +55,7 @@ async def in_process_service() -> AsyncIterator[str]:
             database_url=f"sqlite+aiosqlite:///{Path(folder) / 'demo.db'}",
             directory_url=None,
             base_url=None,
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
         )
         server = uvicorn.Server(
             uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")

@@ -58,12 +58,14 @@ def date_range(text: str) -> tuple[datetime, datetime] | None:
 def period_range(period: dict[str, object]) -> tuple[datetime, datetime] | None:
     """A Period's range: open ends reach to the earliest/latest instant we store."""
     start, end = period.get("start"), period.get("end")
-    low = date_range(start)[0] if isinstance(start, str) and date_range(start) else MIN_INSTANT
-    high_range = date_range(end) if isinstance(end, str) else None
-    high = high_range[1] if high_range else MAX_INSTANT
     if start is None and end is None:
         return None
-    return low, high
+    low_range = date_range(start) if isinstance(start, str) else None
+    high_range = date_range(end) if isinstance(end, str) else None
+    return (
+        low_range[0] if low_range else MIN_INSTANT,
+        high_range[1] if high_range else MAX_INSTANT,
+    )
 
 
 def format_instant(moment: datetime) -> str:

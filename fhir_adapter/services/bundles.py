@@ -162,7 +162,7 @@ class BundleService:
             if len(segments) != 2 or not ID_PATTERN.match(segments[1]):
                 raise url_issue
             entry.id = segments[1]
-            if resource.get("id") != entry.id:
+            if not isinstance(resource, dict) or resource.get("id") != entry.id:
                 raise InvalidRequestError(
                     f"{path}.resource.id must equal the id in {path}.request.url ('{entry.id}')",
                     expression=f"{path}.resource.id",

@@ -14,6 +14,7 @@ import orjson
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Table,
     and_,
     delete,
     event,
@@ -514,7 +515,7 @@ def _filter_condition(flt: Filter) -> ColumnElement[bool]:
     return not_(condition) if flt.negate else condition
 
 
-def _criterion(table: Any, criterion: object) -> ColumnElement[bool]:
+def _criterion(table: Table, criterion: object) -> ColumnElement[bool]:
     if isinstance(criterion, TokenCriterion):
         parts = []
         if criterion.code is not None:
@@ -545,7 +546,9 @@ def _criterion(table: Any, criterion: object) -> ColumnElement[bool]:
     return false()
 
 
-def _date_match(c: DateCriterion, low: Any, high: Any) -> ColumnElement[bool]:
+def _date_match(
+    c: DateCriterion, low: ColumnElement[datetime], high: ColumnElement[datetime]
+) -> ColumnElement[bool]:
     """FHIR date prefixes over ranges (search.html#prefix): the stored range vs the searched one."""
     if c.prefix == "eq":
         return and_(low >= c.low, high <= c.high)

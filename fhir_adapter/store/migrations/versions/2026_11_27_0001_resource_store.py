@@ -5,6 +5,8 @@ Revises:
 Create Date: 2026-11-27
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -76,7 +78,7 @@ def upgrade() -> None:
     )
 
 
-def _index_table(name: str, columns: list[sa.Column], indexes: dict[str, list[str]]) -> None:
+def _index_table(name: str, columns: list[sa.Column[Any]], indexes: dict[str, list[str]]) -> None:
     op.create_table(
         name,
         sa.Column("resource_pk", PrimaryKey, nullable=False),
