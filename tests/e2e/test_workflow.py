@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.store.sql import SqlResourceStore
 from fhir_adapter.workflow.codes import PAS_REVIEW_ACTION, STATUS_SYSTEM
 from tests.conftest import BASE_URL, DIRECTORY_BASE, count_rows
+from tests.factories import example_request
 from tests.fakes import FrozenClock, SwitchableTransport
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
@@ -84,19 +84,6 @@ async def flaky_client(flaky_container: Container) -> AsyncIterator[httpx.AsyncC
         yield client
 
 
-def renamed(bundle: dict[str, Any], suffix: str) -> dict[str, Any]:
-    """The same request under new identifiers, so it counts as a different request."""
-    copied = copy.deepcopy(bundle)
-    for entry in copied["entry"]:
-        resource, request = entry["resource"], entry["request"]
-        if resource["resourceType"] in ("ServiceRequest", "Task", "Patient"):
-            for identifier in resource.get("identifier", []):
-                identifier["value"] += suffix
-            if request.get("ifNoneExist"):
-                request["ifNoneExist"] += suffix
-    return copied
-
-
 async def test_directory_outage_pends_then_decides_every_request(
     flaky_client: httpx.AsyncClient,
     flaky_container: Container,
@@ -106,7 +93,7 @@ async def test_directory_outage_pends_then_decides_every_request(
     flaky.down = True
     names = ["in-network-specialist-care", "out-of-network", "denied", "expedited"]
     for i, name in enumerate(names * 2):
-        response = await flaky_client.post("", json=renamed(example(name), f"-{i}"))
+        response = await flaky_client.post("", json=example_request(name, f"-{i}"))
         assert response.status_code == 200, response.text
     submitted = await tasks(flaky_client)
     assert len(submitted) == 8

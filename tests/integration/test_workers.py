@@ -4,11 +4,8 @@ nothing and do nothing twice."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -20,21 +17,8 @@ from fhir_adapter.config import Settings
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.store.sql import SqlResourceStore, create_engine
 from tests.conftest import DIRECTORY_BASE
+from tests.factories import example_request
 from tests.fakes import FrozenClock, SwitchableTransport
-
-EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
-
-
-def example(name: str, suffix: str) -> dict[str, Any]:
-    bundle = json.loads((EXAMPLES / f"{name}.json").read_text())
-    for entry in bundle["entry"]:
-        resource, request = entry["resource"], entry["request"]
-        if resource["resourceType"] in ("ServiceRequest", "Task", "Patient"):
-            for identifier in resource.get("identifier", []):
-                identifier["value"] += suffix
-            if request.get("ifNoneExist"):
-                request["ifNoneExist"] += suffix
-    return bundle
 
 
 @pytest.fixture
@@ -96,7 +80,7 @@ async def test_pended_requests_survive_a_restart(
         first = await make_container(settings, engine, transport, clock, http)
         transport.down = True
         for i in range(5):
-            await first.bundles.process(example("in-network-specialist-care", f"-r{i}"))
+            await first.bundles.process(example_request("in-network-specialist-care", f"-r{i}"))
         assert await task_statuses(first) == ["on-hold"] * 5
         # The process goes away; a new one starts on the same database with the directory back.
         transport.down = False
@@ -119,7 +103,7 @@ async def test_two_workers_expire_each_overdue_request_once(
         one = await make_container(settings, engine, transport, clock, http)
         two = await make_container(settings, second_engine, transport, clock, http)
         for i in range(12):
-            await one.bundles.process(example("review", f"-w{i}"))
+            await one.bundles.process(example_request("review", f"-w{i}"))
         assert await task_statuses(one) == ["on-hold"] * 12
         clock.advance(days=8)
         counts = await asyncio.gather(
@@ -144,7 +128,7 @@ async def test_a_crashed_workers_lease_runs_out_and_another_takes_over(
     async with httpx.AsyncClient(transport=transport, base_url="http://directory.test") as http:
         one = await make_container(settings, engine, transport, clock, http)
         transport.down = True
-        await one.bundles.process(example("out-of-network", "-lease"))
+        await one.bundles.process(example_request("out-of-network", "-lease"))
         transport.down = False
         clock.advance(hours=1)
         # A worker claims the job, then dies before it finishes.
