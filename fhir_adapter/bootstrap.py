@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
@@ -12,9 +12,11 @@ from typing import Any
 import httpx
 
 from fhir_adapter.config import Settings
+from fhir_adapter.delivery.http import HttpDeliverer
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.ports import ResourceStore
 from fhir_adapter.services.bundles import BundleService
+from fhir_adapter.services.delivery import Deliverer, DeliveryConfig, DeliveryService
 from fhir_adapter.services.prior_auth import PriorAuthService
 from fhir_adapter.services.resources import Clock, ResourceService, SearchLimits, utc_now
 from fhir_adapter.services.workflow import Directory, WorkflowConfig, WorkflowService
@@ -44,12 +46,13 @@ class Container:
     bundles: BundleService
     workflow: WorkflowService
     prior_auth: PriorAuthService
+    delivery: DeliveryService
     started: datetime
-    http: httpx.AsyncClient | None = None
+    http: list[httpx.AsyncClient] = field(default_factory=list)
 
     async def aclose(self) -> None:
-        if self.http is not None:
-            await self.http.aclose()
+        for client in self.http:
+            await client.aclose()
         await self.store.close()
 
 
@@ -58,6 +61,7 @@ async def build_container(
     *,
     store: ResourceStore | None = None,
     directory: Directory | None = None,
+    deliverer: Deliverer | None = None,
     clock: Clock = utc_now,
     migrate: bool = True,
 ) -> Container:
@@ -67,11 +71,11 @@ async def build_container(
         if migrate:
             await upgrade_database(engine)
         store = SqlResourceStore(engine, base_url=settings.fhir_base_url)
-    http = None
+    http: list[httpx.AsyncClient] = []
     if directory is None:
-        http = httpx.AsyncClient(timeout=settings.directory_timeout_seconds)
+        http.append(httpx.AsyncClient(timeout=settings.directory_timeout_seconds))
         directory = DirectoryClient(
-            http,
+            http[-1],
             settings.effective_directory_url,
             network=settings.network,
             attempts=settings.directory_attempts,
@@ -93,12 +97,28 @@ async def build_container(
             plan_organization=settings.plan_organization,
             primary_care_taxonomy=primary or DEFAULT_PRIMARY_CARE_TAXONOMY,
             retry_base_seconds=settings.retry_base_seconds,
+            member_notice_url=settings.member_notice_url,
         ),
         closed_days=lambda: _closed_days(ignore),
         clock=clock,
     )
     resources.hooks = workflow
     bundles = BundleService(resources, max_entries=settings.max_bundle_entries)
+    if deliverer is None:
+        http.append(httpx.AsyncClient(timeout=settings.delivery_timeout_seconds))
+        deliverer = HttpDeliverer(http[-1])
+    delivery = DeliveryService(
+        store,
+        resources,
+        directory,
+        deliverer,
+        config=DeliveryConfig(
+            max_attempts=settings.delivery_max_attempts,
+            backoff_base_seconds=settings.delivery_backoff_base_seconds,
+            member_notice_url=settings.member_notice_url,
+        ),
+        clock=clock,
+    )
     container = Container(
         settings=settings,
         store=store,
@@ -106,6 +126,7 @@ async def build_container(
         bundles=bundles,
         workflow=workflow,
         prior_auth=PriorAuthService(resources, bundles),
+        delivery=delivery,
         started=datetime.now(UTC),
         http=http,
     )

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     holiday_ignore: str = Field(
         default="", description="comma-separated holiday names not counted as closed days"
     )
+    member_notice_url: str | None = None
+    delivery_max_attempts: int = Field(default=8, ge=1)
+    delivery_backoff_base_seconds: float = Field(default=10.0, gt=0)
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0)
     worker_enabled: bool = True
     worker_interval_seconds: float = Field(default=2.0, gt=0)
     retry_base_seconds: float = Field(default=30.0, gt=0)

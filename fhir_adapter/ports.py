@@ -47,6 +47,21 @@ class WorkflowJob:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A delivery owed: one Communication to one destination."""
+
+    id: str
+    communication_id: str
+    destination: str  # pcp-endpoint | member-notice-url
+    state: str  # pending | delivered | failed
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None = None
+    last_error: str | None = None
+
+
 class StoreTransaction(Protocol):
     """Reads and writes inside one database transaction: all of it commits, or none of it."""
 
@@ -100,6 +115,32 @@ class StoreTransaction(Protocol):
         ...
 
     async def get_job(self, task_id: str) -> WorkflowJob | None: ...
+
+    async def add_outbox(self, item: OutboxItem) -> None:
+        """Owe a delivery; written with the Communication it delivers, in this transaction."""
+        ...
+
+    async def claim_outbox(
+        self, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[OutboxItem]:
+        """Lease pending deliveries that are due and that no other worker holds."""
+        ...
+
+    async def set_outbox(
+        self,
+        item_id: str,
+        *,
+        state: str,
+        next_attempt_at: datetime | None = None,
+        delivered_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None: ...
+
+    async def list_outbox(self, *, state: str | None = None, limit: int = 100) -> list[OutboxItem]: ...
+
+    async def retry_outbox(self, *, now: datetime, ids: Iterable[str] | None = None) -> int:
+        """Put failed deliveries (all, or the given ones) back in the queue; returns how many."""
+        ...
 
     async def set_job(
         self, task_id: str, *, state: str, next_attempt_at: datetime | None = None

@@ -16,6 +16,7 @@ from fhir_adapter.api.routes import metadata, operations, resources, system
 from fhir_adapter.bootstrap import Container, build_container, demo_directory_file
 from fhir_adapter.config import Settings
 from fhir_adapter.directory.demo import directory_router, load_directory
+from fhir_adapter.services.background import run_background
 
 
 def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
@@ -33,7 +34,12 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         stop = asyncio.Event()
         worker = (
             asyncio.create_task(
-                built.workflow.run_worker(stop, interval_seconds=settings.worker_interval_seconds)
+                run_background(
+                    built.workflow,
+                    built.delivery,
+                    stop,
+                    interval_seconds=settings.worker_interval_seconds,
+                )
             )
             if settings.worker_enabled
             else None

@@ -8,9 +8,8 @@ when the directory is down or the process restarts.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -29,7 +28,7 @@ from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
 from fhir_adapter.policy.engine import evaluate
 from fhir_adapter.policy.facts import Care, Provider, RequesterKind, RequestFacts
-from fhir_adapter.ports import ResourceStore, StoredResource, StoreTransaction
+from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.resources import Clock, ResourceService, WriteResult, with_meta
 from fhir_adapter.workflow import pas
 from fhir_adapter.workflow.codes import (
@@ -50,6 +49,13 @@ from fhir_adapter.workflow.intake import (
     is_second_opinion_request,
     listed_reasons,
     reference_of,
+)
+from fhir_adapter.workflow.reports import (
+    CONSULT_NOTE,
+    LOINC,
+    check_report,
+    is_consultation_report,
+    report_communication,
 )
 from fhir_adapter.workflow.review import ReviewerDecision
 from fhir_adapter.workflow.states import UNDECIDED, TaskStatus, transition
@@ -90,6 +96,7 @@ class WorkflowConfig:
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 900.0
     lease_seconds: float = 120.0
+    member_notice_url: str | None = None
 
 
 @dataclass(slots=True)
@@ -170,9 +177,124 @@ class WorkflowService:
             issues += task_issues
             if not task_issues and not issues:
                 received[index] = await self._receive(tx, result, request_content)
+        issues += await self._accept_reports(tx, results)
         if issues:
             raise UnprocessableEntityError(issues=issues)
         return [received.get(i, r) for i, r in enumerate(results)]
+
+    async def _accept_reports(self, tx: StoreTransaction, results: list[WriteResult]) -> list[Issue]:
+        """Policy VI, contract §4.6: a Consultation Report for an approved request completes its Task
+        and goes to the PCP and the member, through the outbox, in this same transaction."""
+        issues: list[Issue] = []
+        written = {r.resource.key: r.resource for r in results}
+        proposals = [
+            r.resource.key
+            for r in results
+            if r.created
+            and r.resource.resource_type == "ServiceRequest"
+            and r.resource.content.get("intent") == "proposal"
+        ]
+        for result in results:
+            report = result.resource.content
+            if not (result.created and is_consultation_report(report)):
+                continue
+            request_key = next(
+                (
+                    key
+                    for key in (_local_key(reference_of(b), self.resources.base_url) for b in report["basedOn"])
+                    if key and key.startswith("ServiceRequest/")
+                ),
+                None,
+            )
+            request = written.get(request_key or "") or (
+                await tx.read(*request_key.split("/", 1)) if request_key else None
+            )
+            if request is None or not is_second_opinion_request(request.content):
+                continue  # a DiagnosticReport about something else
+            report_issues = check_report(report, result.path)
+            task = await self.resources.find_conditional(
+                tx, "Task", f"focus={request.key}&code={TASK_CODE_SYSTEM}|fulfill", lock=False
+            )
+            where = f"{result.path}.basedOn"
+            if task is None:
+                report_issues.append(Issue("business-rule", f"{where}: {request.key} has no second-opinion Task", where))
+            elif task.content.get("status") != TaskStatus.ACCEPTED:
+                state = _business_status(task.content) or task.content.get("status")
+                report_issues.append(
+                    Issue(
+                        "business-rule",
+                        f"{where}: the request is {state}; a Consultation Report is accepted only for an approved request",
+                        where,
+                    )
+                )
+            issues += report_issues
+            if not report_issues and task is not None:
+                await self._complete(tx, task, request, result.resource, proposals)
+        return issues
+
+    async def _complete(
+        self,
+        tx: StoreTransaction,
+        task: StoredResource,
+        request: StoredResource,
+        report: StoredResource,
+        proposals: list[str],
+    ) -> None:
+        now = self.clock()
+        completed = transition(task.content, TaskStatus.COMPLETED, business_status=BusinessStatus.COMPLETED, now=now)
+        completed["output"] = [
+            *completed.get("output", []),
+            {
+                "type": {"coding": [{"system": LOINC, "code": CONSULT_NOTE, "display": "Consult note"}]},
+                "valueReference": {"reference": report.key},
+            },
+        ]
+        completed.pop("meta", None)
+        await tx.replace(task, self.resources_meta(completed, task, now), now=now)
+        patient_key = _local_key(reference_of(request.content.get("subject")), self.resources.base_url) or ""
+        patient = await tx.read(*patient_key.split("/", 1)) if patient_key else None
+        pcp = next(
+            (
+                key
+                for key in (
+                    _local_key(reference_of(p), self.resources.base_url)
+                    for p in (patient.content if patient else {}).get("generalPractitioner") or []
+                )
+                if key
+            ),
+            None,
+        )
+        sender = _local_key(reference_of((report.content.get("performer") or [{}])[0]), self.resources.base_url)
+        recipients = [(pcp, "pcp-endpoint")] if pcp else []
+        recipients.append((patient_key, "member-notice-url" if self.config.member_notice_url else None))
+        for recipient, destination in recipients:
+            if recipient is None:
+                continue
+            communication = report_communication(
+                communication_id=str(uuid.uuid4()),
+                report_key=report.key,
+                request_key=request.key,
+                patient_key=patient_key,
+                recipient=recipient,
+                sender=sender,
+                proposals=proposals,
+                delivered_now=destination is None,
+                now=now,
+            )
+            stored = await self._write(tx, communication, None)
+            if destination is not None:
+                await tx.add_outbox(
+                    OutboxItem(
+                        id=str(uuid.uuid4()),
+                        communication_id=stored.id,
+                        destination=destination,
+                        state="pending",
+                        attempts=0,
+                        created_at=now,
+                        next_attempt_at=now,
+                    )
+                )
+        log.info("Task/%s completed with %s", task.id, report.key)
 
     async def after_commit(self, results: list[WriteResult]) -> None:
         """Decide newly received requests right away; the worker retries whatever this leaves."""
@@ -676,16 +798,6 @@ class WorkflowService:
                 log.info("Task/%s denied: deadline expired", job.task_id)
         return expired
 
-    async def run_worker(self, stop: asyncio.Event, *, interval_seconds: float = 2.0) -> None:
-        """The background loop: deadline sweep, then due retries, until `stop` is set."""
-        while not stop.is_set():
-            try:
-                await self.expire_overdue()
-                await self.run_due_jobs()
-            except Exception as exc:  # keep the loop alive; each pass is idempotent
-                log.error("workflow worker pass failed (%s)", type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
 
 
 def _business_status(task: dict[str, Any]) -> str | None:

@@ -43,7 +43,7 @@ from fhir_adapter.fhir.search import (
     TokenCriterion,
     index_rows,
 )
-from fhir_adapter.ports import SearchPage, StoredResource, WorkflowJob
+from fhir_adapter.ports import OutboxItem, SearchPage, StoredResource, WorkflowJob
 from fhir_adapter.store.tables import (
     INDEX_TABLES,
     resource_versions,
@@ -51,6 +51,7 @@ from fhir_adapter.store.tables import (
     search_date,
     search_reference,
     search_string,
+    outbox,
     search_token,
     workflow_jobs,
 )
@@ -368,6 +369,78 @@ class SqlTransaction:
             else None
         )
 
+    # -- outbox --------------------------------------------------------------------------------
+
+    async def add_outbox(self, item: OutboxItem) -> None:
+        await self.conn.execute(
+            insert(outbox).values(
+                id=item.id,
+                communication_id=item.communication_id,
+                destination=item.destination,
+                state=item.state,
+                attempts=item.attempts,
+                created_at=item.created_at,
+                next_attempt_at=item.next_attempt_at,
+            )
+        )
+
+    async def claim_outbox(
+        self, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[OutboxItem]:
+        c = outbox.c
+        free = or_(c.leased_until.is_(None), c.leased_until < now)
+        statement = (
+            select(c.id)
+            .where(c.state == "pending", c.next_attempt_at <= now, free)
+            .order_by(c.next_attempt_at)
+            .limit(limit)
+        )
+        if self.is_postgres:
+            statement = statement.with_for_update(skip_locked=True)
+        ids = [row.id for row in await self.conn.execute(statement)]
+        if not ids:
+            return []
+        result = await self.conn.execute(
+            update(outbox)
+            .where(c.id.in_(ids))
+            .values(leased_until=lease_until, attempts=c.attempts + 1)
+            .returning(*_OUTBOX_COLUMNS)
+        )
+        return [_outbox_item(row) for row in result]
+
+    async def set_outbox(
+        self,
+        item_id: str,
+        *,
+        state: str,
+        next_attempt_at: datetime | None = None,
+        delivered_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        values: dict[str, Any] = {"state": state, "leased_until": None, "last_error": error}
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        if delivered_at is not None:
+            values["delivered_at"] = delivered_at
+        await self.conn.execute(update(outbox).where(outbox.c.id == item_id).values(**values))
+
+    async def list_outbox(self, *, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
+        statement = select(*_OUTBOX_COLUMNS).order_by(outbox.c.created_at).limit(limit)
+        if state:
+            statement = statement.where(outbox.c.state == state)
+        return [_outbox_item(row) for row in await self.conn.execute(statement)]
+
+    async def retry_outbox(self, *, now: datetime, ids: Iterable[str] | None = None) -> int:
+        statement = (
+            update(outbox)
+            .where(outbox.c.state == "failed")
+            .values(state="pending", attempts=0, next_attempt_at=now, leased_until=None)
+        )
+        if ids is not None:
+            statement = statement.where(outbox.c.id.in_(list(ids)))
+        result = await self.conn.execute(statement.returning(outbox.c.id))
+        return len(result.all())
+
     async def set_job(
         self, task_id: str, *, state: str, next_attempt_at: datetime | None = None
     ) -> None:
@@ -476,6 +549,33 @@ class SqlTransaction:
             StoredResource(row.resource_type, row.id, row.version_id, row.last_updated, row.content)
             for row in await self.conn.execute(statement)
         ]
+
+
+_OUTBOX_COLUMNS = (
+    outbox.c.id,
+    outbox.c.communication_id,
+    outbox.c.destination,
+    outbox.c.state,
+    outbox.c.attempts,
+    outbox.c.created_at,
+    outbox.c.next_attempt_at,
+    outbox.c.delivered_at,
+    outbox.c.last_error,
+)
+
+
+def _outbox_item(row: Any) -> OutboxItem:
+    return OutboxItem(
+        row.id,
+        row.communication_id,
+        row.destination,
+        row.state,
+        row.attempts,
+        row.created_at,
+        row.next_attempt_at,
+        row.delivered_at,
+        row.last_error,
+    )
 
 
 def _current(resource_type: str, id: str) -> Select[Any]:

@@ -140,5 +140,22 @@ workflow_jobs = Table(
     Index("ix_workflow_jobs_due", "state", "due_at"),
 )
 
+# The transactional outbox: a delivery owed, written in the same transaction as what it delivers.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("communication_id", String(64), nullable=False),
+    Column("destination", String(32), nullable=False),  # pcp-endpoint | member-notice-url
+    Column("state", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("leased_until", UtcDateTime),
+    Column("delivered_at", UtcDateTime),
+    Column("last_error", String(200)),  # a short code such as "HTTP 503"; never content
+    Index("ix_outbox_next", "state", "next_attempt_at"),
+)
+
 INDEX_TABLES = (search_token, search_reference, search_date, search_string)
-ALL_TABLES = (resources, resource_versions, *INDEX_TABLES, workflow_jobs)
+ALL_TABLES = (resources, resource_versions, *INDEX_TABLES, workflow_jobs, outbox)

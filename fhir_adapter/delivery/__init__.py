@@ -1,0 +1,1 @@
+"""Delivery adapters: posting FHIR Bundles to recipients' endpoints over HTTP."""

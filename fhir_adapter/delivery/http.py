@@ -1,0 +1,45 @@
+"""HttpDeliverer: POST a transaction Bundle to a FHIR base and say whether it was stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+
+from fhir_adapter.services.delivery import DeliveryAttempt
+
+
+class HttpDeliverer:
+    """Implements services.delivery.Deliverer with one long-lived httpx.AsyncClient."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def post_transaction(self, base_url: str, bundle: dict[str, Any]) -> DeliveryAttempt:
+        try:
+            response = await self.http.post(
+                base_url.rstrip("/"),
+                content=orjson.dumps(bundle),
+                headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"},
+            )
+        except httpx.HTTPError as exc:
+            return DeliveryAttempt(False, type(exc).__name__)
+        if response.status_code != 200:
+            return DeliveryAttempt(False, f"HTTP {response.status_code}")
+        try:
+            answer = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            return DeliveryAttempt(False, "answer is not JSON")
+        entries = answer.get("entry") if isinstance(answer, dict) else None
+        if (
+            not isinstance(answer, dict)
+            or answer.get("type") != "transaction-response"
+            or not isinstance(entries, list)
+            or len(entries) != len(bundle["entry"])
+        ):
+            return DeliveryAttempt(False, "answer is not a transaction-response")
+        statuses = [str((e.get("response") or {}).get("status", "")) for e in entries if isinstance(e, dict)]
+        if len(statuses) != len(entries) or not all(s.startswith("2") for s in statuses):
+            return DeliveryAttempt(False, "an entry was not stored")
+        return DeliveryAttempt(True, None)

@@ -1,0 +1,32 @@
+"""The background loop every `serve` process runs: deadline sweep, directory retries, deliveries.
+
+All of it is claimed through the database, so any number of processes may run it at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fhir_adapter.services.delivery import DeliveryService
+from fhir_adapter.services.workflow import WorkflowService
+
+log = logging.getLogger(__name__)
+
+
+async def run_background(
+    workflow: WorkflowService,
+    delivery: DeliveryService,
+    stop: asyncio.Event,
+    *,
+    interval_seconds: float = 2.0,
+) -> None:
+    """Until `stop` is set: one pass of each kind of work, then a pause (each pass is idempotent)."""
+    while not stop.is_set():
+        for work in (workflow.expire_overdue, workflow.run_due_jobs, delivery.run_due):
+            try:
+                await work()
+            except Exception as exc:  # keep the loop alive; the next pass tries again
+                log.error("background %s failed (%s)", work.__name__, type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_seconds)

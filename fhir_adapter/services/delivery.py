@@ -1,0 +1,204 @@
+"""Reliable delivery of Communications from the outbox (contract §4.6): leased through the
+database, retried with exponential backoff and jitter, failed after a configurable number of
+attempts, visible in Communication.status. Receivers get conditional creates, so a delivery
+repeated after a crash is stored once."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from fhir_adapter.errors import DirectoryUnavailableError
+from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.fhir.references import parse_reference
+from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource
+from fhir_adapter.services.resources import Clock, ResourceService, with_meta
+from fhir_adapter.services.workflow import Directory
+from fhir_adapter.workflow.codes import NPI
+from fhir_adapter.workflow.reports import delivery_bundle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    delivered: bool
+    error: str | None  # a short code ("HTTP 503", "ConnectTimeout"); never content
+
+
+class Deliverer(Protocol):
+    async def post_transaction(self, base_url: str, bundle: dict[str, Any]) -> DeliveryAttempt: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    max_attempts: int = 8
+    backoff_base_seconds: float = 10.0
+    backoff_max_seconds: float = 3600.0
+    lease_seconds: float = 120.0
+    member_notice_url: str | None = None
+
+
+class DeliveryService:
+    def __init__(
+        self,
+        store: ResourceStore,
+        resources: ResourceService,
+        directory: Directory,
+        deliverer: Deliverer,
+        *,
+        config: DeliveryConfig,
+        clock: Clock,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.resources = resources
+        self.directory = directory
+        self.deliverer = deliverer
+        self.config = config
+        self.clock = clock
+        self.jitter = jitter
+
+    async def run_due(self, *, limit: int = 20) -> int:
+        """Try every due delivery once; returns how many were tried."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            items = await tx.claim_outbox(
+                now=now, lease_until=now + timedelta(seconds=self.config.lease_seconds), limit=limit
+            )
+        for item in items:
+            try:
+                await self._deliver(item)
+            except Exception as exc:  # a bug or a store hiccup: the lease runs out and it is retried
+                log.error("delivery %s crashed (%s)", item.id, type(exc).__name__)
+        return len(items)
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        communication = await self.resources.read("Communication", item.communication_id)
+        bundle, target, problem = await self._prepare(item, communication)
+        attempt = (
+            await self.deliverer.post_transaction(target, bundle)
+            if bundle is not None and target is not None
+            else DeliveryAttempt(False, problem)
+        )
+        await self._record(item, communication, attempt)
+
+    async def _prepare(
+        self, item: OutboxItem, communication: StoredResource
+    ) -> tuple[dict[str, Any] | None, str | None, str | None]:
+        content = communication.content
+        base = self.resources.base_url
+        report_key = next(
+            (
+                key
+                for key in (
+                    parse_reference(p["contentReference"]["reference"], base_url=base).local_key
+                    for p in content.get("payload") or []
+                    if isinstance(p.get("contentReference"), dict)
+                )
+                if key and key.startswith("DiagnosticReport/")
+            ),
+            None,
+        )
+        keys = [report_key, parse_reference(content["subject"]["reference"], base_url=base).local_key]
+        proposals = [
+            parse_reference(p["contentReference"]["reference"], base_url=base).local_key
+            for p in content.get("payload") or []
+            if isinstance(p.get("contentReference"), dict)
+            and p["contentReference"]["reference"].startswith("ServiceRequest/")
+        ]
+        async with self.store.transaction(write=False) as tx:
+            found = await tx.read_many(tuple(k.split("/", 1)) for k in [*keys, *proposals] if k)  # type: ignore[misc]
+            recipient_key = parse_reference(content["recipient"][0]["reference"], base_url=base).local_key
+            recipient = await tx.read(*recipient_key.split("/", 1)) if recipient_key else None
+            practitioner = None
+            if recipient is not None and recipient.resource_type == "PractitionerRole":
+                practitioner_key = parse_reference(
+                    (recipient.content.get("practitioner") or {}).get("reference", ""), base_url=base
+                ).local_key
+                practitioner = await tx.read(*practitioner_key.split("/", 1)) if practitioner_key else None
+        report, patient = found.get(report_key or ""), found.get(keys[1] or "")
+        if report is None or patient is None:
+            return None, None, "report or patient missing"
+        bundle = delivery_bundle(
+            content,
+            report.content,
+            patient.content,
+            [found[k].content for k in proposals if k in found],
+            report_id=report.id,
+        )
+        if item.destination == "member-notice-url":
+            return bundle, self.config.member_notice_url, "no member notice URL"
+        target = await self._pcp_endpoint(recipient, practitioner)
+        return (bundle, target, None) if target else (None, None, "no FHIR endpoint in the directory")
+
+    async def _pcp_endpoint(
+        self, role: StoredResource | None, practitioner: StoredResource | None
+    ) -> str | None:
+        """Contract §4.6: the endpoint the directory lists for the PCP (hl7-fhir-rest)."""
+        if role is None:
+            return None
+        npi = next(
+            (
+                i.get("value")
+                for i in (practitioner.content if practitioner else {}).get("identifier") or []
+                if i.get("system") == NPI
+            ),
+            None,
+        )
+        if not npi:
+            return None
+        specialties = {
+            c.get("code") for s in role.content.get("specialty") or [] for c in s.get("coding") or []
+        }
+        try:
+            roles = await self.directory.roles_by_npi(npi, today=self.clock())
+        except DirectoryUnavailableError:
+            return None
+        ranked = sorted(roles, key=lambda r: (not (r.specialties & specialties), not r.in_network))
+        return next((r.fhir_endpoint for r in ranked if r.fhir_endpoint), None)
+
+    async def _record(
+        self, item: OutboxItem, communication: StoredResource, attempt: DeliveryAttempt
+    ) -> None:
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            current = await tx.read_for_update("Communication", communication.id)
+            if current is None:
+                return
+            if attempt.delivered:
+                await tx.set_outbox(item.id, state="delivered", delivered_at=now)
+                updated = {**current.content, "status": "completed", "sent": format_instant(now)}
+                updated.pop("statusReason", None)
+                log.info("delivery %s of Communication/%s done", item.id, current.id)
+            elif item.attempts >= self.config.max_attempts:
+                await tx.set_outbox(item.id, state="failed", error=attempt.error)
+                updated = {
+                    **current.content,
+                    "status": "not-done",
+                    "statusReason": {"text": f"delivery failed after {item.attempts} attempts ({attempt.error})"},
+                }
+                log.warning("delivery %s failed for good after %d attempts (%s)", item.id, item.attempts, attempt.error)
+            else:
+                delay = min(
+                    self.config.backoff_base_seconds * 2 ** (item.attempts - 1),
+                    self.config.backoff_max_seconds,
+                ) * (0.5 + self.jitter())
+                await tx.set_outbox(
+                    item.id, state="pending", next_attempt_at=now + timedelta(seconds=delay), error=attempt.error
+                )
+                log.info("delivery %s attempt %d failed (%s); retry in %.0fs", item.id, item.attempts, attempt.error, delay)
+                return
+            updated.pop("meta", None)
+            await tx.replace(current, with_meta(updated, current.id, current.version_id + 1, now), now=now)
+
+    async def retry_failed(self, ids: list[str] | None = None) -> int:
+        """Put failed deliveries back in the queue (`fhir-adapter outbox retry`)."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            count = await tx.retry_outbox(now=now, ids=ids)
+        return count

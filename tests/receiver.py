@@ -1,0 +1,44 @@
+"""A receiving FHIR endpoint for delivery tests: stores what it gets, deduplicating conditional
+creates by identifier as a real FHIR server does, and fails on purpose when told to."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+
+class Receiver:
+    def __init__(self, *, fail_rate: float = 0.0, seed: int = 7) -> None:
+        self.fail_rate = fail_rate
+        self.garbage = False
+        self.random = random.Random(seed)
+        self.stored: dict[tuple[str, str], dict[str, Any]] = {}  # (type, "system|value") -> resource
+        self.posts = 0
+        self.app = FastAPI()
+        self.app.post("/ehr/{organization}/fhir")(self.transaction)
+        self.app.post("/notices")(self.transaction)
+
+    def of_type(self, resource_type: str) -> list[dict[str, Any]]:
+        return [r for (kind, _), r in self.stored.items() if kind == resource_type]
+
+    async def transaction(self, request: Request) -> Response:
+        self.posts += 1
+        if self.garbage:
+            return Response("<html>maintenance</html>", media_type="text/html")
+        roll = self.random.random()
+        if roll < self.fail_rate / 2:
+            return JSONResponse({"error": "busy"}, status_code=503)  # refused before storing
+        bundle = await request.json()
+        entries = []
+        for entry in bundle["entry"]:
+            resource, condition = entry["resource"], entry["request"].get("ifNoneExist", "")
+            key = (resource["resourceType"], condition.removeprefix("identifier="))
+            status = "200 OK" if key in self.stored else "201 Created"
+            self.stored.setdefault(key, resource)
+            entries.append({"response": {"status": status}})
+        if roll < self.fail_rate:
+            return JSONResponse({"error": "lost"}, status_code=500)  # stored, but the answer is lost
+        return JSONResponse({"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
