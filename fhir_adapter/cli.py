@@ -19,6 +19,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+outbox_app = typer.Typer(
+    help="Deliveries owed: list them, retry failed ones.", no_args_is_help=True
+)
+app.add_typer(outbox_app, name="outbox")
 
 
 def configure_logging(level: str) -> None:
@@ -129,6 +133,48 @@ def validate(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False
         else:
             typer.echo(f"{path}: ok")
     raise typer.Exit(code=1 if failed else 0)
+
+
+@outbox_app.command("list")
+def outbox_list(
+    state: str = typer.Option("failed", help="pending, delivered, failed, or all"),
+    limit: int = typer.Option(100, min=1),
+) -> None:
+    """List deliveries (default: the dead letters, those that failed for good)."""
+    from fhir_adapter.bootstrap import build_container
+
+    async def run() -> list[str]:
+        container = await build_container(Settings())
+        try:
+            async with container.store.transaction(write=False) as tx:
+                items = await tx.list_outbox(state=None if state == "all" else state, limit=limit)
+        finally:
+            await container.aclose()
+        return [
+            f"{i.id}  {i.state:9}  {i.destination:17}  Communication/{i.communication_id}  "
+            f"attempts={i.attempts}  last_error={i.last_error or '-'}"
+            for i in items
+        ]
+
+    lines = asyncio.run(run())
+    typer.echo("\n".join(lines) if lines else f"no {state} deliveries")
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    ids: list[str] = typer.Argument(None, help="outbox ids; none: every failed delivery"),
+) -> None:
+    """Queue failed deliveries again (the running service's worker picks them up)."""
+    from fhir_adapter.bootstrap import build_container
+
+    async def run() -> int:
+        container = await build_container(Settings())
+        try:
+            return await container.delivery.retry_failed(ids or None)
+        finally:
+            await container.aclose()
+
+    typer.echo(f"{asyncio.run(run())} delivery(ies) queued again")
 
 
 @app.command()

@@ -93,13 +93,68 @@ async def _walk(base_url: str, paths: tuple[str, ...], say: Callable[[str], None
         metadata.raise_for_status()
         say(f"FHIR {metadata.json()['fhirVersion']} server: {base_url}\n")
         good = 0
+        approved: dict[str, dict[str, str]] = {}
         for name in paths:
-            good += await _one(client, name, say)
+            keys = await _one(client, name, say)
+            good += keys is not None
+            if keys and name == "in-network-specialist-care":
+                approved = {name: keys}
         say(f"\n{good} of {len(paths)} requests ended as their example says.")
+        if approved:
+            await _close_the_loop(client, base_url, approved["in-network-specialist-care"], say)
         return good
 
 
-async def _one(client: httpx.AsyncClient, name: str, say: Callable[[str], None]) -> int:
+async def _close_the_loop(
+    client: httpx.AsyncClient, base_url: str, keys: dict[str, str], say: Callable[[str], None]
+) -> None:
+    """Policy VI: the second-opinion provider's Consultation Report goes to the PCP and the member."""
+    say("\n== consultation report for the in-network specialist-care request")
+    report = {
+        "resourceType": "DiagnosticReport",
+        "status": "final",
+        "code": {
+            "coding": [{"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"}]
+        },
+        "subject": {"reference": keys["Patient"]},
+        "basedOn": [{"reference": keys["ServiceRequest"]}],
+        "conclusion": "Second opinion: surgery is reasonable; physical therapy first is an option.",
+    }
+    answer = await client.post("/DiagnosticReport", json=report)
+    say(f"   report    POST /fhir/DiagnosticReport -> HTTP {answer.status_code}")
+    if answer.status_code != 201:
+        return
+    task = (await client.get(f"/{keys['Task']}")).json()
+    say(f"   task      {keys['Task']} is {task['status']}")
+    found = (await client.get("/Communication", params={"based-on": keys["ServiceRequest"]})).json()
+    for entry in found.get("entry", []):
+        communication = entry["resource"]
+        recipient = communication["recipient"][0]["reference"]
+        deadline = time.monotonic() + 15
+        while communication["status"] == "in-progress" and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)  # the background worker delivers it
+            communication = (await client.get(f"/Communication/{communication['id']}")).json()
+        who = "member" if recipient.startswith("Patient/") else "PCP"
+        how = (
+            "readable through the API"
+            if who == "member"
+            else "delivered to the PCP's FHIR endpoint"
+        )
+        say(f"   to {who:6} Communication/{communication['id']} {communication['status']} ({how})")
+    origin = base_url.rsplit("/fhir", 1)[0]
+    endpoints = await client.get(f"{origin}/directory/fhir/Endpoint", params={"_count": "100"})
+    if endpoints.status_code != 200:
+        return  # not the built-in directory: the PCP's own EHR holds the copy
+    addresses = {e["resource"]["address"] for e in endpoints.json().get("entry", [])}
+    for address in sorted(addresses):
+        inbox = await client.get(f"{address}/Communication")
+        if inbox.status_code == 200 and inbox.json()["total"]:
+            say(f"   PCP EHR   {address} holds {inbox.json()['total']} Communication(s)")
+
+
+async def _one(
+    client: httpx.AsyncClient, name: str, say: Callable[[str], None]
+) -> dict[str, str] | None:
     bundle = json.loads((examples_dir() / "requests" / f"{name}.json").read_text())
     expected = bundle.get("meta", {}).get("tag", [{}])[0].get("display", "")
     say(f"== {name}: {expected}")
@@ -111,12 +166,12 @@ async def _one(client: httpx.AsyncClient, name: str, say: Callable[[str], None])
     )
     if response.status_code != 200:
         say(f"   refused   {response.json().get('issue', [{}])[0].get('diagnostics')}")
-        return 0
-    task_key = next(
-        e["response"]["location"].split("/_history")[0]
+        return None
+    keys = {
+        e["response"]["location"].split("/")[0]: e["response"]["location"].split("/_history")[0]
         for e in response.json()["entry"]
-        if e["response"]["location"].startswith("Task/")
-    )
+    }
+    task_key = keys["Task"]
     task = (await client.get(f"/{task_key}")).json()
     period = task.get("restriction", {}).get("period", {})
     say(
@@ -125,7 +180,7 @@ async def _one(client: httpx.AsyncClient, name: str, say: Callable[[str], None])
     outputs = [o["valueReference"]["reference"] for o in task.get("output", [])]
     if not outputs:
         say("   decision  not yet recorded (the worker will retry)")
-        return 0
+        return None
     decision = (await client.get(f"/{outputs[-1]}")).json()
     trail = [
         {x["url"]: x.get("valueString") or x.get("valueCode") for x in ext["extension"]}
@@ -157,4 +212,4 @@ async def _one(client: httpx.AsyncClient, name: str, say: Callable[[str], None])
         say(
             f"   authorized {decision['preAuthRef']} valid until {decision['preAuthPeriod']['end']}"
         )
-    return 1
+    return keys

@@ -136,7 +136,9 @@ class StoreTransaction(Protocol):
         error: str | None = None,
     ) -> None: ...
 
-    async def list_outbox(self, *, state: str | None = None, limit: int = 100) -> list[OutboxItem]: ...
+    async def list_outbox(
+        self, *, state: str | None = None, limit: int = 100
+    ) -> list[OutboxItem]: ...
 
     async def retry_outbox(self, *, now: datetime, ids: Iterable[str] | None = None) -> int:
         """Put failed deliveries (all, or the given ones) back in the queue; returns how many."""

@@ -15,7 +15,9 @@ class Receiver:
         self.fail_rate = fail_rate
         self.garbage = False
         self.random = random.Random(seed)
-        self.stored: dict[tuple[str, str], dict[str, Any]] = {}  # (type, "system|value") -> resource
+        self.stored: dict[
+            tuple[str, str], dict[str, Any]
+        ] = {}  # (type, "system|value") -> resource
         self.posts = 0
         self.app = FastAPI()
         self.app.post("/ehr/{organization}/fhir")(self.transaction)
@@ -40,5 +42,9 @@ class Receiver:
             self.stored.setdefault(key, resource)
             entries.append({"response": {"status": status}})
         if roll < self.fail_rate:
-            return JSONResponse({"error": "lost"}, status_code=500)  # stored, but the answer is lost
-        return JSONResponse({"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
+            return JSONResponse(
+                {"error": "lost"}, status_code=500
+            )  # stored, but the answer is lost
+        return JSONResponse(
+            {"resourceType": "Bundle", "type": "transaction-response", "entry": entries}
+        )

@@ -16,6 +16,7 @@ from fhir_adapter.api.routes import metadata, operations, resources, system
 from fhir_adapter.bootstrap import Container, build_container, demo_directory_file
 from fhir_adapter.config import Settings
 from fhir_adapter.directory.demo import directory_router, load_directory
+from fhir_adapter.directory.demo_ehr import ehr_router
 from fhir_adapter.services.background import run_background
 
 
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         app.include_router(
             directory_router(load_directory(demo_directory_file())), prefix="/directory/fhir"
         )
+        app.include_router(ehr_router(), prefix="/ehr")  # where the demo Endpoints point
     app.add_middleware(CatchUnexpected)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)

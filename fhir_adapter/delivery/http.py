@@ -21,7 +21,10 @@ class HttpDeliverer:
             response = await self.http.post(
                 base_url.rstrip("/"),
                 content=orjson.dumps(bundle),
-                headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"},
+                headers={
+                    "Content-Type": "application/fhir+json",
+                    "Accept": "application/fhir+json",
+                },
             )
         except httpx.HTTPError as exc:
             return DeliveryAttempt(False, type(exc).__name__)
@@ -39,7 +42,9 @@ class HttpDeliverer:
             or len(entries) != len(bundle["entry"])
         ):
             return DeliveryAttempt(False, "answer is not a transaction-response")
-        statuses = [str((e.get("response") or {}).get("status", "")) for e in entries if isinstance(e, dict)]
+        statuses = [
+            str((e.get("response") or {}).get("status", "")) for e in entries if isinstance(e, dict)
+        ]
         if len(statuses) != len(entries) or not all(s.startswith("2") for s in statuses):
             return DeliveryAttempt(False, "an entry was not stored")
         return DeliveryAttempt(True, None)

@@ -104,12 +104,28 @@ _SEARCH: dict[str, dict[str, Matcher]] = {
 }
 
 
+DEMO_ORIGIN = (
+    "http://127.0.0.1:8080"  # the origin the seed data's Endpoint addresses are written for
+)
+
+
 def directory_router(data: DirectoryData, *, page_size: int = 10) -> APIRouter:
-    """Routes for `GET {dir}/{type}` (search) and `GET {dir}/{type}/{id}` (read)."""
+    """Routes for `GET {dir}/{type}` (search) and `GET {dir}/{type}/{id}` (read).
+
+    Endpoint addresses in the seed data point at the demo EHR inboxes of this same server; they are
+    answered with the origin the directory is actually served from.
+    """
     router = APIRouter(tags=["demo directory"])
 
     def base(request: Request) -> str:
         return str(request.base_url).rstrip("/") + "/directory/fhir"
+
+    def localized(resource: dict[str, Any], request: Request) -> dict[str, Any]:
+        address = resource.get("address")
+        if resource.get("resourceType") == "Endpoint" and isinstance(address, str):
+            origin = str(request.base_url).rstrip("/")
+            return {**resource, "address": address.replace(DEMO_ORIGIN, origin, 1)}
+        return resource
 
     @router.get("/{resource_type}")
     async def search(resource_type: str, request: Request) -> Response:
@@ -140,7 +156,7 @@ def directory_router(data: DirectoryData, *, page_size: int = 10) -> APIRouter:
         entries = [
             {
                 "fullUrl": f"{root}/{resource_type}/{r['id']}",
-                "resource": r,
+                "resource": localized(r, request),
                 "search": {"mode": "match"},
             }
             for r in page
@@ -161,7 +177,11 @@ def directory_router(data: DirectoryData, *, page_size: int = 10) -> APIRouter:
                     if target and url not in seen:
                         seen.add(url)
                         entries.append(
-                            {"fullUrl": url, "resource": target, "search": {"mode": "include"}}
+                            {
+                                "fullUrl": url,
+                                "resource": localized(target, request),
+                                "search": {"mode": "include"},
+                            }
                         )
         kept = [(k, v) for k, v in params if k != "_offset"]
         links = [{"relation": "self", "url": f"{root}/{resource_type}?{urlencode(params)}"}]
@@ -180,10 +200,10 @@ def directory_router(data: DirectoryData, *, page_size: int = 10) -> APIRouter:
         return FhirResponse(bundle)
 
     @router.get("/{resource_type}/{id}")
-    async def read(resource_type: str, id: str) -> Response:
+    async def read(resource_type: str, id: str, request: Request) -> Response:
         resource = data.get(resource_type, {}).get(id)
         if resource is None:
             raise NotFoundError(f"{resource_type}/{id} is not in the demo directory")
-        return FhirResponse(resource)
+        return FhirResponse(localized(resource, request))
 
     return router

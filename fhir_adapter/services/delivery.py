@@ -73,7 +73,9 @@ class DeliveryService:
         for item in items:
             try:
                 await self._deliver(item)
-            except Exception as exc:  # a bug or a store hiccup: the lease runs out and it is retried
+            except (
+                Exception
+            ) as exc:  # a bug or a store hiccup: the lease runs out and it is retried
                 log.error("delivery %s crashed (%s)", item.id, type(exc).__name__)
         return len(items)
 
@@ -104,7 +106,10 @@ class DeliveryService:
             ),
             None,
         )
-        keys = [report_key, parse_reference(content["subject"]["reference"], base_url=base).local_key]
+        keys = [
+            report_key,
+            parse_reference(content["subject"]["reference"], base_url=base).local_key,
+        ]
         proposals = [
             parse_reference(p["contentReference"]["reference"], base_url=base).local_key
             for p in content.get("payload") or []
@@ -113,14 +118,19 @@ class DeliveryService:
         ]
         async with self.store.transaction(write=False) as tx:
             found = await tx.read_many(tuple(k.split("/", 1)) for k in [*keys, *proposals] if k)  # type: ignore[misc]
-            recipient_key = parse_reference(content["recipient"][0]["reference"], base_url=base).local_key
+            recipient_key = parse_reference(
+                content["recipient"][0]["reference"], base_url=base
+            ).local_key
             recipient = await tx.read(*recipient_key.split("/", 1)) if recipient_key else None
             practitioner = None
             if recipient is not None and recipient.resource_type == "PractitionerRole":
                 practitioner_key = parse_reference(
-                    (recipient.content.get("practitioner") or {}).get("reference", ""), base_url=base
+                    (recipient.content.get("practitioner") or {}).get("reference", ""),
+                    base_url=base,
                 ).local_key
-                practitioner = await tx.read(*practitioner_key.split("/", 1)) if practitioner_key else None
+                practitioner = (
+                    await tx.read(*practitioner_key.split("/", 1)) if practitioner_key else None
+                )
         report, patient = found.get(report_key or ""), found.get(keys[1] or "")
         if report is None or patient is None:
             return None, None, "report or patient missing"
@@ -134,7 +144,9 @@ class DeliveryService:
         if item.destination == "member-notice-url":
             return bundle, self.config.member_notice_url, "no member notice URL"
         target = await self._pcp_endpoint(recipient, practitioner)
-        return (bundle, target, None) if target else (None, None, "no FHIR endpoint in the directory")
+        return (
+            (bundle, target, None) if target else (None, None, "no FHIR endpoint in the directory")
+        )
 
     async def _pcp_endpoint(
         self, role: StoredResource | None, practitioner: StoredResource | None
@@ -153,7 +165,9 @@ class DeliveryService:
         if not npi:
             return None
         specialties = {
-            c.get("code") for s in role.content.get("specialty") or [] for c in s.get("coding") or []
+            c.get("code")
+            for s in role.content.get("specialty") or []
+            for c in s.get("coding") or []
         }
         try:
             roles = await self.directory.roles_by_npi(npi, today=self.clock())
@@ -180,21 +194,39 @@ class DeliveryService:
                 updated = {
                     **current.content,
                     "status": "not-done",
-                    "statusReason": {"text": f"delivery failed after {item.attempts} attempts ({attempt.error})"},
+                    "statusReason": {
+                        "text": f"delivery failed after {item.attempts} attempts ({attempt.error})"
+                    },
                 }
-                log.warning("delivery %s failed for good after %d attempts (%s)", item.id, item.attempts, attempt.error)
+                log.warning(
+                    "delivery %s failed for good after %d attempts (%s)",
+                    item.id,
+                    item.attempts,
+                    attempt.error,
+                )
             else:
                 delay = min(
                     self.config.backoff_base_seconds * 2 ** (item.attempts - 1),
                     self.config.backoff_max_seconds,
                 ) * (0.5 + self.jitter())
                 await tx.set_outbox(
-                    item.id, state="pending", next_attempt_at=now + timedelta(seconds=delay), error=attempt.error
+                    item.id,
+                    state="pending",
+                    next_attempt_at=now + timedelta(seconds=delay),
+                    error=attempt.error,
                 )
-                log.info("delivery %s attempt %d failed (%s); retry in %.0fs", item.id, item.attempts, attempt.error, delay)
+                log.info(
+                    "delivery %s attempt %d failed (%s); retry in %.0fs",
+                    item.id,
+                    item.attempts,
+                    attempt.error,
+                    delay,
+                )
                 return
             updated.pop("meta", None)
-            await tx.replace(current, with_meta(updated, current.id, current.version_id + 1, now), now=now)
+            await tx.replace(
+                current, with_meta(updated, current.id, current.version_id + 1, now), now=now
+            )
 
     async def retry_failed(self, ids: list[str] | None = None) -> int:
         """Put failed deliveries back in the queue (`fhir-adapter outbox retry`)."""

@@ -182,7 +182,9 @@ class WorkflowService:
             raise UnprocessableEntityError(issues=issues)
         return [received.get(i, r) for i, r in enumerate(results)]
 
-    async def _accept_reports(self, tx: StoreTransaction, results: list[WriteResult]) -> list[Issue]:
+    async def _accept_reports(
+        self, tx: StoreTransaction, results: list[WriteResult]
+    ) -> list[Issue]:
         """Policy VI, contract §4.6: a Consultation Report for an approved request completes its Task
         and goes to the PCP and the member, through the outbox, in this same transaction."""
         issues: list[Issue] = []
@@ -201,7 +203,10 @@ class WorkflowService:
             request_key = next(
                 (
                     key
-                    for key in (_local_key(reference_of(b), self.resources.base_url) for b in report["basedOn"])
+                    for key in (
+                        _local_key(reference_of(b), self.resources.base_url)
+                        for b in report["basedOn"]
+                    )
                     if key and key.startswith("ServiceRequest/")
                 ),
                 None,
@@ -217,7 +222,11 @@ class WorkflowService:
             )
             where = f"{result.path}.basedOn"
             if task is None:
-                report_issues.append(Issue("business-rule", f"{where}: {request.key} has no second-opinion Task", where))
+                report_issues.append(
+                    Issue(
+                        "business-rule", f"{where}: {request.key} has no second-opinion Task", where
+                    )
+                )
             elif task.content.get("status") != TaskStatus.ACCEPTED:
                 state = _business_status(task.content) or task.content.get("status")
                 report_issues.append(
@@ -241,17 +250,23 @@ class WorkflowService:
         proposals: list[str],
     ) -> None:
         now = self.clock()
-        completed = transition(task.content, TaskStatus.COMPLETED, business_status=BusinessStatus.COMPLETED, now=now)
+        completed = transition(
+            task.content, TaskStatus.COMPLETED, business_status=BusinessStatus.COMPLETED, now=now
+        )
         completed["output"] = [
             *completed.get("output", []),
             {
-                "type": {"coding": [{"system": LOINC, "code": CONSULT_NOTE, "display": "Consult note"}]},
+                "type": {
+                    "coding": [{"system": LOINC, "code": CONSULT_NOTE, "display": "Consult note"}]
+                },
                 "valueReference": {"reference": report.key},
             },
         ]
         completed.pop("meta", None)
         await tx.replace(task, self.resources_meta(completed, task, now), now=now)
-        patient_key = _local_key(reference_of(request.content.get("subject")), self.resources.base_url) or ""
+        patient_key = (
+            _local_key(reference_of(request.content.get("subject")), self.resources.base_url) or ""
+        )
         patient = await tx.read(*patient_key.split("/", 1)) if patient_key else None
         pcp = next(
             (
@@ -264,9 +279,14 @@ class WorkflowService:
             ),
             None,
         )
-        sender = _local_key(reference_of((report.content.get("performer") or [{}])[0]), self.resources.base_url)
-        recipients = [(pcp, "pcp-endpoint")] if pcp else []
-        recipients.append((patient_key, "member-notice-url" if self.config.member_notice_url else None))
+        sender = _local_key(
+            reference_of((report.content.get("performer") or [{}])[0]), self.resources.base_url
+        )
+        # (recipient, outbox destination); no destination: the copy is read through the API
+        recipients: list[tuple[str, str | None]] = [(pcp, "pcp-endpoint")] if pcp else []
+        recipients.append(
+            (patient_key, "member-notice-url" if self.config.member_notice_url else None)
+        )
         for recipient, destination in recipients:
             if recipient is None:
                 continue
@@ -797,7 +817,6 @@ class WorkflowService:
                 expired += 1
                 log.info("Task/%s denied: deadline expired", job.task_id)
         return expired
-
 
 
 def _business_status(task: dict[str, Any]) -> str | None:

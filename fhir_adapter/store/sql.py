@@ -46,12 +46,12 @@ from fhir_adapter.fhir.search import (
 from fhir_adapter.ports import OutboxItem, SearchPage, StoredResource, WorkflowJob
 from fhir_adapter.store.tables import (
     INDEX_TABLES,
+    outbox,
     resource_versions,
     resources,
     search_date,
     search_reference,
     search_string,
-    outbox,
     search_token,
     workflow_jobs,
 )

@@ -19,7 +19,10 @@ REPORT_ID_SYSTEM = f"{CANONICAL}/sid/consultation-report"
 _FINAL = {"final", "amended", "corrected", "appended"}
 _NOTIFICATION = {
     "coding": [
-        {"system": "http://terminology.hl7.org/CodeSystem/communication-category", "code": "notification"}
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/communication-category",
+            "code": "notification",
+        }
     ]
 }
 
@@ -31,13 +34,33 @@ def is_consultation_report(resource: Mapping[str, Any]) -> bool:
 def check_report(report: Mapping[str, Any], path: str) -> list[Issue]:
     """A Consultation Report: LOINC 11488-4, final, with its conclusion or the document itself."""
     issues: list[Issue] = []
-    codes = {(c.get("system"), c.get("code")) for c in (report.get("code") or {}).get("coding") or []}
+    codes = {
+        (c.get("system"), c.get("code")) for c in (report.get("code") or {}).get("coding") or []
+    }
     if (LOINC, CONSULT_NOTE) not in codes:
-        issues.append(Issue("value", f"{path}.code: a Consultation Report is LOINC {CONSULT_NOTE} (Consult note)", f"{path}.code"))
+        issues.append(
+            Issue(
+                "value",
+                f"{path}.code: a Consultation Report is LOINC {CONSULT_NOTE} (Consult note)",
+                f"{path}.code",
+            )
+        )
     if report.get("status") not in _FINAL:
-        issues.append(Issue("value", f"{path}.status: the report must be final (final, amended, corrected or appended)", f"{path}.status"))
+        issues.append(
+            Issue(
+                "value",
+                f"{path}.status: the report must be final (final, amended, corrected or appended)",
+                f"{path}.status",
+            )
+        )
     if not report.get("conclusion") and not report.get("presentedForm"):
-        issues.append(Issue("required", f"{path}: the report needs its conclusion or presentedForm", f"{path}.conclusion"))
+        issues.append(
+            Issue(
+                "required",
+                f"{path}: the report needs its conclusion or presentedForm",
+                f"{path}.conclusion",
+            )
+        )
     return issues
 
 
@@ -92,8 +115,21 @@ def delivery_bundle(
 
     def local(resource: Mapping[str, Any]) -> dict[str, Any]:
         copied = copy.deepcopy(dict(resource))
-        for key in ("id", "meta", "basedOn", "performer", "resultsInterpreter", "encounter", "result", "sender",
-                    "recipient", "about", "requester", "insurance", "reasonReference"):
+        for key in (
+            "id",
+            "meta",
+            "basedOn",
+            "performer",
+            "resultsInterpreter",
+            "encounter",
+            "result",
+            "sender",
+            "recipient",
+            "about",
+            "requester",
+            "insurance",
+            "reasonReference",
+        ):
             copied.pop(key, None)
         return copied
 
@@ -104,7 +140,10 @@ def delivery_bundle(
     patient_copy.pop("generalPractitioner", None)
     report_copy = local(report)
     report_copy["subject"] = {"reference": patient_url}
-    report_copy["identifier"] = [*report_copy.get("identifier", []), {"system": REPORT_ID_SYSTEM, "value": report_id}]
+    report_copy["identifier"] = [
+        *report_copy.get("identifier", []),
+        {"system": REPORT_ID_SYSTEM, "value": report_id},
+    ]
     communication_copy = local(communication)
     communication_copy["subject"] = {"reference": patient_url}
     communication_copy["status"] = "completed"
@@ -113,17 +152,31 @@ def delivery_bundle(
         url = f"urn:uuid:proposal-{index}"
         copied = local(proposal)
         copied["subject"] = {"reference": patient_url}
-        copied["identifier"] = [*copied.get("identifier", []), {"system": REPORT_ID_SYSTEM, "value": f"{report_id}-{index}"}]
+        copied["identifier"] = [
+            *copied.get("identifier", []),
+            {"system": REPORT_ID_SYSTEM, "value": f"{report_id}-{index}"},
+        ]
         proposal_entries.append((url, copied, f"identifier={REPORT_ID_SYSTEM}|{report_id}-{index}"))
-    payload = [{"contentString": communication["payload"][0]["contentString"]}, {"contentReference": {"reference": report_url}}]
+    payload = [
+        {"contentString": communication["payload"][0]["contentString"]},
+        {"contentReference": {"reference": report_url}},
+    ]
     payload += [{"contentReference": {"reference": url}} for url, _, _ in proposal_entries]
     communication_copy["payload"] = payload
     identifier = communication["identifier"][0]
     entries = [
-        _post(patient_url, patient_copy, f"identifier={member_id['system']}|{member_id['value']}" if member_id else None),
+        _post(
+            patient_url,
+            patient_copy,
+            f"identifier={member_id['system']}|{member_id['value']}" if member_id else None,
+        ),
         _post(report_url, report_copy, f"identifier={REPORT_ID_SYSTEM}|{report_id}"),
         *(_post(url, resource, condition) for url, resource, condition in proposal_entries),
-        _post("urn:uuid:communication", communication_copy, f"identifier={identifier['system']}|{identifier['value']}"),
+        _post(
+            "urn:uuid:communication",
+            communication_copy,
+            f"identifier={identifier['system']}|{identifier['value']}",
+        ),
     ]
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 

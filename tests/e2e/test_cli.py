@@ -52,3 +52,14 @@ def test_validate_reports_each_problem_with_its_element(tmp_path: Path) -> None:
     assert f"[Bundle.entry[{index}].resource.status]" in result.output
     assert "broken.json: 1 problem(s)" in result.output
     assert "not valid JSON" in result.output
+
+
+def test_outbox_list_and_retry_on_an_empty_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FHIR_ADAPTER_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    listed = CliRunner().invoke(app, ["outbox", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "no failed deliveries" in listed.output
+    retried = CliRunner().invoke(app, ["outbox", "retry"])
+    assert retried.exit_code == 0 and "0 delivery(ies) queued again" in retried.output

@@ -19,5 +19,9 @@ async def test_demo_walks_every_path() -> None:
         "A3 / Task rejected (denied)",
         "A4 / Task on-hold (pending-review)",
         "authorized SMO-",
+        "is completed",
+        "completed (delivered to the PCP's FHIR endpoint)",
+        "completed (readable through the API)",
+        "/ehr/valley-medical-group/fhir holds 1 Communication(s)",
     ):
         assert expected in text

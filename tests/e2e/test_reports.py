@@ -42,10 +42,14 @@ async def loop_container(
     clock: FrozenClock,
 ) -> AsyncIterator[Container]:
     async with (
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=directory_app), base_url="http://directory.test") as dir_http,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=directory_app), base_url="http://directory.test"
+        ) as dir_http,
         httpx.AsyncClient(transport=ehr_transport) as ehr_http,
     ):
-        directory = DirectoryClient(dir_http, DIRECTORY_BASE, network="Organization/medi-cal-network", backoff_seconds=0.001)
+        directory = DirectoryClient(
+            dir_http, DIRECTORY_BASE, network="Organization/medi-cal-network", backoff_seconds=0.001
+        )
         settings = settings.model_copy(update={"delivery_max_attempts": 6})
         yield await build_container(
             settings,
@@ -58,13 +62,20 @@ async def loop_container(
 
 @pytest.fixture
 async def api(loop_container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(container=loop_container)), base_url=BASE_URL) as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(container=loop_container)), base_url=BASE_URL
+    ) as client:
         yield client
 
 
-async def approved_request(api: httpx.AsyncClient, suffix: str, name: str = "in-network-specialist-care") -> dict[str, str]:
+async def approved_request(
+    api: httpx.AsyncClient, suffix: str, name: str = "in-network-specialist-care"
+) -> dict[str, str]:
     answer = (await api.post("", json=example_request(name, suffix))).json()
-    keys = {e["response"]["location"].split("/")[0]: e["response"]["location"].split("/_history")[0] for e in answer["entry"]}
+    keys = {
+        e["response"]["location"].split("/")[0]: e["response"]["location"].split("/_history")[0]
+        for e in answer["entry"]
+    }
     return keys
 
 
@@ -72,7 +83,9 @@ def report(request_key: str, patient_key: str, **extra: Any) -> dict[str, Any]:
     return {
         "resourceType": "DiagnosticReport",
         "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"}]},
+        "code": {
+            "coding": [{"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"}]
+        },
         "subject": {"reference": patient_key},
         "basedOn": [{"reference": request_key}],
         "conclusion": "Agree with the recommended procedure.",
@@ -89,12 +102,21 @@ async def test_report_completes_the_task_and_reaches_pcp_and_member(
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"fullUrl": "urn:uuid:4e1b2a3c-0000-4000-8000-000000000002", "resource": report(keys["ServiceRequest"], keys["Patient"]), "request": {"method": "POST", "url": "DiagnosticReport"}},
+            {
+                "fullUrl": "urn:uuid:4e1b2a3c-0000-4000-8000-000000000002",
+                "resource": report(keys["ServiceRequest"], keys["Patient"]),
+                "request": {"method": "POST", "url": "DiagnosticReport"},
+            },
             {
                 "fullUrl": proposal_urn,
-                "resource": {"resourceType": "ServiceRequest", "status": "active", "intent": "proposal",
-                             "code": {"text": "MRI of the knee"}, "subject": {"reference": keys["Patient"]},
-                             "basedOn": [{"reference": keys["ServiceRequest"]}]},
+                "resource": {
+                    "resourceType": "ServiceRequest",
+                    "status": "active",
+                    "intent": "proposal",
+                    "code": {"text": "MRI of the knee"},
+                    "subject": {"reference": keys["Patient"]},
+                    "basedOn": [{"reference": keys["ServiceRequest"]}],
+                },
                 "request": {"method": "POST", "url": "ServiceRequest"},
             },
         ],
@@ -104,18 +126,33 @@ async def test_report_completes_the_task_and_reaches_pcp_and_member(
     task = (await api.get(f"/{keys['Task']}")).json()
     assert task["status"] == "completed"
     assert task["output"][-1]["valueReference"]["reference"].startswith("DiagnosticReport/")
-    communications = (await api.get("/Communication", params={"based-on": keys["ServiceRequest"]})).json()["entry"]
-    by_recipient = {c["resource"]["recipient"][0]["reference"].split("/")[0]: c["resource"] for c in communications}
+    communications = (
+        await api.get("/Communication", params={"based-on": keys["ServiceRequest"]})
+    ).json()["entry"]
+    by_recipient = {
+        c["resource"]["recipient"][0]["reference"].split("/")[0]: c["resource"]
+        for c in communications
+    }
     assert set(by_recipient) == {"PractitionerRole", "Patient"}
-    assert by_recipient["Patient"]["status"] == "completed"  # available to the member through the API
+    assert (
+        by_recipient["Patient"]["status"] == "completed"
+    )  # available to the member through the API
     assert by_recipient["PractitionerRole"]["status"] == "in-progress"
     member_view = (await api.get("/Communication", params={"recipient": keys["Patient"]})).json()
     assert member_view["total"] == 1
-    payload = [p.get("contentReference", {}).get("reference", "") for p in by_recipient["Patient"]["payload"]]
-    assert any(p.startswith("ServiceRequest/") for p in payload)  # the recommended procedure travels too
+    payload = [
+        p.get("contentReference", {}).get("reference", "")
+        for p in by_recipient["Patient"]["payload"]
+    ]
+    assert any(
+        p.startswith("ServiceRequest/") for p in payload
+    )  # the recommended procedure travels too
     assert await loop_container.delivery.run_due() == 1
     assert len(receiver.of_type("Communication")) == 1
-    assert receiver.of_type("DiagnosticReport")[0]["conclusion"] == "Agree with the recommended procedure."
+    assert (
+        receiver.of_type("DiagnosticReport")[0]["conclusion"]
+        == "Agree with the recommended procedure."
+    )
     assert len(receiver.of_type("ServiceRequest")) == 1
     pcp_copy = (await api.get(f"/Communication/{by_recipient['PractitionerRole']['id']}")).json()
     assert pcp_copy["status"] == "completed" and pcp_copy["sent"]
@@ -127,7 +164,9 @@ async def test_report_for_an_undecided_or_denied_request_is_422(
 ) -> None:
     keys = await approved_request(api, f"-{path}", name=path)
     before = await count_rows(engine)
-    response = await api.post("/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"]))
+    response = await api.post(
+        "/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"])
+    )
     assert response.status_code == 422, response.text
     assert response.json()["issue"][0]["expression"] == ["DiagnosticReport.basedOn"]
     assert await count_rows(engine) == before
@@ -135,33 +174,55 @@ async def test_report_for_an_undecided_or_denied_request_is_422(
 
 async def test_second_report_for_a_completed_request_is_422(api: httpx.AsyncClient) -> None:
     keys = await approved_request(api, "-twice")
-    assert (await api.post("/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"]))).status_code == 201
-    again = await api.post("/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"]))
+    assert (
+        await api.post("/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"]))
+    ).status_code == 201
+    again = await api.post(
+        "/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"])
+    )
     assert again.status_code == 422
     assert "completed" in again.json()["issue"][0]["diagnostics"]
 
 
 @pytest.mark.parametrize(
     ("change", "expression"),
-    [({"code": {"text": "note"}}, "DiagnosticReport.code"), ({"status": "preliminary"}, "DiagnosticReport.status"), ({"conclusion": None}, "DiagnosticReport.conclusion")],
+    [
+        ({"code": {"text": "note"}}, "DiagnosticReport.code"),
+        ({"status": "preliminary"}, "DiagnosticReport.status"),
+        ({"conclusion": None}, "DiagnosticReport.conclusion"),
+    ],
     ids=["not-a-consult-note", "not-final", "no-content"],
 )
-async def test_incomplete_reports_are_422(api: httpx.AsyncClient, change: dict[str, Any], expression: str) -> None:
+async def test_incomplete_reports_are_422(
+    api: httpx.AsyncClient, change: dict[str, Any], expression: str
+) -> None:
     keys = await approved_request(api, "-bad")
-    body = {k: v for k, v in {**report(keys["ServiceRequest"], keys["Patient"]), **change}.items() if v is not None}
+    body = {
+        k: v
+        for k, v in {**report(keys["ServiceRequest"], keys["Patient"]), **change}.items()
+        if v is not None
+    }
     response = await api.post("/DiagnosticReport", json=body)
     assert response.status_code == 422, response.text
     assert expression in [e for i in response.json()["issue"] for e in i["expression"]]
 
 
 async def test_flaky_receiver_gets_every_report_exactly_once(
-    api: httpx.AsyncClient, loop_container: Container, receiver: Receiver, ehr_transport: SwitchableTransport, clock: FrozenClock
+    api: httpx.AsyncClient,
+    loop_container: Container,
+    receiver: Receiver,
+    ehr_transport: SwitchableTransport,
+    clock: FrozenClock,
 ) -> None:
     receiver.fail_rate = 0.3
     reports = 24
     for i in range(reports):
         keys = await approved_request(api, f"-flaky{i}")
-        assert (await api.post("/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"]))).status_code == 201
+        assert (
+            await api.post(
+                "/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"])
+            )
+        ).status_code == 201
     ehr_transport.down = True  # down for a stretch: every attempt fails
     for _ in range(2):
         await loop_container.delivery.run_due(limit=100)
@@ -186,7 +247,9 @@ async def test_undeliverable_reports_fail_visibly_and_can_be_retried(
     api: httpx.AsyncClient, loop_container: Container, receiver: Receiver, clock: FrozenClock
 ) -> None:
     keys = await approved_request(api, "-dead")
-    assert (await api.post("/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"]))).status_code == 201
+    assert (
+        await api.post("/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"]))
+    ).status_code == 201
     receiver.garbage = True  # 200 with HTML: never counts as delivered
     for _ in range(6):
         await loop_container.delivery.run_due()
@@ -200,5 +263,7 @@ async def test_undeliverable_reports_fail_visibly_and_can_be_retried(
     receiver.garbage = False
     assert await loop_container.delivery.retry_failed() == 1
     assert await loop_container.delivery.run_due() == 1
-    assert (await api.get(f"/Communication/{failed.communication_id}")).json()["status"] == "completed"
+    assert (await api.get(f"/Communication/{failed.communication_id}")).json()[
+        "status"
+    ] == "completed"
     assert len(receiver.of_type("Communication")) == 1

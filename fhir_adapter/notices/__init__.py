@@ -1,0 +1,48 @@
+"""Written notices after a second-opinion decision: text, HTML and PDF, in English or Spanish (pure).
+
+Build a `NoticeContext`, pass it to `render()`; `choose_language()` picks the language from the
+member's Patient resource, and `reason_sentence()` gives the standard wording of a denial reason.
+"""
+
+from fhir_adapter.notices.formatting import format_date
+from fhir_adapter.notices.language import choose_language, preferred_language_code
+from fhir_adapter.notices.model import (
+    APPEAL_DAYS,
+    CONTINUING_SERVICES_DAYS,
+    EXPEDITED_APPEAL_HOURS,
+    LANGUAGES,
+    NOTICE_KINDS,
+    STANDARD_APPEAL_DAYS,
+    STATE_HEARING_DAYS,
+    Audience,
+    Language,
+    NoticeContext,
+    NoticeKind,
+    NoticeProvider,
+    PlanContact,
+)
+from fhir_adapter.notices.reasons import reason_sentence
+from fhir_adapter.notices.render import RenderedNotice, pdf_safe, render
+
+__all__ = [
+    "APPEAL_DAYS",
+    "CONTINUING_SERVICES_DAYS",
+    "EXPEDITED_APPEAL_HOURS",
+    "LANGUAGES",
+    "NOTICE_KINDS",
+    "STANDARD_APPEAL_DAYS",
+    "STATE_HEARING_DAYS",
+    "Audience",
+    "Language",
+    "NoticeContext",
+    "NoticeKind",
+    "NoticeProvider",
+    "PlanContact",
+    "RenderedNotice",
+    "choose_language",
+    "format_date",
+    "pdf_safe",
+    "preferred_language_code",
+    "reason_sentence",
+    "render",
+]
