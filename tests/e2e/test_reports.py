@@ -267,3 +267,45 @@ async def test_undeliverable_reports_fail_visibly_and_can_be_retried(
         "status"
     ] == "completed"
     assert len(receiver.of_type("Communication")) == 1
+
+
+async def test_member_copy_is_posted_to_the_notice_url_when_set(
+    settings: Settings,
+    engine: AsyncEngine,
+    directory_app: FastAPI,
+    ehr_transport: SwitchableTransport,
+    receiver: Receiver,
+    clock: FrozenClock,
+) -> None:
+    settings = settings.model_copy(update={"member_notice_url": "http://print-vendor.test/notices"})
+    async with (
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=directory_app), base_url="http://directory.test"
+        ) as dir_http,
+        httpx.AsyncClient(transport=ehr_transport) as ehr_http,
+    ):
+        directory = DirectoryClient(
+            dir_http, DIRECTORY_BASE, network="Organization/medi-cal-network"
+        )
+        container = await build_container(
+            settings,
+            store=SqlResourceStore(engine, base_url=settings.fhir_base_url),
+            directory=directory,
+            deliverer=HttpDeliverer(ehr_http),
+            clock=clock,
+        )
+        transport = httpx.ASGITransport(app=create_app(container=container))
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as api:
+            keys = await approved_request(api, "-notice")
+            assert (
+                await api.post(
+                    "/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"])
+                )
+            ).status_code == 201
+            member = (
+                await api.get("/Communication", params={"recipient": keys["Patient"]})
+            ).json()["entry"][0]["resource"]
+            assert member["status"] == "in-progress"
+            assert await container.delivery.run_due() == 2  # the PCP's copy and the member's
+            assert (await api.get(f"/Communication/{member['id']}")).json()["status"] == "completed"
+    assert len(receiver.of_type("Communication")) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -44,34 +43,32 @@ VALID_UNTIL = date(2027, 4, 26)
 def context(kind: NoticeKind, language: Language, **overrides: Any) -> NoticeContext:
     """A valid context of `kind`; approvals are in network unless `outcome` says otherwise."""
     audience = "member" if kind.endswith("-member") else "requester"
-    base = NoticeContext(
-        kind=kind,
-        language=language,
-        notice_date=NOTICE_DATE,
-        member_display_name="Maria Lopez",
-        request_reference="Task/7d1c2b9e",
-        outcome=Outcome.APPROVED_IN_NETWORK,
-        plan=PLAN,
-        providers=(ORTHO_A, ORTHO_B, ORTHO_C),
-    )
+    fields: dict[str, Any] = {
+        "kind": kind,
+        "language": language,
+        "notice_date": NOTICE_DATE,
+        "member_display_name": "Maria Lopez",
+        "request_reference": "Task/7d1c2b9e",
+        "outcome": Outcome.APPROVED_IN_NETWORK,
+        "plan": PLAN,
+        "providers": (ORTHO_A, ORTHO_B, ORTHO_C),
+    }
     if kind.startswith("denial-"):
-        base = replace(
-            base,
-            outcome=Outcome.DENIED,
-            providers=(),
-            denial_reason=DenialReason.COVERAGE_INACTIVE,
-            reason_text=reason_sentence(DenialReason.COVERAGE_INACTIVE, language, audience),
-            rule=RULE,
-            basis=BASIS,
-        )
+        fields |= {
+            "outcome": Outcome.DENIED,
+            "providers": (),
+            "denial_reason": DenialReason.COVERAGE_INACTIVE,
+            "reason_text": reason_sentence(DenialReason.COVERAGE_INACTIVE, language, audience),
+            "rule": RULE,
+            "basis": BASIS,
+        }
     if overrides.get("outcome") is Outcome.APPROVED_OUT_OF_NETWORK:
-        base = replace(
-            base,
-            providers=(OUT_OF_NETWORK,),
-            authorization_number=AUTHORIZATION,
-            authorization_valid_until=VALID_UNTIL,
-        )
-    return replace(base, **overrides)
+        fields |= {
+            "providers": (OUT_OF_NETWORK,),
+            "authorization_number": AUTHORIZATION,
+            "authorization_valid_until": VALID_UNTIL,
+        }
+    return NoticeContext(**(fields | overrides))
 
 
 def flat(text: str) -> str:
