@@ -22,7 +22,7 @@ from fhir_adapter.api import handlers
 from fhir_adapter.api.fhir_http import FhirResponse
 from fhir_adapter.bootstrap import demo_directory_file
 from fhir_adapter.directory.client import DirectoryClient
-from fhir_adapter.directory.demo import DirectoryData, directory_router, load_directory
+from fhir_adapter.directory.demo import DEMO_ORIGIN, DirectoryData, directory_router, load_directory
 from fhir_adapter.errors import DirectoryUnavailableError
 
 TODAY = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
@@ -144,12 +144,13 @@ def role_id(reference: str) -> str:
     return reference.rsplit("/PractitionerRole/", 1)[-1]
 
 
-def endpoint_address(data: DirectoryData, role_id: str) -> str | None:
+def endpoint_address(data: DirectoryData, role_id: str, root: str) -> str | None:
+    """The address as the demo directory serves it: seed addresses move to the serving origin."""
     for ref in data["PractitionerRole"][role_id].get("endpoint") or []:
         endpoint = data["Endpoint"].get(ref["reference"].split("/")[-1])
         if endpoint:
             address: str = endpoint["address"]
-            return address
+            return address.replace(DEMO_ORIGIN, root, 1)
     return None
 
 
@@ -178,7 +179,7 @@ async def test_demo_directory_in_network_orthopaedic_surgeons(
         assert provider.npi == data["Practitioner"][practitioner_id]["identifier"][0]["value"]
         assert provider.display and practitioner_id.capitalize() in provider.display
         assert provider.fhir_endpoint is not None
-        assert provider.fhir_endpoint == endpoint_address(data, id)
+        assert provider.fhir_endpoint == endpoint_address(data, id, live_directory.root)
         assert provider.specialties == {ORTHO}
 
 
@@ -228,7 +229,7 @@ async def test_demo_directory_paging_is_followed(
     for provider in found:
         id = role_id(provider.role_reference)
         assert provider.npi is not None
-        assert provider.fhir_endpoint == endpoint_address(data, id)
+        assert provider.fhir_endpoint == endpoint_address(data, id, live_directory.root)
     # The same directory answers the in-network question consistently with the full listing.
     in_network = await demo_client(live_directory, http).in_network_providers(codes, today=TODAY)
     assert sorted(role_id(p.role_reference) for p in in_network) == sorted(
@@ -256,7 +257,9 @@ async def test_demo_directory_roles_by_npi_and_provider(
     assert role_id(provider.role_reference) == "patel-role"
     assert by_url is not None
     assert by_url.in_network is True
-    assert by_url.fhir_endpoint == endpoint_address(live_directory.data, "okafor-role")
+    assert by_url.fhir_endpoint == endpoint_address(
+        live_directory.data, "okafor-role", live_directory.root
+    )
 
 
 # -- directories that misbehave ------------------------------------------------------------------

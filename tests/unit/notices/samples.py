@@ -6,6 +6,7 @@ from datetime import date
 from typing import Any
 
 from fhir_adapter.notices import (
+    Audience,
     Language,
     NoticeContext,
     NoticeKind,
@@ -42,7 +43,7 @@ VALID_UNTIL = date(2027, 4, 26)
 
 def context(kind: NoticeKind, language: Language, **overrides: Any) -> NoticeContext:
     """A valid context of `kind`; approvals are in network unless `outcome` says otherwise."""
-    audience = "member" if kind.endswith("-member") else "requester"
+    audience: Audience = "member" if kind.endswith("-member") else "requester"
     fields: dict[str, Any] = {
         "kind": kind,
         "language": language,
