@@ -3,6 +3,7 @@ creates by identifier as a real FHIR server does, and fails on purpose when told
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -14,6 +15,8 @@ class Receiver:
     def __init__(self, *, fail_rate: float = 0.0, seed: int = 7) -> None:
         self.fail_rate = fail_rate
         self.garbage = False
+        self.refusing = False  # answer 503 to everything, storing nothing
+        self.delay = 0.0  # seconds per request: a slow receiver
         self.random = random.Random(seed)
         self.stored: dict[
             tuple[str, str], dict[str, Any]
@@ -28,6 +31,10 @@ class Receiver:
 
     async def transaction(self, request: Request) -> Response:
         self.posts += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.refusing:
+            return JSONResponse({"error": "down"}, status_code=503)
         if self.garbage:
             return Response("<html>maintenance</html>", media_type="text/html")
         roll = self.random.random()

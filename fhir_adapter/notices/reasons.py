@@ -40,13 +40,14 @@ _MEMBER_ES: dict[DenialReason, str] = {
         "La cobertura que aparece en su solicitud no es una cobertura de nuestro plan."
     ),
     DenialReason.REQUESTER_NOT_ELIGIBLE: (
-        "Pueden pedir una segunda opinión usted o un proveedor de nuestra red que lo esté tratando "
+        "Pueden pedir una segunda opinión usted o un proveedor de nuestra red que le da tratamiento "
         "(su proveedor de atención primaria o el proveedor cuya opinión usted pone en duda). La "
-        "solicitud la hizo otra persona. Usted mismo puede pedir la segunda opinión."
+        "solicitud la hizo otra persona. Usted puede pedir la segunda opinión directamente."
     ),
     DenialReason.REQUESTER_NOT_PARTICIPATING: (
-        "El proveedor que pidió la segunda opinión no es un proveedor de nuestra red. Usted mismo "
-        "puede pedir la segunda opinión o pedirle a su proveedor de atención primaria que la pida."
+        "El proveedor que pidió la segunda opinión no es un proveedor de nuestra red. Usted puede "
+        "pedir la segunda opinión directamente o pedirle a su proveedor de atención primaria que "
+        "la pida."
     ),
     DenialReason.DEADLINE_EXPIRED: (
         "No tomamos una decisión dentro del plazo que permite la ley. La ley considera esto una "
@@ -61,8 +62,8 @@ _REQUESTER_ES: dict[DenialReason, str] = {
     ),
     DenialReason.NOT_PLAN_MEMBER: "La cobertura presentada no es una cobertura de este plan.",
     DenialReason.REQUESTER_NOT_ELIGIBLE: (
-        "Una segunda opinión la puede pedir el miembro o un profesional participante que lo esté "
-        "tratando (el proveedor de atención primaria del miembro o el proveedor cuya opinión se "
+        "Una segunda opinión la puede pedir el miembro o un profesional participante que le da "
+        "tratamiento (el proveedor de atención primaria del miembro o el proveedor cuya opinión se "
         "pone en duda); quien la pidió no es ninguno de ellos."
     ),
     DenialReason.REQUESTER_NOT_PARTICIPATING: (
