@@ -98,6 +98,7 @@ async def build_container(
             primary_care_taxonomy=primary or DEFAULT_PRIMARY_CARE_TAXONOMY,
             retry_base_seconds=settings.retry_base_seconds,
             member_notice_url=settings.member_notice_url,
+            lease_seconds=settings.worker_lease_seconds,
         ),
         closed_days=lambda: _closed_days(ignore),
         clock=clock,
@@ -116,6 +117,7 @@ async def build_container(
             max_attempts=settings.delivery_max_attempts,
             backoff_base_seconds=settings.delivery_backoff_base_seconds,
             member_notice_url=settings.member_notice_url,
+            lease_seconds=settings.worker_lease_seconds,
         ),
         clock=clock,
     )

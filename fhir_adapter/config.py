@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     delivery_backoff_base_seconds: float = Field(default=10.0, gt=0)
     delivery_timeout_seconds: float = Field(default=10.0, gt=0)
     worker_enabled: bool = True
+    worker_lease_seconds: float = Field(
+        default=120.0, gt=0, description="how long a claimed job stays a worker's before others may take it"
+    )
     worker_interval_seconds: float = Field(default=2.0, gt=0)
     retry_base_seconds: float = Field(default=30.0, gt=0)
 

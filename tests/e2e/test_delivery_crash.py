@@ -66,6 +66,7 @@ def start_adapter(port: int, database: Path, directory: str, log: Path) -> subpr
         FHIR_ADAPTER_WORKER_INTERVAL_SECONDS="0.2",
         FHIR_ADAPTER_DELIVERY_BACKOFF_BASE_SECONDS="0.05",
         FHIR_ADAPTER_DELIVERY_MAX_ATTEMPTS="100",
+        FHIR_ADAPTER_WORKER_LEASE_SECONDS="3",  # the killed process's leases run out quickly
     )
     with log.open("ab") as out:
         return subprocess.Popen(
