@@ -14,6 +14,7 @@ import httpx
 from fhir_adapter.config import Settings
 from fhir_adapter.delivery.http import HttpDeliverer
 from fhir_adapter.directory.client import DirectoryClient
+from fhir_adapter.notices import PlanContact
 from fhir_adapter.ports import ResourceStore
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.delivery import Deliverer, DeliveryConfig, DeliveryService
@@ -99,6 +100,16 @@ async def build_container(
             retry_base_seconds=settings.retry_base_seconds,
             member_notice_url=settings.member_notice_url,
             lease_seconds=settings.worker_lease_seconds,
+            plan_contact=PlanContact(
+                name=settings.plan_name,
+                phone=settings.plan_phone,
+                tty=settings.plan_tty,
+                address_lines=tuple(
+                    line.strip() for line in settings.plan_address.split(";") if line.strip()
+                ),
+                website=settings.plan_website,
+                hours=settings.plan_hours,
+            ),
         ),
         closed_days=lambda: _closed_days(ignore),
         clock=clock,

@@ -39,12 +39,22 @@ class Settings(BaseSettings):
         default="", description="comma-separated holiday names not counted as closed days"
     )
     member_notice_url: str | None = None
+    plan_name: str = "Demo Medi-Cal Health Plan"
+    plan_phone: str = "1-800-555-0100"
+    plan_tty: str = "711"
+    plan_address: str = Field(
+        default="100 Main Street; Los Angeles, CA 90012", description="lines separated by ';'"
+    )
+    plan_website: str = "https://demo-plan.example.org"
+    plan_hours: str = "Monday to Friday, 8 a.m. to 6 p.m."
     delivery_max_attempts: int = Field(default=8, ge=1)
     delivery_backoff_base_seconds: float = Field(default=10.0, gt=0)
     delivery_timeout_seconds: float = Field(default=10.0, gt=0)
     worker_enabled: bool = True
     worker_lease_seconds: float = Field(
-        default=120.0, gt=0, description="how long a claimed job stays a worker's before others may take it"
+        default=120.0,
+        gt=0,
+        description="how long a claimed job stays a worker's before others may take it",
     )
     worker_interval_seconds: float = Field(default=2.0, gt=0)
     retry_base_seconds: float = Field(default=30.0, gt=0)

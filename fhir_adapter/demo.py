@@ -208,6 +208,20 @@ async def _one(
         f"   decision  {action} / Task {task['status']} ({status}) by rule {trail[-1]['rule'] if trail else '-'}"
     )
     say(f"             {decision.get('disposition')}")
+    notices = (
+        await client.get("/Communication", params={"based-on": keys["ServiceRequest"]})
+    ).json()
+    for entry in notices.get("entry", []):
+        notice = entry["resource"]
+        attachments = [
+            p["contentAttachment"] for p in notice["payload"] if "contentAttachment" in p
+        ]
+        to = "member" if notice["recipient"][0]["reference"].startswith("Patient/") else "requester"
+        kinds = "+".join(a["contentType"].split(";")[0].split("/")[1].upper() for a in attachments)
+        language = attachments[0]["language"] if attachments else "-"
+        say(
+            f"   notice    to {to}: {notice['payload'][0]['contentString']} ({kinds}, {language}, {notice['status']})"
+        )
     if decision.get("preAuthRef"):
         say(
             f"   authorized {decision['preAuthRef']} valid until {decision['preAuthPeriod']['end']}"

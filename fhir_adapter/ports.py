@@ -53,7 +53,7 @@ class OutboxItem:
 
     id: str
     communication_id: str
-    destination: str  # pcp-endpoint | member-notice-url
+    destination: str  # provider-endpoint | member-notice-url
     state: str  # pending | delivered | failed
     attempts: int
     created_at: datetime

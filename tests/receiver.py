@@ -29,6 +29,14 @@ class Receiver:
     def of_type(self, resource_type: str) -> list[dict[str, Any]]:
         return [r for (kind, _), r in self.stored.items() if kind == resource_type]
 
+    def reports_received(self) -> list[dict[str, Any]]:
+        """The Communications that carry a Consultation Report (not the decision notices)."""
+        return [
+            r
+            for r in self.of_type("Communication")
+            if any("/sid/communication" in i.get("system", "") for i in r.get("identifier", []))
+        ]
+
     async def transaction(self, request: Request) -> Response:
         self.posts += 1
         if self.delay:

@@ -100,6 +100,12 @@ def provider_from_role(
         ),
         in_network=is_in_network(role, network, today),
         fhir_endpoint=endpoint,
+        specialty_names=tuple(
+            str(coding["display"])
+            for concept in role.get("specialty") or []
+            for coding in concept.get("coding") or []
+            if coding.get("system") == NUCC and coding.get("display")
+        ),
     )
 
 

@@ -20,6 +20,7 @@ class Provider:
     organization_reference: str | None = None
     in_network: bool = False
     fhir_endpoint: str | None = None
+    specialty_names: tuple[str, ...] = ()  # the directory's displays, for letters
 
     def is_same_professional(self, other: Provider | None) -> bool:
         if other is None:

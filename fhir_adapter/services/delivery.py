@@ -19,7 +19,7 @@ from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.services.workflow import Directory
 from fhir_adapter.workflow.codes import NPI
-from fhir_adapter.workflow.reports import delivery_bundle
+from fhir_adapter.workflow.reports import delivery_bundle, notice_bundle
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,9 @@ class DeliveryService:
                 content["recipient"][0]["reference"], base_url=base
             ).local_key
             recipient = await tx.read(*recipient_key.split("/", 1)) if recipient_key else None
-            practitioner = None
+            practitioner = (
+                recipient if recipient and recipient.resource_type == "Practitioner" else None
+            )
             if recipient is not None and recipient.resource_type == "PractitionerRole":
                 practitioner_key = parse_reference(
                     (recipient.content.get("practitioner") or {}).get("reference", ""),
@@ -132,15 +134,20 @@ class DeliveryService:
                     await tx.read(*practitioner_key.split("/", 1)) if practitioner_key else None
                 )
         report, patient = found.get(report_key or ""), found.get(keys[1] or "")
-        if report is None or patient is None:
-            return None, None, "report or patient missing"
-        bundle = delivery_bundle(
-            content,
-            report.content,
-            patient.content,
-            [found[k].content for k in proposals if k in found],
-            report_id=report.id,
-        )
+        if patient is None:
+            return None, None, "patient missing"
+        if (
+            report is None
+        ):  # a written notice: the letter travels as the Communication's attachments
+            bundle = notice_bundle(content, patient.content)
+        else:
+            bundle = delivery_bundle(
+                content,
+                report.content,
+                patient.content,
+                [found[k].content for k in proposals if k in found],
+                report_id=report.id,
+            )
         if item.destination == "member-notice-url":
             return bundle, self.config.member_notice_url, "no member notice URL"
         target = await self._pcp_endpoint(recipient, practitioner)
@@ -152,7 +159,7 @@ class DeliveryService:
         self, role: StoredResource | None, practitioner: StoredResource | None
     ) -> str | None:
         """Contract §4.6: the endpoint the directory lists for the PCP (hl7-fhir-rest)."""
-        if role is None:
+        if role is None and practitioner is None:
             return None
         npi = next(
             (
@@ -166,7 +173,7 @@ class DeliveryService:
             return None
         specialties = {
             c.get("code")
-            for s in role.content.get("specialty") or []
+            for s in (role.content if role else {}).get("specialty") or []
             for c in s.get("coding") or []
         }
         try:

@@ -25,6 +25,7 @@ from fhir_adapter.fhir.dates import format_instant, period_range
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.fhir.validation import validate_resource
+from fhir_adapter.notices import PlanContact, render
 from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
 from fhir_adapter.policy.engine import evaluate
 from fhir_adapter.policy.facts import Care, Provider, RequesterKind, RequestFacts
@@ -50,6 +51,7 @@ from fhir_adapter.workflow.intake import (
     listed_reasons,
     reference_of,
 )
+from fhir_adapter.workflow.letters import letters_for, notice_communication
 from fhir_adapter.workflow.reports import (
     CONSULT_NOTE,
     LOINC,
@@ -60,6 +62,7 @@ from fhir_adapter.workflow.reports import (
 from fhir_adapter.workflow.review import ReviewerDecision
 from fhir_adapter.workflow.states import UNDECIDED, TaskStatus, transition
 
+DEADLINE_BASIS = "42 CFR 438.404(c)(5): no decision within the time allowed is a denial that day"
 REVIEWER_BASIS = "42 CFR 438.210(b)(3): decided by a reviewer with appropriate clinical expertise"
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,9 @@ class WorkflowConfig:
     retry_max_seconds: float = 900.0
     lease_seconds: float = 120.0
     member_notice_url: str | None = None
+    plan_contact: PlanContact = field(
+        default_factory=lambda: PlanContact("Health plan", "-", "711", (), "-", "-")
+    )
 
 
 @dataclass(slots=True)
@@ -283,7 +289,7 @@ class WorkflowService:
             reference_of((report.content.get("performer") or [{}])[0]), self.resources.base_url
         )
         # (recipient, outbox destination); no destination: the copy is read through the API
-        recipients: list[tuple[str, str | None]] = [(pcp, "pcp-endpoint")] if pcp else []
+        recipients: list[tuple[str, str | None]] = [(pcp, "provider-endpoint")] if pcp else []
         recipients.append(
             (patient_key, "member-notice-url" if self.config.member_notice_url else None)
         )
@@ -753,7 +759,78 @@ class WorkflowService:
             }
         ]
         moved.pop("meta", None)
-        return await tx.replace(task, self.resources_meta(moved, task, now), now=now)
+        stored = await tx.replace(task, self.resources_meta(moved, task, now), now=now)
+        await self._send_letters(tx, task.id, request, decision, claim_response, now, note)
+        return stored
+
+    async def _send_letters(
+        self,
+        tx: StoreTransaction,
+        task_id: str,
+        request: StoredResource,
+        decision: Decision,
+        claim_response: StoredResource,
+        now: datetime,
+        note: str | None,
+    ) -> None:
+        """Policy V, 42 CFR 438.404: the written notices, created with the decision they announce."""
+        content = request.content
+        patient_key = (
+            _local_key(reference_of(content.get("subject")), self.resources.base_url) or ""
+        )
+        patient = await tx.read(*patient_key.split("/", 1)) if patient_key else None
+        requester = reference_of(content.get("requester"))
+        professional = (
+            _local_key(requester, self.resources.base_url)
+            if requester and not requester.startswith("Patient/")
+            else None
+        )
+        letters = letters_for(
+            decision,
+            task_id=task_id,
+            request=content,
+            request_key=request.key,
+            patient=patient.content if patient else None,
+            patient_key=patient_key,
+            professional_requester=professional,
+            plan=self.config.plan_contact,
+            expedited=track_for(content.get("priority"), listed_reasons(content)).value
+            == "expedited",
+            now=now,
+            note=note,
+        )
+        for letter in letters:
+            to_member = letter.recipient == patient_key
+            destination = (
+                ("member-notice-url" if self.config.member_notice_url else None)
+                if to_member
+                else "provider-endpoint"
+            )
+            communication = notice_communication(
+                render(letter.context),
+                communication_id=str(uuid.uuid4()),
+                recipient=letter.recipient,
+                patient_key=patient_key,
+                request_key=request.key,
+                claim_response_key=claim_response.key,
+                delivered_now=destination is None,
+                now=now,
+            )
+            stored = await self._write(tx, communication, None)
+            if destination is not None:
+                await tx.add_outbox(
+                    OutboxItem(
+                        id=str(uuid.uuid4()),
+                        communication_id=stored.id,
+                        destination=destination,
+                        state="pending",
+                        attempts=0,
+                        created_at=now,
+                        next_attempt_at=now,
+                    )
+                )
+        if letters:
+            log.info("Task/%s: %d notice(s) written", task_id, len(letters))
 
     async def _write(
         self, tx: StoreTransaction, body: dict[str, Any], existing: StoredResource | None
@@ -811,7 +888,9 @@ class WorkflowService:
                 if request is None:
                     await tx.set_job(job.task_id, state="done")
                     continue
-                decision = Decision.deny(DenialReason.DEADLINE_EXPIRED)
+                decision = Decision.deny(DenialReason.DEADLINE_EXPIRED).with_trail(
+                    (RuleStep("deadline_expired", DEADLINE_BASIS, Outcome.DENIED.value),)
+                )
                 await self._write_decision(tx, task, request, decision, now)
                 await tx.set_job(job.task_id, state="done")
                 expired += 1

@@ -146,7 +146,7 @@ outbox = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("communication_id", String(64), nullable=False),
-    Column("destination", String(32), nullable=False),  # pcp-endpoint | member-notice-url
+    Column("destination", String(32), nullable=False),  # provider-endpoint | member-notice-url
     Column("state", String(16), nullable=False),  # pending | delivered | failed
     Column("attempts", Integer, nullable=False, default=0),
     Column("created_at", UtcDateTime, nullable=False),

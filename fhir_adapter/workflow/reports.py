@@ -186,3 +186,38 @@ def _post(full_url: str, resource: dict[str, Any], condition: str | None) -> dic
     if condition:
         request["ifNoneExist"] = condition
     return {"fullUrl": full_url, "resource": resource, "request": request}
+
+
+def notice_bundle(communication: Mapping[str, Any], patient: Mapping[str, Any]) -> dict[str, Any]:
+    """A written notice for a portal or print-and-mail vendor: the member and the Communication
+    (which carries the letter as HTML and PDF), each a conditional create on its identifier."""
+    patient_url = "urn:uuid:patient"
+    patient_copy = copy.deepcopy(dict(patient))
+    for key in ("id", "meta", "generalPractitioner", "managingOrganization"):
+        patient_copy.pop(key, None)
+    notice = copy.deepcopy(dict(communication))
+    for key in ("id", "meta", "basedOn", "about", "sender"):
+        notice.pop(key, None)
+    notice["subject"] = {"reference": patient_url}
+    notice["recipient"] = [{"reference": patient_url}]
+    notice["status"] = "completed"
+    member_id = next(
+        (i for i in patient.get("identifier") or [] if i.get("system") and i.get("value")), None
+    )
+    identifier = communication["identifier"][0]
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            _post(
+                patient_url,
+                patient_copy,
+                f"identifier={member_id['system']}|{member_id['value']}" if member_id else None,
+            ),
+            _post(
+                "urn:uuid:notice",
+                notice,
+                f"identifier={identifier['system']}|{identifier['value']}",
+            ),
+        ],
+    }

@@ -127,18 +127,19 @@ async def test_deliveries_survive_sigkill_and_arrive_once(
         receiver.delay = 0.05  # slow enough that the kill lands mid-delivery
         receiver.fail_rate = 0.3  # 30% fail, half of them after storing (the answer is lost)
         deadline = time.monotonic() + 30
-        while len(receiver.of_type("Communication")) < 5 and time.monotonic() < deadline:
+        while len(receiver.reports_received()) < 5 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         adapter.send_signal(signal.SIGKILL)  # mid-delivery: no shutdown, leases left behind
         adapter.wait(timeout=10)
-        delivered_before_kill = len(receiver.of_type("Communication"))
+        delivered_before_kill = len(receiver.reports_received())
         assert delivered_before_kill < REPORTS
         adapter = start_adapter(port, database, f"{origin}/directory/fhir", log)
         await wait_up(base, adapter)
         deadline = time.monotonic() + 90
-        while len(receiver.of_type("Communication")) < REPORTS and time.monotonic() < deadline:
+        while len(receiver.of_type("Communication")) < 2 * REPORTS and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-        assert len(receiver.of_type("Communication")) == REPORTS
+        assert len(receiver.reports_received()) == REPORTS
+        assert len(receiver.of_type("Communication")) == 2 * REPORTS  # with the requesters' notices
         assert len(receiver.of_type("DiagnosticReport")) == REPORTS
         assert sorted(r["conclusion"] for r in receiver.of_type("DiagnosticReport")) == sorted(
             f"Report {i}" for i in range(REPORTS)
@@ -159,7 +160,8 @@ async def test_deliveries_survive_sigkill_and_arrive_once(
                     "/Communication", params={"status": "completed", "_summary": "count"}
                 )
             ).json()
-            assert done["total"] == 2 * REPORTS  # the PCP's copies and the members'
+            # Reports to the PCPs and members, approval notices to the members and requesters.
+            assert done["total"] == 4 * REPORTS
     finally:
         adapter.send_signal(signal.SIGTERM)
         adapter.wait(timeout=10)

@@ -139,7 +139,7 @@ async def test_report_completes_the_task_and_reaches_pcp_and_member(
     )  # available to the member through the API
     assert by_recipient["PractitionerRole"]["status"] == "in-progress"
     member_view = (await api.get("/Communication", params={"recipient": keys["Patient"]})).json()
-    assert member_view["total"] == 1
+    assert member_view["total"] == 2  # the approval notice and the report
     payload = [
         p.get("contentReference", {}).get("reference", "")
         for p in by_recipient["Patient"]["payload"]
@@ -147,8 +147,10 @@ async def test_report_completes_the_task_and_reaches_pcp_and_member(
     assert any(
         p.startswith("ServiceRequest/") for p in payload
     )  # the recommended procedure travels too
-    assert await loop_container.delivery.run_due() == 1
-    assert len(receiver.of_type("Communication")) == 1
+    assert (
+        await loop_container.delivery.run_due() == 2
+    )  # the report, and the requester's approval notice
+    assert len(receiver.reports_received()) == 1
     assert (
         receiver.of_type("DiagnosticReport")[0]["conclusion"]
         == "Agree with the recommended procedure."
@@ -234,13 +236,16 @@ async def test_flaky_receiver_gets_every_report_exactly_once(
             if not await loop_container.delivery.run_due(limit=100):
                 break
         clock.advance(minutes=10)
-    assert len(receiver.of_type("Communication")) == reports
+    assert len(receiver.reports_received()) == reports
+    assert (
+        len(receiver.of_type("Communication")) == 2 * reports
+    )  # and each requester's approval notice
     assert len(receiver.of_type("DiagnosticReport")) == reports
     assert receiver.posts > reports  # failures really happened and were retried
     async with loop_container.store.transaction(write=False) as tx:
         delivered = await tx.list_outbox(state="delivered", limit=1000)
         failed = await tx.list_outbox(state="failed", limit=1000)
-    assert len(delivered) == reports and not failed
+    assert len(delivered) == 2 * reports and not failed
 
 
 async def test_undeliverable_reports_fail_visibly_and_can_be_retried(
@@ -255,18 +260,28 @@ async def test_undeliverable_reports_fail_visibly_and_can_be_retried(
         await loop_container.delivery.run_due()
         clock.advance(hours=3)
     async with loop_container.store.transaction(write=False) as tx:
-        [failed] = await tx.list_outbox(state="failed")
-    assert failed.attempts == 6 and failed.last_error == "answer is not JSON"
+        failures = await tx.list_outbox(state="failed")
+    assert len(failures) == 2  # the report and the requester's notice, both to the PCP's EHR
+    for failure in failures:
+        assert failure.attempts == 6 and failure.last_error == "answer is not JSON"
+    about = {
+        f.id: (await api.get(f"/Communication/{f.communication_id}")).json()["about"][0][
+            "reference"
+        ]
+        for f in failures
+    }
+    failed = next(f for f in failures if about[f.id].startswith("DiagnosticReport/"))
     communication = (await api.get(f"/Communication/{failed.communication_id}")).json()
     assert communication["status"] == "not-done"
     assert "after 6 attempts" in communication["statusReason"]["text"]
     receiver.garbage = False
-    assert await loop_container.delivery.retry_failed() == 1
-    assert await loop_container.delivery.run_due() == 1
+    assert await loop_container.delivery.retry_failed() == 2  # both come back
+    assert await loop_container.delivery.run_due() == 2
     assert (await api.get(f"/Communication/{failed.communication_id}")).json()[
         "status"
     ] == "completed"
-    assert len(receiver.of_type("Communication")) == 1
+    assert len(receiver.reports_received()) == 1
+    assert len(receiver.of_type("Communication")) == 2
 
 
 async def test_member_copy_is_posted_to_the_notice_url_when_set(
@@ -302,10 +317,13 @@ async def test_member_copy_is_posted_to_the_notice_url_when_set(
                     "/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"])
                 )
             ).status_code == 201
-            member = (
+            to_member = (
                 await api.get("/Communication", params={"recipient": keys["Patient"]})
-            ).json()["entry"][0]["resource"]
-            assert member["status"] == "in-progress"
-            assert await container.delivery.run_due() == 2  # the PCP's copy and the member's
-            assert (await api.get(f"/Communication/{member['id']}")).json()["status"] == "completed"
-    assert len(receiver.of_type("Communication")) == 2
+            ).json()["entry"]
+            assert {c["resource"]["status"] for c in to_member} == {"in-progress"}  # notice, report
+            # The PCP's report, the requester's notice, and the member's notice and report.
+            assert await container.delivery.run_due() == 4
+            for communication in to_member:
+                current = await api.get(f"/Communication/{communication['resource']['id']}")
+                assert current.json()["status"] == "completed"
+    assert len(receiver.of_type("Communication")) == 4

@@ -1,0 +1,166 @@
+"""The written notices a decision owes (policy V; 42 CFR 438.404; contract §4.5), as Communications
+carrying the rendered letter as HTML and PDF (pure)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.notices import (
+    NoticeContext,
+    NoticeProvider,
+    PlanContact,
+    RenderedNotice,
+    choose_language,
+    reason_sentence,
+)
+from fhir_adapter.policy.decision import Decision, Outcome
+from fhir_adapter.workflow.codes import CANONICAL
+from fhir_adapter.workflow.pas import AUTHORIZATION_DAYS, authorization_number
+
+NOTICE_ID_SYSTEM = f"{CANONICAL}/sid/notice"
+_NOTIFICATION = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/communication-category",
+            "code": "notification",
+        }
+    ]
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """One notice to one recipient."""
+
+    recipient: str  # Patient/… or the requesting professional's reference
+    context: NoticeContext
+
+
+def member_name(patient: Mapping[str, Any] | None) -> str:
+    for name in (patient or {}).get("name") or []:
+        if name.get("text"):
+            return str(name["text"])
+        parts = [*(name.get("given") or []), name.get("family") or ""]
+        if any(parts):
+            return " ".join(p for p in parts if p)
+    return "Member"
+
+
+def request_reference(request: Mapping[str, Any], fallback: str) -> str:
+    for identifier in request.get("identifier") or []:
+        if identifier.get("value"):
+            return str(identifier["value"])
+    return fallback
+
+
+def letters_for(
+    decision: Decision,
+    *,
+    task_id: str,
+    request: Mapping[str, Any],
+    request_key: str,
+    patient: Mapping[str, Any] | None,
+    patient_key: str,
+    professional_requester: str | None,
+    plan: PlanContact,
+    expedited: bool,
+    now: datetime,
+    note: str | None = None,
+) -> list[Letter]:
+    """Every denial: a notice to the member and a shorter one to the requester; every approval:
+    the member and the requester are told which providers the member may see."""
+    if not decision.outcome.is_final:
+        return []
+    denied = decision.outcome is Outcome.DENIED
+    step = decision.deciding_rule
+    providers = tuple(
+        NoticeProvider(
+            display_name=p.display or p.role_reference.rsplit("/", 1)[-1],
+            specialty=", ".join(p.specialty_names),
+            organization="",
+        )
+        for p in decision.providers
+    )
+    out_of_network = decision.outcome is Outcome.APPROVED_OUT_OF_NETWORK
+    audiences: list[tuple[str, str]] = [(patient_key, "member")]
+    if professional_requester:
+        audiences.append((professional_requester, "requester"))
+    letters = []
+    for recipient, audience in audiences:
+        language = choose_language(patient) if audience == "member" else "en"
+        reason = ""
+        if denied and decision.denial_reason:
+            reason = reason_sentence(decision.denial_reason, language, audience)  # type: ignore[arg-type]
+            if note:
+                reason = f"{reason} {note}"
+        context = NoticeContext(
+            kind=f"{'denial' if denied else 'approval'}-{audience}",  # type: ignore[arg-type]
+            language=language,
+            notice_date=now.date(),
+            member_display_name=member_name(patient),
+            request_reference=request_reference(request, request_key),
+            outcome=decision.outcome,
+            plan=plan,
+            denial_reason=decision.denial_reason,
+            reason_text=reason,
+            rule=step.rule if step else "",
+            basis=step.basis if step else "",
+            providers=() if denied else providers,
+            authorization_number=authorization_number(task_id) if out_of_network else None,
+            authorization_valid_until=(now + timedelta(days=AUTHORIZATION_DAYS)).date()
+            if out_of_network
+            else None,
+            expedited=expedited,
+        )
+        letters.append(Letter(recipient, context))
+    return letters
+
+
+def notice_communication(
+    rendered: RenderedNotice,
+    *,
+    communication_id: str,
+    recipient: str,
+    patient_key: str,
+    request_key: str,
+    claim_response_key: str,
+    delivered_now: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    """The notice as a Communication: the letter's title, then the letter as HTML and as PDF."""
+    communication: dict[str, Any] = {
+        "resourceType": "Communication",
+        "identifier": [{"system": NOTICE_ID_SYSTEM, "value": communication_id}],
+        "basedOn": [{"reference": request_key}],
+        "status": "completed" if delivered_now else "in-progress",
+        "category": [_NOTIFICATION],
+        "subject": {"reference": patient_key},
+        "about": [{"reference": claim_response_key}],
+        "recipient": [{"reference": recipient}],
+        "payload": [
+            {"contentString": rendered.title},
+            {
+                "contentAttachment": _attachment(
+                    "text/html; charset=utf-8", rendered.html.encode(), rendered
+                )
+            },
+            {"contentAttachment": _attachment("application/pdf", rendered.pdf, rendered)},
+        ],
+    }
+    if delivered_now:
+        communication["sent"] = format_instant(now)
+    return communication
+
+
+def _attachment(content_type: str, data: bytes, rendered: RenderedNotice) -> dict[str, Any]:
+    return {
+        "contentType": content_type,
+        "language": rendered.language,
+        "data": base64.b64encode(data).decode(),
+        "title": rendered.title,
+    }

@@ -1,0 +1,120 @@
+"""Written notices go out with every decision: denials (42 CFR 438.404) and approvals, to the
+member and to the requester, as Communications carrying the letter as HTML and PDF."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import httpx
+import pypdf
+
+from fhir_adapter.bootstrap import Container
+from fhir_adapter.workflow.pas import authorization_number
+from tests.factories import example_request
+from tests.fakes import FrozenClock
+
+
+async def submit(client: httpx.AsyncClient, bundle: dict[str, Any]) -> dict[str, str]:
+    answer = (await client.post("", json=bundle)).json()
+    return {
+        e["response"]["location"].split("/")[0]: e["response"]["location"].split("/_history")[0]
+        for e in answer["entry"]
+    }
+
+
+async def notices(client: httpx.AsyncClient, request_key: str) -> dict[str, dict[str, Any]]:
+    found = (
+        (await client.get("/Communication", params={"based-on": request_key}))
+        .json()
+        .get("entry", [])
+    )
+    return {
+        (
+            "member"
+            if e["resource"]["recipient"][0]["reference"].startswith("Patient/")
+            else "requester"
+        ): e["resource"]
+        for e in found
+    }
+
+
+def letter(notice: dict[str, Any]) -> tuple[str, str]:
+    """The HTML and the PDF's text of a notice."""
+    attachments = {
+        p["contentAttachment"]["contentType"].split(";")[0]: p["contentAttachment"]
+        for p in notice["payload"]
+        if "contentAttachment" in p
+    }
+    html = base64.b64decode(attachments["text/html"]["data"]).decode()
+    pdf = pypdf.PdfReader(io.BytesIO(base64.b64decode(attachments["application/pdf"]["data"])))
+    text = " ".join(" ".join((page.extract_text() or "").split()) for page in pdf.pages)
+    return html, text
+
+
+async def test_denial_notices_to_member_and_requester(client: httpx.AsyncClient) -> None:
+    keys = await submit(client, example_request("denied"))
+    sent = await notices(client, keys["ServiceRequest"])
+    assert set(sent) == {"member", "requester"}
+    member = sent["member"]
+    assert member["status"] == "completed" and member["sent"]
+    assert member["about"][0]["reference"].startswith("ClaimResponse/")
+    html, pdf_text = letter(member)
+    for text in (html, pdf_text):
+        assert "January 24, 2027" in text  # appeal by: the notice date (2026-11-25) + 60 days
+        assert "December 5, 2026" in text  # continuing services: + 10 days
+        assert "State Hearing" in text and "grievance" in text.lower()
+    assert "requester_is_member_or_treating_professional" in pdf_text or "HSC 1383.15" in pdf_text
+    requester = sent["requester"]
+    assert requester["recipient"][0]["reference"].startswith("PractitionerRole/")
+    assert requester["status"] == "in-progress"  # on its way to the requester's endpoint
+
+
+async def test_out_of_network_approval_names_provider_and_authorization(
+    client: httpx.AsyncClient,
+) -> None:
+    keys = await submit(client, example_request("out-of-network"))
+    member = (await notices(client, keys["ServiceRequest"]))["member"]
+    html, pdf_text = letter(member)
+    task_id = keys["Task"].split("/")[1]
+    for text in (html, pdf_text):
+        assert "Lindqvist" in text
+        assert authorization_number(task_id) in text
+        assert "February 23, 2027" in text  # valid 90 days from 2026-11-25
+
+
+async def test_member_notice_in_spanish_when_the_member_prefers_it(
+    client: httpx.AsyncClient,
+) -> None:
+    bundle = example_request("denied", "-es")
+    patient = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    patient["communication"] = [
+        {
+            "language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "es-MX"}]},
+            "preferred": True,
+        }
+    ]
+    keys = await submit(client, bundle)
+    member = (await notices(client, keys["ServiceRequest"]))["member"]
+    html, pdf_text = letter(member)
+    assert member["payload"][1]["contentAttachment"]["language"] == "es"
+    assert "24 de enero de 2027" in html and "24 de enero de 2027" in pdf_text
+    assert "Audiencia Estatal" in html
+
+
+async def test_deadline_denial_is_noticed_the_day_it_expires(
+    client: httpx.AsyncClient, container: Container, clock: FrozenClock
+) -> None:
+    keys = await submit(client, example_request("review"))
+    assert (
+        await notices(client, keys["ServiceRequest"]) == {}
+    )  # pended: nothing decided, nothing owed
+    clock.advance(days=7, seconds=1)
+    assert await container.workflow.expire_overdue() == 1
+    member = (await notices(client, keys["ServiceRequest"]))["member"]
+    assert member["sent"].startswith("2026-12-02")
+    _, pdf_text = letter(member)
+    assert "deadline_expired" in pdf_text or "time allowed" in pdf_text
