@@ -17,9 +17,10 @@ from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.notices import PlanContact
 from fhir_adapter.ports import ResourceStore
 from fhir_adapter.services.bundles import BundleService
-from fhir_adapter.services.delivery import Deliverer, DeliveryConfig, DeliveryService
+from fhir_adapter.services.delivery import DeliveryConfig, DeliveryService
 from fhir_adapter.services.prior_auth import PriorAuthService
 from fhir_adapter.services.resources import Clock, ResourceService, SearchLimits, utc_now
+from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.services.workflow import Directory, WorkflowConfig, WorkflowService
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore, create_engine
@@ -48,6 +49,7 @@ class Container:
     workflow: WorkflowService
     prior_auth: PriorAuthService
     delivery: DeliveryService
+    subscriptions: SubscriptionService
     started: datetime
     http: list[httpx.AsyncClient] = field(default_factory=list)
 
@@ -62,7 +64,7 @@ async def build_container(
     *,
     store: ResourceStore | None = None,
     directory: Directory | None = None,
-    deliverer: Deliverer | None = None,
+    deliverer: HttpDeliverer | None = None,
     clock: Clock = utc_now,
     migrate: bool = True,
 ) -> Container:
@@ -88,6 +90,10 @@ async def build_container(
         limits=SearchLimits(settings.default_page_size, settings.max_page_size),
         clock=clock,
     )
+    if deliverer is None:
+        http.append(httpx.AsyncClient(timeout=settings.delivery_timeout_seconds))
+        deliverer = HttpDeliverer(http[-1])
+    subscriptions = SubscriptionService(store, resources, deliverer, clock=clock)
     primary = frozenset(c.strip() for c in settings.primary_care_taxonomy.split(",") if c.strip())
     ignore = frozenset(n.strip() for n in settings.holiday_ignore.split(",") if n.strip())
     workflow = WorkflowService(
@@ -113,12 +119,10 @@ async def build_container(
         ),
         closed_days=lambda: _closed_days(ignore),
         clock=clock,
+        subscriptions=subscriptions,
     )
     resources.hooks = workflow
     bundles = BundleService(resources, max_entries=settings.max_bundle_entries)
-    if deliverer is None:
-        http.append(httpx.AsyncClient(timeout=settings.delivery_timeout_seconds))
-        deliverer = HttpDeliverer(http[-1])
     delivery = DeliveryService(
         store,
         resources,
@@ -131,6 +135,7 @@ async def build_container(
             lease_seconds=settings.worker_lease_seconds,
         ),
         clock=clock,
+        subscriptions=subscriptions,
     )
     container = Container(
         settings=settings,
@@ -140,6 +145,7 @@ async def build_container(
         workflow=workflow,
         prior_auth=PriorAuthService(resources, bundles),
         delivery=delivery,
+        subscriptions=subscriptions,
         started=datetime.now(UTC),
         http=http,
     )

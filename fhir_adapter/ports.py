@@ -60,6 +60,16 @@ class OutboxItem:
     next_attempt_at: datetime
     delivered_at: datetime | None = None
     last_error: str | None = None
+    subscription_id: str | None = None  # destination "subscription": the event to notify
+    event_number: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionEvent:
+    subscription_id: str
+    event_number: int
+    focus: str
+    occurred_at: datetime
 
 
 class StoreTransaction(Protocol):
@@ -139,6 +149,16 @@ class StoreTransaction(Protocol):
     async def list_outbox(
         self, *, state: str | None = None, limit: int = 100
     ) -> list[OutboxItem]: ...
+
+    async def add_event(self, subscription_id: str, focus: str, *, now: datetime) -> int:
+        """Record an event for the Subscription (held for update by the caller); its number."""
+        ...
+
+    async def events(
+        self, subscription_id: str, *, since: int = 1, until: int | None = None
+    ) -> list[SubscriptionEvent]: ...
+
+    async def event_count(self, subscription_id: str) -> int: ...
 
     async def retry_outbox(self, *, now: datetime, ids: Iterable[str] | None = None) -> int:
         """Put failed deliveries (all, or the given ones) back in the queue; returns how many."""

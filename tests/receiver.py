@@ -25,6 +25,8 @@ class Receiver:
         self.app = FastAPI()
         self.app.post("/ehr/{organization}/fhir")(self.transaction)
         self.app.post("/notices")(self.transaction)
+        self.app.post("/hooks/{name}")(self.hook)
+        self.notifications: list[dict[str, Any]] = []
 
     def of_type(self, resource_type: str) -> list[dict[str, Any]]:
         return [r for (kind, _), r in self.stored.items() if kind == resource_type]
@@ -63,3 +65,11 @@ class Receiver:
         return JSONResponse(
             {"resourceType": "Bundle", "type": "transaction-response", "entry": entries}
         )
+
+    async def hook(self, name: str, request: Request) -> Response:
+        """A rest-hook subscriber: keeps every notification Bundle it accepts."""
+        self.posts += 1
+        if self.refusing:
+            return JSONResponse({"error": "down"}, status_code=503)
+        self.notifications.append(await request.json())
+        return Response(status_code=200)

@@ -8,6 +8,7 @@ import httpx
 import orjson
 
 from fhir_adapter.services.delivery import DeliveryAttempt
+from fhir_adapter.services.subscriptions import NotificationAttempt
 
 
 class HttpDeliverer:
@@ -48,3 +49,19 @@ class HttpDeliverer:
         if len(statuses) != len(entries) or not all(s.startswith("2") for s in statuses):
             return DeliveryAttempt(False, "an entry was not stored")
         return DeliveryAttempt(True, None)
+
+    async def post_notification(
+        self, url: str, bundle: dict[str, Any], headers: dict[str, str]
+    ) -> NotificationAttempt:
+        """A rest-hook notification: any 2xx means the subscriber has it."""
+        try:
+            response = await self.http.post(
+                url,
+                content=orjson.dumps(bundle),
+                headers={**headers, "Content-Type": "application/fhir+json"},
+            )
+        except httpx.HTTPError as exc:
+            return NotificationAttempt(False, type(exc).__name__)
+        if 200 <= response.status_code < 300:
+            return NotificationAttempt(True, None)
+        return NotificationAttempt(False, f"HTTP {response.status_code}")

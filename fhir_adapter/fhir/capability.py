@@ -7,6 +7,7 @@ from typing import Any
 from fhir_adapter import __version__
 from fhir_adapter.fhir.resources import FHIR_VERSION, SERVED_TYPES
 from fhir_adapter.fhir.search import SEARCH_PARAMS, params_for
+from fhir_adapter.workflow.subscriptions import TOPICS as SUBSCRIPTION_TOPICS
 
 _SEARCH_TYPE = {"id": "token", "last-updated": "date"}
 _INTERACTIONS = ("read", "vread", "update", "history-instance", "create", "search-type")
@@ -16,7 +17,22 @@ _INTERACTIONS = ("read", "vread", "update", "history-instance", "create", "searc
 OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "Claim": (("submit", "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-submit"),),
     "Task": (("decide", "https://fhir-adapter.org/fhir/OperationDefinition/Task-decide"),),
+    "Subscription": (
+        (
+            "status",
+            "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status",
+        ),
+        (
+            "events",
+            "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events",
+        ),
+    ),
 }
+TOPIC_CANONICAL = (
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+    "capabilitystatement-subscriptiontopic-canonical"
+)
+TOPICS = tuple(SUBSCRIPTION_TOPICS)
 PROFILES: dict[str, tuple[str, ...]] = {
     "ServiceRequest": (
         "https://fhir-adapter.org/fhir/StructureDefinition/second-opinion-servicerequest",
@@ -38,6 +54,10 @@ def capability_statement(base_url: str, *, published: str) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if resource_type in PROFILES:
             extra["supportedProfile"] = list(PROFILES[resource_type])
+        if resource_type == "Subscription":
+            extra["extension"] = [
+                {"url": TOPIC_CANONICAL, "valueCanonical": topic} for topic in TOPICS
+            ]
         if resource_type in OPERATIONS:
             extra["operation"] = [
                 {"name": n, "definition": d} for n, d in OPERATIONS[resource_type]

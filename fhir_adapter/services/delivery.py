@@ -17,6 +17,7 @@ from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
+from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.services.workflow import Directory
 from fhir_adapter.workflow.codes import NPI
 from fhir_adapter.workflow.reports import delivery_bundle, notice_bundle
@@ -54,6 +55,7 @@ class DeliveryService:
         config: DeliveryConfig,
         clock: Clock,
         jitter: Callable[[], float] = random.random,
+        subscriptions: SubscriptionService | None = None,
     ) -> None:
         self.store = store
         self.resources = resources
@@ -62,6 +64,7 @@ class DeliveryService:
         self.config = config
         self.clock = clock
         self.jitter = jitter
+        self.subscriptions = subscriptions
 
     async def run_due(self, *, limit: int = 20) -> int:
         """Try every due delivery once; returns how many were tried."""
@@ -80,6 +83,9 @@ class DeliveryService:
         return len(items)
 
     async def _deliver(self, item: OutboxItem) -> None:
+        if item.destination == "subscription":
+            await self._notify_subscriber(item)
+            return
         communication = await self.resources.read("Communication", item.communication_id)
         bundle, target, problem = await self._prepare(item, communication)
         attempt = (
@@ -234,6 +240,36 @@ class DeliveryService:
             await tx.replace(
                 current, with_meta(updated, current.id, current.version_id + 1, now), now=now
             )
+
+    async def _notify_subscriber(self, item: OutboxItem) -> None:
+        if self.subscriptions is None:
+            return
+        bundle, url, headers, problem = await self.subscriptions.prepare(item)
+        if bundle is None or url is None:
+            attempt = DeliveryAttempt(False, problem)
+        else:
+            sent = await self.subscriptions.notifier.post_notification(url, bundle, headers)
+            attempt = DeliveryAttempt(sent.delivered, sent.error)
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            if attempt.delivered:
+                await tx.set_outbox(item.id, state="delivered", delivered_at=now)
+            elif item.attempts >= self.config.max_attempts or problem == "subscription not active":
+                await tx.set_outbox(item.id, state="failed", error=attempt.error)
+            else:
+                await tx.set_outbox(
+                    item.id,
+                    state="pending",
+                    next_attempt_at=now + self._backoff(item),
+                    error=attempt.error,
+                )
+
+    def _backoff(self, item: OutboxItem) -> timedelta:
+        seconds = min(
+            self.config.backoff_base_seconds * 2 ** (item.attempts - 1),
+            self.config.backoff_max_seconds,
+        ) * (0.5 + self.jitter())
+        return timedelta(seconds=seconds)
 
     async def retry_failed(self, ids: list[str] | None = None) -> int:
         """Put failed deliveries back in the queue (`fhir-adapter outbox retry`)."""

@@ -31,6 +31,7 @@ from fhir_adapter.policy.engine import evaluate
 from fhir_adapter.policy.facts import Care, Provider, RequesterKind, RequestFacts
 from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.resources import Clock, ResourceService, WriteResult, with_meta
+from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.workflow import pas
 from fhir_adapter.workflow.codes import (
     DEFAULT_PRIMARY_CARE_TAXONOMY,
@@ -61,6 +62,7 @@ from fhir_adapter.workflow.reports import (
 )
 from fhir_adapter.workflow.review import ReviewerDecision
 from fhir_adapter.workflow.states import UNDECIDED, TaskStatus, transition
+from fhir_adapter.workflow.subscriptions import check_subscription
 
 DEADLINE_BASIS = "42 CFR 438.404(c)(5): no decision within the time allowed is a denial that day"
 REVIEWER_BASIS = "42 CFR 438.210(b)(3): decided by a reviewer with appropriate clinical expertise"
@@ -129,6 +131,7 @@ class WorkflowService:
         config: WorkflowConfig,
         closed_days: Callable[[], set[date]],
         clock: Clock,
+        subscriptions: SubscriptionService | None = None,
     ) -> None:
         self.store = store
         self.resources = resources
@@ -136,6 +139,7 @@ class WorkflowService:
         self.config = config
         self.closed_days = closed_days
         self.clock = clock
+        self.subscriptions = subscriptions
 
     # -- WriteHooks ----------------------------------------------------------------------------
 
@@ -184,6 +188,19 @@ class WorkflowService:
             if not task_issues and not issues:
                 received[index] = await self._receive(tx, result, request_content)
         issues += await self._accept_reports(tx, results)
+        for result in results:
+            if result.resource.resource_type == "Subscription":
+                subscription = result.resource.content
+                issues += check_subscription(subscription, result.path)
+                if result.created and subscription.get("status") != "requested":
+                    where = f"{result.path}.status"
+                    issues.append(
+                        Issue(
+                            "value",
+                            f"{where}: a new Subscription is 'requested'; the handshake makes it active",
+                            where,
+                        )
+                    )
         if issues:
             raise UnprocessableEntityError(issues=issues)
         return [received.get(i, r) for i, r in enumerate(results)]
@@ -323,9 +340,23 @@ class WorkflowService:
         log.info("Task/%s completed with %s", task.id, report.key)
 
     async def after_commit(self, results: list[WriteResult]) -> None:
-        """Decide newly received requests right away; the worker retries whatever this leaves."""
+        """Decide newly received requests right away; the worker retries whatever this leaves.
+        New Subscriptions get their handshake."""
         for result in results:
             content = result.resource.content
+            if (
+                result.created
+                and content.get("resourceType") == "Subscription"
+                and self.subscriptions
+            ):
+                try:
+                    await self.subscriptions.handshake(result.resource.id)
+                except Exception as exc:  # it stays 'requested'; the client can see and retry
+                    log.warning(
+                        "handshake of Subscription/%s failed (%s)",
+                        result.resource.id,
+                        type(exc).__name__,
+                    )
             if is_fulfillment_task(content) and content.get("status") == TaskStatus.RECEIVED:
                 try:
                     await self.evaluate(result.resource.id)
@@ -761,7 +792,32 @@ class WorkflowService:
         moved.pop("meta", None)
         stored = await tx.replace(task, self.resources_meta(moved, task, now), now=now)
         await self._send_letters(tx, task.id, request, decision, claim_response, now, note)
+        if self.subscriptions is not None:
+            await self.subscriptions.notify(
+                tx,
+                claim_response,
+                patient=patient,
+                org_identifiers=await self._org_identifiers(tx, requester),
+                now=now,
+            )
         return stored
+
+    async def _org_identifiers(self, tx: StoreTransaction, requester: str | None) -> set[str]:
+        """PAS `org-identifier`: the identifiers of the requesting organization (or of the
+        requester's organization), the submitter a PAS subscriber filters on."""
+        key = _local_key(requester, self.resources.base_url)
+        found = await tx.read(*key.split("/", 1)) if key else None
+        values: set[str] = set()
+        for resource in [found.content] if found else []:
+            org_key = _local_key(
+                reference_of(resource.get("organization")), self.resources.base_url
+            )
+            org = await tx.read(*org_key.split("/", 1)) if org_key else None
+            for holder in (resource, org.content if org else {}):
+                values |= {
+                    str(i["value"]) for i in holder.get("identifier") or [] if i.get("value")
+                }
+        return values
 
     async def _send_letters(
         self,

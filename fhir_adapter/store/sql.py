@@ -43,7 +43,13 @@ from fhir_adapter.fhir.search import (
     TokenCriterion,
     index_rows,
 )
-from fhir_adapter.ports import OutboxItem, SearchPage, StoredResource, WorkflowJob
+from fhir_adapter.ports import (
+    OutboxItem,
+    SearchPage,
+    StoredResource,
+    SubscriptionEvent,
+    WorkflowJob,
+)
 from fhir_adapter.store.tables import (
     INDEX_TABLES,
     outbox,
@@ -53,6 +59,7 @@ from fhir_adapter.store.tables import (
     search_reference,
     search_string,
     search_token,
+    subscription_events,
     workflow_jobs,
 )
 
@@ -381,8 +388,42 @@ class SqlTransaction:
                 attempts=item.attempts,
                 created_at=item.created_at,
                 next_attempt_at=item.next_attempt_at,
+                subscription_id=item.subscription_id,
+                event_number=item.event_number,
             )
         )
+
+    async def add_event(self, subscription_id: str, focus: str, *, now: datetime) -> int:
+        number = await self.event_count(subscription_id) + 1
+        await self.conn.execute(
+            insert(subscription_events).values(
+                subscription_id=subscription_id, event_number=number, focus=focus, occurred_at=now
+            )
+        )
+        return number
+
+    async def event_count(self, subscription_id: str) -> int:
+        statement = select(func.coalesce(func.max(subscription_events.c.event_number), 0)).where(
+            subscription_events.c.subscription_id == subscription_id
+        )
+        return int((await self.conn.execute(statement)).scalar_one())
+
+    async def events(
+        self, subscription_id: str, *, since: int = 1, until: int | None = None
+    ) -> list[SubscriptionEvent]:
+        c = subscription_events.c
+        statement = (
+            select(c.subscription_id, c.event_number, c.focus, c.occurred_at)
+            .where(c.subscription_id == subscription_id, c.event_number >= since)
+            .order_by(c.event_number)
+            .limit(1000)
+        )
+        if until is not None:
+            statement = statement.where(c.event_number <= until)
+        return [
+            SubscriptionEvent(r.subscription_id, r.event_number, r.focus, r.occurred_at)
+            for r in await self.conn.execute(statement)
+        ]
 
     async def claim_outbox(
         self, *, now: datetime, lease_until: datetime, limit: int
@@ -561,6 +602,8 @@ _OUTBOX_COLUMNS = (
     outbox.c.next_attempt_at,
     outbox.c.delivered_at,
     outbox.c.last_error,
+    outbox.c.subscription_id,
+    outbox.c.event_number,
 )
 
 
@@ -575,6 +618,8 @@ def _outbox_item(row: Any) -> OutboxItem:
         row.next_attempt_at,
         row.delivered_at,
         row.last_error,
+        row.subscription_id,
+        row.event_number,
     )
 
 

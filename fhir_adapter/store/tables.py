@@ -154,8 +154,27 @@ outbox = Table(
     Column("leased_until", UtcDateTime),
     Column("delivered_at", UtcDateTime),
     Column("last_error", String(200)),  # a short code such as "HTTP 503"; never content
+    Column("subscription_id", String(64)),  # for notifications: which Subscription, which event
+    Column("event_number", Integer),
     Index("ix_outbox_next", "state", "next_attempt_at"),
 )
 
+# Every event a Subscription was sent, numbered from 1 without gaps (for $status and $events).
+subscription_events = Table(
+    "subscription_events",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("event_number", Integer, primary_key=True),
+    Column("focus", String(140), nullable=False),  # Type/id of what changed
+    Column("occurred_at", UtcDateTime, nullable=False),
+)
+
 INDEX_TABLES = (search_token, search_reference, search_date, search_string)
-ALL_TABLES = (resources, resource_versions, *INDEX_TABLES, workflow_jobs, outbox)
+ALL_TABLES = (
+    resources,
+    resource_versions,
+    *INDEX_TABLES,
+    workflow_jobs,
+    outbox,
+    subscription_events,
+)

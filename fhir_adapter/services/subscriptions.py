@@ -1,0 +1,209 @@
+"""Topic-based Subscriptions (R4 backport, rest-hook only): handshake on creation, one numbered
+event-notification per decision, sent through the outbox, and `$status` / `$events` for recovery."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from fhir_adapter.errors import NotFoundError
+from fhir_adapter.fhir.references import parse_reference
+from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
+from fhir_adapter.services.resources import Clock, ResourceService, with_meta
+from fhir_adapter.workflow.subscriptions import (
+    DECISION_TOPIC,
+    PAS_TOPIC,
+    matches,
+    notification,
+    view,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationAttempt:
+    delivered: bool
+    error: str | None
+
+
+class Notifier(Protocol):
+    async def post_notification(
+        self, url: str, bundle: dict[str, Any], headers: dict[str, str]
+    ) -> NotificationAttempt: ...
+
+
+class SubscriptionService:
+    def __init__(
+        self, store: ResourceStore, resources: ResourceService, notifier: Notifier, *, clock: Clock
+    ) -> None:
+        self.store = store
+        self.resources = resources
+        self.notifier = notifier
+        self.clock = clock
+
+    def url_of(self, subscription_id: str) -> str:
+        return f"{self.resources.base_url}/Subscription/{subscription_id}"
+
+    async def handshake(self, subscription_id: str) -> str:
+        """Backport channels.md: a handshake before anything else; success -> active, else error."""
+        subscription = await self.resources.read("Subscription", subscription_id)
+        subscribed = view(subscription.content)
+        bundle = notification(
+            subscription_url=self.url_of(subscription_id),
+            subscribed=subscribed,
+            kind="handshake",
+            events_since_start=0,
+            now=self.clock(),
+        )
+        attempt = await self.notifier.post_notification(
+            subscribed.endpoint, bundle, dict(subscribed.headers)
+        )
+        status = "active" if attempt.delivered else "error"
+        async with self.store.transaction() as tx:
+            current = await tx.read_for_update("Subscription", subscription_id)
+            if current is None or current.content.get("status") != "requested":
+                return str(current.content.get("status")) if current else "gone"
+            updated = {**current.content, "status": status}
+            if attempt.delivered:
+                updated.pop("error", None)
+            else:
+                updated["error"] = f"handshake failed: {attempt.error}"
+            updated.pop("meta", None)
+            now = self.clock()
+            await tx.replace(
+                current, with_meta(updated, current.id, current.version_id + 1, now), now=now
+            )
+        log.info("Subscription/%s handshake: %s", subscription_id, status)
+        return status
+
+    async def notify(
+        self,
+        tx: StoreTransaction,
+        focus: StoredResource,
+        *,
+        patient: str | None,
+        org_identifiers: set[str],
+        now: datetime,
+    ) -> int:
+        """In the decision's own transaction: an event and an outbox item per matching Subscription."""
+        query = self.resources.parse_query(
+            "Subscription", [("status", "active"), ("_count", "500")]
+        )
+        page = await tx.search(query)
+        sent = 0
+        for found in page.matches:
+            subscribed = view(found.content)
+            if subscribed.topic not in (DECISION_TOPIC, PAS_TOPIC):
+                continue
+            if not matches(subscribed, patient=patient, org_identifiers=org_identifiers):
+                continue
+            locked = await tx.read_for_update("Subscription", found.id)  # numbers stay consecutive
+            if locked is None:
+                continue
+            number = await tx.add_event(found.id, focus.key, now=now)
+            await tx.add_outbox(
+                OutboxItem(
+                    id=str(uuid.uuid4()),
+                    communication_id=focus.id,
+                    destination="subscription",
+                    state="pending",
+                    attempts=0,
+                    created_at=now,
+                    next_attempt_at=now,
+                    subscription_id=found.id,
+                    event_number=number,
+                )
+            )
+            sent += 1
+        return sent
+
+    async def prepare(
+        self, item: OutboxItem
+    ) -> tuple[dict[str, Any] | None, str | None, dict[str, str], str | None]:
+        """The notification Bundle for one outbox item, where to send it, and with which headers."""
+        assert item.subscription_id is not None and item.event_number is not None
+        async with self.store.transaction(write=False) as tx:
+            subscription = await tx.read("Subscription", item.subscription_id)
+            events = await tx.events(
+                item.subscription_id, since=item.event_number, until=item.event_number
+            )
+            focus = None
+            if events:
+                key = parse_reference(events[0].focus, base_url=self.resources.base_url).local_key
+                focus = await tx.read(*key.split("/", 1)) if key else None
+        if subscription is None or subscription.content.get("status") != "active" or not events:
+            return None, None, {}, "subscription not active"
+        subscribed = view(subscription.content)
+        bundle = notification(
+            subscription_url=self.url_of(subscription.id),
+            subscribed=subscribed,
+            kind="event-notification",
+            events_since_start=item.event_number,
+            event_number=item.event_number,
+            occurred=events[0].occurred_at,
+            focus_url=f"{self.resources.base_url}/{events[0].focus}",
+            focus=focus.content if focus else None,
+            now=self.clock(),
+        )
+        return bundle, subscribed.endpoint, dict(subscribed.headers), None
+
+    async def status(self, subscription_id: str) -> dict[str, Any]:
+        """`$status`: a searchset Bundle holding the subscription-status Parameters."""
+        subscription, count = await self._with_count(subscription_id)
+        parameters = notification(
+            subscription_url=self.url_of(subscription_id),
+            subscribed=view(subscription.content),
+            kind="query-status",
+            events_since_start=count,
+            now=self.clock(),
+        )["entry"][0]["resource"]
+        status = next(p for p in parameters["parameter"] if p["name"] == "status")
+        status["valueCode"] = subscription.content.get("status", "error")
+        return {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": 1,
+            "entry": [{"resource": parameters, "search": {"mode": "match"}}],
+        }
+
+    async def events(self, subscription_id: str, since: int, until: int | None) -> dict[str, Any]:
+        """`$events`: the numbered events again, as a query-event history Bundle (with focus ids)."""
+        subscription, count = await self._with_count(subscription_id)
+        subscribed = view(subscription.content)
+        async with self.store.transaction(write=False) as tx:
+            found = await tx.events(subscription_id, since=since, until=until)
+        bundle = notification(
+            subscription_url=self.url_of(subscription_id),
+            subscribed=subscribed,
+            kind="query-event",
+            events_since_start=count,
+            now=self.clock(),
+        )
+        status = bundle["entry"][0]["resource"]
+        for event in found:
+            status["parameter"].append(
+                {
+                    "name": "notification-event",
+                    "part": [
+                        {"name": "event-number", "valueString": str(event.event_number)},
+                        {
+                            "name": "focus",
+                            "valueReference": {
+                                "reference": f"{self.resources.base_url}/{event.focus}"
+                            },
+                        },
+                    ],
+                }
+            )
+        return bundle
+
+    async def _with_count(self, subscription_id: str) -> tuple[StoredResource, int]:
+        async with self.store.transaction(write=False) as tx:
+            subscription = await tx.read("Subscription", subscription_id)
+            if subscription is None:
+                raise NotFoundError(f"Subscription/{subscription_id} is not known")
+            return subscription, await tx.event_count(subscription_id)

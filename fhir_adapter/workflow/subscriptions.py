@@ -1,0 +1,201 @@
+"""R4 Subscriptions backport (rest-hook): which Subscriptions we accept, and the notification
+Bundles we send them (fhir.md §3.4, §1.9) (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.workflow.codes import CANONICAL, PAS
+
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
+FILTER_EXTENSION = f"{BACKPORT}/StructureDefinition/backport-filter-criteria"
+PAYLOAD_EXTENSION = f"{BACKPORT}/StructureDefinition/backport-payload-content"
+HEARTBEAT_EXTENSION = f"{BACKPORT}/StructureDefinition/backport-heartbeat-period"
+STATUS_PROFILE = f"{BACKPORT}/StructureDefinition/backport-subscription-status-r4"
+DECISION_TOPIC = f"{CANONICAL}/SubscriptionTopic/second-opinion-decision"
+PAS_TOPIC = f"{PAS}/SubscriptionTopic/PASSubscriptionTopic"
+TOPICS = {
+    DECISION_TOPIC: "ClaimResponse created or updated",
+    PAS_TOPIC: "Da Vinci PAS result available",
+}
+_CONTENTS = {"empty", "id-only", "full-resource"}
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionView:
+    """The parts of a Subscription resource that matter for sending."""
+
+    topic: str
+    endpoint: str
+    content: str
+    headers: tuple[tuple[str, str], ...]
+    filters: tuple[tuple[str, str], ...]
+
+
+def view(subscription: Mapping[str, Any]) -> SubscriptionView:
+    channel = subscription.get("channel") or {}
+    payload_ext = (channel.get("_payload") or {}).get("extension") or []
+    content = next(
+        (e.get("valueCode") for e in payload_ext if e.get("url") == PAYLOAD_EXTENSION), "id-only"
+    )
+    filters = []
+    for ext in (subscription.get("_criteria") or {}).get("extension") or []:
+        if ext.get("url") == FILTER_EXTENSION and isinstance(ext.get("valueString"), str):
+            name, _, value = ext["valueString"].partition("=")
+            filters.append((name.strip(), value.strip()))
+    headers = []
+    for header in channel.get("header") or []:
+        name, _, value = str(header).partition(":")
+        if name.strip() and value.strip():
+            headers.append((name.strip(), value.strip()))
+    return SubscriptionView(
+        topic=subscription.get("criteria", ""),
+        endpoint=channel.get("endpoint", ""),
+        content=str(content),
+        headers=tuple(headers),
+        filters=tuple(filters),
+    )
+
+
+def check_subscription(subscription: Mapping[str, Any], path: str) -> list[Issue]:
+    """What a rest-hook Subscription must say for us to serve it."""
+    issues: list[Issue] = []
+    subscribed = view(subscription)
+    if subscribed.topic not in TOPICS:
+        issues.append(
+            Issue(
+                "not-supported",
+                f"{path}.criteria: unknown topic '{subscribed.topic}'; topics: {', '.join(TOPICS)}",
+                f"{path}.criteria",
+            )
+        )
+    channel = subscription.get("channel") or {}
+    if (channel.get("type") or "") != "rest-hook":
+        issues.append(
+            Issue(
+                "not-supported",
+                f"{path}.channel.type: only rest-hook is supported",
+                f"{path}.channel.type",
+            )
+        )
+    endpoint = urlsplit(subscribed.endpoint)
+    if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
+        issues.append(
+            Issue(
+                "value",
+                f"{path}.channel.endpoint: an http(s) URL is required",
+                f"{path}.channel.endpoint",
+            )
+        )
+    if (channel.get("payload") or "").split(";")[0].strip() not in (
+        "application/fhir+json",
+        "application/json",
+    ):
+        issues.append(
+            Issue(
+                "not-supported",
+                f"{path}.channel.payload: application/fhir+json is the payload we send",
+                f"{path}.channel.payload",
+            )
+        )
+    if subscribed.content not in _CONTENTS:
+        issues.append(
+            Issue(
+                "code-invalid",
+                f"{path}.channel.payload: content '{subscribed.content}' is not empty, id-only or full-resource",
+                f"{path}.channel.payload",
+            )
+        )
+    for name, _ in subscribed.filters:
+        if name not in ("org-identifier", "patient"):
+            issues.append(
+                Issue(
+                    "not-supported",
+                    f"{path}.criteria: filter '{name}' is not supported (org-identifier, patient)",
+                    f"{path}.criteria",
+                )
+            )
+    if subscribed.topic == PAS_TOPIC and subscribed.content != "full-resource":
+        issues.append(
+            Issue(
+                "business-rule",
+                f"{path}.channel.payload: the PAS topic sends full-resource payloads only (PAS spec-62)",
+                f"{path}.channel.payload",
+            )
+        )
+    return issues
+
+
+def matches(
+    subscribed: SubscriptionView, *, patient: str | None, org_identifiers: set[str]
+) -> bool:
+    """Filters are ANDed; each may list values separated by commas."""
+    for name, value in subscribed.filters:
+        wanted = {v.strip() for v in value.split(",") if v.strip()}
+        if name == "patient" and (patient or "") not in wanted:
+            return False
+        if name == "org-identifier" and not (wanted & org_identifiers):
+            return False
+    return True
+
+
+def notification(
+    *,
+    subscription_url: str,
+    subscribed: SubscriptionView,
+    kind: str,
+    events_since_start: int,
+    event_number: int | None = None,
+    occurred: datetime | None = None,
+    focus_url: str | None = None,
+    focus: Mapping[str, Any] | None = None,
+    now: datetime,
+) -> dict[str, Any]:
+    """A `history` Bundle whose first entry is the subscription-status Parameters (backport R4)."""
+    parameters: list[dict[str, Any]] = [
+        {"name": "subscription", "valueReference": {"reference": subscription_url}},
+        {"name": "topic", "valueCanonical": subscribed.topic},
+        {"name": "status", "valueCode": "active" if kind != "handshake" else "requested"},
+        {"name": "type", "valueCode": kind},
+        {"name": "events-since-subscription-start", "valueString": str(events_since_start)},
+    ]
+    if event_number is not None:
+        event: list[dict[str, Any]] = [{"name": "event-number", "valueString": str(event_number)}]
+        if occurred is not None:
+            event.append({"name": "timestamp", "valueInstant": format_instant(occurred)})
+        if focus_url and subscribed.content != "empty":
+            event.append({"name": "focus", "valueReference": {"reference": focus_url}})
+        parameters.append({"name": "notification-event", "part": event})
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": f"urn:uuid:status-{event_number or 0}",
+            "resource": {
+                "resourceType": "Parameters",
+                "meta": {"profile": [STATUS_PROFILE]},
+                "parameter": parameters,
+            },
+            "request": {"method": "GET", "url": f"{subscription_url}/$status"},
+            "response": {"status": "200"},
+        }
+    ]
+    if focus is not None and focus_url and subscribed.content == "full-resource":
+        entries.append(
+            {
+                "fullUrl": focus_url,
+                "resource": dict(focus),
+                "request": {"method": "PUT", "url": focus_url},
+                "response": {"status": "200"},
+            }
+        )
+    return {
+        "resourceType": "Bundle",
+        "type": "history",
+        "timestamp": format_instant(now),
+        "entry": entries,
+    }
