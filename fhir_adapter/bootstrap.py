@@ -131,6 +131,7 @@ async def build_container(
         config=DeliveryConfig(
             max_attempts=settings.delivery_max_attempts,
             backoff_base_seconds=settings.delivery_backoff_base_seconds,
+            backoff_max_seconds=settings.delivery_backoff_max_seconds,
             member_notice_url=settings.member_notice_url,
             lease_seconds=settings.worker_lease_seconds,
         ),

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     plan_hours: str = "Monday to Friday, 8 a.m. to 6 p.m."
     delivery_max_attempts: int = Field(default=8, ge=1)
     delivery_backoff_base_seconds: float = Field(default=10.0, gt=0)
+    delivery_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     delivery_timeout_seconds: float = Field(default=10.0, gt=0)
     worker_enabled: bool = True
     worker_lease_seconds: float = Field(
