@@ -264,6 +264,28 @@ class WorkflowService:
                 await self._complete(tx, task, request, result.resource, proposals)
         return issues
 
+    async def _send(
+        self,
+        tx: StoreTransaction,
+        communication: dict[str, Any],
+        destination: str | None,
+        now: datetime,
+    ) -> None:
+        """Store a Communication and, when it must travel, owe its delivery in the same transaction."""
+        stored = await self._write(tx, communication, None)
+        if destination is not None:
+            await tx.add_outbox(
+                OutboxItem(
+                    id=str(uuid.uuid4()),
+                    communication_id=stored.id,
+                    destination=destination,
+                    state="pending",
+                    attempts=0,
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+            )
+
     async def _complete(
         self,
         tx: StoreTransaction,
@@ -324,19 +346,7 @@ class WorkflowService:
                 delivered_now=destination is None,
                 now=now,
             )
-            stored = await self._write(tx, communication, None)
-            if destination is not None:
-                await tx.add_outbox(
-                    OutboxItem(
-                        id=str(uuid.uuid4()),
-                        communication_id=stored.id,
-                        destination=destination,
-                        state="pending",
-                        attempts=0,
-                        created_at=now,
-                        next_attempt_at=now,
-                    )
-                )
+            await self._send(tx, communication, destination, now)
         log.info("Task/%s completed with %s", task.id, report.key)
 
     async def after_commit(self, results: list[WriteResult]) -> None:
@@ -872,19 +882,7 @@ class WorkflowService:
                 delivered_now=destination is None,
                 now=now,
             )
-            stored = await self._write(tx, communication, None)
-            if destination is not None:
-                await tx.add_outbox(
-                    OutboxItem(
-                        id=str(uuid.uuid4()),
-                        communication_id=stored.id,
-                        destination=destination,
-                        state="pending",
-                        attempts=0,
-                        created_at=now,
-                        next_attempt_at=now,
-                    )
-                )
+            await self._send(tx, communication, destination, now)
         if letters:
             log.info("Task/%s: %d notice(s) written", task_id, len(letters))
 
