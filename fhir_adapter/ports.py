@@ -160,6 +160,10 @@ class StoreTransaction(Protocol):
 
     async def event_count(self, subscription_id: str) -> int: ...
 
+    async def last_sent(self, subscription_id: str) -> datetime | None:
+        """When the latest notification (event or heartbeat) for the Subscription was queued."""
+        ...
+
     async def retry_outbox(self, *, now: datetime, ids: Iterable[str] | None = None) -> int:
         """Put failed deliveries (all, or the given ones) back in the queue; returns how many."""
         ...

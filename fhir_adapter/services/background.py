@@ -23,7 +23,10 @@ async def run_background(
 ) -> None:
     """Until `stop` is set: one pass of each kind of work, then a pause (each pass is idempotent)."""
     while not stop.is_set():
-        for work in (workflow.expire_overdue, workflow.run_due_jobs, delivery.run_due):
+        heartbeats = delivery.subscriptions.queue_heartbeats if delivery.subscriptions else None
+        for work in (workflow.expire_overdue, workflow.run_due_jobs, heartbeats, delivery.run_due):
+            if work is None:
+                continue
             try:
                 await work()
             except Exception as exc:  # keep the loop alive; the next pass tries again

@@ -121,11 +121,49 @@ class SubscriptionService:
             sent += 1
         return sent
 
+    async def queue_heartbeats(self, *, limit: int = 100) -> int:
+        """Backport heartbeats: a Subscription with a heartbeat period that has heard nothing for that
+        long gets a heartbeat, queued through the outbox like any notification."""
+        now = self.clock()
+        queued = 0
+        async with self.store.transaction() as tx:
+            query = self.resources.parse_query(
+                "Subscription", [("status", "active"), ("_count", str(limit))]
+            )
+            for found in (await tx.search(query)).matches:
+                period = view(found.content).heartbeat_seconds
+                if period is None:
+                    continue
+                locked = await tx.read_for_update(
+                    "Subscription", found.id
+                )  # one heartbeat per period
+                if locked is None:
+                    continue
+                last = await tx.last_sent(found.id) or locked.last_updated
+                if (now - last).total_seconds() < period:
+                    continue
+                await tx.add_outbox(
+                    OutboxItem(
+                        id=str(uuid.uuid4()),
+                        communication_id=found.id,
+                        destination="subscription",
+                        state="pending",
+                        attempts=0,
+                        created_at=now,
+                        next_attempt_at=now,
+                        subscription_id=found.id,
+                    )
+                )
+                queued += 1
+        return queued
+
     async def prepare(
         self, item: OutboxItem
     ) -> tuple[dict[str, Any] | None, str | None, dict[str, str], str | None]:
         """The notification Bundle for one outbox item, where to send it, and with which headers."""
-        assert item.subscription_id is not None and item.event_number is not None
+        assert item.subscription_id is not None
+        if item.event_number is None:
+            return await self._heartbeat(item.subscription_id)
         async with self.store.transaction(write=False) as tx:
             subscription = await tx.read("Subscription", item.subscription_id)
             events = await tx.events(
@@ -147,6 +185,22 @@ class SubscriptionService:
             occurred=events[0].occurred_at,
             focus_url=f"{self.resources.base_url}/{events[0].focus}",
             focus=focus.content if focus else None,
+            now=self.clock(),
+        )
+        return bundle, subscribed.endpoint, dict(subscribed.headers), None
+
+    async def _heartbeat(
+        self, subscription_id: str
+    ) -> tuple[dict[str, Any] | None, str | None, dict[str, str], str | None]:
+        subscription, count = await self._with_count(subscription_id)
+        if subscription.content.get("status") != "active":
+            return None, None, {}, "subscription not active"
+        subscribed = view(subscription.content)
+        bundle = notification(
+            subscription_url=self.url_of(subscription_id),
+            subscribed=subscribed,
+            kind="heartbeat",
+            events_since_start=count,
             now=self.clock(),
         )
         return bundle, subscribed.endpoint, dict(subscribed.headers), None

@@ -7,7 +7,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -401,6 +401,18 @@ class SqlTransaction:
             )
         )
         return number
+
+    async def last_sent(self, subscription_id: str) -> datetime | None:
+        statement = select(func.max(outbox.c.created_at)).where(
+            outbox.c.subscription_id == subscription_id
+        )
+        value = (await self.conn.execute(statement)).scalar_one_or_none()
+        if value is None:
+            return None
+        stamp: datetime = (
+            value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        )
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
     async def event_count(self, subscription_id: str) -> int:
         statement = select(func.coalesce(func.max(subscription_events.c.event_number), 0)).where(

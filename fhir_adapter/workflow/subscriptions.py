@@ -36,6 +36,7 @@ class SubscriptionView:
     content: str
     headers: tuple[tuple[str, str], ...]
     filters: tuple[tuple[str, str], ...]
+    heartbeat_seconds: int | None = None
 
 
 def view(subscription: Mapping[str, Any]) -> SubscriptionView:
@@ -54,12 +55,21 @@ def view(subscription: Mapping[str, Any]) -> SubscriptionView:
         name, _, value = str(header).partition(":")
         if name.strip() and value.strip():
             headers.append((name.strip(), value.strip()))
+    heartbeat = next(
+        (
+            e.get("valueUnsignedInt")
+            for e in channel.get("extension") or []
+            if e.get("url") == HEARTBEAT_EXTENSION and isinstance(e.get("valueUnsignedInt"), int)
+        ),
+        None,
+    )
     return SubscriptionView(
         topic=subscription.get("criteria", ""),
         endpoint=channel.get("endpoint", ""),
         content=str(content),
         headers=tuple(headers),
         filters=tuple(filters),
+        heartbeat_seconds=heartbeat if heartbeat and heartbeat > 0 else None,
     )
 
 

@@ -207,3 +207,29 @@ async def test_status_of_an_unknown_subscription_is_404(
 ) -> None:
     _, api = hub
     assert (await api.get("/Subscription/nope/$status")).status_code == 404
+
+
+async def test_quiet_subscriptions_get_heartbeats(
+    hub: tuple[Container, httpx.AsyncClient], subscriber: Receiver, clock: FrozenClock
+) -> None:
+    container, api = hub
+    body = subscription()
+    body["channel"]["extension"] = [
+        {
+            "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-heartbeat-period",
+            "valueUnsignedInt": 60,
+        }
+    ]
+    assert (await api.post("/Subscription", json=body)).status_code == 201
+    clock.advance(seconds=30)
+    assert await container.subscriptions.queue_heartbeats() == 0
+    clock.advance(seconds=31)
+    assert await container.subscriptions.queue_heartbeats() == 1
+    assert await container.subscriptions.queue_heartbeats() == 0  # one per period
+    assert await container.delivery.run_due() == 1
+    kinds = [status_parameters(n)["type"]["valueCode"] for n in subscriber.notifications]
+    assert kinds == ["handshake", "heartbeat"]
+    clock.advance(seconds=59)
+    assert await container.subscriptions.queue_heartbeats() == 0
+    clock.advance(seconds=2)
+    assert await container.subscriptions.queue_heartbeats() == 1
