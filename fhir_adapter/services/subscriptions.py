@@ -18,6 +18,7 @@ from fhir_adapter.workflow.subscriptions import (
     PAS_TOPIC,
     matches,
     notification,
+    pas_response_bundle,
     view,
 )
 
@@ -176,6 +177,13 @@ class SubscriptionService:
         if subscription is None or subscription.content.get("status") != "active" or not events:
             return None, None, {}, "subscription not active"
         subscribed = view(subscription.content)
+        focus_url = f"{self.resources.base_url}/{events[0].focus}"
+        focus_content = focus.content if focus else None
+        if subscribed.topic == PAS_TOPIC and focus_content is not None:
+            # PAS spec-60: the notification carries a full PAS response Bundle, ClaimResponse first.
+            focus_url, focus_content = pas_response_bundle(
+                focus_url, focus_content, event=item.event_number, now=self.clock()
+            )
         bundle = notification(
             subscription_url=self.url_of(subscription.id),
             subscribed=subscribed,
@@ -183,8 +191,8 @@ class SubscriptionService:
             events_since_start=item.event_number,
             event_number=item.event_number,
             occurred=events[0].occurred_at,
-            focus_url=f"{self.resources.base_url}/{events[0].focus}",
-            focus=focus.content if focus else None,
+            focus_url=focus_url,
+            focus=focus_content,
             now=self.clock(),
         )
         return bundle, subscribed.endpoint, dict(subscribed.headers), None

@@ -209,3 +209,21 @@ def notification(
         "timestamp": format_instant(now),
         "entry": entries,
     }
+
+
+def pas_response_bundle(
+    claim_response_url: str, claim_response: Mapping[str, Any], *, event: int, now: datetime
+) -> tuple[str, dict[str, Any]]:
+    """A PAS response Bundle (collection, ClaimResponse first) and the fullUrl it is sent under."""
+    url = f"{claim_response_url}/_event/{event}"
+    bundle = {
+        "resourceType": "Bundle",
+        "identifier": {
+            "system": "urn:trnorg:fhir-adapter",
+            "value": f"{claim_response.get('id')}-{event}",
+        },
+        "type": "collection",
+        "timestamp": format_instant(now),
+        "entry": [{"fullUrl": claim_response_url, "resource": dict(claim_response)}],
+    }
+    return url, bundle

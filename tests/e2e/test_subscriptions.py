@@ -233,3 +233,21 @@ async def test_quiet_subscriptions_get_heartbeats(
     assert await container.subscriptions.queue_heartbeats() == 0
     clock.advance(seconds=2)
     assert await container.subscriptions.queue_heartbeats() == 1
+
+
+async def test_pas_subscribers_get_a_pas_response_bundle(
+    hub: tuple[Container, httpx.AsyncClient], subscriber: Receiver
+) -> None:
+    container, api = hub
+    assert (await api.post("/Subscription", json=subscription(topic=PAS_TOPIC))).status_code == 201
+    await api.post("", json=example_request("out-of-network", "-pas"))
+    while await container.delivery.run_due(limit=100):
+        pass
+    [event] = [
+        n
+        for n in subscriber.notifications
+        if status_parameters(n)["type"]["valueCode"] == "event-notification"
+    ]
+    response_bundle = event["entry"][1]["resource"]
+    assert response_bundle["resourceType"] == "Bundle" and response_bundle["type"] == "collection"
+    assert response_bundle["entry"][0]["resource"]["resourceType"] == "ClaimResponse"
