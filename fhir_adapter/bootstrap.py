@@ -106,6 +106,7 @@ async def build_container(
             retry_base_seconds=settings.retry_base_seconds,
             member_notice_url=settings.member_notice_url,
             lease_seconds=settings.worker_lease_seconds,
+            answer_within_seconds=settings.answer_within_seconds,
             plan_contact=PlanContact(
                 name=settings.plan_name,
                 phone=settings.plan_phone,

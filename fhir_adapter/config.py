@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     delivery_backoff_base_seconds: float = Field(default=10.0, gt=0)
     delivery_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     delivery_timeout_seconds: float = Field(default=10.0, gt=0)
+    answer_within_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="how long a submission waits for its decision before the worker takes over",
+    )
     worker_enabled: bool = True
     worker_lease_seconds: float = Field(
         default=120.0,

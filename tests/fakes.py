@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -26,10 +27,13 @@ class SwitchableTransport(httpx.AsyncBaseTransport):
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner = inner
         self.down = False
+        self.delay = 0.0  # seconds before answering: a slow server
         self.requests = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.requests += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.down:
             raise httpx.ConnectError("directory down (test)", request=request)
         return await self.inner.handle_async_request(request)

@@ -8,6 +8,7 @@ when the directory is down or the process restarts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -102,6 +103,7 @@ class WorkflowConfig:
     retry_max_seconds: float = 900.0
     lease_seconds: float = 120.0
     member_notice_url: str | None = None
+    answer_within_seconds: float = 10.0
     plan_contact: PlanContact = field(
         default_factory=lambda: PlanContact("Health plan", "-", "711", (), "-", "-")
     )
@@ -369,7 +371,10 @@ class WorkflowService:
                     )
             if is_fulfillment_task(content) and content.get("status") == TaskStatus.RECEIVED:
                 try:
-                    await self.evaluate(result.resource.id)
+                    # PAS spec-7: answer within about 15 s; a slow directory leaves it to the worker.
+                    await asyncio.wait_for(
+                        self.evaluate(result.resource.id), timeout=self.config.answer_within_seconds
+                    )
                 except Exception as exc:  # the request is stored and its job will be retried
                     log.warning(
                         "evaluation of Task/%s failed (%s); the worker will retry",

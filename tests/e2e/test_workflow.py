@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -270,3 +271,39 @@ async def test_bad_requests_are_422_and_store_nothing(
         e.startswith("Bundle.entry[") for i in outcome["issue"] for e in i.get("expression", [])
     )
     assert await count_rows(engine) == before
+
+
+async def test_a_slow_directory_never_holds_the_submitter_past_the_answer_time(
+    settings: Settings,
+    engine: AsyncEngine,
+    flaky: SwitchableTransport,
+    clock: FrozenClock,
+) -> None:
+    """PAS spec-7: answer within about 15 s. The request is stored and received; the worker decides."""
+    settings = settings.model_copy(update={"answer_within_seconds": 0.3})
+    async with httpx.AsyncClient(transport=flaky, base_url="http://directory.test") as http:
+        directory = DirectoryClient(
+            http,
+            DIRECTORY_BASE,
+            network="Organization/medi-cal-network",
+            backoff_seconds=0.001,
+            cache_seconds=0,
+        )
+        store = SqlResourceStore(engine, base_url=settings.fhir_base_url)
+        container = await build_container(settings, store=store, directory=directory, clock=clock)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(container=container)), base_url=BASE_URL
+        ) as client:
+            flaky.delay = 2.0
+            started = asyncio.get_running_loop().time()
+            response = await client.post(
+                "", json=example_request("in-network-specialist-care", "-slow")
+            )
+            assert response.status_code == 200
+            assert asyncio.get_running_loop().time() - started < 1.5
+            [task] = await tasks(client)
+            assert task["status"] == "received"  # stored and on the clock, not yet decided
+            flaky.delay = 0.0
+            assert await container.workflow.run_due_jobs() == 1
+            [task] = await tasks(client)
+            assert task["status"] == "accepted"
