@@ -106,19 +106,7 @@ class SubscriptionService:
             if locked is None:
                 continue
             number = await tx.add_event(found.id, focus.key, now=now)
-            await tx.add_outbox(
-                OutboxItem(
-                    id=str(uuid.uuid4()),
-                    communication_id=focus.id,
-                    destination="subscription",
-                    state="pending",
-                    attempts=0,
-                    created_at=now,
-                    next_attempt_at=now,
-                    subscription_id=found.id,
-                    event_number=number,
-                )
-            )
+            await _queue(tx, found.id, focus.id, number, now)
             sent += 1
         return sent
 
@@ -143,18 +131,7 @@ class SubscriptionService:
                 last = await tx.last_sent(found.id) or locked.last_updated
                 if (now - last).total_seconds() < period:
                     continue
-                await tx.add_outbox(
-                    OutboxItem(
-                        id=str(uuid.uuid4()),
-                        communication_id=found.id,
-                        destination="subscription",
-                        state="pending",
-                        attempts=0,
-                        created_at=now,
-                        next_attempt_at=now,
-                        subscription_id=found.id,
-                    )
-                )
+                await _queue(tx, found.id, found.id, None, now)  # no event number: a heartbeat
                 queued += 1
         return queued
 
@@ -269,3 +246,22 @@ class SubscriptionService:
             if subscription is None:
                 raise NotFoundError(f"Subscription/{subscription_id} is not known")
             return subscription, await tx.event_count(subscription_id)
+
+
+async def _queue(
+    tx: StoreTransaction, subscription_id: str, subject_id: str, event: int | None, now: datetime
+) -> None:
+    """Owe the Subscription a notification (an event, or a heartbeat when `event` is None)."""
+    await tx.add_outbox(
+        OutboxItem(
+            id=str(uuid.uuid4()),
+            communication_id=subject_id,
+            destination="subscription",
+            state="pending",
+            attempts=0,
+            created_at=now,
+            next_attempt_at=now,
+            subscription_id=subscription_id,
+            event_number=event,
+        )
+    )
