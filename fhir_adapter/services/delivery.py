@@ -218,22 +218,16 @@ class DeliveryService:
                     attempt.error,
                 )
             else:
-                delay = min(
-                    self.config.backoff_base_seconds * 2 ** (item.attempts - 1),
-                    self.config.backoff_max_seconds,
-                ) * (0.5 + self.jitter())
+                delay = self._backoff(item)
                 await tx.set_outbox(
-                    item.id,
-                    state="pending",
-                    next_attempt_at=now + timedelta(seconds=delay),
-                    error=attempt.error,
+                    item.id, state="pending", next_attempt_at=now + delay, error=attempt.error
                 )
                 log.info(
                     "delivery %s attempt %d failed (%s); retry in %.0fs",
                     item.id,
                     item.attempts,
                     attempt.error,
-                    delay,
+                    delay.total_seconds(),
                 )
                 return
             updated.pop("meta", None)

@@ -338,24 +338,21 @@ class SqlTransaction:
         self, *, now: datetime, lease_until: datetime, limit: int, overdue: bool = False
     ) -> list[WorkflowJob]:
         jobs = workflow_jobs.c
-        free = or_(jobs.leased_until.is_(None), jobs.leased_until < now)
         if overdue:
-            wanted = and_(jobs.state != "done", jobs.due_at <= now, free)
+            wanted = and_(jobs.state != "done", jobs.due_at <= now)
             order = jobs.due_at
         else:
-            wanted = and_(jobs.state == "evaluate", jobs.next_attempt_at <= now, free)
+            wanted = and_(jobs.state == "evaluate", jobs.next_attempt_at <= now)
             order = jobs.next_attempt_at
-        statement = select(jobs.task_id).where(wanted).order_by(order).limit(limit)
-        if self.is_postgres:  # several workers: each skips what another holds
-            statement = statement.with_for_update(skip_locked=True)
-        ids = [row.task_id for row in await self.conn.execute(statement)]
-        if not ids:
-            return []
-        result = await self.conn.execute(
-            update(workflow_jobs)
-            .where(jobs.task_id.in_(ids))
-            .values(leased_until=lease_until, attempts=jobs.attempts + 1)
-            .returning(jobs.task_id, jobs.state, jobs.due_at, jobs.next_attempt_at, jobs.attempts)
+        result = await self._lease(
+            workflow_jobs,
+            jobs.task_id,
+            wanted,
+            order,
+            now=now,
+            limit=limit,
+            lease_until=lease_until,
+            returning=(jobs.task_id, jobs.state, jobs.due_at, jobs.next_attempt_at, jobs.attempts),
         )
         return [
             WorkflowJob(r.task_id, r.state, r.due_at, r.next_attempt_at, r.attempts) for r in result
@@ -437,27 +434,48 @@ class SqlTransaction:
             for r in await self.conn.execute(statement)
         ]
 
+    async def _lease(
+        self,
+        table: Table,
+        key: Any,
+        wanted: ColumnElement[bool],
+        order: Any,
+        *,
+        now: datetime,
+        limit: int,
+        lease_until: datetime,
+        returning: Sequence[Any],
+    ) -> Sequence[Any]:
+        """Lease up to `limit` wanted rows no worker holds: pick them (skipping rows another worker
+        has locked, on PostgreSQL), mark them leased, count the attempt. Returns the leased rows."""
+        free = or_(table.c.leased_until.is_(None), table.c.leased_until < now)
+        statement = select(key).where(wanted, free).order_by(order).limit(limit)
+        if self.is_postgres:  # several workers: each skips what another holds
+            statement = statement.with_for_update(skip_locked=True)
+        ids = [row[0] for row in await self.conn.execute(statement)]
+        if not ids:
+            return []
+        result = await self.conn.execute(
+            update(table)
+            .where(key.in_(ids))
+            .values(leased_until=lease_until, attempts=table.c.attempts + 1)
+            .returning(*returning)
+        )
+        return result.all()
+
     async def claim_outbox(
         self, *, now: datetime, lease_until: datetime, limit: int
     ) -> list[OutboxItem]:
         c = outbox.c
-        free = or_(c.leased_until.is_(None), c.leased_until < now)
-        statement = (
-            select(c.id)
-            .where(c.state == "pending", c.next_attempt_at <= now, free)
-            .order_by(c.next_attempt_at)
-            .limit(limit)
-        )
-        if self.is_postgres:
-            statement = statement.with_for_update(skip_locked=True)
-        ids = [row.id for row in await self.conn.execute(statement)]
-        if not ids:
-            return []
-        result = await self.conn.execute(
-            update(outbox)
-            .where(c.id.in_(ids))
-            .values(leased_until=lease_until, attempts=c.attempts + 1)
-            .returning(*_OUTBOX_COLUMNS)
+        result = await self._lease(
+            outbox,
+            c.id,
+            and_(c.state == "pending", c.next_attempt_at <= now),
+            c.next_attempt_at,
+            now=now,
+            limit=limit,
+            lease_until=lease_until,
+            returning=_OUTBOX_COLUMNS,
         )
         return [_outbox_item(row) for row in result]
 
