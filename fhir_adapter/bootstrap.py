@@ -16,6 +16,10 @@ from fhir_adapter.delivery.http import HttpDeliverer
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.notices import PlanContact
 from fhir_adapter.ports import ResourceStore
+from fhir_adapter.security.issuer import BuiltInIssuer, IssuerUrls
+from fhir_adapter.security.ratelimit import RateLimiter
+from fhir_adapter.security.tokens import KeySource, RemoteKeys, StaticKeys, TokenVerifier
+from fhir_adapter.services.audit import AuditTrail
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.delivery import DeliveryConfig, DeliveryService
 from fhir_adapter.services.prior_auth import PriorAuthService
@@ -50,10 +54,15 @@ class Container:
     prior_auth: PriorAuthService
     delivery: DeliveryService
     subscriptions: SubscriptionService
+    tokens: TokenVerifier
+    issuer: BuiltInIssuer | None
+    rate_limiter: RateLimiter
+    audit: AuditTrail
     started: datetime
     http: list[httpx.AsyncClient] = field(default_factory=list)
 
     async def aclose(self) -> None:
+        await self.audit.close()
         for client in self.http:
             await client.aclose()
         await self.store.close()
@@ -139,6 +148,7 @@ async def build_container(
         clock=clock,
         subscriptions=subscriptions,
     )
+    issuer, tokens = await build_authentication(settings, store, http)
     container = Container(
         settings=settings,
         store=store,
@@ -148,11 +158,61 @@ async def build_container(
         prior_auth=PriorAuthService(resources, bundles),
         delivery=delivery,
         subscriptions=subscriptions,
+        tokens=tokens,
+        issuer=issuer,
+        rate_limiter=RateLimiter(settings.rate_limit),
+        audit=AuditTrail(store, flush_seconds=settings.audit_flush_seconds, clock=clock),
         started=datetime.now(UTC),
         http=http,
     )
     await ensure_plan_organization(container)
     return container
+
+
+async def build_authentication(
+    settings: Settings, store: ResourceStore, http: list[httpx.AsyncClient]
+) -> tuple[BuiltInIssuer | None, TokenVerifier]:
+    """An external issuer when one is configured, else the built-in one (SMART Backend Services)."""
+    audience = settings.token_audience
+    if settings.auth_issuer:
+        keys: KeySource
+        if settings.auth_jwks_file is not None:
+            keys = StaticKeys(json.loads(settings.auth_jwks_file.read_text()))
+        elif settings.auth_jwks_url:
+            http.append(httpx.AsyncClient(timeout=settings.directory_timeout_seconds))
+            keys = RemoteKeys(
+                http[-1], settings.auth_jwks_url, refresh_seconds=settings.auth_jwks_refresh_seconds
+            )
+        else:
+            raise ValueError(
+                "FHIR_ADAPTER_AUTH_ISSUER needs FHIR_ADAPTER_AUTH_JWKS_URL or FHIR_ADAPTER_AUTH_JWKS_FILE"
+            )
+        verifier = TokenVerifier(
+            keys,
+            issuer=settings.auth_issuer,
+            audience=audience,
+            leeway_seconds=settings.auth_leeway_seconds,
+        )
+        return None, verifier
+    origin = settings.public_origin
+    issuer = await BuiltInIssuer.load(
+        store,
+        IssuerUrls(
+            issuer=f"{origin}/auth",
+            token_endpoint=f"{origin}/auth/token",
+            jwks_uri=f"{origin}/auth/jwks",
+            audience=audience,
+        ),
+        lifetime_seconds=settings.auth_token_lifetime_seconds,
+        leeway_seconds=settings.auth_leeway_seconds,
+    )
+    verifier = TokenVerifier(
+        issuer.key_source(),
+        issuer=issuer.urls.issuer,
+        audience=audience,
+        leeway_seconds=settings.auth_leeway_seconds,
+    )
+    return issuer, verifier
 
 
 @cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -23,6 +24,11 @@ outbox_app = typer.Typer(
     help="Deliveries owed: list them, retry failed ones.", no_args_is_help=True
 )
 app.add_typer(outbox_app, name="outbox")
+clients_app = typer.Typer(
+    help="Systems allowed to get access tokens from the built-in authorization server.",
+    no_args_is_help=True,
+)
+app.add_typer(clients_app, name="clients")
 
 
 def configure_logging(level: str) -> None:
@@ -97,12 +103,26 @@ def demo(
     url: str = typer.Option(
         None, help="FHIR base of a running service; default: start one in-process"
     ),
+    client_id: str = typer.Option(None, help="with --url: a client registered for system/*.cruds"),
+    key: Path = typer.Option(
+        None, exists=True, dir_okay=False, help="with --url: that client's private key (PEM)"
+    ),
+    kid: str = typer.Option(None, help="with --url: the key's kid in the registered JWKS"),
 ) -> None:
     """Submit the example second-opinion requests and print each one's way through the workflow."""
     from fhir_adapter.demo import DEFAULT_PATHS, run_demo
+    from fhir_adapter.security.client import ClientCredentials, load_private_key
 
     logging.basicConfig(level=logging.WARNING)
-    good = asyncio.run(run_demo(url))
+    credentials = None
+    if url:
+        if not client_id or key is None:
+            typer.echo(
+                "error: --url needs --client-id and --key (see fhir-adapter clients add)", err=True
+            )
+            raise typer.Exit(code=2)
+        credentials = ClientCredentials(client_id, load_private_key(key), kid)
+    good = asyncio.run(run_demo(url, credentials=credentials))
     raise typer.Exit(code=0 if good == len(DEFAULT_PATHS) else 1)
 
 
@@ -175,6 +195,67 @@ def outbox_retry(
             await container.aclose()
 
     typer.echo(f"{asyncio.run(run())} delivery(ies) queued again")
+
+
+@clients_app.command("add")
+def clients_add(
+    name: str = typer.Argument(..., help="a name for the system, e.g. 'payer-um'"),
+    jwks: Path = typer.Option(..., exists=True, dir_okay=False, help="its public keys (JWKS)"),
+    scope: str = typer.Option(
+        ..., help='the most it may ask for, e.g. "system/Task.cru system/ClaimResponse.rs"'
+    ),
+    patient: str = typer.Option(
+        None, help="a member-facing client: the Patient id its tokens are for"
+    ),
+) -> None:
+    """Register a system with the built-in authorization server; prints its client id."""
+    from fhir_adapter.bootstrap import build_container
+    from fhir_adapter.security.issuer import register_client
+
+    async def run() -> tuple[str, str]:
+        container = await build_container(Settings())
+        try:
+            client = await register_client(
+                container.store,
+                name=name,
+                jwks=json.loads(jwks.read_text()),
+                scope=scope,
+                patient=patient,
+            )
+            assert container.issuer is not None, "an external issuer is configured"
+            return client.client_id, container.issuer.urls.token_endpoint
+        finally:
+            await container.aclose()
+
+    try:
+        client_id, token_url = asyncio.run(run())
+    except (ValueError, json.JSONDecodeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"client_id: {client_id}")
+    typer.echo(f"token endpoint: {token_url}")
+
+
+@clients_app.command("list")
+def clients_list() -> None:
+    """List the systems registered with the built-in authorization server."""
+    from fhir_adapter.bootstrap import build_container
+
+    async def run() -> list[str]:
+        container = await build_container(Settings())
+        try:
+            async with container.store.transaction(write=False) as tx:
+                clients = await tx.list_clients()
+        finally:
+            await container.aclose()
+        return [
+            f"{c.client_id}  {c.name}  scope={c.scope!r}"
+            + (f"  patient={c.patient}" if c.patient else "")
+            for c in clients
+        ]
+
+    lines = asyncio.run(run())
+    typer.echo("\n".join(lines) if lines else "no clients registered")
 
 
 @app.command()

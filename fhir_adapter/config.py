@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import urlsplit
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -65,6 +68,26 @@ class Settings(BaseSettings):
     worker_interval_seconds: float = Field(default=2.0, gt=0)
     retry_base_seconds: float = Field(default=30.0, gt=0)
 
+    # Security (issue #5). Without an external issuer the built-in SMART Backend Services
+    # authorization server issues the tokens (`fhir-adapter clients add`).
+    auth_issuer: str | None = Field(
+        default=None, description="external OAuth issuer whose JWT access tokens are accepted"
+    )
+    auth_jwks_url: str | None = None
+    auth_jwks_file: Path | None = None
+    auth_audience: str | None = Field(default=None, description="default: the FHIR base URL")
+    auth_token_endpoint: str | None = Field(
+        default=None, description="the external issuer's token endpoint, for smart-configuration"
+    )
+    auth_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    auth_token_lifetime_seconds: int = Field(default=300, ge=30, le=3600)
+    auth_jwks_refresh_seconds: float = Field(default=60.0, ge=0)
+    rate_limit: str = Field(
+        default="1200/minute", description="per client, `limits` notation; empty: no limit"
+    )
+    cors_origins: str = Field(default="", description="comma-separated; empty: CORS off")
+    audit_flush_seconds: float = Field(default=0.5, gt=0, le=60)
+
     @field_validator("database_url")
     @classmethod
     def _use_async_driver(cls, url: str) -> str:
@@ -87,6 +110,16 @@ class Settings(BaseSettings):
     @property
     def effective_directory_url(self) -> str:
         return (self.directory_url or self.built_in_directory_url).rstrip("/")
+
+    @property
+    def public_origin(self) -> str:
+        """scheme://host[:port] of the public FHIR base: where /auth lives."""
+        parts = urlsplit(self.fhir_base_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def token_audience(self) -> str:
+        return (self.auth_audience or self.fhir_base_url).rstrip("/")
 
     @property
     def fhir_base_url(self) -> str:

@@ -19,6 +19,12 @@ from pathlib import Path
 import httpx
 
 from fhir_adapter.bootstrap import examples_dir
+from fhir_adapter.security.client import (
+    ClientCredentials,
+    discover_token_endpoint,
+    new_ec_key,
+    request_token,
+)
 from fhir_adapter.workflow.codes import (
     PAS_AUTHORIZED_PROVIDER,
     PAS_REVIEW_ACTION,
@@ -37,9 +43,13 @@ DEFAULT_PATHS = (
 )
 
 
+DEMO_SCOPE = "system/*.cruds"
+
+
 @contextlib.asynccontextmanager
-async def in_process_service() -> AsyncIterator[str]:
-    """A real server on a free loopback port with a throwaway SQLite database; yields its FHIR base."""
+async def in_process_service() -> AsyncIterator[tuple[str, ClientCredentials]]:
+    """A real server on a free loopback port with a throwaway SQLite database; yields its FHIR
+    base and the credentials of a demo system registered with its built-in token endpoint."""
     import uvicorn
 
     from fhir_adapter.api.app import create_app
@@ -67,28 +77,62 @@ async def in_process_service() -> AsyncIterator[str]:
                 raise RuntimeError("the in-process service did not start")
             await asyncio.sleep(0.05)
         try:
-            yield settings.fhir_base_url
+            yield settings.fhir_base_url, await _register_demo_client(settings.database_url)
         finally:
             server.should_exit = True
             await task
+
+
+async def _register_demo_client(database_url: str) -> ClientCredentials:
+    from fhir_adapter.security.issuer import register_client
+    from fhir_adapter.store.sql import SqlResourceStore, create_engine
+
+    private, kid, jwks = new_ec_key()
+    engine = create_engine(database_url)
+    try:
+        client = await register_client(
+            SqlResourceStore(engine), name="fhir-adapter demo", jwks=jwks, scope=DEMO_SCOPE
+        )
+    finally:
+        await engine.dispose()
+    return ClientCredentials(client.client_id, private, kid)
 
 
 async def run_demo(
     base_url: str | None,
     paths: tuple[str, ...] = DEFAULT_PATHS,
     *,
+    credentials: ClientCredentials | None = None,
     say: Callable[[str], None] = print,
 ) -> int:
     """Walk the example paths; returns how many ended as the example says they should."""
     if base_url:
-        return await _walk(base_url.rstrip("/"), paths, say)
-    async with in_process_service() as url:
+        if credentials is None:
+            raise ValueError(
+                "a running service needs --client-id and --key (fhir-adapter clients add)"
+            )
+        return await _walk(base_url.rstrip("/"), paths, say, credentials)
+    async with in_process_service() as (url, registered):
         say(f"Started fhir-adapter in this process at {url} (SQLite in a temporary folder)")
-        return await _walk(url, paths, say)
+        return await _walk(url, paths, say, registered)
 
 
-async def _walk(base_url: str, paths: tuple[str, ...], say: Callable[[str], None]) -> int:
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+async def _walk(
+    base_url: str,
+    paths: tuple[str, ...],
+    say: Callable[[str], None],
+    credentials: ClientCredentials,
+) -> int:
+    async with httpx.AsyncClient(timeout=30) as http:
+        token_url = await discover_token_endpoint(http, base_url)
+        token = await request_token(http, token_url, credentials, DEMO_SCOPE)
+    say(
+        f"Access token from {token_url} (SMART Backend Services, client {credentials.client_id},"
+        f" {credentials.algorithm} assertion): scope '{token['scope']}',"
+        f" expires in {token['expires_in']} s"
+    )
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=headers) as client:
         metadata = await client.get("/metadata")
         metadata.raise_for_status()
         say(f"FHIR {metadata.json()['fhirVersion']} server: {base_url}\n")

@@ -4,7 +4,9 @@ Our exception hierarchy (HTTP status, default issue code):
 
 * AdapterError                      500 exception
   + InvalidRequestError             400 invalid     malformed JSON, wrong structure, bad search values
-  + NotFoundError                   404 not-found   unknown resource or version
+  + AuthenticationError             401 login       no, or no valid, bearer token
+  + ForbiddenError                  403 forbidden   the token's scopes do not allow it
+  + NotFoundError                   404 not-found   unknown resource or version (or not the caller's)
     - UnknownResourceTypeError      404 not-supported
   + MethodNotAllowedError           405 not-supported
   + NotAcceptableError              406 not-supported
@@ -14,6 +16,7 @@ Our exception hierarchy (HTTP status, default issue code):
   + PayloadTooLargeError            413 too-long
   + UnsupportedMediaTypeError       415 not-supported
   + UnprocessableEntityError        422 processing  profile or business-rule violations
+  + TooManyRequestsError            429 throttled   the client's rate limit is spent
   + TemporarilyUnavailableError     503 transient   try again later; nothing accepted is lost
     - DirectoryUnavailableError     503 transient   the provider directory did not answer usefully
 """
@@ -46,10 +49,36 @@ class AdapterError(Exception):
     def operation_outcome(self) -> dict[str, Any]:
         return make_outcome(self.issues)
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer must carry (WWW-Authenticate, Retry-After, ...)."""
+        return {}
+
 
 class InvalidRequestError(AdapterError):
     status_code = 400
     issue_code = "invalid"
+
+
+class AuthenticationError(AdapterError):
+    """RFC 6750: no token (no error code) or a bad one (`invalid_token`)."""
+
+    status_code = 401
+    issue_code = "login"
+
+    def __init__(self, diagnostics: str, *, error: str | None = "invalid_token") -> None:
+        super().__init__(diagnostics)
+        self.error = error
+
+    def headers(self) -> dict[str, str]:
+        challenge = 'Bearer realm="fhir-adapter"'
+        if self.error:
+            challenge += f', error="{self.error}"'
+        return {"WWW-Authenticate": challenge}
+
+
+class ForbiddenError(AdapterError):
+    status_code = 403
+    issue_code = "forbidden"
 
 
 class NotFoundError(AdapterError):
@@ -64,6 +93,15 @@ class UnknownResourceTypeError(NotFoundError):
 class MethodNotAllowedError(AdapterError):
     status_code = 405
     issue_code = "not-supported"
+
+    def __init__(
+        self, diagnostics: str = "", *, expression: str | None = None, allow: str = "GET, POST, PUT"
+    ) -> None:
+        super().__init__(diagnostics, expression=expression)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow}
 
 
 class NotAcceptableError(AdapterError):
@@ -98,6 +136,18 @@ class UnsupportedMediaTypeError(AdapterError):
 class UnprocessableEntityError(AdapterError):
     status_code = 422
     issue_code = "processing"
+
+
+class TooManyRequestsError(AdapterError):
+    status_code = 429
+    issue_code = "throttled"
+
+    def __init__(self, diagnostics: str, *, retry_after: int) -> None:
+        super().__init__(diagnostics)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class TemporarilyUnavailableError(AdapterError):

@@ -72,6 +72,26 @@ class SubscriptionEvent:
     occurred_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """The built-in authorization server's token signing key (PEM, PKCS#8)."""
+
+    kid: str
+    algorithm: str
+    private_pem: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    """A system registered with the built-in authorization server (`fhir-adapter clients add`)."""
+
+    client_id: str
+    name: str
+    jwks: dict[str, Any]  # its public keys, for its client assertions
+    scope: str  # the most its tokens may carry
+    patient: str | None = None  # a member-facing client's patient (tokens carry `patient`)
+
+
 class StoreTransaction(Protocol):
     """Reads and writes inside one database transaction: all of it commits, or none of it."""
 
@@ -166,6 +186,24 @@ class StoreTransaction(Protocol):
 
     async def retry_outbox(self, *, now: datetime, ids: Iterable[str] | None = None) -> int:
         """Put failed deliveries (all, or the given ones) back in the queue; returns how many."""
+        ...
+
+    async def signing_key(self) -> SigningKey | None:
+        """The newest token signing key, if one was made."""
+        ...
+
+    async def add_signing_key(self, key: SigningKey, *, now: datetime) -> None: ...
+
+    async def get_client(self, client_id: str) -> ClientRecord | None: ...
+
+    async def list_clients(self) -> list[ClientRecord]: ...
+
+    async def add_client(self, client: ClientRecord, *, now: datetime) -> None: ...
+
+    async def use_assertion(
+        self, client_id: str, jti: str, *, expires_at: datetime, now: datetime
+    ) -> bool:
+        """Record a client assertion's `jti`; False if it was used before (a replay)."""
         ...
 
     async def set_job(

@@ -7,12 +7,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from fhir_adapter import __version__
 from fhir_adapter.api import handlers
 from fhir_adapter.api.fhir_http import check_negotiation
-from fhir_adapter.api.middleware import AccessLog, BodySizeLimit, CatchUnexpected
-from fhir_adapter.api.routes import metadata, operations, resources, system
+from fhir_adapter.api.middleware import (
+    AccessLog,
+    AuditLog,
+    BodySizeLimit,
+    CatchUnexpected,
+    SecurityHeaders,
+)
+from fhir_adapter.api.routes import auth, metadata, operations, resources, system
+from fhir_adapter.api.security import authenticate
 from fhir_adapter.bootstrap import Container, build_container, demo_directory_file
 from fhir_adapter.config import Settings
 from fhir_adapter.directory.demo import directory_router, load_directory
@@ -45,12 +53,14 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             if settings.worker_enabled
             else None
         )
+        auditor = asyncio.create_task(built.audit.run(stop))
         try:
             yield
         finally:
             stop.set()
             if worker is not None:
                 await worker
+            await auditor
             await built.aclose()
 
     app = FastAPI(
@@ -65,16 +75,44 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         app.state.container = container
     handlers.install(app)
     negotiated = [Depends(check_negotiation)]
+    # Everything under /fhir needs a token except discovery; a router added here later is
+    # protected by the same dependency unless it is deliberately listed as public.
+    protected = [Depends(check_negotiation), Depends(authenticate)]
     app.include_router(metadata.router, prefix="/fhir", dependencies=negotiated)
-    app.include_router(system.router, prefix="/fhir", dependencies=negotiated)
-    app.include_router(operations.router, prefix="/fhir", dependencies=negotiated)
-    app.include_router(resources.router, prefix="/fhir", dependencies=negotiated)
+    app.include_router(auth.discovery, prefix="/fhir")
+    app.include_router(auth.authorization, prefix="/auth")
+    app.include_router(system.router, prefix="/fhir", dependencies=protected)
+    app.include_router(operations.router, prefix="/fhir", dependencies=protected)
+    app.include_router(resources.router, prefix="/fhir", dependencies=protected)
     if settings.directory_url is None:  # contract §1: the built-in demo directory
         app.include_router(
             directory_router(load_directory(demo_directory_file())), prefix="/directory/fhir"
         )
         app.include_router(ehr_router(), prefix="/ehr")  # where the demo Endpoints point
     app.add_middleware(CatchUnexpected)
+    app.add_middleware(
+        AuditLog,
+        trail=lambda: getattr(getattr(app.state, "container", None), "audit", None),
+        clock=lambda: (app.state.container.workflow.clock)(),
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:  # off unless configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Accept",
+                "If-Match",
+                "If-None-Match",
+                "If-None-Exist",
+                "Prefer",
+            ],
+            expose_headers=["Location", "ETag", "Last-Modified", "Content-Location"],
+        )
+    app.add_middleware(SecurityHeaders, hsts=settings.fhir_base_url.startswith("https://"))
     app.add_middleware(AccessLog)
     return app

@@ -38,8 +38,7 @@ async def _adapter_error(request: Request, exc: Exception) -> Response:
         exc.status_code,
         ",".join(i.code for i in exc.issues),
     )
-    headers = {"Allow": "GET, POST, PUT"} if isinstance(exc, MethodNotAllowedError) else None
-    return FhirResponse(exc.operation_outcome(), exc.status_code, headers)
+    return FhirResponse(exc.operation_outcome(), exc.status_code, exc.headers() or None)
 
 
 async def _starlette_error(request: Request, exc: Exception) -> Response:

@@ -133,3 +133,134 @@ class AccessLog:
                 status["code"],
                 (time.perf_counter() - started) * 1000,
             )
+
+
+class SecurityHeaders:
+    """Headers every answer carries: PHI is never cached, sniffed, framed or sent as a referrer."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
+        self.app = app
+        self.headers = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"cross-origin-resource-policy", b"same-origin"),
+        ]
+        if hsts:
+            self.headers.append((b"strict-transport-security", b"max-age=31536000"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        docs = scope["path"] in ("/docs", "/openapi.json", "/docs/oauth2-redirect")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in self.headers if h[0] not in present)
+                if b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                if not docs:  # the API docs page loads its scripts; the FHIR API loads none
+                    headers.append(
+                        (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+                    )
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class AuditLog:
+    """An AuditEvent for every `/fhir` request but discovery (metadata, smart-configuration):
+    reads, searches, writes, operations, and refused ones (401, 403) too."""
+
+    _PUBLIC = ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
+
+    def __init__(self, app: ASGIApp, *, trail: Any, clock: Any) -> None:
+        self.app = app
+        self.trail = trail  # services.audit.AuditTrail, or a callable returning it
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/fhir") or path in self._PUBLIC:
+            await self.app(scope, receive, send)
+            return
+        status: dict[str, Any] = {"code": 500, "location": None}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"location":
+                        status["location"] = value.decode("latin-1")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            self._record(scope, status["code"], status["location"])
+
+    def _record(self, scope: Scope, status: int, location: str | None) -> None:
+        from fhir_adapter.access.audit import AuditRecord
+
+        access = scope.get("state", {}).get("access")
+        interaction, resource_type, resource_id, operation = classify(
+            scope["method"], scope["path"], location
+        )
+        client = scope.get("client")
+        trail = self.trail() if callable(self.trail) else self.trail
+        if trail is None:
+            return
+        trail.record(
+            AuditRecord(
+                interaction=interaction,
+                status=status,
+                recorded=self.clock(),
+                client_id=access.client_id if access else None,
+                address=client[0] if client else None,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                operation=operation,
+                patient=access.patient if access else None,
+            )
+        )
+
+
+def classify(
+    method: str, path: str, location: str | None
+) -> tuple[str, str | None, str | None, str | None]:
+    """(restful-interaction, resource type, id, operation) of a `/fhir` request path."""
+    parts = [p for p in path.split("/")[2:] if p]
+    operation = next((p for p in parts if p.startswith("$")), None)
+    if operation:
+        resource_type = parts[0] if parts and not parts[0].startswith("$") else None
+        resource_id = parts[1] if len(parts) > 2 else None
+        return "operation", resource_type, resource_id, operation
+    if not parts:
+        return "transaction", None, None, None
+    resource_type = parts[0]
+    if len(parts) == 1:
+        if method == "POST":
+            created = _created_id(location, resource_type)
+            return "create", resource_type, created, None
+        return "search-type", resource_type, None, None
+    if parts[1] == "_search":
+        return "search-type", resource_type, None, None
+    resource_id = parts[1]
+    if method == "PUT":
+        return "update", resource_type, resource_id, None
+    if len(parts) >= 3 and parts[2] == "_history":
+        return ("vread" if len(parts) > 3 else "history-instance"), resource_type, resource_id, None
+    return "read", resource_type, resource_id, None
+
+
+def _created_id(location: str | None, resource_type: str) -> str | None:
+    if not location:
+        return None
+    marker = f"/{resource_type}/"
+    if marker not in location:
+        return None
+    return location.split(marker, 1)[1].split("/", 1)[0] or None

@@ -393,6 +393,8 @@ class SearchQuery:
     summary_count: bool
     applied: tuple[tuple[str, str], ...]  # the parameters honoured, for the `self` link
     with_total: bool = True  # False: skip counting (conditional creates only need two matches)
+    # (reference parameters, Patient id): only that patient's compartment (access/compartment.py)
+    compartment: tuple[tuple[str, ...], str] | None = None
 
 
 _DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from fhir_adapter.access.guard import UNRESTRICTED, Guard
+from fhir_adapter.access.scopes import Interaction
 from fhir_adapter.errors import (
     AdapterError,
     InvalidRequestError,
@@ -23,7 +25,10 @@ from fhir_adapter.services.resources import (
     ResourceService,
     WriteResult,
     check_body_type,
+    check_match_visible,
+    require_client_writable,
     require_served,
+    search_guarded,
 )
 
 log = logging.getLogger(__name__)
@@ -61,7 +66,9 @@ class BundleService:
         self.resources = resources
         self.max_entries = max_entries
 
-    async def process(self, body: Any, *, return_resources: bool = True) -> dict[str, Any]:
+    async def process(
+        self, body: Any, *, return_resources: bool = True, guard: Guard = UNRESTRICTED
+    ) -> dict[str, Any]:
         """Answer a transaction or batch Bundle with its transaction-/batch-response."""
         if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
             raise InvalidRequestError(
@@ -76,11 +83,14 @@ class BundleService:
             )
         if body.get("type") == "transaction":
             validate_resource(body)  # every entry at once: a transaction stands or falls whole
-            return await self._transaction(self._parse_entries(body), return_resources)
+            entries = self._parse_entries(body)
+            for entry in entries:  # all or nothing: one entry the caller may not make stops all
+                _authorize(entry, guard)
+            return await self._transaction(entries, return_resources, guard)
         if body.get("type") == "batch":
             # Entries are validated one by one, so one bad entry fails alone.
             validate_resource({**body, "entry": [_without_resource(e) for e in entries]})
-            return await self._batch(self._parse_entries(body), return_resources)
+            return await self._batch(self._parse_entries(body), return_resources, guard)
         validate_resource(body)
         raise InvalidRequestError(
             f"Bundle.type '{body.get('type')}' cannot be processed here; use transaction or batch",
@@ -181,12 +191,14 @@ class BundleService:
 
     # -- transaction --------------------------------------------------------------------------
 
-    async def _transaction(self, entries: list[_Entry], return_resources: bool) -> dict[str, Any]:
+    async def _transaction(
+        self, entries: list[_Entry], return_resources: bool, guard: Guard
+    ) -> dict[str, Any]:
         self._check_identities(entries)
         service = self.resources
         writes = sorted((e for e in entries if e.method != "GET"), key=lambda e: _ORDER[e.method])
         async with service.store.transaction() as tx:
-            mapping = await self._assign_ids(tx, entries)
+            mapping = await self._assign_ids(tx, entries, guard)
             pending = frozenset(
                 f"{e.resource_type}/{e.id}"
                 for e in entries
@@ -196,11 +208,11 @@ class BundleService:
                 if entry.resource is not None and mapping:
                     entry.resource = rewrite_references(entry.resource, mapping)
             for entry in writes:
-                await self._execute(tx, entry, pending, return_resources, validate=False)
+                await self._execute(tx, entry, pending, return_resources, guard, validate=False)
             await self._run_hooks(tx, writes, return_resources)
             for entry in entries:
                 if entry.method == "GET":
-                    await self._execute(tx, entry, pending, return_resources, validate=False)
+                    await self._execute(tx, entry, pending, return_resources, guard, validate=False)
         log.info("transaction committed with %d entries", len(entries))
         await service.hooks.after_commit([e.result for e in writes if e.result is not None])
         return {
@@ -253,7 +265,9 @@ class BundleService:
         if issues:
             raise InvalidRequestError(issues=issues)
 
-    async def _assign_ids(self, tx: StoreTransaction, entries: list[_Entry]) -> dict[str, str]:
+    async def _assign_ids(
+        self, tx: StoreTransaction, entries: list[_Entry], guard: Guard
+    ) -> dict[str, str]:
         """Give every POST an id (or the resource its condition matches); map fullUrls to `Type/id`.
 
         POSTs are taken in reference order, so a condition computed from a resource (the workflow's
@@ -278,6 +292,10 @@ class BundleService:
                 except AdapterError as exc:
                     raise _located(exc, entry) from exc
             if existing is not None:
+                try:
+                    check_match_visible(guard, existing)
+                except AdapterError as exc:
+                    raise _located(exc, entry) from exc
                 entry.id = existing.id
                 entry.response = bundles.write_response_entry(
                     self.resources.base_url, existing, "200 OK", include_resource=True
@@ -294,11 +312,14 @@ class BundleService:
         entry: _Entry,
         pending: frozenset[str],
         return_resources: bool,
+        guard: Guard,
         *,
         validate: bool,
     ) -> None:
         try:
-            await self._execute_entry(tx, entry, pending, return_resources, validate=validate)
+            await self._execute_entry(
+                tx, entry, pending, return_resources, guard, validate=validate
+            )
         except AdapterError as exc:
             raise _located(exc, entry) from exc
 
@@ -308,6 +329,7 @@ class BundleService:
         entry: _Entry,
         pending: frozenset[str],
         return_resources: bool,
+        guard: Guard,
         *,
         validate: bool,
     ) -> None:
@@ -322,7 +344,7 @@ class BundleService:
             if validate:
                 validate_resource(entry.resource, path=path)
             entry.result = await service.create_in(
-                tx, entry.resource, path=path, pending=pending, id=entry.id
+                tx, entry.resource, path=path, pending=pending, id=entry.id, guard=guard
             )
             entry.status = "201 Created"
             entry.response = bundles.write_response_entry(
@@ -333,20 +355,27 @@ class BundleService:
             if validate:
                 validate_resource(entry.resource, path=path)
             entry.result = await service.update_in(
-                tx, entry.resource, if_match=entry.if_match, path=path, pending=pending
+                tx,
+                entry.resource,
+                if_match=entry.if_match,
+                path=path,
+                pending=pending,
+                guard=guard,
             )
             entry.status = "201 Created" if entry.result.created else "200 OK"
             entry.response = bundles.write_response_entry(
                 base, entry.result.resource, entry.status, include_resource=return_resources
             )
         else:
-            entry.response = await self._read_entry(tx, entry)
+            entry.response = await self._read_entry(tx, entry, guard)
 
-    async def _read_entry(self, tx: StoreTransaction, entry: _Entry) -> dict[str, Any]:
+    async def _read_entry(
+        self, tx: StoreTransaction, entry: _Entry, guard: Guard
+    ) -> dict[str, Any]:
         service, base = self.resources, self.resources.base_url
         if entry.query is not None:
             query = service.parse_query(entry.resource_type, entry.query)
-            page = await tx.search(query)
+            page = await search_guarded(tx, query, guard)
             return {
                 "resource": bundles.searchset(base, query, page),
                 "response": {"status": "200 OK"},
@@ -358,7 +387,7 @@ class BundleService:
             found = await tx.vread(entry.resource_type, entry.id, int(entry.version))
         else:
             found = None
-        if found is None:
+        if found is None or not guard.visible(found.content):
             raise NotFoundError(f"{entry.url} is not known", expression=f"{entry.path}.request.url")
         return {
             "fullUrl": f"{base}/{found.key}",
@@ -368,14 +397,19 @@ class BundleService:
 
     # -- batch --------------------------------------------------------------------------------
 
-    async def _batch(self, entries: list[_Entry], return_resources: bool) -> dict[str, Any]:
+    async def _batch(
+        self, entries: list[_Entry], return_resources: bool, guard: Guard
+    ) -> dict[str, Any]:
         for entry in entries:
             if entry.response:  # failed while parsing
                 continue
             try:
+                _authorize(entry, guard)
                 async with self.resources.store.transaction(write=entry.method != "GET") as tx:
-                    await self._assign_ids(tx, [entry])
-                    await self._execute(tx, entry, frozenset(), return_resources, validate=True)
+                    await self._assign_ids(tx, [entry], guard)
+                    await self._execute(
+                        tx, entry, frozenset(), return_resources, guard, validate=True
+                    )
                     if entry.result is not None:
                         await self._run_hooks(tx, [entry], return_resources)
             except AdapterError as exc:
@@ -394,6 +428,22 @@ class BundleService:
             "type": "batch-response",
             "entry": [e.response for e in entries],
         }
+
+
+def _authorize(entry: _Entry, guard: Guard) -> None:
+    """The entry's interaction must be one the caller's scopes allow on its type."""
+    interaction: Interaction = (
+        "c"
+        if entry.method == "POST"
+        else "u"
+        if entry.method == "PUT"
+        else "s"
+        if entry.query is not None
+        else "r"
+    )
+    if interaction in ("c", "u"):
+        require_client_writable(entry.resource_type)
+    guard.require(entry.resource_type, interaction, expression=f"{entry.path}.request")
 
 
 def _located(exc: AdapterError, entry: _Entry) -> AdapterError:

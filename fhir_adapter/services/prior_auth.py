@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from fhir_adapter.access.guard import UNRESTRICTED, Guard
 from fhir_adapter.errors import (
     InvalidRequestError,
     TemporarilyUnavailableError,
@@ -32,7 +33,8 @@ class PriorAuthService:
         self.resources = resources
         self.bundles = bundles
 
-    async def submit(self, body: Any) -> dict[str, Any]:
+    async def submit(self, body: Any, *, guard: Guard = UNRESTRICTED) -> dict[str, Any]:
+        """Store and decide a PAS request Bundle; `guard` checks the caller may create each entry."""
         entries = self._check(body)
         claim_entry = entries[0]
         claim = claim_entry["resource"]
@@ -65,6 +67,10 @@ class PriorAuthService:
                 }
             ],
         }
+        for index, entry in enumerate(entries):
+            guard.require(
+                entry["resource"]["resourceType"], "c", expression=f"Bundle.entry[{index}]"
+            )
         answer = await self.bundles.process(transaction)
         keys = [e["response"]["location"].split("/_history")[0] for e in answer["entry"]]
         task_key = keys[-1]

@@ -11,8 +11,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
+from fhir_adapter.access.guard import UNRESTRICTED, Guard
 from fhir_adapter.errors import (
+    ForbiddenError,
     InvalidRequestError,
+    MethodNotAllowedError,
     NotFoundError,
     PreconditionFailedError,
     UnknownResourceTypeError,
@@ -112,9 +115,16 @@ class ResourceService:
     # -- single-resource interactions ---------------------------------------------------------
 
     async def create(
-        self, resource_type: str, body: Any, *, if_none_exist: str | None = None
+        self,
+        resource_type: str,
+        body: Any,
+        *,
+        if_none_exist: str | None = None,
+        guard: Guard = UNRESTRICTED,
     ) -> WriteResult:
         require_served(resource_type)
+        require_client_writable(resource_type)
+        guard.require(resource_type, "c")
         check_body_type(body, resource_type)
         validate_resource(body)
         criteria = if_none_exist or self.hooks.implicit_condition(body)
@@ -122,16 +132,27 @@ class ResourceService:
             if criteria:
                 existing = await self.find_conditional(tx, resource_type, criteria)
                 if existing is not None:
+                    check_match_visible(guard, existing)
                     return WriteResult(existing, created=False, path=resource_type)
-            result = await self.create_in(tx, body, path=resource_type, pending=frozenset())
+            result = await self.create_in(
+                tx, body, path=resource_type, pending=frozenset(), guard=guard
+            )
             [result] = await self.hooks.after_writes(tx, [result])
         await self.hooks.after_commit([result])
         return result
 
     async def update(
-        self, resource_type: str, id: str, body: Any, *, if_match: str | None = None
+        self,
+        resource_type: str,
+        id: str,
+        body: Any,
+        *,
+        if_match: str | None = None,
+        guard: Guard = UNRESTRICTED,
     ) -> WriteResult:
         require_served(resource_type)
+        require_client_writable(resource_type)
+        guard.require(resource_type, "u")
         check_id(id)
         check_body_type(body, resource_type)
         if body.get("id") != id:
@@ -142,42 +163,52 @@ class ResourceService:
         validate_resource(body)
         async with self.store.transaction() as tx:
             result = await self.update_in(
-                tx, body, if_match=if_match, path=resource_type, pending=frozenset()
+                tx, body, if_match=if_match, path=resource_type, pending=frozenset(), guard=guard
             )
             [result] = await self.hooks.after_writes(tx, [result])
         await self.hooks.after_commit([result])
         return result
 
-    async def read(self, resource_type: str, id: str) -> StoredResource:
+    async def read(
+        self, resource_type: str, id: str, *, guard: Guard = UNRESTRICTED
+    ) -> StoredResource:
         require_served(resource_type)
+        guard.require(resource_type, "r")
         check_id(id)
         async with self.store.transaction(write=False) as tx:
             found = await tx.read(resource_type, id)
-        if found is None:
+        if found is None or not guard.visible(found.content):
             raise NotFoundError(f"{resource_type}/{id} is not known")
         return found
 
-    async def vread(self, resource_type: str, id: str, version: str) -> StoredResource:
+    async def vread(
+        self, resource_type: str, id: str, version: str, *, guard: Guard = UNRESTRICTED
+    ) -> StoredResource:
         require_served(resource_type)
+        guard.require(resource_type, "r")
         check_id(id)
         if not version.isdigit():
             raise NotFoundError(f"{resource_type}/{id} has no version '{version}'")
         async with self.store.transaction(write=False) as tx:
-            found = await tx.vread(resource_type, id, int(version))
-            if found is None and not await tx.exists(resource_type, id):
+            current = await tx.read(resource_type, id)
+            if current is None or not guard.visible(current.content):
                 raise NotFoundError(f"{resource_type}/{id} is not known")
-        if found is None:
+            found = await tx.vread(resource_type, id, int(version))
+        if found is None or not guard.visible(found.content):
             raise NotFoundError(f"{resource_type}/{id} has no version {version}")
         return found
 
-    async def history(self, resource_type: str, id: str) -> list[StoredResource]:
+    async def history(
+        self, resource_type: str, id: str, *, guard: Guard = UNRESTRICTED
+    ) -> list[StoredResource]:
         require_served(resource_type)
+        guard.require(resource_type, "r")
         check_id(id)
         async with self.store.transaction(write=False) as tx:
             versions = await tx.history(resource_type, id)
-        if not versions:
+        if not versions or not guard.visible(versions[0].content):
             raise NotFoundError(f"{resource_type}/{id} is not known")
-        return versions
+        return [v for v in versions if guard.visible(v.content)]
 
     def parse_query(
         self, resource_type: str, params: Iterable[tuple[str, str]], *, strict: bool = False
@@ -192,9 +223,9 @@ class ResourceService:
             strict=strict,
         )
 
-    async def search(self, query: SearchQuery) -> SearchPage:
+    async def search(self, query: SearchQuery, *, guard: Guard = UNRESTRICTED) -> SearchPage:
         async with self.store.transaction(write=False) as tx:
-            return await tx.search(query)
+            return await search_guarded(tx, query, guard)
 
     # -- building blocks shared with Bundle processing ----------------------------------------
 
@@ -229,8 +260,10 @@ class ResourceService:
         path: str,
         pending: frozenset[str],
         id: str | None = None,
+        guard: Guard = UNRESTRICTED,
     ) -> WriteResult:
         """Create inside `tx`; `pending` lists `Type/id` keys the same transaction is writing."""
+        guard.check_write(body, "c", expression=path)
         await self.check_references(tx, body, path=path, pending=pending)
         now = self.clock()
         content = with_meta(body, id or self.new_id(), 1, now)
@@ -246,9 +279,13 @@ class ResourceService:
         if_match: str | None,
         path: str,
         pending: frozenset[str],
+        guard: Guard = UNRESTRICTED,
     ) -> WriteResult:
         resource_type, id = body["resourceType"], body["id"]
         current = await tx.read_for_update(resource_type, id)
+        if current is not None and not guard.visible(current.content):
+            raise NotFoundError(f"{resource_type}/{id} is not known", expression=f"{path}.id")
+        guard.check_write(body, "u", expression=path)
         expected = parse_if_match(if_match) if if_match else None
         if expected is not None and (current is None or current.version_id != expected):
             have = f"version {current.version_id}" if current else "no version"
@@ -257,7 +294,7 @@ class ResourceService:
             )
         await self.check_references(tx, body, path=path, pending=pending)
         if current is None:  # update-as-create with the client's id
-            return await self.create_in(tx, body, path=path, pending=pending, id=id)
+            return await self.create_in(tx, body, path=path, pending=pending, id=id, guard=guard)
         now = self.clock()
         content = with_meta(body, id, current.version_id + 1, now)
         stored = await tx.replace(current, content, now=now)
@@ -332,6 +369,37 @@ class ResourceService:
         if any(i.code == "invalid" for i in issues):
             raise InvalidRequestError(issues=issues)
         raise UnprocessableEntityError(issues=issues)
+
+
+async def search_guarded(tx: StoreTransaction, query: SearchQuery, guard: Guard) -> SearchPage:
+    """A search as the caller may see it: 403 without a search scope, only their compartment for
+    patient scopes, and `_include`d resources they may not read left out."""
+    guard.require(query.resource_type, "s")
+    page = await tx.search(guard.restrict(query))
+    if not page.included:
+        return page
+    return SearchPage(
+        page.matches, guard.filter_included(page.included), page.total, page.next_cursor
+    )
+
+
+def check_match_visible(guard: Guard, existing: StoredResource) -> None:
+    """A conditional create that matches a resource the caller may not see must not return it."""
+    if not guard.visible(existing.content):
+        raise ForbiddenError(
+            f"The conditional create matches a {existing.resource_type} this access token may not see"
+        )
+
+
+SERVER_WRITTEN = frozenset({"AuditEvent"})
+
+
+def require_client_writable(resource_type: str) -> None:
+    """The audit trail is written by the server alone; no client may add to it or change it."""
+    if resource_type in SERVER_WRITTEN:
+        raise MethodNotAllowedError(
+            f"{resource_type} is written by the server only; it is read-only", allow="GET"
+        )
 
 
 def require_served(resource_type: str) -> None:

@@ -44,14 +44,19 @@ from fhir_adapter.fhir.search import (
     index_rows,
 )
 from fhir_adapter.ports import (
+    ClientRecord,
     OutboxItem,
     SearchPage,
+    SigningKey,
     StoredResource,
     SubscriptionEvent,
     WorkflowJob,
 )
 from fhir_adapter.store.tables import (
     INDEX_TABLES,
+    auth_clients,
+    auth_keys,
+    auth_used_assertions,
     outbox,
     resource_versions,
     resources,
@@ -390,6 +395,58 @@ class SqlTransaction:
             )
         )
 
+    # -- the built-in authorization server -----------------------------------------------------
+
+    async def signing_key(self) -> SigningKey | None:
+        statement = select(auth_keys).order_by(auth_keys.c.created_at.desc()).limit(1)
+        row = (await self.conn.execute(statement)).first()
+        return SigningKey(row.kid, row.algorithm, row.private_pem) if row else None
+
+    async def add_signing_key(self, key: SigningKey, *, now: datetime) -> None:
+        await self.conn.execute(
+            insert(auth_keys).values(
+                kid=key.kid, algorithm=key.algorithm, private_pem=key.private_pem, created_at=now
+            )
+        )
+
+    async def get_client(self, client_id: str) -> ClientRecord | None:
+        statement = select(auth_clients).where(auth_clients.c.client_id == client_id)
+        row = (await self.conn.execute(statement)).first()
+        return _client(row) if row else None
+
+    async def list_clients(self) -> list[ClientRecord]:
+        statement = select(auth_clients).order_by(auth_clients.c.created_at)
+        return [_client(row) for row in await self.conn.execute(statement)]
+
+    async def add_client(self, client: ClientRecord, *, now: datetime) -> None:
+        await self.conn.execute(
+            insert(auth_clients).values(
+                client_id=client.client_id,
+                name=client.name,
+                jwks=client.jwks,
+                scope=client.scope,
+                patient=client.patient,
+                created_at=now,
+            )
+        )
+
+    async def use_assertion(
+        self, client_id: str, jti: str, *, expires_at: datetime, now: datetime
+    ) -> bool:
+        await self.conn.execute(
+            delete(auth_used_assertions).where(auth_used_assertions.c.expires_at < now)
+        )
+        try:
+            async with self.conn.begin_nested():
+                await self.conn.execute(
+                    insert(auth_used_assertions).values(
+                        client_id=client_id, jti=jti, expires_at=expires_at
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
     async def add_event(self, subscription_id: str, focus: str, *, now: datetime) -> int:
         number = await self.event_count(subscription_id) + 1
         await self.conn.execute(
@@ -558,6 +615,8 @@ class SqlTransaction:
         await self.flush()  # the index must hold what this transaction wrote
         conditions = [resources.c.resource_type == query.resource_type]
         conditions.extend(_filter_condition(f) for f in query.filters)
+        if query.compartment is not None:
+            conditions.append(_compartment_condition(query.resource_type, *query.compartment))
         total = -1
         if query.with_total or query.summary_count:
             total = (
@@ -653,6 +712,11 @@ def _outbox_item(row: Any) -> OutboxItem:
     )
 
 
+def _client(row: Any) -> ClientRecord:
+    jwks = row.jwks if isinstance(row.jwks, dict) else orjson.loads(row.jwks)
+    return ClientRecord(row.client_id, row.name, jwks, row.scope, row.patient)
+
+
 def _current(resource_type: str, id: str) -> Select[Any]:
     return select(
         resources.c.id, resources.c.version_id, resources.c.last_updated, resources.c.content
@@ -661,6 +725,24 @@ def _current(resource_type: str, id: str) -> Select[Any]:
 
 def _stored(resource_type: str, row: Any) -> StoredResource:
     return StoredResource(resource_type, row.id, row.version_id, row.last_updated, row.content)
+
+
+def _compartment_condition(
+    resource_type: str, params: tuple[str, ...], patient_id: str
+) -> ColumnElement[bool]:
+    """Only resources in Patient/`patient_id`'s compartment (the Patient itself, or a reference
+    to it through one of `params`)."""
+    if resource_type == "Patient":
+        return resources.c.id == patient_id
+    if not params:
+        return false()
+    return exists().where(
+        search_reference.c.resource_pk == resources.c.pk,
+        search_reference.c.param.in_(params),
+        search_reference.c.target_type == "Patient",
+        search_reference.c.target_id == patient_id,
+        search_reference.c.url.is_(None),
+    )
 
 
 def _filter_condition(flt: Filter) -> ColumnElement[bool]:

@@ -169,6 +169,36 @@ subscription_events = Table(
     Column("occurred_at", UtcDateTime, nullable=False),
 )
 
+# The built-in authorization server (security/issuer.py): its signing keys, the registered
+# clients, and the client-assertion ids already used (replay protection across processes).
+auth_keys = Table(
+    "auth_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("algorithm", String(16), nullable=False),
+    Column("private_pem", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+auth_clients = Table(
+    "auth_clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("jwks", JSON, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("patient", String(64)),  # tokens for this client carry this `patient` claim
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+auth_used_assertions = Table(
+    "auth_used_assertions",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+)
+
 INDEX_TABLES = (search_token, search_reference, search_date, search_string)
 ALL_TABLES = (
     resources,
@@ -177,4 +207,7 @@ ALL_TABLES = (
     workflow_jobs,
     outbox,
     subscription_events,
+    auth_keys,
+    auth_clients,
+    auth_used_assertions,
 )

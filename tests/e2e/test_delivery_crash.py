@@ -24,6 +24,7 @@ from fhir_adapter.bootstrap import demo_directory_file
 from fhir_adapter.directory.demo import directory_router, load_directory
 from tests.factories import example_request
 from tests.receiver import Receiver
+from tests.tokens import live_token
 
 pytestmark = pytest.mark.live
 REPORTS = 200
@@ -104,8 +105,10 @@ async def test_deliveries_survive_sigkill_and_arrive_once(
     adapter = start_adapter(port, database, f"{origin}/directory/fhir", log)
     try:
         await wait_up(base, adapter)
+        token = await live_token(f"sqlite+aiosqlite:///{database}", f"http://127.0.0.1:{port}")
+        auth = {"authorization": f"Bearer {token}"}
         receiver.refusing = True  # nothing gets through while the reports go in
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=30, headers=auth) as client:
             for i in range(REPORTS):
                 answer = (
                     await client.post(
@@ -150,7 +153,7 @@ async def test_deliveries_survive_sigkill_and_arrive_once(
         assert sorted(r["conclusion"] for r in receiver.of_type("DiagnosticReport")) == sorted(
             f"Report {i}" for i in range(REPORTS)
         )
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=30, headers=auth) as client:
             for _ in range(120):  # lost answers are retried after their backoff
                 pending = (
                     await client.get(

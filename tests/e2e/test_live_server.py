@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.tokens import live_token
+
 pytestmark = pytest.mark.live
 
 START_TIMEOUT = 20.0  # seconds for the server to answer GET /fhir/metadata
@@ -52,6 +54,7 @@ class LiveServer:
     log_path: Path
     exit_code: int | None = None
     stop_seconds: float | None = None
+    token: str = ""
 
     @property
     def base_url(self) -> str:
@@ -137,6 +140,7 @@ async def live_server(database_url: str, tmp_path: Path) -> AsyncIterator[LiveSe
     server = LiveServer(process, port, log_path)
     try:
         await _wait_until_up(server)
+        server.token = await live_token(database_url, f"http://127.0.0.1:{port}")
         yield server
     finally:
         code = server.stop()
@@ -154,7 +158,11 @@ async def live(live_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
     """A real HTTP client for the live server's FHIR base."""
     async with httpx.AsyncClient(
         base_url=live_server.base_url,
-        headers={"content-type": FHIR_JSON, "accept": FHIR_JSON},
+        headers={
+            "content-type": FHIR_JSON,
+            "accept": FHIR_JSON,
+            "authorization": f"Bearer {live_server.token}",
+        },
         timeout=15.0,
     ) as client:
         yield client
@@ -643,7 +651,9 @@ async def test_concurrent_conditional_creates_store_one_resource(
 
     async def submit() -> httpx.Response:
         async with httpx.AsyncClient(
-            base_url=live_server.base_url, headers={"content-type": FHIR_JSON}, timeout=30.0
+            base_url=live_server.base_url,
+            headers={"content-type": FHIR_JSON, "authorization": f"Bearer {live_server.token}"},
+            timeout=30.0,
         ) as client:
             return await client.post("/ServiceRequest", json=body, headers=condition)
 

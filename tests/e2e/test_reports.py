@@ -21,6 +21,7 @@ from tests.conftest import BASE_URL, DIRECTORY_BASE, count_rows
 from tests.factories import example_request
 from tests.fakes import FrozenClock, SwitchableTransport
 from tests.receiver import Receiver
+from tests.tokens import bearer
 
 
 @pytest.fixture
@@ -63,7 +64,9 @@ async def loop_container(
 @pytest.fixture
 async def api(loop_container: Container) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(container=loop_container)), base_url=BASE_URL
+        transport=httpx.ASGITransport(app=create_app(container=loop_container)),
+        base_url=BASE_URL,
+        headers=bearer(loop_container),
     ) as client:
         yield client
 
@@ -310,7 +313,9 @@ async def test_member_copy_is_posted_to_the_notice_url_when_set(
             clock=clock,
         )
         transport = httpx.ASGITransport(app=create_app(container=container))
-        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as api:
+        async with httpx.AsyncClient(
+            transport=transport, base_url=BASE_URL, headers=bearer(container)
+        ) as api:
             keys = await approved_request(api, "-notice")
             assert (
                 await api.post(

@@ -26,6 +26,7 @@ from tests.conftest import BASE_URL, DIRECTORY_BASE, count_rows
 from tests.factories import example_request
 from tests.fakes import FrozenClock
 from tests.receiver import Receiver
+from tests.tokens import bearer
 
 
 @pytest.fixture
@@ -57,7 +58,9 @@ async def hub(
             clock=clock,
         )
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(container=container)), base_url=BASE_URL
+            transport=httpx.ASGITransport(app=create_app(container=container)),
+            base_url=BASE_URL,
+            headers=bearer(container),
         ) as api:
             yield container, api
 

@@ -22,6 +22,7 @@ from fhir_adapter.workflow.codes import PAS_REVIEW_ACTION, STATUS_SYSTEM
 from tests.conftest import BASE_URL, DIRECTORY_BASE, count_rows
 from tests.factories import example_request
 from tests.fakes import FrozenClock, SwitchableTransport
+from tests.tokens import bearer
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
 
@@ -81,7 +82,9 @@ async def flaky_container(
 @pytest.fixture
 async def flaky_client(flaky_container: Container) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(container=flaky_container))
-    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url=BASE_URL, headers=bearer(flaky_container)
+    ) as client:
         yield client
 
 
@@ -292,7 +295,9 @@ async def test_a_slow_directory_never_holds_the_submitter_past_the_answer_time(
         store = SqlResourceStore(engine, base_url=settings.fhir_base_url)
         container = await build_container(settings, store=store, directory=directory, clock=clock)
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(container=container)), base_url=BASE_URL
+            transport=httpx.ASGITransport(app=create_app(container=container)),
+            base_url=BASE_URL,
+            headers=bearer(container),
         ) as client:
             flaky.delay = 2.0
             started = asyncio.get_running_loop().time()

@@ -7,6 +7,7 @@ from fastapi.responses import Response
 
 from fhir_adapter.api.deps import ContainerDep
 from fhir_adapter.api.fhir_http import FhirResponse, is_pretty, read_resource_body
+from fhir_adapter.api.security import GuardDep
 from fhir_adapter.errors import InvalidRequestError
 from fhir_adapter.services.resources import check_id
 from fhir_adapter.workflow.review import parse_review
@@ -15,14 +16,19 @@ router = APIRouter(tags=["operations"])
 
 
 @router.post("/Claim/$submit", summary="Da Vinci PAS: submit a prior-authorization request Bundle")
-async def submit(request: Request, container: ContainerDep) -> Response:
+async def submit(request: Request, container: ContainerDep, guard: GuardDep) -> Response:
+    guard.require_system("Claim/$submit")
+    guard.require("Claim", "c")
+    guard.require("ClaimResponse", "r")
     body = await read_resource_body(request)
-    answer = await container.prior_auth.submit(body)
+    answer = await container.prior_auth.submit(body, guard=guard)
     return FhirResponse(answer, pretty=is_pretty(request))
 
 
 @router.post("/Task/{id}/$decide", summary="A reviewer decides a pended second-opinion request")
-async def decide(id: str, request: Request, container: ContainerDep) -> Response:
+async def decide(id: str, request: Request, container: ContainerDep, guard: GuardDep) -> Response:
+    guard.require_system("Task/$decide")
+    guard.require("Task", "u")
     check_id(id)
     review = parse_review(await read_resource_body(request))
     claim_response = await container.workflow.decide_by_reviewer(id, review)
@@ -31,13 +37,19 @@ async def decide(id: str, request: Request, container: ContainerDep) -> Response
 
 @router.get("/Subscription/{id}/$status", summary="Subscription status (R4 backport)")
 @router.post("/Subscription/{id}/$status", include_in_schema=False)
-async def subscription_status(id: str, request: Request, container: ContainerDep) -> Response:
+async def subscription_status(
+    id: str, request: Request, container: ContainerDep, guard: GuardDep
+) -> Response:
+    guard.require("Subscription", "r")
     check_id(id)
     return FhirResponse(await container.subscriptions.status(id), pretty=is_pretty(request))
 
 
 @router.get("/Subscription/{id}/$events", summary="Events sent to a Subscription, for recovery")
-async def subscription_events(id: str, request: Request, container: ContainerDep) -> Response:
+async def subscription_events(
+    id: str, request: Request, container: ContainerDep, guard: GuardDep
+) -> Response:
+    guard.require("Subscription", "r")
     check_id(id)
     since = _event_number(request, "eventsSinceNumber", 1) or 1
     until = _event_number(request, "eventsUntilNumber", None)

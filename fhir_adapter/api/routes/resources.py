@@ -17,6 +17,7 @@ from fhir_adapter.api.fhir_http import (
     return_preference,
     version_headers,
 )
+from fhir_adapter.api.security import GuardDep
 from fhir_adapter.errors import UnsupportedMediaTypeError
 from fhir_adapter.fhir import bundles
 from fhir_adapter.fhir.outcome import information
@@ -26,47 +27,59 @@ router = APIRouter(tags=["resources"])
 
 
 @router.get("/{resource_type}", summary="Search")
-async def search(resource_type: str, request: Request, container: ContainerDep) -> Response:
+async def search(
+    resource_type: str, request: Request, container: ContainerDep, guard: GuardDep
+) -> Response:
     return await _search(
-        resource_type, list(request.query_params.multi_items()), request, container
+        resource_type, list(request.query_params.multi_items()), request, container, guard
     )
 
 
 @router.post("/{resource_type}/_search", summary="Search with a form body")
-async def search_post(resource_type: str, request: Request, container: ContainerDep) -> Response:
+async def search_post(
+    resource_type: str, request: Request, container: ContainerDep, guard: GuardDep
+) -> Response:
     require_served(resource_type)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/x-www-form-urlencoded":
         raise UnsupportedMediaTypeError("POST _search takes application/x-www-form-urlencoded")
     form = parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
     return await _search(
-        resource_type, list(request.query_params.multi_items()) + form, request, container
+        resource_type, list(request.query_params.multi_items()) + form, request, container, guard
     )
 
 
 async def _search(
-    resource_type: str, params: list[tuple[str, str]], request: Request, container: ContainerDep
+    resource_type: str,
+    params: list[tuple[str, str]],
+    request: Request,
+    container: ContainerDep,
+    guard: GuardDep,
 ) -> Response:
     strict = prefer(request).get("handling") == "strict"
     query = container.resources.parse_query(resource_type, params, strict=strict)
-    page = await container.resources.search(query)
+    page = await container.resources.search(query, guard=guard)
     bundle = bundles.searchset(container.settings.fhir_base_url, query, page)
     return FhirResponse(bundle, pretty=is_pretty(request))
 
 
 @router.post("/{resource_type}", summary="Create (If-None-Exist for a conditional create)")
-async def create(resource_type: str, request: Request, container: ContainerDep) -> Response:
+async def create(
+    resource_type: str, request: Request, container: ContainerDep, guard: GuardDep
+) -> Response:
     require_served(resource_type)
     body = await read_resource_body(request)
     result = await container.resources.create(
-        resource_type, body, if_none_exist=request.headers.get("if-none-exist")
+        resource_type, body, if_none_exist=request.headers.get("if-none-exist"), guard=guard
     )
     return _write_response(result, request, container)
 
 
 @router.get("/{resource_type}/{id}", summary="Read")
-async def read(resource_type: str, id: str, request: Request, container: ContainerDep) -> Response:
-    stored = await container.resources.read(resource_type, id)
+async def read(
+    resource_type: str, id: str, request: Request, container: ContainerDep, guard: GuardDep
+) -> Response:
+    stored = await container.resources.read(resource_type, id, guard=guard)
     headers = version_headers(stored)
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers=headers)
@@ -75,30 +88,35 @@ async def read(resource_type: str, id: str, request: Request, container: Contain
 
 @router.put("/{resource_type}/{id}", summary="Update (If-Match for a version-aware update)")
 async def update(
-    resource_type: str, id: str, request: Request, container: ContainerDep
+    resource_type: str, id: str, request: Request, container: ContainerDep, guard: GuardDep
 ) -> Response:
     require_served(resource_type)
     body = await read_resource_body(request)
     result = await container.resources.update(
-        resource_type, id, body, if_match=request.headers.get("if-match")
+        resource_type, id, body, if_match=request.headers.get("if-match"), guard=guard
     )
     return _write_response(result, request, container)
 
 
 @router.get("/{resource_type}/{id}/_history", summary="Instance history")
 async def history(
-    resource_type: str, id: str, request: Request, container: ContainerDep
+    resource_type: str, id: str, request: Request, container: ContainerDep, guard: GuardDep
 ) -> Response:
-    versions = await container.resources.history(resource_type, id)
+    versions = await container.resources.history(resource_type, id, guard=guard)
     bundle = bundles.history(container.settings.fhir_base_url, versions)
     return FhirResponse(bundle, pretty=is_pretty(request))
 
 
 @router.get("/{resource_type}/{id}/_history/{version}", summary="Version read")
 async def vread(
-    resource_type: str, id: str, version: str, request: Request, container: ContainerDep
+    resource_type: str,
+    id: str,
+    version: str,
+    request: Request,
+    container: ContainerDep,
+    guard: GuardDep,
 ) -> Response:
-    stored = await container.resources.vread(resource_type, id, version)
+    stored = await container.resources.vread(resource_type, id, version, guard=guard)
     return FhirResponse(stored.content, headers=version_headers(stored), pretty=is_pretty(request))
 
 

@@ -12,15 +12,16 @@ from fhir_adapter.api.fhir_http import (
     read_resource_body,
     return_preference,
 )
+from fhir_adapter.api.security import GuardDep
 
 router = APIRouter(tags=["system"])
 
 
 @router.post("", summary="Process a transaction or batch Bundle")
 @router.post("/", include_in_schema=False)
-async def process_bundle(request: Request, container: ContainerDep) -> Response:
+async def process_bundle(request: Request, container: ContainerDep, guard: GuardDep) -> Response:
     body = await read_resource_body(request)
     response = await container.bundles.process(
-        body, return_resources=return_preference(request) != "minimal"
+        body, return_resources=return_preference(request) != "minimal", guard=guard
     )
     return FhirResponse(response, pretty=is_pretty(request))

@@ -1,0 +1,1 @@
+"""Who may do what: SMART scopes, the patient compartment and the guard services consult (pure)."""

@@ -1,0 +1,149 @@
+"""The guard the services consult at each read, search and write: one per request.
+
+`Unrestricted` is the adapter's own access (workers, hooks, CLI). `AccessGuard` enforces a
+caller's SMART grants: 403 for an interaction no scope allows, and for patient scopes the patient
+compartment, where another patient's resources are answered as unknown (404) and never listed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+from fhir_adapter.access.compartment import (
+    PATIENT_COMPARTMENT,
+    SHARED,
+    has_compartment,
+    in_compartment,
+)
+from fhir_adapter.access.scopes import Access, Interaction, Reach
+from fhir_adapter.errors import ForbiddenError
+from fhir_adapter.fhir.search import SearchQuery
+from fhir_adapter.ports import StoredResource
+
+_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+
+
+class Guard(Protocol):
+    def require(
+        self, resource_type: str, interaction: Interaction, *, expression: str | None = None
+    ) -> None:
+        """Raise 403 unless the caller may perform `interaction` on `resource_type` at all."""
+        ...
+
+    def visible(self, content: dict[str, Any]) -> bool:
+        """Whether the caller may see this stored resource (checked after `require`)."""
+        ...
+
+    def check_write(
+        self, content: dict[str, Any], interaction: Interaction, *, expression: str | None = None
+    ) -> None:
+        """Raise 403 if the caller may not write this content (checked after `require`)."""
+        ...
+
+    def restrict(self, query: SearchQuery) -> SearchQuery:
+        """The query narrowed to what the caller may see."""
+        ...
+
+    def filter_included(self, resources: list[StoredResource]) -> list[StoredResource]: ...
+
+    def require_system(self, what: str) -> None:
+        """Raise 403 for callers acting for one patient: `what` is a plan or provider action."""
+        ...
+
+
+class Unrestricted:
+    """The adapter itself."""
+
+    def require(
+        self, resource_type: str, interaction: Interaction, *, expression: str | None = None
+    ) -> None:
+        return None
+
+    def visible(self, content: dict[str, Any]) -> bool:
+        return True
+
+    def check_write(
+        self, content: dict[str, Any], interaction: Interaction, *, expression: str | None = None
+    ) -> None:
+        return None
+
+    def restrict(self, query: SearchQuery) -> SearchQuery:
+        return query
+
+    def filter_included(self, resources: list[StoredResource]) -> list[StoredResource]:
+        return resources
+
+    def require_system(self, what: str) -> None:
+        return None
+
+
+UNRESTRICTED = Unrestricted()
+
+
+class AccessGuard:
+    """A caller's SMART grants, applied."""
+
+    def __init__(self, access: Access, *, base_url: str | None) -> None:
+        self.access = access
+        self.base_url = base_url
+
+    def _reach(self, resource_type: str, interaction: Interaction) -> Reach:
+        reach = self.access.reach(resource_type, interaction)
+        if reach is Reach.COMPARTMENT and not has_compartment(resource_type):
+            # Directory-like data is readable for a member; nothing else outside the compartment.
+            readable = resource_type in SHARED and interaction in ("r", "s")
+            return Reach.ALL if readable else Reach.NONE
+        return reach
+
+    def require(
+        self, resource_type: str, interaction: Interaction, *, expression: str | None = None
+    ) -> None:
+        if self._reach(resource_type, interaction) is Reach.NONE:
+            raise ForbiddenError(
+                f"The access token's scopes do not allow {_NAMES[interaction]} on {resource_type}",
+                expression=expression,
+            )
+
+    def _compartment_only(self, resource_type: str, interaction: Interaction) -> bool:
+        return self._reach(resource_type, interaction) is Reach.COMPARTMENT
+
+    def visible(self, content: dict[str, Any]) -> bool:
+        resource_type = str(content.get("resourceType"))
+        reach = self._reach(resource_type, "r")
+        if reach is Reach.NONE:
+            reach = self._reach(resource_type, "s")
+        if reach is Reach.NONE:
+            return False
+        if reach is Reach.ALL:
+            return True
+        assert self.access.patient is not None
+        return in_compartment(content, self.access.patient, base_url=self.base_url)
+
+    def check_write(
+        self, content: dict[str, Any], interaction: Interaction, *, expression: str | None = None
+    ) -> None:
+        resource_type = str(content.get("resourceType"))
+        if not self._compartment_only(resource_type, interaction):
+            return
+        assert self.access.patient is not None
+        if not in_compartment(content, self.access.patient, base_url=self.base_url):
+            raise ForbiddenError(
+                f"{resource_type} must belong to Patient/{self.access.patient}, "
+                "the patient this access token is for",
+                expression=expression,
+            )
+
+    def restrict(self, query: SearchQuery) -> SearchQuery:
+        if not self._compartment_only(query.resource_type, "s"):
+            return query
+        assert self.access.patient is not None
+        params = PATIENT_COMPARTMENT.get(query.resource_type, ())
+        return dataclasses.replace(query, compartment=(params, self.access.patient))
+
+    def filter_included(self, resources: list[StoredResource]) -> list[StoredResource]:
+        return [r for r in resources if self.visible(r.content)]
+
+    def require_system(self, what: str) -> None:
+        if not any(g.level != "patient" for g in self.access.grants):
+            raise ForbiddenError(f"{what} needs system or user scopes, not patient scopes")

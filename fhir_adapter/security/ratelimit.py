@@ -1,0 +1,36 @@
+"""Per-client request limits (the `limits` library, moving window, in this process's memory).
+
+Each process counts on its own: behind N processes a client gets up to N times the limit. That
+bounds a runaway client cheaply; a shared limit would need a shared store such as Redis.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from fhir_adapter.errors import TooManyRequestsError
+
+
+class RateLimiter:
+    def __init__(self, limit: str) -> None:
+        """`limit` in the library's notation, e.g. "600/minute"; empty turns limiting off."""
+        self.item: RateLimitItem | None = parse(limit) if limit.strip() else None
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    async def check(self, key: str) -> None:
+        """Count one request for `key`; 429 with Retry-After once the window is full."""
+        if self.item is None:
+            return
+        if await self.limiter.hit(self.item, key):
+            return
+        stats = await self.limiter.get_window_stats(self.item, key)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise TooManyRequestsError(
+            f"Too many requests: the limit is {self.item}; try again in {retry_after} s",
+            retry_after=retry_after,
+        )

@@ -1,0 +1,168 @@
+"""Verifying bearer access tokens: JWTs signed by the configured issuer (PyJWT).
+
+Only asymmetric algorithms are accepted, so neither `alg: none` nor an HMAC "signed" with the
+issuer's public key can pass. Keys come from a JWKS (file, URL, or the built-in issuer's own);
+a token naming a key we do not know makes us fetch the JWKS again, at most once per
+`refresh_seconds`, so the issuer can rotate keys without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+
+import httpx
+import jwt
+
+from fhir_adapter.access.scopes import Access, parse_scopes
+from fhir_adapter.errors import AuthenticationError
+
+log = logging.getLogger(__name__)
+
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "ES256", "ES384")
+
+
+class KeySource(Protocol):
+    async def key(self, kid: str | None) -> jwt.PyJWK | None:
+        """The verification key with this `kid` (or the only key, when no kid is given)."""
+        ...
+
+
+def _pick(keys: dict[str, jwt.PyJWK], kid: str | None) -> jwt.PyJWK | None:
+    if kid is not None:
+        return keys.get(kid)
+    return next(iter(keys.values())) if len(keys) == 1 else None
+
+
+def parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:
+    """The usable signature keys of a JWKS document, by kid."""
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("a JWKS must be a JSON object with a 'keys' array")
+    keys: dict[str, jwt.PyJWK] = {}
+    for index, raw in enumerate(document["keys"]):
+        if not isinstance(raw, dict) or raw.get("use", "sig") != "sig":
+            continue
+        try:
+            key = jwt.PyJWK.from_dict(raw)
+        except jwt.PyJWTError:
+            log.warning("JWKS key %d is not usable; skipped", index)
+            continue
+        keys[str(raw.get("kid") or index)] = key
+    return keys
+
+
+class StaticKeys:
+    """Keys known up front: a JWKS file, or the built-in issuer's own key."""
+
+    def __init__(self, document: Any) -> None:
+        self.keys = parse_jwks(document)
+
+    async def key(self, kid: str | None) -> jwt.PyJWK | None:
+        return _pick(self.keys, kid)
+
+
+class RemoteKeys:
+    """An issuer's `jwks_uri`, fetched over HTTP and fetched again for a kid we do not know."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str, *, refresh_seconds: float = 60.0) -> None:
+        self.http = http
+        self.url = url
+        self.refresh_seconds = refresh_seconds
+        self.keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def key(self, kid: str | None) -> jwt.PyJWK | None:
+        found = _pick(self.keys, kid)
+        if found is not None:
+            return found
+        async with self._lock:
+            recently = (
+                self._fetched_at is not None
+                and time.monotonic() - self._fetched_at < self.refresh_seconds
+            )
+            if not recently:
+                await self._fetch()
+        return _pick(self.keys, kid)
+
+    async def _fetch(self) -> None:
+        self._fetched_at = time.monotonic()
+        try:
+            response = await self.http.get(self.url, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            self.keys = parse_jwks(response.json())
+            log.info("fetched %d signing keys from the issuer's JWKS", len(self.keys))
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("the issuer's JWKS could not be fetched (%s)", type(exc).__name__)
+
+
+class TokenVerifier:
+    """Turns a bearer token into the caller's Access, or a 401."""
+
+    def __init__(
+        self, keys: KeySource, *, issuer: str, audience: str, leeway_seconds: float = 30.0
+    ) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway_seconds
+
+    async def verify(self, token: str) -> Access:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthenticationError("The access token is not a well-formed JWT") from None
+        algorithm = header.get("alg")
+        if algorithm not in ASYMMETRIC_ALGORITHMS:
+            raise AuthenticationError(
+                f"Access tokens must be signed with one of {', '.join(ASYMMETRIC_ALGORITHMS)}"
+            )
+        kid = header.get("kid")
+        key = await self.keys.key(kid if isinstance(kid, str) else None)
+        if key is None:
+            raise AuthenticationError(
+                "The access token is signed with a key the issuer does not list"
+            )
+        try:
+            claims = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationError("The access token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthenticationError("The access token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise AuthenticationError(
+                "The access token is not meant for this server (aud)"
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise AuthenticationError(
+                "The access token comes from an unknown issuer (iss)"
+            ) from None
+        except jwt.PyJWTError:
+            raise AuthenticationError(
+                "The access token's signature or claims are invalid"
+            ) from None
+        return access_from_claims(claims)
+
+
+def access_from_claims(claims: dict[str, Any]) -> Access:
+    scope = claims.get("scope", "")
+    if isinstance(scope, list):  # some issuers send `scp` style arrays
+        scope = " ".join(str(s) for s in scope)
+    patient = claims.get("patient")
+    client_id = claims.get("client_id") or claims.get("azp") or claims.get("sub") or "unknown"
+    return Access(
+        client_id=str(client_id)[:64],
+        grants=parse_scopes(str(scope)),
+        patient=str(patient) if isinstance(patient, str) and patient else None,
+        subject=str(claims["sub"])[:64] if claims.get("sub") else None,
+    )
