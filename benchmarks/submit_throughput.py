@@ -64,13 +64,39 @@ async def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+async def adapter_token(database_url: str, origin: str) -> str:
+    """Register a benchmark system and get its access token, as a deployed EHR would."""
+    from fhir_adapter.security.client import ClientCredentials, new_ec_key, request_token
+    from fhir_adapter.security.issuer import register_client
+    from fhir_adapter.store.sql import SqlResourceStore, create_engine
+
+    private, kid, jwks = new_ec_key()
+    engine = create_engine(database_url)
+    try:
+        client = await register_client(
+            SqlResourceStore(engine), name="benchmark", jwks=jwks, scope="system/*.cruds"
+        )
+    finally:
+        await engine.dispose()
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await request_token(
+            http,
+            f"{origin}/auth/token",
+            ClientCredentials(client.client_id, private, kid),
+            "system/*.cruds",
+        )
+    return str(answer["access_token"])
+
+
 async def load(
-    url: str, bodies: list[bytes], concurrency: int, expect: int
+    url: str, bodies: list[bytes], concurrency: int, expect: int, token: str | None = None
 ) -> tuple[float, list[float]]:
     """Send every body with `concurrency` clients; returns (seconds, latencies in ms)."""
     latencies: list[float] = []
     queue = list(reversed(bodies))
     headers = {"Content-Type": "application/fhir+json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
 
     async def worker(client: httpx.AsyncClient) -> None:
         while queue:
@@ -113,11 +139,14 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         adapter_port, baseline_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
+        database_url = args.database_url or f"sqlite+aiosqlite:///{folder}/bench.db"
         env.update(
             FHIR_ADAPTER_HOST="127.0.0.1",
             FHIR_ADAPTER_PORT=str(adapter_port),
-            FHIR_ADAPTER_DATABASE_URL=args.database_url or f"sqlite+aiosqlite:///{folder}/bench.db",
+            FHIR_ADAPTER_DATABASE_URL=database_url,
             FHIR_ADAPTER_LOG_LEVEL="WARNING",
+            # The limiter still counts every request; its limit must not be what is measured.
+            FHIR_ADAPTER_RATE_LIMIT="1000000/minute",
         )
         adapter = subprocess.Popen(
             [sys.executable, "-m", "fhir_adapter", "serve"], env=env, cwd=folder
@@ -129,19 +158,22 @@ async def main() -> None:
             await wait_ready(f"http://127.0.0.1:{adapter_port}/fhir/metadata", adapter)
             await wait_ready(f"http://127.0.0.1:{baseline_port}/ready", baseline)
             adapter_url = f"http://127.0.0.1:{adapter_port}/fhir"
+            token = await adapter_token(database_url, f"http://127.0.0.1:{adapter_port}")
             baseline_url = f"http://127.0.0.1:{baseline_port}/baseline"
             total = args.warmup + args.requests
             adapter_bodies = [json.dumps(fresh(bundle, n)).encode() for n in range(total)]
             baseline_bodies = adapter_bodies  # the same Bundles, parsed and echoed
             await load(baseline_url, baseline_bodies[: args.warmup], args.concurrency, 200)
-            await load(adapter_url, adapter_bodies[: args.warmup], args.concurrency, 200)
+            await load(adapter_url, adapter_bodies[: args.warmup], args.concurrency, 200, token)
             base = summary(
                 "baseline: parse the Bundle",
                 *await load(baseline_url, baseline_bodies[args.warmup :], args.concurrency, 200),
             )
             full = summary(
                 "full submit path",
-                *await load(adapter_url, adapter_bodies[args.warmup :], args.concurrency, 200),
+                *await load(
+                    adapter_url, adapter_bodies[args.warmup :], args.concurrency, 200, token
+                ),
             )
         finally:
             for process in (adapter, baseline):

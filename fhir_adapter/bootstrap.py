@@ -144,6 +144,7 @@ async def build_container(
             backoff_max_seconds=settings.delivery_backoff_max_seconds,
             member_notice_url=settings.member_notice_url,
             lease_seconds=settings.worker_lease_seconds,
+            plan_organization=settings.plan_organization,
         ),
         clock=clock,
         subscriptions=subscriptions,

@@ -258,6 +258,62 @@ def clients_list() -> None:
     typer.echo("\n".join(lines) if lines else "no clients registered")
 
 
+@clients_app.command("keygen")
+def clients_keygen(
+    prefix: Path = typer.Argument(..., help="writes PREFIX.pem (private) and PREFIX.jwks.json"),
+) -> None:
+    """Make a P-384 key pair for a client: keep the .pem secret, register the .jwks.json."""
+    from cryptography.hazmat.primitives import serialization
+
+    from fhir_adapter.security.client import new_ec_key
+
+    private, kid, jwks = new_ec_key()
+    pem_path, jwks_path = prefix.with_suffix(".pem"), prefix.with_suffix(".jwks.json")
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    pem_path.touch(mode=0o600, exist_ok=False)
+    pem_path.write_bytes(pem)
+    jwks_path.write_text(json.dumps(jwks, indent=2))
+    typer.echo(f"private key: {pem_path} (kid {kid})\npublic JWKS: {jwks_path}")
+
+
+@clients_app.command("token")
+def clients_token(
+    client_id: str = typer.Option(..., help="the id `clients add` printed"),
+    key: Path = typer.Option(..., exists=True, dir_okay=False, help="the client's private key"),
+    scope: str = typer.Option("system/*.rs", help="the scopes to ask for"),
+    url: str = typer.Option(None, help="FHIR base (default: this machine's service)"),
+    kid: str = typer.Option(None, help="the key's kid, when the JWKS holds several"),
+) -> None:
+    """Get an access token the way a system does (SMART Backend Services) and print it."""
+    import httpx
+
+    from fhir_adapter.security.client import (
+        ClientCredentials,
+        discover_token_endpoint,
+        load_private_key,
+        request_token,
+    )
+
+    base = url or Settings().fhir_base_url
+
+    async def run() -> str:
+        async with httpx.AsyncClient(timeout=10) as http:
+            token_url = await discover_token_endpoint(http, base)
+            credentials = ClientCredentials(client_id, load_private_key(key), kid)
+            answer = await request_token(http, token_url, credentials, scope)
+        return str(answer["access_token"])
+
+    try:
+        typer.echo(asyncio.run(run()))
+    except (RuntimeError, ValueError, httpx.HTTPError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

@@ -45,8 +45,11 @@ PROFILES: dict[str, tuple[str, ...]] = {
 }
 
 
-def capability_statement(base_url: str, *, published: str) -> dict[str, Any]:
-    """What `GET /fhir/metadata` answers: resources, interactions, search parameters, includes."""
+def capability_statement(
+    base_url: str, *, published: str, token_endpoint: str | None = None, cors: bool = False
+) -> dict[str, Any]:
+    """What `GET /fhir/metadata` answers: resources, interactions, search parameters, includes,
+    and how to get access (SMART Backend Services, the token endpoint)."""
     resources = []
     for resource_type in SERVED_TYPES:
         params = params_for(resource_type)
@@ -66,7 +69,11 @@ def capability_statement(base_url: str, *, published: str) -> dict[str, Any]:
             {
                 "type": resource_type,
                 **extra,
-                "interaction": [{"code": code} for code in _INTERACTIONS],
+                "interaction": [
+                    {"code": code}
+                    for code in _INTERACTIONS
+                    if resource_type != "AuditEvent" or code in _READ_ONLY
+                ],
                 "versioning": "versioned-update",
                 "readHistory": True,
                 "updateCreate": True,
@@ -99,8 +106,41 @@ def capability_statement(base_url: str, *, published: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
+                "security": _security(token_endpoint, cors),
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
             }
         ],
     }
+
+
+_READ_ONLY = ("read", "vread", "history-instance", "search-type")
+
+
+def _security(token_endpoint: str | None, cors: bool) -> dict[str, Any]:
+    security: dict[str, Any] = {
+        "cors": cors,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ]
+            }
+        ],
+        "description": (
+            "OAuth 2.0 bearer tokens (SMART Backend Services, client credentials with a signed "
+            "client assertion) on every endpoint but metadata and smart-configuration; SMART v1 "
+            "and v2 system/ and patient/ scopes; see .well-known/smart-configuration."
+        ),
+    }
+    if token_endpoint:
+        security["extension"] = [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": "token", "valueUri": token_endpoint}],
+            }
+        ]
+    return security

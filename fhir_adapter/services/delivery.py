@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +21,7 @@ from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.services.workflow import Directory
 from fhir_adapter.workflow.codes import NPI
+from fhir_adapter.workflow.provenance import delivery_provenance
 from fhir_adapter.workflow.reports import delivery_bundle, notice_bundle
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class DeliveryConfig:
     backoff_max_seconds: float = 3600.0
     lease_seconds: float = 120.0
     member_notice_url: str | None = None
+    plan_organization: str = "Organization/demo-plan"  # the agent of delivery Provenance
 
 
 class DeliveryService:
@@ -231,9 +234,16 @@ class DeliveryService:
                 )
                 return
             updated.pop("meta", None)
-            await tx.replace(
+            stored = await tx.replace(
                 current, with_meta(updated, current.id, current.version_id + 1, now), now=now
             )
+            provenance = delivery_provenance(
+                communication=f"{stored.key}/_history/{stored.version_id}",
+                plan=self.config.plan_organization,
+                recorded=now,
+                delivered=attempt.delivered,
+            )
+            await tx.insert(with_meta(provenance, str(uuid.uuid4()), 1, now), now=now)
 
     async def _notify_subscriber(self, item: OutboxItem) -> None:
         if self.subscriptions is None:

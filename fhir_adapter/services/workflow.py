@@ -54,6 +54,7 @@ from fhir_adapter.workflow.intake import (
     reference_of,
 )
 from fhir_adapter.workflow.letters import letters_for, notice_communication
+from fhir_adapter.workflow.provenance import decision_provenance
 from fhir_adapter.workflow.reports import (
     CONSULT_NOTE,
     LOINC,
@@ -782,6 +783,21 @@ class WorkflowService:
             task.content.get("status") == status.value
             and _business_status(task.content) == decision.outcome.business_status.value
         )
+        targets = [f"{claim_response.key}/_history/{claim_response.version_id}"]
+        if not unchanged:
+            targets.append(f"{task.key}/_history/{task.version_id + 1}")
+        await self._record_provenance(
+            tx,
+            decision_provenance(
+                targets=targets,
+                request=request.key,
+                plan=self.config.plan_organization,
+                recorded=now,
+                created=existing is None,
+                reviewer=_reviewer_reference(reviewer),
+            ),
+            now,
+        )
         if unchanged:
             return task
         moved = transition(
@@ -903,6 +919,12 @@ class WorkflowService:
             return result.resource
         return await tx.replace(existing, self.resources_meta(body, existing, now), now=now)
 
+    async def _record_provenance(
+        self, tx: StoreTransaction, provenance: dict[str, Any], now: datetime
+    ) -> None:
+        """Provenance names versions, some of them written in this transaction: stored as is."""
+        await tx.insert(with_meta(provenance, self.resources.new_id(), 1, now), now=now)
+
     async def _find_by_trace(
         self, tx: StoreTransaction, resource_type: str, task_id: str
     ) -> StoredResource | None:
@@ -986,3 +1008,12 @@ async def _read_keys(
     keys = [k for k in (_local_key(r, base_url) for r in references) if k]
     found = await tx.read_many(tuple(k.split("/", 1)) for k in keys)  # type: ignore[misc]
     return {key: stored.content for key, stored in found.items()}
+
+
+def _reviewer_reference(extension: dict[str, Any] | None) -> str | None:
+    """The reviewer's reference out of the PAS claimResponseReviewer extension."""
+    for part in (extension or {}).get("extension") or []:
+        if part.get("url") == "reviewer":
+            reference = (part.get("valueReference") or {}).get("reference")
+            return str(reference) if reference else None
+    return None

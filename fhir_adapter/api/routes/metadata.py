@@ -15,7 +15,13 @@ router = APIRouter(tags=["metadata"])
 
 @router.get("/metadata", summary="CapabilityStatement")
 async def metadata(request: Request, container: ContainerDep) -> Response:
+    settings = container.settings
     statement = capability_statement(
-        container.settings.fhir_base_url, published=format_instant(container.started)
+        settings.fhir_base_url,
+        published=format_instant(container.started),
+        token_endpoint=container.issuer.urls.token_endpoint
+        if container.issuer
+        else settings.auth_token_endpoint,
+        cors=bool(settings.cors_origins.strip()),
     )
     return FhirResponse(statement, pretty=is_pretty(request))
