@@ -52,6 +52,7 @@ def outcome_code(status: int) -> str:
 def audit_event(record: AuditRecord) -> dict[str, Any]:
     agent: dict[str, Any] = {"requestor": True}
     if record.client_id:
+        agent["altId"] = record.client_id  # searchable: AuditEvent?altid={client id}
         agent["who"] = {
             "identifier": {"system": CLIENT_ID_SYSTEM, "value": record.client_id},
             "display": f"client {record.client_id}",

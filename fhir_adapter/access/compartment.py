@@ -31,6 +31,19 @@ def has_compartment(resource_type: str) -> bool:
     return resource_type == "Patient" or resource_type in PATIENT_COMPARTMENT
 
 
+def other_patients(content: dict[str, Any], patient_id: str, *, base_url: str | None) -> set[str]:
+    """The Patients other than Patient/`patient_id` whose compartments `content` is in too: a
+    write for one member must not place anything in another member's record."""
+    params = PATIENT_COMPARTMENT.get(str(content.get("resourceType")))
+    if not params:
+        return set()
+    return {
+        str(target_id)
+        for param, target_type, target_id, url in index_rows(content, base_url=base_url).references
+        if param in params and target_type == "Patient" and url is None and target_id != patient_id
+    }
+
+
 def in_compartment(content: dict[str, Any], patient_id: str, *, base_url: str | None) -> bool:
     """Whether `content` belongs to Patient/`patient_id`."""
     resource_type = content.get("resourceType")

@@ -15,6 +15,7 @@ from fhir_adapter.access.compartment import (
     SHARED,
     has_compartment,
     in_compartment,
+    other_patients,
 )
 from fhir_adapter.access.scopes import Access, Interaction, Reach
 from fhir_adapter.errors import ForbiddenError
@@ -41,8 +42,14 @@ class Guard(Protocol):
         """Raise 403 if the caller may not write this content (checked after `require`)."""
         ...
 
-    def restrict(self, query: SearchQuery) -> SearchQuery:
-        """The query narrowed to what the caller may see."""
+    def may_change(self, content: dict[str, Any], interaction: Interaction) -> bool:
+        """Whether the caller may change this stored resource (checked after `require`). Unlike
+        `visible` it needs no read scope: `system/Patient.u` updates Patients it cannot read."""
+        ...
+
+    def restrict(self, query: SearchQuery, interaction: Interaction = "s") -> SearchQuery:
+        """The query narrowed to what the caller may see (`s`), or, for the lookup of a
+        conditional create (`c`), to the resources the caller's create reaches."""
         ...
 
     def filter_included(self, resources: list[StoredResource]) -> list[StoredResource]: ...
@@ -68,7 +75,10 @@ class Unrestricted:
     ) -> None:
         return None
 
-    def restrict(self, query: SearchQuery) -> SearchQuery:
+    def may_change(self, content: dict[str, Any], interaction: Interaction) -> bool:
+        return True
+
+    def restrict(self, query: SearchQuery, interaction: Interaction = "s") -> SearchQuery:
         return query
 
     def filter_included(self, resources: list[StoredResource]) -> list[StoredResource]:
@@ -127,15 +137,25 @@ class AccessGuard:
         if not self._compartment_only(resource_type, interaction):
             return
         assert self.access.patient is not None
-        if not in_compartment(content, self.access.patient, base_url=self.base_url):
+        patient = self.access.patient
+        if not in_compartment(content, patient, base_url=self.base_url) or other_patients(
+            content, patient, base_url=self.base_url
+        ):
             raise ForbiddenError(
-                f"{resource_type} must belong to Patient/{self.access.patient}, "
-                "the patient this access token is for",
+                f"{resource_type} must belong to Patient/{patient}, the patient this access "
+                "token is for, and to no other patient",
                 expression=expression,
             )
 
-    def restrict(self, query: SearchQuery) -> SearchQuery:
-        if not self._compartment_only(query.resource_type, "s"):
+    def may_change(self, content: dict[str, Any], interaction: Interaction) -> bool:
+        reach = self._reach(str(content.get("resourceType")), interaction)
+        if reach is not Reach.COMPARTMENT:
+            return reach is Reach.ALL
+        assert self.access.patient is not None
+        return in_compartment(content, self.access.patient, base_url=self.base_url)
+
+    def restrict(self, query: SearchQuery, interaction: Interaction = "s") -> SearchQuery:
+        if not self._compartment_only(query.resource_type, interaction):
             return query
         assert self.access.patient is not None
         params = PATIENT_COMPARTMENT.get(query.resource_type, ())

@@ -90,12 +90,12 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         )
         app.include_router(ehr_router(), prefix="/ehr")  # where the demo Endpoints point
     app.add_middleware(CatchUnexpected)
-    app.add_middleware(
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(  # outside the body limit, so that 413 refusals are audited too
         AuditLog,
         trail=lambda: getattr(getattr(app.state, "container", None), "audit", None),
         clock=lambda: (app.state.container.workflow.clock)(),
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless configured
         app.add_middleware(

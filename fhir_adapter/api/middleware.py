@@ -10,6 +10,9 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhir_adapter.errors import PayloadTooLargeError
+from fhir_adapter.fhir.capability import OPERATIONS
+from fhir_adapter.fhir.references import ID_PATTERN
+from fhir_adapter.fhir.resources import is_known_type
 
 access_log = logging.getLogger("fhir_adapter.access")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -185,7 +188,12 @@ class AuditLog:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/fhir") or path in self._PUBLIC:
+        if (
+            scope["type"] != "http"
+            or not path.startswith("/fhir")
+            or path in self._PUBLIC
+            or scope["method"] == "OPTIONS"  # CORS preflight: no data moves
+        ):
             await self.app(scope, receive, send)
             return
         status: dict[str, Any] = {"code": 500, "location": None}
@@ -232,15 +240,36 @@ class AuditLog:
 def classify(
     method: str, path: str, location: str | None
 ) -> tuple[str, str | None, str | None, str | None]:
-    """(restful-interaction, resource type, id, operation) of a `/fhir` request path."""
+    """(restful-interaction, resource type, id, operation) of a `/fhir` request path.
+
+    Path segments are the caller's text: only a FHIR resource type, a syntactically valid id and
+    an operation this server offers are kept, so a malformed path (`/fhir/Patient/Jane Doe
+    1970-01-01`, `/fhir/Patient/1/$Jane-Doe`) cannot carry names or dates into the audit trail."""
+    interaction, resource_type, resource_id, operation = _classify(method, path, location)
+    if resource_type is not None and not is_known_type(resource_type):
+        resource_type, resource_id = None, None
+    if resource_id is not None and not ID_PATTERN.match(resource_id):
+        resource_id = None
+    if operation is not None and operation not in _OPERATIONS:
+        operation = "$unknown"
+    return interaction, resource_type, resource_id, operation
+
+
+# The operations the CapabilityStatement lists; any other `$name` is the caller's free text.
+_OPERATIONS = frozenset(f"${name}" for ops in OPERATIONS.values() for name, _ in ops)
+
+
+def _classify(
+    method: str, path: str, location: str | None
+) -> tuple[str, str | None, str | None, str | None]:
     parts = [p for p in path.split("/")[2:] if p]
     operation = next((p for p in parts if p.startswith("$")), None)
     if operation:
         resource_type = parts[0] if parts and not parts[0].startswith("$") else None
         resource_id = parts[1] if len(parts) > 2 else None
         return "operation", resource_type, resource_id, operation
-    if not parts:
-        return "transaction", None, None, None
+    if not parts:  # the base: a transaction or batch Bundle, or a system-wide search
+        return ("transaction" if method == "POST" else "search-system"), None, None, None
     resource_type = parts[0]
     if len(parts) == 1:
         if method == "POST":

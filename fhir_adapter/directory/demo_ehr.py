@@ -9,7 +9,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from fhir_adapter.api.fhir_http import FhirResponse
-from fhir_adapter.errors import InvalidRequestError
+from fhir_adapter.errors import InvalidRequestError, NotFoundError
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def ehr_router() -> APIRouter:
@@ -38,7 +40,10 @@ def ehr_router() -> APIRouter:
         )
 
     @router.get("/{organization}/fhir/{resource_type}")
-    async def received(organization: str, resource_type: str) -> Response:
+    async def received(organization: str, resource_type: str, request: Request) -> Response:
+        # What arrived is PHI and this inbox has no login: show it to this machine only.
+        if request.client is None or request.client.host not in _LOOPBACK:
+            raise NotFoundError("No FHIR endpoint at this address")
         found = [
             r for (kind, _), r in inboxes.get(organization, {}).items() if kind == resource_type
         ]

@@ -201,6 +201,7 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
         _tok("action"),
         _tok("outcome"),
         _ref("agent", "agent.who"),
+        _tok("altid", "agent.altId", doc="The client id of the system that made the request"),
         _ref("entity", "entity.what"),
         _ref("patient", "entity.what", targets=_PATIENT),
     ),

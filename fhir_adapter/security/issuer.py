@@ -24,7 +24,7 @@ from jwt.algorithms import ECAlgorithm
 
 from fhir_adapter.access.scopes import grantable, parse_scopes
 from fhir_adapter.ports import ClientRecord, ResourceStore, SigningKey
-from fhir_adapter.security.tokens import StaticKeys, parse_jwks
+from fhir_adapter.security.tokens import StaticKeys, has_private_members, key_fits, parse_jwks
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ("RS384", "ES384")
@@ -183,6 +183,8 @@ class BuiltInIssuer:
             key = next(iter(keys.values()))
         if key is None:
             raise invalid("client_assertion is signed with a key the client did not register")
+        if not key_fits(key, algorithm):
+            raise invalid("client_assertion signature is invalid (alg does not fit the key)")
         try:
             claims = jwt.decode(
                 assertion,
@@ -218,6 +220,11 @@ async def register_client(
     store: ResourceStore, *, name: str, jwks: Any, scope: str, patient: str | None = None
 ) -> ClientRecord:
     """Register a system with the built-in issuer; its client id is new and random."""
+    listed = jwks.get("keys") if isinstance(jwks, dict) else None
+    if isinstance(listed, list) and any(
+        isinstance(k, dict) and has_private_members(k) for k in listed
+    ):
+        raise ValueError("the JWKS holds private key material; register only the public keys")
     if not parse_jwks(jwks):
         raise ValueError("the JWKS holds no usable signature key")
     if not parse_scopes(scope):

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import httpx
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fhir_adapter.access.scopes import Access, parse_scopes
 from fhir_adapter.errors import AuthenticationError
@@ -22,6 +23,21 @@ from fhir_adapter.errors import AuthenticationError
 log = logging.getLogger(__name__)
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "ES256", "ES384")
+_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+
+
+def key_fits(key: jwt.PyJWK, algorithm: str) -> bool:
+    """Whether a JWT header's `alg` is one this (public) key can verify: RS* needs an RSA key,
+    ES* an EC key on that algorithm's curve. PyJWT raises TypeError, not a PyJWTError, for an RS
+    header over an EC key, so a mismatch must be refused before it gets there (else a 500)."""
+    public = key.key
+    if algorithm.startswith(("RS", "PS")):
+        return isinstance(public, rsa.RSAPublicKey)
+    if algorithm.startswith("ES"):
+        return isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == _CURVES.get(
+            algorithm
+        )
+    return False
 
 
 class KeySource(Protocol):
@@ -36,6 +52,14 @@ def _pick(keys: dict[str, jwt.PyJWK], kid: str | None) -> jwt.PyJWK | None:
     return next(iter(keys.values())) if len(keys) == 1 else None
 
 
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+
+
+def has_private_members(jwk: dict[str, Any]) -> bool:
+    """Whether a JWK carries private (or symmetric, `k`) key material (RFC 7518 §6)."""
+    return any(member in jwk for member in _PRIVATE_MEMBERS)
+
+
 def parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:
     """The usable signature keys of a JWKS document, by kid."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
@@ -43,6 +67,9 @@ def parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:
     keys: dict[str, jwt.PyJWK] = {}
     for index, raw in enumerate(document["keys"]):
         if not isinstance(raw, dict) or raw.get("use", "sig") != "sig":
+            continue
+        if has_private_members(raw):  # verification needs the public half only
+            log.warning("JWKS key %d holds private key material; skipped", index)
             continue
         try:
             key = jwt.PyJWK.from_dict(raw)
@@ -124,6 +151,10 @@ class TokenVerifier:
         if key is None:
             raise AuthenticationError(
                 "The access token is signed with a key the issuer does not list"
+            )
+        if not key_fits(key, algorithm):
+            raise AuthenticationError(
+                "The access token's signature or claims are invalid (alg does not fit the key)"
             )
         try:
             claims = jwt.decode(

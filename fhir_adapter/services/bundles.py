@@ -287,7 +287,7 @@ class BundleService:
             if criteria:
                 try:
                     existing = await self.resources.find_conditional(
-                        tx, entry.resource_type, criteria
+                        tx, entry.resource_type, criteria, guard=guard
                     )
                 except AdapterError as exc:
                     raise _located(exc, entry) from exc

@@ -130,7 +130,7 @@ class ResourceService:
         criteria = if_none_exist or self.hooks.implicit_condition(body)
         async with self.store.transaction() as tx:
             if criteria:
-                existing = await self.find_conditional(tx, resource_type, criteria)
+                existing = await self.find_conditional(tx, resource_type, criteria, guard=guard)
                 if existing is not None:
                     check_match_visible(guard, existing)
                     return WriteResult(existing, created=False, path=resource_type)
@@ -230,12 +230,20 @@ class ResourceService:
     # -- building blocks shared with Bundle processing ----------------------------------------
 
     async def find_conditional(
-        self, tx: StoreTransaction, resource_type: str, criteria: str, *, lock: bool = True
+        self,
+        tx: StoreTransaction,
+        resource_type: str,
+        criteria: str,
+        *,
+        lock: bool = True,
+        guard: Guard = UNRESTRICTED,
     ) -> StoredResource | None:
         """The one resource matching `If-None-Exist` criteria, None for no match; 412 for several.
 
         `lock` serializes writers racing to create the same resource; lookups made under a lock
-        the caller already holds can skip it.
+        the caller already holds can skip it. For a patient-scoped caller only the patient's own
+        resources can match: otherwise whether a match was found (or several) would tell them
+        about other members' data (`identifier=...`, `family=...&birthdate=...`).
         """
         params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
         query = self.parse_query(resource_type, params, strict=True)
@@ -244,7 +252,10 @@ class ResourceService:
         if lock:
             await tx.lock(f"{resource_type}?{sorted(query.applied)}")
         page = await tx.search(
-            SearchQuery(resource_type, query.filters, 2, None, (), False, query.applied, False)
+            guard.restrict(
+                SearchQuery(resource_type, query.filters, 2, None, (), False, query.applied, False),
+                "c",
+            )
         )
         if len(page.matches) > 1:
             raise PreconditionFailedError(
@@ -283,7 +294,7 @@ class ResourceService:
     ) -> WriteResult:
         resource_type, id = body["resourceType"], body["id"]
         current = await tx.read_for_update(resource_type, id)
-        if current is not None and not guard.visible(current.content):
+        if current is not None and not guard.may_change(current.content, "u"):
             raise NotFoundError(f"{resource_type}/{id} is not known", expression=f"{path}.id")
         guard.check_write(body, "u", expression=path)
         expected = parse_if_match(if_match) if if_match else None

@@ -7,6 +7,7 @@ import httpx
 
 from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container
+from fhir_adapter.directory.demo_ehr import ehr_router
 from tests.conftest import BASE_URL
 
 
@@ -43,3 +44,19 @@ async def test_the_audit_trail_is_declared_read_only(client: httpx.AsyncClient) 
     response = await client.post("/AuditEvent", json={"resourceType": "AuditEvent"})
     assert response.status_code == 405 and response.headers["allow"] == "GET"
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_the_demo_ehr_inbox_shows_what_arrived_to_this_machine_only(
+    container: Container,
+) -> None:
+    app = create_app(container=container)
+    app.include_router(ehr_router(), prefix="/ehr")
+    outside = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
+    local = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    async with (
+        httpx.AsyncClient(transport=outside, base_url="http://testserver") as remote,
+        httpx.AsyncClient(transport=local, base_url="http://testserver") as here,
+    ):
+        assert (await remote.get("/ehr/clinic/fhir/Communication")).status_code == 404
+        listed = await here.get("/ehr/clinic/fhir/Communication")
+        assert listed.status_code == 200 and listed.json()["total"] == 0
