@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 from fhir_adapter.errors import InvalidRequestError
 from fhir_adapter.fhir.dates import date_range, period_range
@@ -552,3 +553,13 @@ def _parse_include(resource_type: str, value: str) -> Include:
             f"_include={value}: '{parts[1]}' is not a reference search parameter of {resource_type}"
         )
     return Include(resource_type, param, parts[2] if len(parts) == 3 else None)
+
+
+def identifier_condition(system: str, value: str) -> str:
+    """`identifier=system|value` as conditional-create criteria, whatever the characters: commas
+    and dollars escaped for the search syntax, then URL-encoded so `&` and `=` stay data."""
+
+    def escaped(text: str) -> str:
+        return text.replace(",", "\\,").replace("$", "\\$")
+
+    return urlencode({"identifier": f"{escaped(system)}|{escaped(value)}"})

@@ -164,7 +164,9 @@ def validate_resource(data: Any, *, path: str = "") -> str:
         cls.model_validate(data)
     except pydantic.ValidationError as exc:
         issues.extend(_issue_from_pydantic(error, root) for error in exc.errors())
-    except (KeyError, TypeError, ValueError) as exc:  # the models' own failures on odd input
+    # The models' own failures on odd input: e.g. a number where a `url` is expected raises
+    # AttributeError inside fhir_core's Url validator instead of a ValidationError.
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         issues.append(
             Issue("structure", f"{root}: not a valid {resource_type} ({type(exc).__name__})", root)
         )
@@ -243,7 +245,8 @@ def _kind(annotation: Any) -> tuple[str, type | None]:
 
 
 def _json_type_issues(data: dict[str, Any], cls: type, root: str) -> Iterator[Issue]:
-    """JSON booleans and numbers where FHIR wants them: the models would coerce "yes" or "3"."""
+    """JSON booleans, numbers and objects where FHIR wants them: the models would coerce "yes",
+    "3" or the string "{}"."""
     kinds = _field_kinds(cls)
     for key, value in data.items():
         kind, klass = kinds.get(key, ("other", None))
@@ -261,7 +264,10 @@ def _json_type_issues(data: dict[str, Any], cls: type, root: str) -> Iterator[Is
                 isinstance(item, bool) or not isinstance(item, int | float)
             ):
                 yield Issue("structure", f"{where} must be a JSON number", where)
-            elif kind == "model" and isinstance(item, dict):
+            elif kind == "model" and not isinstance(item, dict):
+                # The models would parse a JSON *string* holding an object ("{}") as one.
+                yield Issue("structure", f"{where} must be a JSON object", where)
+            elif kind == "model":
                 target = klass
                 if isinstance(item.get("resourceType"), str) and is_known_type(
                     item["resourceType"]
@@ -306,8 +312,9 @@ def _code_issues(data: dict[str, Any], root: str) -> Iterator[Issue]:
                 f"(allowed: {', '.join(sorted(allowed))})",
                 f"{root}.{element}",
             )
-    if data["resourceType"] == "Bundle":
-        for index, entry in enumerate(data.get("entry") or []):
+    entries = data.get("entry") if data["resourceType"] == "Bundle" else None
+    if isinstance(entries, list):  # not a list (`"entry": 3`): the models already said so
+        for index, entry in enumerate(entries):
             if not isinstance(entry, dict):
                 continue
             request = entry.get("request")

@@ -76,7 +76,11 @@ class BundleService:
                 expression="resourceType",
             )
         entries = body.get("entry") or []
-        if isinstance(entries, list) and len(entries) > self.max_entries:
+        if not isinstance(entries, list):
+            raise InvalidRequestError(
+                "Bundle.entry must be an array of entries", expression="Bundle.entry"
+            )
+        if len(entries) > self.max_entries:
             raise PayloadTooLargeError(
                 f"The Bundle has {len(entries)} entries; this server takes at most {self.max_entries}",
                 expression="Bundle.entry",

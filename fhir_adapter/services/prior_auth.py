@@ -18,6 +18,7 @@ from fhir_adapter.errors import (
 )
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.references import rewrite_references
+from fhir_adapter.fhir.search import identifier_condition
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.resources import ResourceService
@@ -182,7 +183,9 @@ class PriorAuthService:
                 and identifier.get("system")
                 and identifier.get("value")
             ):
-                request["ifNoneExist"] = f"identifier={identifier['system']}|{identifier['value']}"
+                request["ifNoneExist"] = identifier_condition(
+                    str(identifier["system"]), str(identifier["value"])
+                )
         return {"fullUrl": entry["fullUrl"], "resource": resource, "request": request}
 
     @staticmethod

@@ -25,6 +25,7 @@ from fhir_adapter.errors import (
 from fhir_adapter.fhir.dates import format_instant, period_range
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.references import parse_reference
+from fhir_adapter.fhir.search import identifier_condition
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.notices import PlanContact, render
 from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
@@ -151,7 +152,7 @@ class WorkflowService:
         if is_second_opinion_request(content):
             for identifier in content.get("identifier") or []:
                 if identifier.get("system") and identifier.get("value"):
-                    return f"identifier={identifier['system']}|{identifier['value']}"
+                    return identifier_condition(str(identifier["system"]), str(identifier["value"]))
         if is_fulfillment_task(content):
             focus = reference_of(content.get("focus"))
             if focus and not focus.startswith("urn:") and "/" in focus:

@@ -11,6 +11,7 @@ from typing import Any
 
 from fhir_adapter.errors import InvalidRequestError, UnprocessableEntityError
 from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.policy.decision import Outcome
 
 DECIDE_OPERATION = "https://fhir-adapter.org/fhir/OperationDefinition/Task-decide"
@@ -35,6 +36,9 @@ def parse_review(body: Any) -> ReviewerDecision:
     """Read `decision`, `provider` (0..*), `reason`, `reviewer`, `reviewerNPI`, `reviewerSpecialty`."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise InvalidRequestError("$decide takes a Parameters resource", expression="resourceType")
+    # FHIR structure first (a 400 naming the element): every value below is then of its type,
+    # e.g. valueCode a string and valueReference an object, never a list or a number.
+    validate_resource(body)
     params: dict[str, list[dict[str, Any]]] = {}
     for parameter in body.get("parameter") or []:
         if isinstance(parameter, dict) and isinstance(parameter.get("name"), str):

@@ -216,3 +216,24 @@ async def test_deciding_an_unknown_task_is_404(client: httpx.AsyncClient) -> Non
         "/Task/nope/$decide", json=decide_params("denied", reason={"valueString": "x"})
     )
     assert response.status_code == 404
+
+
+async def test_pas_resubmission_matches_identifiers_with_search_syntax_characters_exactly(
+    client: httpx.AsyncClient,
+) -> None:
+    """`,`, `&`, `$` and `=` in an identifier are data, not search syntax: the conditional create
+    built from it matches that identifier only (a resubmission), never a different one."""
+    first = copy.deepcopy(load("pas/claim-submit-request.json"))
+    second = copy.deepcopy(first)
+    for bundle, value in ((first, "A,1&x=$2"), (second, "A")):
+        for entry in bundle["entry"]:
+            if entry["resource"]["resourceType"] == "Patient":
+                entry["resource"]["identifier"][0]["value"] = value
+    assert (await client.post("/Claim/$submit", json=first)).status_code == 200
+    assert (await client.post("/Claim/$submit", json=second)).status_code == 200
+    assert (await client.post("/Claim/$submit", json=first)).status_code == 200  # resubmitted
+    patients = (await client.get("/Patient", params={"_count": "100"})).json()["entry"]
+    values = sorted(
+        i["value"] for e in patients for i in e["resource"].get("identifier", []) if "value" in i
+    )
+    assert values.count("A,1&x=$2") == 1 and values.count("A") == 1, values
