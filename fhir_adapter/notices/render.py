@@ -260,6 +260,8 @@ def pdf_safe(text: str) -> str:
 
     The text and HTML forms keep every character; only the PDF form needs this.
     """
+    if text.isascii():  # nearly every line of a notice: nothing to replace
+        return text
     out: list[str] = []
     for char in text:
         char = _PDF_REPLACEMENTS.get(char, char)
