@@ -30,6 +30,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -50,6 +51,7 @@ from fhir_adapter.ports import (
     SubscriptionEvent,
     WorkflowJob,
 )
+from fhir_adapter.store import sqlite_inline
 from fhir_adapter.store.tables import (
     INDEX_TABLES,
     outbox,
@@ -73,12 +75,18 @@ def _dumps(value: Any) -> str:
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine for `url`; SQLite gets WAL, a busy timeout and real transactions."""
     if url.startswith("sqlite"):
+        parsed = make_url(url)
+        inline: dict[str, Any] = {}
+        if not parsed.query:  # the plain file (or memory) URLs we document; others: aiosqlite
+            database = parsed.database or ":memory:"
+            inline["async_creator"] = lambda: sqlite_inline.connect(database)
         engine = create_async_engine(
             url,
             echo=echo,
             hide_parameters=True,
             json_serializer=_dumps,
             json_deserializer=orjson.loads,
+            **inline,
         )
         _make_sqlite_transactional(engine)
         return engine
