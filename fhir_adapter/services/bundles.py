@@ -264,6 +264,7 @@ class BundleService:
             for e in entries
             if e.method == "PUT" and e.full_url
         }
+        fresh: set[str] = set()  # keys given to new resources here: nothing stored names them yet
         for entry in _reference_order([e for e in entries if e.method == "POST"]):
             assert entry.resource is not None
             criteria = entry.if_none_exist or self.resources.hooks.implicit_condition(
@@ -273,7 +274,7 @@ class BundleService:
             if criteria:
                 try:
                     existing = await self.resources.find_conditional(
-                        tx, entry.resource_type, criteria
+                        tx, entry.resource_type, criteria, new_keys=fresh
                     )
                 except AdapterError as exc:
                     raise _located(exc, entry) from exc
@@ -284,6 +285,7 @@ class BundleService:
                 )
             else:
                 entry.id = self.resources.new_id()
+                fresh.add(f"{entry.resource_type}/{entry.id}")
             if entry.full_url:
                 mapping[entry.full_url] = f"{entry.resource_type}/{entry.id}"
         return mapping

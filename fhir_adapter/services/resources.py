@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -22,7 +22,7 @@ from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.references import ID_PATTERN, contained_ids, iter_references, parse_reference
 from fhir_adapter.fhir.resources import SERVED_TYPES, is_known_type
-from fhir_adapter.fhir.search import SearchQuery, parse_search
+from fhir_adapter.fhir.search import Filter, ReferenceCriterion, SearchQuery, parse_search
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.ports import ResourceStore, SearchPage, StoredResource, StoreTransaction
 
@@ -199,17 +199,27 @@ class ResourceService:
     # -- building blocks shared with Bundle processing ----------------------------------------
 
     async def find_conditional(
-        self, tx: StoreTransaction, resource_type: str, criteria: str, *, lock: bool = True
+        self,
+        tx: StoreTransaction,
+        resource_type: str,
+        criteria: str,
+        *,
+        lock: bool = True,
+        new_keys: Collection[str] = (),
     ) -> StoredResource | None:
         """The one resource matching `If-None-Exist` criteria, None for no match; 412 for several.
 
         `lock` serializes writers racing to create the same resource; lookups made under a lock
-        the caller already holds can skip it.
+        the caller already holds can skip it. `new_keys` are `Type/id` keys of resources the
+        caller's transaction is creating: criteria that require a reference to one of them match
+        nothing stored, so no search is needed.
         """
         params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
         query = self.parse_query(resource_type, params, strict=True)
         if not query.filters:
             raise InvalidRequestError(f"Conditional create criteria '{criteria}' select nothing")
+        if new_keys and any(_requires_one_of(f, new_keys) for f in query.filters):
+            return None
         if lock:
             await tx.lock(f"{resource_type}?{sorted(query.applied)}")
         page = await tx.search(
@@ -332,6 +342,21 @@ class ResourceService:
         if any(i.code == "invalid" for i in issues):
             raise InvalidRequestError(issues=issues)
         raise UnprocessableEntityError(issues=issues)
+
+
+def _requires_one_of(flt: Filter, keys: Collection[str]) -> bool:
+    """Whether a filter only matches resources that reference one of `keys` (filters are ANDed)."""
+    return (
+        flt.param.type == "reference"
+        and not flt.negate
+        and all(
+            isinstance(c, ReferenceCriterion)
+            and c.url is None
+            and c.resource_type is not None
+            and f"{c.resource_type}/{c.id}" in keys
+            for c in flt.criteria
+        )
+    )
 
 
 def require_served(resource_type: str) -> None:
