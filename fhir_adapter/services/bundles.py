@@ -412,10 +412,7 @@ def _reference_order(entries: list[_Entry]) -> list[_Entry]:
     """Entries ordered so that one comes after the entries whose fullUrls it references (bundle
     order where there is no dependency, or a cycle)."""
     by_url = {e.full_url: e for e in entries if e.full_url}
-    needs = {
-        id(e): {url for url in by_url if url != e.full_url and url in _strings(e.resource)}
-        for e in entries
-    }
+    needs = {id(e): (_strings(e.resource) & by_url.keys()) - {e.full_url} for e in entries}
     ordered: list[_Entry] = []
     placed: set[str] = set()
     remaining = list(entries)
