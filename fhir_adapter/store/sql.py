@@ -12,10 +12,12 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Select,
     Table,
     and_,
+    bindparam,
     delete,
     event,
     exists,
@@ -189,12 +191,7 @@ class SqlTransaction:
     async def _insert_queued(self) -> None:
         rows, self._inserts = self._inserts, []
         try:
-            result = await self.conn.execute(
-                insert(resources).returning(
-                    resources.c.pk, resources.c.resource_type, resources.c.id
-                ),
-                rows,
-            )
+            result = await self.conn.execute(_INSERT_RESOURCES, rows)
         except IntegrityError as exc:  # a failed insert fails the whole transaction
             keys = [f"{row['resource_type']}/{row['id']}" for row in rows]
             what = keys[0] if len(keys) == 1 else f"one of {', '.join(keys)}"
@@ -213,28 +210,26 @@ class SqlTransaction:
         if self._stale:
             stale = list(self._stale)
             for table in INDEX_TABLES:
-                await self._execute(delete(table).where(table.c.resource_pk.in_(stale)))
+                await self._execute(_DELETE_INDEX[table], {"pks": stale})
             self._stale.clear()
         self._unflushed.clear()
         if self._versions:
-            await self._execute(insert(resource_versions), self._versions)
+            await self._execute(_INSERT_ROWS[resource_versions], self._versions)
             self._versions = []
         for table, rows in self._index.items():
             if rows:
-                await self._execute(insert(table), rows)
+                await self._execute(_INSERT_ROWS[table], rows)
                 self._index[table] = []
 
     # -- reads ---------------------------------------------------------------------------------
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
-        row = (await self._execute(_current(resource_type, id))).first()
+        row = (await self._execute(_CURRENT, {"p_type": resource_type, "p_id": id})).first()
         return self._seen(_stored(resource_type, row)) if row else None
 
     async def read_for_update(self, resource_type: str, id: str) -> StoredResource | None:
-        statement = _current(resource_type, id)
-        if self.is_postgres:
-            statement = statement.with_for_update()
-        row = (await self._execute(statement)).first()
+        statement = _CURRENT_FOR_UPDATE if self.is_postgres else _CURRENT
+        row = (await self._execute(statement, {"p_type": resource_type, "p_id": id})).first()
         return self._seen(_stored(resource_type, row)) if row else None
 
     async def existing(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -243,10 +238,9 @@ class SqlTransaction:
         wanted = [key for key in requested if key not in known]
         if not wanted:
             return known
-        statement = select(resources.c.resource_type, resources.c.id).where(
-            tuple_(resources.c.resource_type, resources.c.id).in_(wanted)
-        )
-        found = {(row.resource_type, row.id) for row in await self._execute(statement)}
+        found = {
+            (row.resource_type, row.id) for row in await self._execute(_EXISTING, {"keys": wanted})
+        }
         self._known |= found
         return known | found
 
@@ -283,18 +277,12 @@ class SqlTransaction:
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
-        statement = select(
-            resources.c.resource_type,
-            resources.c.id,
-            resources.c.version_id,
-            resources.c.last_updated,
-            resources.c.content,
-        ).where(tuple_(resources.c.resource_type, resources.c.id).in_(wanted))
+        statement = _READ_MANY
         found = [
             self._seen(
                 StoredResource(r.resource_type, r.id, r.version_id, r.last_updated, r.content)
             )
-            for r in await self._execute(statement)
+            for r in await self._execute(statement, {"keys": wanted})
         ]
         return {f.key: f for f in found}
 
@@ -333,14 +321,15 @@ class SqlTransaction:
     ) -> StoredResource:
         version = current.version_id + 1
         result = await self._execute(
-            update(resources)
-            .where(
-                resources.c.resource_type == current.resource_type,
-                resources.c.id == current.id,
-                resources.c.version_id == current.version_id,
-            )
-            .values(version_id=version, last_updated=now, content=content)
-            .returning(resources.c.pk)
+            _UPDATE_RESOURCE,
+            {
+                "p_type": current.resource_type,
+                "p_id": current.id,
+                "p_version": current.version_id,
+                "p_new_version": version,
+                "p_updated": now,
+                "p_content": content,
+            },
         )
         pk = result.scalar_one_or_none()
         if pk is None:  # someone else wrote a newer version since we read it
@@ -419,17 +408,18 @@ class SqlTransaction:
 
     async def add_outbox(self, item: OutboxItem) -> None:
         await self._execute(
-            insert(outbox).values(
-                id=item.id,
-                communication_id=item.communication_id,
-                destination=item.destination,
-                state=item.state,
-                attempts=item.attempts,
-                created_at=item.created_at,
-                next_attempt_at=item.next_attempt_at,
-                subscription_id=item.subscription_id,
-                event_number=item.event_number,
-            )
+            _INSERT_OUTBOX,
+            {
+                "id": item.id,
+                "communication_id": item.communication_id,
+                "destination": item.destination,
+                "state": item.state,
+                "attempts": item.attempts,
+                "created_at": item.created_at,
+                "next_attempt_at": item.next_attempt_at,
+                "subscription_id": item.subscription_id,
+                "event_number": item.event_number,
+            },
         )
 
     async def add_event(self, subscription_id: str, focus: str, *, now: datetime) -> int:
@@ -694,10 +684,46 @@ def _outbox_item(row: Any) -> OutboxItem:
     )
 
 
-def _current(resource_type: str, id: str) -> Select[Any]:
-    return select(
-        resources.c.id, resources.c.version_id, resources.c.last_updated, resources.c.content
-    ).where(resources.c.resource_type == resource_type, resources.c.id == id)
+# Statements built once: building a statement and its cache key costs more than SQLite takes to
+# run these, so the hot ones take their values as parameters.
+_KEYS: BindParameter[Any] = bindparam("keys", expanding=True)
+_CURRENT = select(
+    resources.c.id, resources.c.version_id, resources.c.last_updated, resources.c.content
+).where(resources.c.resource_type == bindparam("p_type"), resources.c.id == bindparam("p_id"))
+_CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
+_EXISTING = select(resources.c.resource_type, resources.c.id).where(
+    tuple_(resources.c.resource_type, resources.c.id).in_(_KEYS)
+)
+_READ_MANY = select(
+    resources.c.resource_type,
+    resources.c.id,
+    resources.c.version_id,
+    resources.c.last_updated,
+    resources.c.content,
+).where(tuple_(resources.c.resource_type, resources.c.id).in_(_KEYS))
+_INSERT_RESOURCES = insert(resources).returning(
+    resources.c.pk, resources.c.resource_type, resources.c.id
+)
+_UPDATE_RESOURCE = (
+    update(resources)
+    .where(
+        resources.c.resource_type == bindparam("p_type"),
+        resources.c.id == bindparam("p_id"),
+        resources.c.version_id == bindparam("p_version"),
+    )
+    .values(
+        version_id=bindparam("p_new_version", type_=resources.c.version_id.type),
+        last_updated=bindparam("p_updated", type_=resources.c.last_updated.type),
+        content=bindparam("p_content", type_=resources.c.content.type),
+    )
+    .returning(resources.c.pk)
+)
+_INSERT_ROWS = {table: insert(table) for table in (resource_versions, *INDEX_TABLES)}
+_DELETE_INDEX = {
+    table: delete(table).where(table.c.resource_pk.in_(bindparam("pks", expanding=True)))
+    for table in INDEX_TABLES
+}
+_INSERT_OUTBOX = insert(outbox)
 
 
 def _stored(resource_type: str, row: Any) -> StoredResource:
