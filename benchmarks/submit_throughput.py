@@ -3,7 +3,8 @@ the same script: a bare endpoint that only parses the same Bundle with fhir.reso
 
 Both run as real servers (uvicorn, one process each) on loopback; the adapter uses its built-in
 directory, whose answers it caches, so after the warm-up the directory costs no HTTP round trips.
-Each adapter submission is a new request (fresh identifiers), so every one is stored and decided.
+Each adapter submission is a new request (identifiers fresh for this run, so a database kept from
+an earlier run, as PostgreSQL's is, matches none of them), so every one is stored and decided.
 
     .venv/bin/python benchmarks/submit_throughput.py [--requests 300] [--concurrency 8]
         [--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/bench]
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def fresh(bundle: dict[str, Any], n: int) -> dict[str, Any]:
+def fresh(bundle: dict[str, Any], n: str) -> dict[str, Any]:
     copied = copy.deepcopy(bundle)
     for entry in copied["entry"]:
         resource, request = entry["resource"], entry["request"]
@@ -161,7 +163,10 @@ async def main() -> None:
             token = await adapter_token(database_url, f"http://127.0.0.1:{adapter_port}")
             baseline_url = f"http://127.0.0.1:{baseline_port}/baseline"
             total = args.warmup + args.requests
-            adapter_bodies = [json.dumps(fresh(bundle, n)).encode() for n in range(total)]
+            run = uuid.uuid4().hex[:8]
+            adapter_bodies = [
+                json.dumps(fresh(bundle, f"{run}-{n}")).encode() for n in range(total)
+            ]
             baseline_bodies = adapter_bodies  # the same Bundles, parsed and echoed
             await load(baseline_url, baseline_bodies[: args.warmup], args.concurrency, 200)
             await load(adapter_url, adapter_bodies[: args.warmup], args.concurrency, 200, token)

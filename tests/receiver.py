@@ -29,7 +29,8 @@ class Receiver:
         self.notifications: list[dict[str, Any]] = []
 
     def of_type(self, resource_type: str) -> list[dict[str, Any]]:
-        return [r for (kind, _), r in self.stored.items() if kind == resource_type]
+        # a copy: the receiver's server thread may be storing while the test reads
+        return [r for (kind, _), r in list(self.stored.items()) if kind == resource_type]
 
     def reports_received(self) -> list[dict[str, Any]]:
         """The Communications that carry a Consultation Report (not the decision notices)."""

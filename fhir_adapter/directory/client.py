@@ -45,6 +45,8 @@ class DirectoryClient:
         self.backoff_seconds = backoff_seconds
         self.max_pages = max_pages
         self._cache: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=cache_size, ttl=cache_seconds)
+        # The URL each search builds: httpx takes longer to build one than the cache to answer.
+        self._urls: TTLCache[tuple[Any, ...], str] = TTLCache(maxsize=cache_size, ttl=cache_seconds)
 
     @property
     def network_reference(self) -> str:
@@ -151,17 +153,26 @@ class DirectoryClient:
         return entries
 
     async def _get(self, resource_type: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        request = self.http.build_request("GET", f"{self.base_url}/{resource_type}", params=params)
-        return await self._get_url(str(request.url))
+        key = (
+            resource_type,
+            *((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()),
+        )
+        url = self._urls.get(key)
+        if url is None:
+            request = self.http.build_request(
+                "GET", f"{self.base_url}/{resource_type}", params=params
+            )
+            url = self._urls[key] = str(request.url)
+        return await self._get_url(url)
 
     async def _get_url(self, url: str) -> dict[str, Any]:
+        cached = self._cache.get(url)  # only a valid URL was ever cached
+        if cached is not None:
+            return cached
         try:
             httpx.URL(url)
         except httpx.InvalidURL as exc:
             raise DirectoryUnavailableError(f"the directory gave an invalid URL ({exc})") from exc
-        cached = self._cache.get(url)
-        if cached is not None:
-            return cached
         last_problem = "no attempt made"
         for attempt in range(1, self.attempts + 1):
             try:

@@ -260,6 +260,8 @@ def pdf_safe(text: str) -> str:
 
     The text and HTML forms keep every character; only the PDF form needs this.
     """
+    if text.isascii():  # nearly every line of a notice: nothing to replace
+        return text
     out: list[str] = []
     for char in text:
         char = _PDF_REPLACEMENTS.get(char, char)
@@ -332,4 +334,82 @@ def _to_pdf(title: str, blocks: tuple[_Block, ...], context: NoticeContext) -> b
 
 def _write(pdf: FPDF, height: float, text: str) -> None:
     """Left-aligned (ragged right reads more easily), wrapped, then back to the left margin."""
-    pdf.multi_cell(0, height, pdf_safe(text), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    text = pdf_safe(text)
+    lines = _break_lines(pdf, text)
+    if lines is None:
+        pdf.multi_cell(0, height, text, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        return
+    for number, line in enumerate(lines, start=1):
+        last = number == len(lines)
+        pdf.cell(
+            0,
+            height,
+            line,
+            align="L",
+            new_x=XPos.LMARGIN if last else XPos.LEFT,
+            new_y=YPos.NEXT,
+        )
+
+
+# Characters that fpdf2's line breaker treats specially (other spaces, soft hyphen, line breaks):
+# text holding one goes to `multi_cell` itself.
+_SPECIAL = frozenset("\u00a0\u00ad\t\n\r\f\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007")
+_TOLERANCE = 1e-9  # fpdf.util.FloatTolerance
+
+
+def _break_lines(pdf: FPDF, text: str) -> list[str] | None:
+    """The lines `multi_cell(0, h, text, align="L")` would print, found in linear time.
+
+    fpdf2 re-measures the whole line for every character it adds, which made the letters cost
+    tens of milliseconds each. This follows its rule exactly (same widths, same float arithmetic,
+    same tolerance) for the one case the notices use: one core font, no character spacing or
+    stretching, single spaces. For anything else it returns None and `multi_cell` does the work.
+    """
+    font = pdf.current_font
+    widths = getattr(font, "cw", None)
+    if (
+        not text
+        or pdf.is_ttf_font
+        or not isinstance(widths, dict)
+        or pdf.char_spacing
+        or pdf.font_stretching != 100
+        or any(char in _SPECIAL or char not in widths for char in text)
+    ):
+        return None
+    size, k = pdf.font_size_pt, pdf.k
+    max_width = pdf.w - pdf.r_margin - pdf.x
+    max_width -= pdf.c_margin  # fpdf2 takes the cell margin off once for each side
+    max_width -= pdf.c_margin
+    lines: list[str] = []
+    start, count = 0, len(text)
+    while start < count:
+        units = 0  # the line's width in font units: exact, as fpdf2 sums them
+        space = -1  # index of the line's last space
+        index = start
+        broken = False
+        while index < count:
+            char = text[index]
+            char_width = widths[char] * size * 0.001 / k
+            if (units * size * 0.001 / k + char_width) - max_width > _TOLERANCE:
+                broken = True
+                if char == " ":  # an overflowing space is dropped
+                    lines.append(text[start:index])
+                    start = index + 1
+                elif space >= 0:  # back to the last space, which is dropped
+                    lines.append(text[start:space])
+                    start = space + 1
+                else:  # one word wider than the line: cut it
+                    if index == start:
+                        return None  # not even one character fits; let fpdf2 raise
+                    lines.append(text[start:index])
+                    start = index
+                break
+            if char == " ":
+                space = index
+            units += widths[char]
+            index += 1
+        if not broken:
+            if units:
+                lines.append(text[start:])
+            break
+    return lines or None

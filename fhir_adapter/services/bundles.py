@@ -282,6 +282,7 @@ class BundleService:
             for e in entries
             if e.method == "PUT" and e.full_url
         }
+        fresh: set[str] = set()  # keys given to new resources here: nothing stored names them yet
         for entry in _reference_order([e for e in entries if e.method == "POST"]):
             assert entry.resource is not None
             criteria = entry.if_none_exist or self.resources.hooks.implicit_condition(
@@ -291,7 +292,7 @@ class BundleService:
             if criteria:
                 try:
                     existing = await self.resources.find_conditional(
-                        tx, entry.resource_type, criteria, guard=guard
+                        tx, entry.resource_type, criteria, guard=guard, new_keys=fresh
                     )
                 except AdapterError as exc:
                     raise _located(exc, entry) from exc
@@ -306,6 +307,7 @@ class BundleService:
                 )
             else:
                 entry.id = self.resources.new_id()
+                fresh.add(f"{entry.resource_type}/{entry.id}")
             if entry.full_url:
                 mapping[entry.full_url] = f"{entry.resource_type}/{entry.id}"
         return mapping
@@ -464,10 +466,7 @@ def _reference_order(entries: list[_Entry]) -> list[_Entry]:
     """Entries ordered so that one comes after the entries whose fullUrls it references (bundle
     order where there is no dependency, or a cycle)."""
     by_url = {e.full_url: e for e in entries if e.full_url}
-    needs = {
-        id(e): {url for url in by_url if url != e.full_url and url in _strings(e.resource)}
-        for e in entries
-    }
+    needs = {id(e): (_strings(e.resource) & by_url.keys()) - {e.full_url} for e in entries}
     ordered: list[_Entry] = []
     placed: set[str] = set()
     remaining = list(entries)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.references import ID_PATTERN, contained_ids, iter_references, parse_reference
 from fhir_adapter.fhir.resources import SERVED_TYPES, is_known_type
-from fhir_adapter.fhir.search import SearchQuery, parse_search
+from fhir_adapter.fhir.search import Filter, ReferenceCriterion, SearchQuery, parse_search
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.ports import ResourceStore, SearchPage, StoredResource, StoreTransaction
 
@@ -237,18 +237,23 @@ class ResourceService:
         *,
         lock: bool = True,
         guard: Guard = UNRESTRICTED,
+        new_keys: Collection[str] = (),
     ) -> StoredResource | None:
         """The one resource matching `If-None-Exist` criteria, None for no match; 412 for several.
 
         `lock` serializes writers racing to create the same resource; lookups made under a lock
         the caller already holds can skip it. For a patient-scoped caller only the patient's own
         resources can match: otherwise whether a match was found (or several) would tell them
-        about other members' data (`identifier=...`, `family=...&birthdate=...`).
+        about other members' data (`identifier=...`, `family=...&birthdate=...`). `new_keys` are
+        `Type/id` keys of resources the caller's transaction is creating: criteria that require a
+        reference to one of them match nothing stored, so no search is needed.
         """
         params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
         query = self.parse_query(resource_type, params, strict=True)
         if not query.filters:
             raise InvalidRequestError(f"Conditional create criteria '{criteria}' select nothing")
+        if new_keys and any(_requires_one_of(f, new_keys) for f in query.filters):
+            return None
         if lock:
             await tx.lock(f"{resource_type}?{sorted(query.applied)}")
         page = await tx.search(
@@ -411,6 +416,21 @@ def require_client_writable(resource_type: str) -> None:
         raise MethodNotAllowedError(
             f"{resource_type} is written by the server only; it is read-only", allow="GET"
         )
+
+
+def _requires_one_of(flt: Filter, keys: Collection[str]) -> bool:
+    """Whether a filter only matches resources that reference one of `keys` (filters are ANDed)."""
+    return (
+        flt.param.type == "reference"
+        and not flt.negate
+        and all(
+            isinstance(c, ReferenceCriterion)
+            and c.url is None
+            and c.resource_type is not None
+            and f"{c.resource_type}/{c.id}" in keys
+            for c in flt.criteria
+        )
+    )
 
 
 def require_served(resource_type: str) -> None:

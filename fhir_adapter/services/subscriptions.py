@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -87,20 +88,25 @@ class SubscriptionService:
         focus: StoredResource,
         *,
         patient: str | None,
-        org_identifiers: set[str],
+        org_identifiers: Callable[[], Awaitable[set[str]]],
         now: datetime,
     ) -> int:
-        """In the decision's own transaction: an event and an outbox item per matching Subscription."""
+        """In the decision's own transaction: an event and an outbox item per matching Subscription.
+
+        `org_identifiers` is read only when a Subscription to a decision topic is active."""
         query = self.resources.parse_query(
             "Subscription", [("status", "active"), ("_count", "500")]
         )
-        page = await tx.search(query)
+        page = await tx.search(replace(query, with_total=False))  # the count is not needed
         sent = 0
+        identifiers: set[str] | None = None
         for found in page.matches:
             subscribed = view(found.content)
             if subscribed.topic not in (DECISION_TOPIC, PAS_TOPIC):
                 continue
-            if not matches(subscribed, patient=patient, org_identifiers=org_identifiers):
+            if identifiers is None:
+                identifiers = await org_identifiers()
+            if not matches(subscribed, patient=patient, org_identifiers=identifiers):
                 continue
             locked = await tx.read_for_update("Subscription", found.id)  # numbers stay consecutive
             if locked is None:

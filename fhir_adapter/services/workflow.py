@@ -829,7 +829,7 @@ class WorkflowService:
                 tx,
                 claim_response,
                 patient=patient,
-                org_identifiers=await self._org_identifiers(tx, requester),
+                org_identifiers=lambda: self._org_identifiers(tx, requester),
                 now=now,
             )
         return stored

@@ -12,10 +12,12 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Select,
     Table,
     and_,
+    bindparam,
     delete,
     event,
     exists,
@@ -30,6 +32,8 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -169,50 +173,83 @@ class SqlTransaction:
         self._index: dict[Any, list[dict[str, Any]]] = {table: [] for table in INDEX_TABLES}
         self._stale: set[int] = set()  # resources whose written index rows are outdated
         self._unflushed: set[int] = set()  # resources created here whose rows are all queued
+        # Resources this transaction has seen exist (read, written, checked). Resources are never
+        # deleted, so reference checks need not ask again.
+        self._known: set[tuple[str, str]] = set()
+        # New resources wait here and go in with one INSERT when the next statement runs.
+        self._inserts: list[dict[str, Any]] = []
+
+    async def _execute(self, statement: Any, parameters: Any = None) -> Any:
+        """Run a statement, after the queued inserts (which it may read or reference)."""
+        if self._inserts:
+            await self._insert_queued()
+        return await self.conn.execute(statement, parameters)
+
+    async def _insert_queued(self) -> None:
+        rows, self._inserts = self._inserts, []
+        try:
+            result = await self.conn.execute(_INSERT_RESOURCES, rows)
+        except IntegrityError as exc:  # a failed insert fails the whole transaction
+            keys = [f"{row['resource_type']}/{row['id']}" for row in rows]
+            what = keys[0] if len(keys) == 1 else f"one of {', '.join(keys)}"
+            raise ConflictError(f"{what} already exists") from exc
+        pks = {(r.resource_type, r.id): r.pk for r in result}
+        for row in rows:
+            pk = pks[(row["resource_type"], row["id"])]
+            await self._write_version(pk, 1, row["last_updated"], "create", row["content"])
+            await self._write_index(pk, row["content"])
+            self._unflushed.add(pk)
 
     async def flush(self) -> None:
-        """Write the queued version and index rows."""
+        """Write the queued resources, then their version and index rows."""
+        if self._inserts:
+            await self._insert_queued()
         if self._stale:
             stale = list(self._stale)
             for table in INDEX_TABLES:
-                await self.conn.execute(delete(table).where(table.c.resource_pk.in_(stale)))
+                await self._execute(_DELETE_INDEX[table], {"pks": stale})
             self._stale.clear()
         self._unflushed.clear()
         if self._versions:
-            await self.conn.execute(insert(resource_versions), self._versions)
+            await self._execute(_INSERT_ROWS[resource_versions], self._versions)
             self._versions = []
         for table, rows in self._index.items():
             if rows:
-                await self.conn.execute(insert(table), rows)
+                await self._execute(_INSERT_ROWS[table], rows)
                 self._index[table] = []
 
     # -- reads ---------------------------------------------------------------------------------
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
-        row = (await self.conn.execute(_current(resource_type, id))).first()
-        return _stored(resource_type, row) if row else None
+        row = (await self._execute(_CURRENT, {"p_type": resource_type, "p_id": id})).first()
+        return self._seen(_stored(resource_type, row)) if row else None
 
     async def read_for_update(self, resource_type: str, id: str) -> StoredResource | None:
-        statement = _current(resource_type, id)
-        if self.is_postgres:
-            statement = statement.with_for_update()
-        row = (await self.conn.execute(statement)).first()
-        return _stored(resource_type, row) if row else None
+        statement = _CURRENT_FOR_UPDATE if self.is_postgres else _CURRENT
+        row = (await self._execute(statement, {"p_type": resource_type, "p_id": id})).first()
+        return self._seen(_stored(resource_type, row)) if row else None
 
     async def existing(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        wanted = list(dict.fromkeys(keys))
+        requested = list(dict.fromkeys(keys))
+        known = {key for key in requested if key in self._known}
+        wanted = [key for key in requested if key not in known]
         if not wanted:
-            return set()
-        statement = select(resources.c.resource_type, resources.c.id).where(
-            tuple_(resources.c.resource_type, resources.c.id).in_(wanted)
-        )
-        return {(row.resource_type, row.id) for row in await self.conn.execute(statement)}
+            return known
+        found = {
+            (row.resource_type, row.id) for row in await self._execute(_EXISTING, {"keys": wanted})
+        }
+        self._known |= found
+        return known | found
+
+    def _seen(self, stored: StoredResource) -> StoredResource:
+        self._known.add((stored.resource_type, stored.id))
+        return stored
 
     async def exists(self, resource_type: str, id: str) -> bool:
         statement = select(resources.c.pk).where(
             resources.c.resource_type == resource_type, resources.c.id == id
         )
-        return (await self.conn.execute(statement)).first() is not None
+        return (await self._execute(statement)).first() is not None
 
     async def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource | None:
         await self.flush()
@@ -230,23 +267,19 @@ class SqlTransaction:
                 resource_versions.c.version_id == version_id,
             )
         )
-        row = (await self.conn.execute(statement)).first()
+        row = (await self._execute(statement)).first()
         return _stored(resource_type, row) if row else None
 
     async def read_many(self, keys: Iterable[tuple[str, str]]) -> dict[str, StoredResource]:
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
-        statement = select(
-            resources.c.resource_type,
-            resources.c.id,
-            resources.c.version_id,
-            resources.c.last_updated,
-            resources.c.content,
-        ).where(tuple_(resources.c.resource_type, resources.c.id).in_(wanted))
+        statement = _READ_MANY
         found = [
-            StoredResource(r.resource_type, r.id, r.version_id, r.last_updated, r.content)
-            for r in await self.conn.execute(statement)
+            self._seen(
+                StoredResource(r.resource_type, r.id, r.version_id, r.last_updated, r.content)
+            )
+            for r in await self._execute(statement, {"keys": wanted})
         ]
         return {f.key: f for f in found}
 
@@ -263,46 +296,37 @@ class SqlTransaction:
             .order_by(resource_versions.c.version_id.desc())
         )
         await self.flush()
-        return [_stored(resource_type, row) for row in await self.conn.execute(statement)]
+        return [_stored(resource_type, row) for row in await self._execute(statement)]
 
     # -- writes --------------------------------------------------------------------------------
 
     async def insert(self, content: dict[str, Any], *, now: datetime) -> StoredResource:
         resource_type, id = content["resourceType"], content["id"]
-        try:  # a failed insert fails the whole transaction, so no savepoint is needed
-            pk = (
-                await self.conn.execute(
-                    insert(resources)
-                    .values(
-                        resource_type=resource_type,
-                        id=id,
-                        version_id=1,
-                        last_updated=now,
-                        content=content,
-                    )
-                    .returning(resources.c.pk)
-                )
-            ).scalar_one()
-        except IntegrityError as exc:
-            raise ConflictError(f"{resource_type}/{id} already exists") from exc
-        await self._write_version(pk, 1, now, "create", content)
-        await self._write_index(pk, content)
-        self._unflushed.add(pk)
-        return StoredResource(resource_type, id, 1, now, content)
+        self._inserts.append(
+            {
+                "resource_type": resource_type,
+                "id": id,
+                "version_id": 1,
+                "last_updated": now,
+                "content": content,
+            }
+        )
+        return self._seen(StoredResource(resource_type, id, 1, now, content))
 
     async def replace(
         self, current: StoredResource, content: dict[str, Any], *, now: datetime
     ) -> StoredResource:
         version = current.version_id + 1
-        result = await self.conn.execute(
-            update(resources)
-            .where(
-                resources.c.resource_type == current.resource_type,
-                resources.c.id == current.id,
-                resources.c.version_id == current.version_id,
-            )
-            .values(version_id=version, last_updated=now, content=content)
-            .returning(resources.c.pk)
+        result = await self._execute(
+            _UPDATE_RESOURCE,
+            {
+                "p_type": current.resource_type,
+                "p_id": current.id,
+                "p_version": current.version_id,
+                "p_new_version": version,
+                "p_updated": now,
+                "p_content": content,
+            },
         )
         pk = result.scalar_one_or_none()
         if pk is None:  # someone else wrote a newer version since we read it
@@ -318,26 +342,25 @@ class SqlTransaction:
     async def lock(self, key: str) -> None:
         if self.is_postgres:  # SQLite writers are already serialized by BEGIN IMMEDIATE
             digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-            await self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": digest})
+            await self._execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": digest})
 
     # -- workflow jobs -------------------------------------------------------------------------
 
     async def add_job(self, task_id: str, *, due_at: datetime, now: datetime) -> None:
-        exists_already = (
-            await self.conn.execute(
-                select(workflow_jobs.c.task_id).where(workflow_jobs.c.task_id == task_id)
-            )
-        ).first()
-        if exists_already is None:
-            await self.conn.execute(
-                insert(workflow_jobs).values(
-                    task_id=task_id,
-                    state="evaluate",
-                    due_at=due_at,
-                    next_attempt_at=now,
-                    attempts=0,
-                )
-            )
+        values = {
+            "task_id": task_id,
+            "state": "evaluate",
+            "due_at": due_at,
+            "next_attempt_at": now,
+            "attempts": 0,
+        }
+        # One statement: a Task that has its job already keeps it.
+        statement = (
+            postgresql_insert(workflow_jobs) if self.is_postgres else sqlite_insert(workflow_jobs)
+        )
+        await self._execute(
+            statement.values(**values).on_conflict_do_nothing(index_elements=["task_id"])
+        )
 
     async def claim_jobs(
         self, *, now: datetime, lease_until: datetime, limit: int, overdue: bool = False
@@ -366,7 +389,7 @@ class SqlTransaction:
     async def get_job(self, task_id: str) -> WorkflowJob | None:
         jobs = workflow_jobs.c
         row = (
-            await self.conn.execute(
+            await self._execute(
                 select(
                     jobs.task_id, jobs.state, jobs.due_at, jobs.next_attempt_at, jobs.attempts
                 ).where(jobs.task_id == task_id)
@@ -381,29 +404,30 @@ class SqlTransaction:
     # -- outbox --------------------------------------------------------------------------------
 
     async def add_outbox(self, item: OutboxItem) -> None:
-        await self.conn.execute(
-            insert(outbox).values(
-                id=item.id,
-                communication_id=item.communication_id,
-                destination=item.destination,
-                state=item.state,
-                attempts=item.attempts,
-                created_at=item.created_at,
-                next_attempt_at=item.next_attempt_at,
-                subscription_id=item.subscription_id,
-                event_number=item.event_number,
-            )
+        await self._execute(
+            _INSERT_OUTBOX,
+            {
+                "id": item.id,
+                "communication_id": item.communication_id,
+                "destination": item.destination,
+                "state": item.state,
+                "attempts": item.attempts,
+                "created_at": item.created_at,
+                "next_attempt_at": item.next_attempt_at,
+                "subscription_id": item.subscription_id,
+                "event_number": item.event_number,
+            },
         )
 
     # -- the built-in authorization server -----------------------------------------------------
 
     async def signing_key(self) -> SigningKey | None:
         statement = select(auth_keys).order_by(auth_keys.c.created_at.desc()).limit(1)
-        row = (await self.conn.execute(statement)).first()
+        row = (await self._execute(statement)).first()
         return SigningKey(row.kid, row.algorithm, row.private_pem) if row else None
 
     async def add_signing_key(self, key: SigningKey, *, now: datetime) -> None:
-        await self.conn.execute(
+        await self._execute(
             insert(auth_keys).values(
                 kid=key.kid, algorithm=key.algorithm, private_pem=key.private_pem, created_at=now
             )
@@ -411,15 +435,15 @@ class SqlTransaction:
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
         statement = select(auth_clients).where(auth_clients.c.client_id == client_id)
-        row = (await self.conn.execute(statement)).first()
+        row = (await self._execute(statement)).first()
         return _client(row) if row else None
 
     async def list_clients(self) -> list[ClientRecord]:
         statement = select(auth_clients).order_by(auth_clients.c.created_at)
-        return [_client(row) for row in await self.conn.execute(statement)]
+        return [_client(row) for row in await self._execute(statement)]
 
     async def add_client(self, client: ClientRecord, *, now: datetime) -> None:
-        await self.conn.execute(
+        await self._execute(
             insert(auth_clients).values(
                 client_id=client.client_id,
                 name=client.name,
@@ -433,12 +457,12 @@ class SqlTransaction:
     async def use_assertion(
         self, client_id: str, jti: str, *, expires_at: datetime, now: datetime
     ) -> bool:
-        await self.conn.execute(
+        await self._execute(
             delete(auth_used_assertions).where(auth_used_assertions.c.expires_at < now)
         )
         try:
             async with self.conn.begin_nested():
-                await self.conn.execute(
+                await self._execute(
                     insert(auth_used_assertions).values(
                         client_id=client_id, jti=jti, expires_at=expires_at
                     )
@@ -449,7 +473,7 @@ class SqlTransaction:
 
     async def add_event(self, subscription_id: str, focus: str, *, now: datetime) -> int:
         number = await self.event_count(subscription_id) + 1
-        await self.conn.execute(
+        await self._execute(
             insert(subscription_events).values(
                 subscription_id=subscription_id, event_number=number, focus=focus, occurred_at=now
             )
@@ -460,7 +484,7 @@ class SqlTransaction:
         statement = select(func.max(outbox.c.created_at)).where(
             outbox.c.subscription_id == subscription_id
         )
-        value = (await self.conn.execute(statement)).scalar_one_or_none()
+        value = (await self._execute(statement)).scalar_one_or_none()
         if value is None:
             return None
         stamp: datetime = (
@@ -472,7 +496,7 @@ class SqlTransaction:
         statement = select(func.coalesce(func.max(subscription_events.c.event_number), 0)).where(
             subscription_events.c.subscription_id == subscription_id
         )
-        return int((await self.conn.execute(statement)).scalar_one())
+        return int((await self._execute(statement)).scalar_one())
 
     async def events(
         self, subscription_id: str, *, since: int = 1, until: int | None = None
@@ -488,7 +512,7 @@ class SqlTransaction:
             statement = statement.where(c.event_number <= until)
         return [
             SubscriptionEvent(r.subscription_id, r.event_number, r.focus, r.occurred_at)
-            for r in await self.conn.execute(statement)
+            for r in await self._execute(statement)
         ]
 
     async def _lease(
@@ -509,16 +533,17 @@ class SqlTransaction:
         statement = select(key).where(wanted, free).order_by(order).limit(limit)
         if self.is_postgres:  # several workers: each skips what another holds
             statement = statement.with_for_update(skip_locked=True)
-        ids = [row[0] for row in await self.conn.execute(statement)]
+        ids = [row[0] for row in await self._execute(statement)]
         if not ids:
             return []
-        result = await self.conn.execute(
+        result = await self._execute(
             update(table)
             .where(key.in_(ids))
             .values(leased_until=lease_until, attempts=table.c.attempts + 1)
             .returning(*returning)
         )
-        return result.all()
+        leased: Sequence[Any] = result.all()
+        return leased
 
     async def claim_outbox(
         self, *, now: datetime, lease_until: datetime, limit: int
@@ -550,13 +575,13 @@ class SqlTransaction:
             values["next_attempt_at"] = next_attempt_at
         if delivered_at is not None:
             values["delivered_at"] = delivered_at
-        await self.conn.execute(update(outbox).where(outbox.c.id == item_id).values(**values))
+        await self._execute(update(outbox).where(outbox.c.id == item_id).values(**values))
 
     async def list_outbox(self, *, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
         statement = select(*_OUTBOX_COLUMNS).order_by(outbox.c.created_at).limit(limit)
         if state:
             statement = statement.where(outbox.c.state == state)
-        return [_outbox_item(row) for row in await self.conn.execute(statement)]
+        return [_outbox_item(row) for row in await self._execute(statement)]
 
     async def retry_outbox(self, *, now: datetime, ids: Iterable[str] | None = None) -> int:
         statement = (
@@ -566,7 +591,7 @@ class SqlTransaction:
         )
         if ids is not None:
             statement = statement.where(outbox.c.id.in_(list(ids)))
-        result = await self.conn.execute(statement.returning(outbox.c.id))
+        result = await self._execute(statement.returning(outbox.c.id))
         return len(result.all())
 
     async def set_job(
@@ -575,7 +600,7 @@ class SqlTransaction:
         values: dict[str, Any] = {"state": state, "leased_until": None}
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
-        await self.conn.execute(
+        await self._execute(
             update(workflow_jobs).where(workflow_jobs.c.task_id == task_id).values(**values)
         )
 
@@ -620,9 +645,7 @@ class SqlTransaction:
         total = -1
         if query.with_total or query.summary_count:
             total = (
-                await self.conn.execute(
-                    select(func.count()).select_from(resources).where(*conditions)
-                )
+                await self._execute(select(func.count()).select_from(resources).where(*conditions))
             ).scalar_one()
         if query.summary_count or query.count == 0:
             return SearchPage([], [], total, None)
@@ -641,10 +664,10 @@ class SqlTransaction:
             .order_by(resources.c.pk)
             .limit(query.count + 1)
         )
-        rows = (await self.conn.execute(statement)).all()
+        rows = (await self._execute(statement)).all()
         next_cursor = rows[query.count - 1].pk if len(rows) > query.count else None
         rows = rows[: query.count]
-        matches = [_stored(query.resource_type, row) for row in rows]
+        matches = [self._seen(_stored(query.resource_type, row)) for row in rows]
         included = await self._includes(query, [row.pk for row in rows], matches)
         return SearchPage(matches, included, total, next_cursor)
 
@@ -663,7 +686,7 @@ class SqlTransaction:
             )
             if include.target_type:
                 statement = statement.where(search_reference.c.target_type == include.target_type)
-            for target_type, target_id in await self.conn.execute(statement):
+            for target_type, target_id in await self._execute(statement):
                 if f"{target_type}/{target_id}" not in seen:
                     wanted[(target_type, target_id)] = None
         if not wanted:
@@ -677,7 +700,7 @@ class SqlTransaction:
         ).where(tuple_(resources.c.resource_type, resources.c.id).in_(list(wanted)))
         return [
             StoredResource(row.resource_type, row.id, row.version_id, row.last_updated, row.content)
-            for row in await self.conn.execute(statement)
+            for row in await self._execute(statement)
         ]
 
 
@@ -717,10 +740,46 @@ def _client(row: Any) -> ClientRecord:
     return ClientRecord(row.client_id, row.name, jwks, row.scope, row.patient)
 
 
-def _current(resource_type: str, id: str) -> Select[Any]:
-    return select(
-        resources.c.id, resources.c.version_id, resources.c.last_updated, resources.c.content
-    ).where(resources.c.resource_type == resource_type, resources.c.id == id)
+# Statements built once: building a statement and its cache key costs more than SQLite takes to
+# run these, so the hot ones take their values as parameters.
+_KEYS: BindParameter[Any] = bindparam("keys", expanding=True)
+_CURRENT = select(
+    resources.c.id, resources.c.version_id, resources.c.last_updated, resources.c.content
+).where(resources.c.resource_type == bindparam("p_type"), resources.c.id == bindparam("p_id"))
+_CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
+_EXISTING = select(resources.c.resource_type, resources.c.id).where(
+    tuple_(resources.c.resource_type, resources.c.id).in_(_KEYS)
+)
+_READ_MANY = select(
+    resources.c.resource_type,
+    resources.c.id,
+    resources.c.version_id,
+    resources.c.last_updated,
+    resources.c.content,
+).where(tuple_(resources.c.resource_type, resources.c.id).in_(_KEYS))
+_INSERT_RESOURCES = insert(resources).returning(
+    resources.c.pk, resources.c.resource_type, resources.c.id
+)
+_UPDATE_RESOURCE = (
+    update(resources)
+    .where(
+        resources.c.resource_type == bindparam("p_type"),
+        resources.c.id == bindparam("p_id"),
+        resources.c.version_id == bindparam("p_version"),
+    )
+    .values(
+        version_id=bindparam("p_new_version", type_=resources.c.version_id.type),
+        last_updated=bindparam("p_updated", type_=resources.c.last_updated.type),
+        content=bindparam("p_content", type_=resources.c.content.type),
+    )
+    .returning(resources.c.pk)
+)
+_INSERT_ROWS = {table: insert(table) for table in (resource_versions, *INDEX_TABLES)}
+_DELETE_INDEX = {
+    table: delete(table).where(table.c.resource_pk.in_(bindparam("pks", expanding=True)))
+    for table in INDEX_TABLES
+}
+_INSERT_OUTBOX = insert(outbox)
 
 
 def _stored(resource_type: str, row: Any) -> StoredResource:
