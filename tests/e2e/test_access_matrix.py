@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container
 from tests.conftest import BASE_URL, count_rows
+from tests.e2e.test_operations import decide_params
 from tests.factories import example_request
 from tests.tokens import ADMIN_SCOPE, bearer
 
@@ -351,28 +352,7 @@ def _communication(subject: str) -> dict[str, Any]:
 
 
 def _decide_body() -> dict[str, Any]:
-    return {
-        "resourceType": "Parameters",
-        "parameter": [
-            {"name": "decision", "valueCode": "denied"},
-            {"name": "reason", "valueString": "Not medically necessary (matrix test)"},
-            {
-                "name": "reviewer",
-                "valueReference": {
-                    "reference": "https://directory.example/fhir/Practitioner/reviewer-1"
-                },
-            },
-            {"name": "reviewerNPI", "valueString": "1972819302"},
-            {
-                "name": "reviewerSpecialty",
-                "valueCodeableConcept": {
-                    "coding": [
-                        {"system": "http://nucc.org/provider-taxonomy", "code": "207X00000X"}
-                    ]
-                },
-            },
-        ],
-    }
+    return decide_params("denied", reason={"valueString": "Not medically necessary (matrix test)"})
 
 
 def _transaction(w: World) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from fhir_adapter.fhir.resources import SERVED_TYPES, model_class
 from fhir_adapter.fhir.search import SEARCH_PARAMS
 from fhir_adapter.workflow.subscriptions import DECISION_TOPIC
 from tests.conftest import BASE_URL, count_rows
+from tests.e2e.test_operations import decide_params
 from tests.factories import EXAMPLES, example_request
 
 DEFAULT_EXAMPLES = 100  # per fuzz test; five tests, so 500 examples per backend in CI
@@ -624,34 +625,13 @@ def subscription_resource() -> dict[str, Any]:
 
 
 def decide_parameters(decision: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Parameters",
-        "parameter": [
-            {"name": "decision", "valueCode": decision},
-            {
-                "name": "reviewer",
-                "valueReference": {
-                    "reference": "https://directory.example/fhir/Practitioner/reviewer-1"
-                },
-            },
-            {"name": "reviewerNPI", "valueString": "1972819302"},
-            {
-                "name": "reviewerSpecialty",
-                "valueCodeableConcept": {
-                    "coding": [
-                        {"system": "http://nucc.org/provider-taxonomy", "code": "207X00000X"}
-                    ]
-                },
-            },
-            {
-                "name": "provider",
-                "valueReference": {
-                    "reference": "https://directory.example/fhir/PractitionerRole/pr-1"
-                },
-            },
-            {"name": "reason", "valueString": "fuzz"},
-        ],
-    }
+    return decide_params(
+        decision,
+        provider={
+            "valueReference": {"reference": "https://directory.example/fhir/PractitionerRole/pr-1"}
+        },
+        reason={"valueString": "fuzz"},
+    )
 
 
 def _seed_resources() -> list[dict[str, Any]]:
