@@ -54,7 +54,7 @@ class Guard(Protocol):
 
     def filter_included(self, resources: list[StoredResource]) -> list[StoredResource]: ...
 
-    def require_system(self, what: str) -> None:
+    def require_system(self, resource_type: str, interaction: Interaction, what: str) -> None:
         """Raise 403 for callers acting for one patient: `what` is a plan or provider action."""
         ...
 
@@ -84,7 +84,7 @@ class Unrestricted:
     def filter_included(self, resources: list[StoredResource]) -> list[StoredResource]:
         return resources
 
-    def require_system(self, what: str) -> None:
+    def require_system(self, resource_type: str, interaction: Interaction, what: str) -> None:
         return None
 
 
@@ -164,6 +164,9 @@ class AccessGuard:
     def filter_included(self, resources: list[StoredResource]) -> list[StoredResource]:
         return [r for r in resources if self.visible(r.content)]
 
-    def require_system(self, what: str) -> None:
-        if not any(g.level != "patient" for g in self.access.grants):
-            raise ForbiddenError(f"{what} needs system or user scopes, not patient scopes")
+    def require_system(self, resource_type: str, interaction: Interaction, what: str) -> None:
+        if self._reach(resource_type, interaction) is not Reach.ALL:
+            raise ForbiddenError(
+                f"{what} needs a system or user scope allowing {_NAMES[interaction]} on "
+                f"{resource_type}; patient scopes do not"
+            )

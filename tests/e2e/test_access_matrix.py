@@ -1128,6 +1128,13 @@ async def test_plan_actions_and_admin_data_need_more_than_patient_scopes(world: 
             assert_outcome(answer, "forbidden")
     async with w.client(patient_headers(w, w.a, "patient/AuditEvent.rs")) as member:
         assert (await member.get("/AuditEvent")).status_code == 403
+    # A system scope for something else does not turn patient scopes into plan powers.
+    mixed = patient_headers(w, w.a, "system/Practitioner.rs patient/*.cruds")
+    async with w.client(mixed) as member:
+        decide = await member.post(f"/Task/{w.pended_task}/$decide", json=_decide_body())
+        assert decide.status_code == 403, decide.text
+        assert_outcome(decide, "forbidden")
+        assert (await member.post("/Claim/$submit", json=_pas_request())).status_code == 403
     # Patient scopes in a token that names no patient reach nothing.
     async with w.client(bearer(w.container, "patient/*.cruds")) as nobody:
         for url in ("/Task", f"/Task/{w.a.one('Task')}", f"/{w.a.patient}"):

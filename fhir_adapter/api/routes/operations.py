@@ -17,8 +17,7 @@ router = APIRouter(tags=["operations"])
 
 @router.post("/Claim/$submit", summary="Da Vinci PAS: submit a prior-authorization request Bundle")
 async def submit(request: Request, container: ContainerDep, guard: GuardDep) -> Response:
-    guard.require_system("Claim/$submit")
-    guard.require("Claim", "c")
+    guard.require_system("Claim", "c", "Claim/$submit")
     guard.require("ClaimResponse", "r")
     body = await read_resource_body(request)
     answer = await container.prior_auth.submit(body, guard=guard)
@@ -27,8 +26,7 @@ async def submit(request: Request, container: ContainerDep, guard: GuardDep) -> 
 
 @router.post("/Task/{id}/$decide", summary="A reviewer decides a pended second-opinion request")
 async def decide(id: str, request: Request, container: ContainerDep, guard: GuardDep) -> Response:
-    guard.require_system("Task/$decide")
-    guard.require("Task", "u")
+    guard.require_system("Task", "u", "Task/$decide")
     check_id(id)
     review = parse_review(await read_resource_body(request))
     claim_response = await container.workflow.decide_by_reviewer(id, review)
