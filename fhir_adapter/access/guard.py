@@ -26,6 +26,8 @@ _NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search
 
 
 class Guard(Protocol):
+    patient_bound: bool  # acting for one patient: what it may see is narrower than what exists
+
     def require(
         self, resource_type: str, interaction: Interaction, *, expression: str | None = None
     ) -> None:
@@ -62,6 +64,8 @@ class Guard(Protocol):
 class Unrestricted:
     """The adapter itself."""
 
+    patient_bound = False
+
     def require(
         self, resource_type: str, interaction: Interaction, *, expression: str | None = None
     ) -> None:
@@ -97,6 +101,9 @@ class AccessGuard:
     def __init__(self, access: Access, *, base_url: str | None) -> None:
         self.access = access
         self.base_url = base_url
+        self.patient_bound = access.patient is not None and any(
+            g.level == "patient" for g in access.grants
+        )
 
     def _reach(self, resource_type: str, interaction: Interaction) -> Reach:
         reach = self.access.reach(resource_type, interaction)

@@ -280,7 +280,7 @@ class ResourceService:
     ) -> WriteResult:
         """Create inside `tx`; `pending` lists `Type/id` keys the same transaction is writing."""
         guard.check_write(body, "c", expression=path)
-        await self.check_references(tx, body, path=path, pending=pending)
+        await self.check_references(tx, body, path=path, pending=pending, guard=guard)
         now = self.clock()
         content = with_meta(body, id or self.new_id(), 1, now)
         stored = await tx.insert(content, now=now)
@@ -308,7 +308,7 @@ class ResourceService:
             raise PreconditionFailedError(
                 f"If-Match asked for version {expected} of {resource_type}/{id}, the server has {have}"
             )
-        await self.check_references(tx, body, path=path, pending=pending)
+        await self.check_references(tx, body, path=path, pending=pending, guard=guard)
         if current is None:  # update-as-create with the client's id
             return await self.create_in(tx, body, path=path, pending=pending, id=id, guard=guard)
         now = self.clock()
@@ -318,7 +318,13 @@ class ResourceService:
         return WriteResult(stored, created=False, path=path)
 
     async def check_references(
-        self, tx: StoreTransaction, body: dict[str, Any], *, path: str, pending: frozenset[str]
+        self,
+        tx: StoreTransaction,
+        body: dict[str, Any],
+        *,
+        path: str,
+        pending: frozenset[str],
+        guard: Guard = UNRESTRICTED,
     ) -> None:
         """Every reference must point somewhere: a stored resource, one being written, or a
         contained resource. References to other servers (absolute URLs) are taken as given."""
@@ -371,6 +377,11 @@ class ResourceService:
                     )
                 )
         found = await tx.existing(key for _, _, key in local_refs)
+        if found and guard.patient_bound:
+            # A member's own writes must not tell them which of other members' ids exist.
+            stored = await tx.read_many(found)
+            visible = {key for key, resource in stored.items() if guard.visible(resource.content)}
+            found = {k for k in found if f"{k[0]}/{k[1]}" in visible}
         for expression, raw, key in local_refs:
             if key not in found:
                 issues.append(

@@ -1197,3 +1197,26 @@ async def test_v1_and_v2_scopes_mean_the_same(world: World, v1: str, v2: str) ->
             total = response.json().get("total") if response.status_code == 200 else None
             seen.append((f"{call.method} {call.url}", response.status_code, total))
     assert outcomes[v1] == outcomes[v2]
+
+
+async def test_a_members_writes_do_not_reveal_which_of_other_members_ids_exist(
+    world: World,
+) -> None:
+    """Referring to another member's resource answers exactly as referring to nothing at all."""
+    w = world
+    others = f"ServiceRequest/{w.b.one('ServiceRequest')}"
+    nowhere = f"ServiceRequest/{uuid.uuid4()}"
+    answers = []
+    async with w.client(patient_headers(w, w.a, "patient/*.cruds")) as member:
+        for target in (others, nowhere):
+            body = {**_communication(w.a.patient), "basedOn": [{"reference": target}]}
+            answer = await member.post("/Communication", json=body)
+            assert answer.status_code == 422, answer.text
+            assert_outcome(answer, "not-found")
+            answers.append(answer.json()["issue"][0]["diagnostics"].replace(target, "<target>"))
+        assert answers[0] == answers[1]
+        own = {
+            **_communication(w.a.patient),
+            "basedOn": [{"reference": f"ServiceRequest/{w.a.one('ServiceRequest')}"}],
+        }
+        assert (await member.post("/Communication", json=own)).status_code == 201
