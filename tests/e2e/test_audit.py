@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -25,7 +23,7 @@ from fhir_adapter.bootstrap import Container
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.store.tables import resources
 from tests.conftest import BASE_URL
-from tests.e2e.test_live_server import LiveServer, _server_env, _wait_until_up, free_port
+from tests.e2e.test_live_server import _server_env, _wait_until_up, free_port, start_server
 from tests.e2e.test_operations import decide_params
 from tests.factories import example_request
 from tests.tokens import live_token
@@ -322,17 +320,7 @@ async def test_a_live_server_flushes_the_audit_trail_on_sigterm(
     port = free_port()
     env = _server_env(port, database_url)
     env["FHIR_ADAPTER_AUDIT_FLUSH_SECONDS"] = "60"  # nothing is written before shutdown
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fhir_adapter", "serve"],
-            env=env,
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    server = LiveServer(process, port, log_path)
+    server = start_server(port, env, tmp_path)
 
     async def stored() -> int:
         statement = select(func.count()).where(resources.c.resource_type == "AuditEvent")

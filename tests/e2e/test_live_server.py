@@ -123,21 +123,26 @@ async def _wait_until_up(server: LiveServer) -> None:
     )
 
 
-@pytest.fixture
-async def live_server(database_url: str, tmp_path: Path) -> AsyncIterator[LiveServer]:
-    """`python -m fhir_adapter serve` on a free port over the backend's database."""
-    port = free_port()
-    log_path = tmp_path / "server.log"
+def start_server(port: int, env: dict[str, str], workdir: Path) -> LiveServer:
+    """`python -m fhir_adapter serve` with exactly `env`, logging to `workdir`/server.log."""
+    log_path = workdir / "server.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "fhir_adapter", "serve"],
-            env=_server_env(port, database_url),
-            cwd=tmp_path,  # no stray .env is read, no default database file is written elsewhere
+            env=env,
+            cwd=workdir,  # no stray .env is read, no default database file is written elsewhere
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    server = LiveServer(process, port, log_path)
+    return LiveServer(process, port, log_path)
+
+
+@pytest.fixture
+async def live_server(database_url: str, tmp_path: Path) -> AsyncIterator[LiveServer]:
+    """`python -m fhir_adapter serve` on a free port over the backend's database."""
+    port = free_port()
+    server = start_server(port, _server_env(port, database_url), tmp_path)
     try:
         await _wait_until_up(server)
         server.token = await live_token(database_url, f"http://127.0.0.1:{port}")

@@ -31,7 +31,13 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from fhir_adapter.security.issuer import register_client
 from fhir_adapter.store.sql import SqlResourceStore, create_engine
-from tests.e2e.test_live_server import LiveServer, _server_env, _wait_until_up, free_port
+from tests.e2e.test_live_server import (
+    LiveServer,
+    _server_env,
+    _wait_until_up,
+    free_port,
+    start_server,
+)
 
 pytestmark = pytest.mark.live
 
@@ -91,17 +97,7 @@ async def smart(
     workdir = tmp_path_factory.mktemp("smart-server")
     port = free_port()
     env = _server_env(port, smart_database_url)
-    log_path = workdir / "server.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fhir_adapter", "serve"],
-            env=env,
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    server = LiveServer(process, port, log_path)
+    server = start_server(port, env, workdir)
     try:
         await _wait_until_up(server)
         yield Smart(server, smart_database_url, env, workdir)
