@@ -74,7 +74,6 @@ class Access:
     client_id: str
     grants: tuple[ScopeGrant, ...]
     patient: str | None = None  # the `patient` claim: a Patient id
-    subject: str | None = None
 
     def reach(self, resource_type: str, interaction: Interaction) -> Reach:
         """System and user scopes reach every resource; patient scopes only the patient's own,

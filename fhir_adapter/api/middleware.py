@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fhir_adapter.access.audit import AuditRecord
 from fhir_adapter.errors import PayloadTooLargeError
 from fhir_adapter.fhir.capability import OPERATIONS
 from fhir_adapter.fhir.references import ID_PATTERN
@@ -212,8 +213,6 @@ class AuditLog:
             self._record(scope, status["code"], status["location"])
 
     def _record(self, scope: Scope, status: int, location: str | None) -> None:
-        from fhir_adapter.access.audit import AuditRecord
-
         access = scope.get("state", {}).get("access")
         interaction, resource_type, resource_id, operation = classify(
             scope["method"], scope["path"], location

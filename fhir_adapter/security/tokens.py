@@ -195,5 +195,4 @@ def access_from_claims(claims: dict[str, Any]) -> Access:
         client_id=str(client_id)[:64],
         grants=parse_scopes(str(scope)),
         patient=str(patient) if isinstance(patient, str) and patient else None,
-        subject=str(claims["sub"])[:64] if claims.get("sub") else None,
     )

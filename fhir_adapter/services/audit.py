@@ -34,10 +34,6 @@ class AuditTrail:
         """Queue one event for the next flush."""
         self._queue.append(audit_event(record))
 
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every `flush_seconds` until `stop`, then once more (the app's lifespan runs it)."""
         while not stop.is_set():
