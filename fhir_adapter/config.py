@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     auth_token_lifetime_seconds: int = Field(default=300, ge=30, le=3600)
     auth_jwks_refresh_seconds: float = Field(default=60.0, ge=0)
     rate_limit: str = Field(
-        default="3000/minute", description="per client, `limits` notation; empty: no limit"
+        default="3000/minute", description="per client, `limits` notation; `off`: no limit"
     )
     cors_origins: str = Field(default="", description="comma-separated; empty: CORS off")
     audit_flush_seconds: float = Field(default=0.5, gt=0, le=60)

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -167,12 +168,13 @@ async def _close_the_loop(
     answer = await client.post("/DiagnosticReport", json=report)
     say(f"   report    POST /fhir/DiagnosticReport -> HTTP {answer.status_code}")
     if answer.status_code != 201:
+        # e.g. a second demo run on the same database: that request's Task is already completed
+        say(f"   refused   {answer.json().get('issue', [{}])[0].get('diagnostics')}")
         return
     task = (await client.get(f"/{keys['Task']}")).json()
     say(f"   task      {keys['Task']} is {task['status']}")
-    found = (await client.get("/Communication", params={"based-on": keys["ServiceRequest"]})).json()
-    for entry in found.get("entry", []):
-        communication = entry["resource"]
+    report_key = f"DiagnosticReport/{answer.json()['id']}"
+    for communication in await _communications_about(client, keys["ServiceRequest"], report_key):
         recipient = communication["recipient"][0]["reference"]
         deadline = time.monotonic() + 15
         while communication["status"] == "in-progress" and time.monotonic() < deadline:
@@ -221,11 +223,16 @@ async def _one(
     say(
         f"   received  {task_key}, clock started {period.get('start')}, decision due {period.get('end')}"
     )
-    outputs = [o["valueReference"]["reference"] for o in task.get("output", [])]
-    if not outputs:
+    # The decision is the Task's ClaimResponse output; a later Consultation Report adds its own.
+    decided = [
+        o["valueReference"]["reference"]
+        for o in task.get("output", [])
+        if o.get("valueReference", {}).get("reference", "").startswith("ClaimResponse/")
+    ]
+    if not decided:
         say("   decision  not yet recorded (the worker will retry)")
         return None
-    decision = (await client.get(f"/{outputs[-1]}")).json()
+    decision = (await client.get(f"/{decided[-1]}")).json()
     trail = [
         {x["url"]: x.get("valueString") or x.get("valueCode") for x in ext["extension"]}
         for ext in decision.get("extension", [])
@@ -252,11 +259,7 @@ async def _one(
         f"   decision  {action} / Task {task['status']} ({status}) by rule {trail[-1]['rule'] if trail else '-'}"
     )
     say(f"             {decision.get('disposition')}")
-    notices = (
-        await client.get("/Communication", params={"based-on": keys["ServiceRequest"]})
-    ).json()
-    for entry in notices.get("entry", []):
-        notice = entry["resource"]
+    for notice in await _communications_about(client, keys["ServiceRequest"], decided[-1]):
         attachments = [
             p["contentAttachment"] for p in notice["payload"] if "contentAttachment" in p
         ]
@@ -271,3 +274,17 @@ async def _one(
             f"   authorized {decision['preAuthRef']} valid until {decision['preAuthPeriod']['end']}"
         )
     return keys
+
+
+async def _communications_about(
+    client: httpx.AsyncClient, request_key: str, about: str
+) -> list[dict[str, Any]]:
+    """The request's Communications about one resource: its decision's notices, or its report."""
+    found = (
+        await client.get("/Communication", params={"based-on": request_key, "_count": "100"})
+    ).json()
+    return [
+        entry["resource"]
+        for entry in found.get("entry", [])
+        if any(a.get("reference") == about for a in entry["resource"].get("about", []))
+    ]

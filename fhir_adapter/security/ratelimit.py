@@ -18,8 +18,9 @@ from fhir_adapter.errors import TooManyRequestsError
 
 class RateLimiter:
     def __init__(self, limit: str) -> None:
-        """`limit` in the library's notation, e.g. "600/minute"; empty turns limiting off."""
-        self.item: RateLimitItem | None = parse(limit) if limit.strip() else None
+        """`limit` in the library's notation, e.g. "600/minute"; "off" (or empty) turns it off."""
+        off = limit.strip().lower() in ("", "off")
+        self.item: RateLimitItem | None = None if off else parse(limit)
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
     async def check(self, key: str) -> None:

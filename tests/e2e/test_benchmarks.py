@@ -1,0 +1,54 @@
+"""The README quotes the benchmarks' numbers, so the scripts must keep running: each is run here on
+a handful of requests (the timings themselves belong to the benchmarks, not to this test)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(name: str, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_throughput_benchmark_reports_both_servers_and_their_ratio() -> None:
+    out = run_script(
+        "submit_throughput.py", "--requests", "6", "--warmup", "2", "--concurrency", "2"
+    )
+    assert re.search(r"\| baseline: parse the Bundle \| \d+\.\d \|", out)
+    assert re.search(r"\| full submit path \| \d+\.\d \|", out)
+    assert re.search(r"ratio \(full / baseline throughput\): \d\.\d{3}", out)
+
+
+def test_breakdown_benchmark_accounts_for_every_stage() -> None:
+    out = run_script("submit_breakdown.py", "--requests", "3", "--warmup", "1")
+    full = float(re.search(r"full submit path: (\d+\.\d+) ms", out).group(1))  # type: ignore[union-attr]
+    rows = dict(re.findall(r"^\| ([^|]+?) \| [^|]* \| (-?\d+\.\d+) \|", out, re.MULTILINE))
+    for stage in (
+        "verify the bearer token (ES384)",
+        "validate the submitted Bundle (fhir.resources + checks)",
+        "render the notices (text, HTML, PDF)",
+        "SQL statements (SQLAlchemy + driver, incl. the database)",
+    ):
+        assert stage in rows, out
+    # every submission was decided and noticed: each stage actually ran
+    assert float(rows["render the notices (text, HTML, PDF)"]) > 0
+    assert float(rows["SQL statements (SQLAlchemy + driver, incl. the database)"]) > 0
+    # the timed stages never nest (no time counted twice): together they stay within the whole
+    rest = re.search(r"^\| everything else \| \| (-?\d+\.\d+) \|", out, re.MULTILINE)
+    assert rest is not None and 0 <= float(rest.group(1)) < full, out
