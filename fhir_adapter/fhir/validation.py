@@ -182,8 +182,8 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def _raw_json_issues(data: Any, root: str) -> Iterator[Issue]:
-    """Control characters anywhere, and embedded resources (contained, Bundle.entry.resource,
-    Parameters.parameter.resource) without a resourceType FHIR knows."""
+    """Control characters anywhere, empty arrays, and embedded resources (contained,
+    Bundle.entry.resource, Parameters.parameter.resource) without a resourceType FHIR knows."""
     stack: list[tuple[str, Any, bool]] = [(root, data, False)]
     while stack:
         where, node, embedded = stack.pop()
@@ -211,6 +211,8 @@ def _raw_json_issues(data: Any, root: str) -> Iterator[Issue]:
                 else:
                     stack.append((f"{where}.{key}", child, False))
         elif isinstance(node, list):
+            if not node:  # R4 json.html: an element is left out, never sent as []
+                yield Issue("structure", f"{where}: an array may not be empty", where)
             stack.extend((f"{where}[{i}]", c, False) for i, c in enumerate(node))
         elif isinstance(node, str) and CONTROL_CHARACTERS.search(node):
             yield Issue("structure", f"{where}: strings may not hold control characters", where)

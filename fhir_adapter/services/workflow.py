@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
@@ -46,8 +46,11 @@ from fhir_adapter.workflow.codes import (
 )
 from fhir_adapter.workflow.deadlines import due_at, track_for
 from fhir_adapter.workflow.intake import (
+    check_coverage,
+    check_member,
     check_request,
     check_task,
+    check_unmarked_request,
     initial_provider_reference,
     is_fulfillment_task,
     is_second_opinion_request,
@@ -60,6 +63,7 @@ from fhir_adapter.workflow.reports import (
     CONSULT_NOTE,
     LOINC,
     check_report,
+    check_report_subject,
     is_consultation_report,
     report_communication,
 )
@@ -171,6 +175,10 @@ class WorkflowService:
         }
         for result in new_requests.values():
             issues += check_request(result.resource.content, result.path)
+            issues += await self._check_member_and_coverage(tx, result, results)
+        for result in results:
+            if result.created and result.resource.resource_type == "ServiceRequest":
+                issues += check_unmarked_request(result.resource.content, result.path)
         received: dict[int, WriteResult] = {}
         for index, result in enumerate(results):
             content = result.resource.content
@@ -209,6 +217,35 @@ class WorkflowService:
             raise UnprocessableEntityError(issues=issues)
         return [received.get(i, r) for i, r in enumerate(results)]
 
+    async def _check_member_and_coverage(
+        self, tx: StoreTransaction, request: WriteResult, results: list[WriteResult]
+    ) -> list[Issue]:
+        """The Patient and Coverage a new request names, sent along or stored before, must carry
+        what the decision needs (contract §3): a 422 the EHR can fix, not a denial for a gap."""
+        written = {r.resource.key: r for r in results}
+        content = request.resource.content
+        wanted = [
+            ("subject", reference_of(content.get("subject")), check_member),
+            ("insurance[0]", reference_of((content.get("insurance") or [{}])[0]), check_coverage),
+        ]
+        issues: list[Issue] = []
+        for element, reference, check in wanted:
+            key = _local_key(reference, self.resources.base_url)
+            if not key or "/" not in key:
+                continue  # check_request or the reference check names this one
+            if key in written:  # in this request: name its own elements
+                where = written[key].path
+                issues += check(written[key].resource.content, where, where)
+                continue
+            stored = await tx.read(*key.split("/", 1))
+            if stored is not None:  # stored before: the request's reference to it is at fault
+                where = f"{request.path}.{element}"
+                issues += [
+                    replace(issue, expression=where)
+                    for issue in check(stored.content, where, f"{where} ({key})")
+                ]
+        return issues
+
     async def _accept_reports(
         self, tx: StoreTransaction, results: list[WriteResult]
     ) -> list[Issue]:
@@ -244,6 +281,11 @@ class WorkflowService:
             if request is None or not is_second_opinion_request(request.content):
                 continue  # a DiagnosticReport about something else
             report_issues = check_report(report, result.path)
+            report_issues += check_report_subject(
+                _local_key(reference_of(report.get("subject")), self.resources.base_url),
+                _local_key(reference_of(request.content.get("subject")), self.resources.base_url),
+                result.path,
+            )
             task = await self.resources.find_conditional(
                 tx, "Task", f"focus={request.key}&code={TASK_CODE_SYSTEM}|fulfill", lock=False
             )

@@ -13,6 +13,7 @@ from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.references import rewrite_references
 from fhir_adapter.workflow.codes import (
     INITIAL_PROVIDER_EXTENSION,
+    MEMBER_ID_TYPE,
     NUCC,
     REASON_SYSTEM,
     SECOND_OPINION_SYSTEM,
@@ -30,6 +31,74 @@ def is_second_opinion_request(resource: Mapping[str, Any]) -> bool:
         for concept in resource.get("category") or []
         for coding in concept.get("coding") or []
     )
+
+
+def check_unmarked_request(request: Mapping[str, Any], path: str) -> list[Issue]:
+    """A ServiceRequest carrying a second opinion's reason codes or initial-opinion provider, but
+    not its category, would be stored as an ordinary order and never decided, its deadline never
+    kept: 422, so that the EHR adds the category (contract §3)."""
+    if request.get("resourceType") != "ServiceRequest" or is_second_opinion_request(request):
+        return []
+    if not (listed_reasons(request) or initial_provider_reference(request)):
+        return []
+    where = f"{path}.category"
+    return [
+        Issue(
+            "required",
+            f"{where}: a second-opinion request (it names second-opinion reasons or the "
+            f"initial-opinion provider) must include {SECOND_OPINION_SYSTEM}#second-opinion",
+            where,
+        )
+    ]
+
+
+def check_member(patient: Mapping[str, Any], where: str, label: str) -> list[Issue]:
+    """Contract §3: the member carries the plan member id (type MB) and names the PCP, whom the
+    policy checks the requester against and routes PCP care by."""
+    issues: list[Issue] = []
+    member_ids = [
+        identifier
+        for identifier in patient.get("identifier") or []
+        if identifier.get("value")
+        and any(
+            (coding.get("system"), coding.get("code")) == MEMBER_ID_TYPE
+            for coding in (identifier.get("type") or {}).get("coding") or []
+        )
+    ]
+    if not member_ids:
+        issues.append(
+            Issue(
+                "required",
+                f"{label}.identifier: the member needs the plan member id "
+                f"(type {MEMBER_ID_TYPE[0]}#{MEMBER_ID_TYPE[1]})",
+                f"{where}.identifier",
+            )
+        )
+    if not any(reference_of(gp) for gp in patient.get("generalPractitioner") or []):
+        issues.append(
+            Issue(
+                "required",
+                f"{label}.generalPractitioner: the member's PCP (PractitionerRole or "
+                "Practitioner) is needed",
+                f"{where}.generalPractitioner",
+            )
+        )
+    return issues
+
+
+def check_coverage(coverage: Mapping[str, Any], where: str, label: str) -> list[Issue]:
+    """Contract §3: the Coverage's period, which says whether it is active on the request's date
+    (R4 itself already requires its status, beneficiary and payor)."""
+    period = coverage.get("period") or {}
+    if period.get("start") or period.get("end"):
+        return []
+    return [
+        Issue(
+            "required",
+            f"{label}.period: the coverage period is needed to know it is active",
+            f"{where}.period",
+        )
+    ]
 
 
 def is_fulfillment_task(resource: Mapping[str, Any]) -> bool:
@@ -219,7 +288,7 @@ def check_document(data: Any) -> list[Issue]:
     if data["resourceType"] == "ServiceRequest" and is_second_opinion_request(data):
         return check_request(data, "ServiceRequest")
     if data["resourceType"] != "Bundle":
-        return []
+        return check_unmarked_request(data, data["resourceType"])
     # Stand-in ids for the Bundle's own fullUrls, as the server's urn:uuid rewriting would give.
     mapping = {
         e["fullUrl"]: f"{e['resource']['resourceType']}/entry-{i}"
@@ -228,11 +297,20 @@ def check_document(data: Any) -> list[Issue]:
     }
     entries = rewrite_references(data.get("entry") or [], mapping)
     by_url = {e.get("fullUrl"): e.get("resource") for e in entries if e.get("fullUrl")}
+    path_of = {e.get("fullUrl"): f"Bundle.entry[{i}].resource" for i, e in enumerate(entries)}
     issues: list[Issue] = []
     for index, entry in enumerate(entries):
         resource, path = entry.get("resource") or {}, f"Bundle.entry[{index}].resource"
+        issues += check_unmarked_request(resource, path)
         if is_second_opinion_request(resource):
             issues += check_request(resource, path)
+            # the member and the coverage, when they travel in the Bundle (else the server checks)
+            subject = reference_of(resource.get("subject"))
+            insurance = reference_of((resource.get("insurance") or [{}])[0])
+            for reference, check in ((subject, check_member), (insurance, check_coverage)):
+                named = by_url.get(reference)
+                if isinstance(named, dict) and reference in path_of:
+                    issues += check(named, path_of[reference], path_of[reference])
         elif resource.get("resourceType") == "Task":
             request = by_url.get(reference_of(resource.get("focus")))
             if request is not None or is_fulfillment_task(resource):

@@ -64,6 +64,23 @@ def check_report(report: Mapping[str, Any], path: str) -> list[Issue]:
     return issues
 
 
+def check_report_subject(subject: str | None, member: str | None, path: str) -> list[Issue]:
+    """Policy VI sends the report to the member of the request and their PCP: a report naming
+    another patient (or none) would put one member's findings in another member's record."""
+    where = f"{path}.subject"
+    if subject is None:
+        return [Issue("required", f"{where}: the report must name the member it is about", where)]
+    if subject != member:
+        return [
+            Issue(
+                "business-rule",
+                f"{where}: the report is about another patient than the request it is based on",
+                where,
+            )
+        ]
+    return []
+
+
 def report_communication(
     *,
     communication_id: str,

@@ -54,6 +54,25 @@ def test_validate_reports_each_problem_with_its_element(tmp_path: Path) -> None:
     assert "not valid JSON" in result.output
 
 
+def test_validate_checks_the_member_the_coverage_and_the_category(tmp_path: Path) -> None:
+    """The server's contract §3 checks that need no database run from the command line too."""
+    bundle = json.loads((EXAMPLES / "requests" / "in-network-specialist-care.json").read_text())
+    index = {e["resource"]["resourceType"]: i for i, e in enumerate(bundle["entry"])}
+    bundle["entry"][index["Patient"]]["resource"].pop("generalPractitioner")
+    bundle["entry"][index["Coverage"]]["resource"].pop("period")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(bundle))
+    unmarked = tmp_path / "unmarked.json"
+    request = bundle["entry"][index["ServiceRequest"]]["resource"]
+    request.pop("category")
+    unmarked.write_text(json.dumps(request))
+    result = CliRunner().invoke(app, ["validate", str(bad), str(unmarked)])
+    assert result.exit_code == 1
+    assert f"[Bundle.entry[{index['Patient']}].resource.generalPractitioner]" in result.output
+    assert f"[Bundle.entry[{index['Coverage']}].resource.period]" in result.output
+    assert "[ServiceRequest.category]" in result.output
+
+
 def test_outbox_list_and_retry_on_an_empty_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -447,8 +447,9 @@ BUNDLE_TYPES = (
 )  # fmt: skip
 
 
-def second_opinion_bundle() -> dict[str, Any]:
-    """Ten POST entries with urn:uuid fullUrls referring to each other (also forward)."""
+def linked_orders_bundle() -> dict[str, Any]:
+    """Ten POST entries with urn:uuid fullUrls referring to each other (also forward): an
+    ordinary order and its Task, which the second-opinion workflow leaves alone."""
     u = {name: urn() for name in (
         "patient", "coverage", "org", "practitioner", "role", "condition", "request", "task",
         "condition2", "communication",
@@ -486,8 +487,9 @@ def second_opinion_bundle() -> dict[str, Any]:
             "subject": ref("patient"), "requester": ref("role"),
             "reasonReference": [ref("condition"), ref("condition2")],
             "insurance": [ref("coverage")], "authoredOn": "2026-11-25T10:00:00Z",
+            # an ordinary order (no second-opinion markers): a reference inside an extension
             "extension": [{
-                "url": "https://fhir-adapter.org/fhir/StructureDefinition/initial-opinion-provider",
+                "url": "http://example.org/fhir/StructureDefinition/ordered-after-review-by",
                 "valueReference": ref("role"),
             }],
         }),
@@ -527,7 +529,7 @@ async def test_transaction_rewrites_urn_references_and_is_atomic(
     live: httpx.AsyncClient, live_server: LiveServer
 ) -> None:
     base = live_server.base_url
-    bundle = second_opinion_bundle()
+    bundle = linked_orders_bundle()
     before = await counts(live)
 
     response = await live.post("", json=bundle)

@@ -212,6 +212,28 @@ async def test_incomplete_reports_are_422(
     assert expression in [e for i in response.json()["issue"] for e in i["expression"]]
 
 
+async def test_a_report_about_another_member_is_422_and_reaches_nobody(
+    api: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """Policy VI sends the report to the request's member and PCP: one naming another patient
+    would put that patient's findings in this member's record and their PCP's EHR."""
+    keys = await approved_request(api, "-mine")
+    other = await approved_request(api, "-other", name="member-selected-provider")
+    assert other["Patient"] != keys["Patient"]
+    before = await count_rows(engine)
+    for subject in ({"reference": other["Patient"]}, None):
+        body = report(keys["ServiceRequest"], keys["Patient"], subject=subject)
+        if subject is None:
+            del body["subject"]
+        response = await api.post("/DiagnosticReport", json=body)
+        assert response.status_code == 422, response.text
+        issues = response.json()["issue"]
+        assert [e for i in issues for e in i["expression"]] == ["DiagnosticReport.subject"]
+        assert other["Patient"].split("/")[1] not in response.text
+    assert await count_rows(engine) == before
+    assert (await api.get(f"/{keys['Task']}")).json()["status"] == "accepted"
+
+
 async def test_flaky_receiver_gets_every_report_exactly_once(
     api: httpx.AsyncClient,
     loop_container: Container,

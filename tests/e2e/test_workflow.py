@@ -276,6 +276,69 @@ async def test_bad_requests_are_422_and_store_nothing(
     assert await count_rows(engine) == before
 
 
+def _drop_member_id_type(resources: dict[str, Any]) -> None:
+    for identifier in resources["Patient"]["identifier"]:
+        identifier.pop("type", None)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "expression"),
+    [
+        (lambda r: r["ServiceRequest"].pop("category"), 422, "ServiceRequest:category"),
+        (lambda r: r["ServiceRequest"].update(category=[]), 400, "ServiceRequest:category"),
+        (lambda r: r["Patient"].pop("generalPractitioner"), 422, "Patient:generalPractitioner"),
+        (_drop_member_id_type, 422, "Patient:identifier"),
+        (lambda r: r["Coverage"].pop("period"), 422, "Coverage:period"),
+    ],
+    ids=[
+        "request-without-category",
+        "empty-category",
+        "member-without-pcp",
+        "member-without-member-id",
+        "coverage-without-period",
+    ],
+)
+async def test_required_content_of_contract_3_is_checked_before_anything_is_stored(
+    client: httpx.AsyncClient, engine: AsyncEngine, mutate: Any, status: int, expression: str
+) -> None:
+    """A gap the EHR can fix is a 4xx naming the element, never a stored request that is never
+    decided (no category) nor a denial sent to the member (no PCP, no member id, no period)."""
+    bundle = example("in-network-specialist-care")
+    by_type = {e["resource"]["resourceType"]: e for e in bundle["entry"]}
+    mutate({kind: e["resource"] for kind, e in by_type.items()})
+    before = await count_rows(engine)
+    response = await client.post("", json=bundle)
+    assert response.status_code == status, response.text
+    kind, element = expression.split(":")
+    at = f"Bundle.entry[{bundle['entry'].index(by_type[kind])}].resource.{element}"
+    found = [e for i in response.json()["issue"] for e in i.get("expression", [])]
+    assert at in found, response.text
+    assert await count_rows(engine) == before
+
+
+async def test_a_stored_member_without_a_pcp_is_named_through_the_request(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """Separate POSTs: the Patient was stored earlier, so the request's `subject` is at fault."""
+    bundle = example("in-network-specialist-care")
+    entries = bundle["entry"]
+    patient_entry = next(e for e in entries if e["resource"]["resourceType"] == "Patient")
+    patient_entry["resource"].pop("generalPractitioner")
+    kept = [e for e in entries if e["resource"]["resourceType"] not in ("ServiceRequest", "Task")]
+    setup = await client.post("", json={**bundle, "entry": kept})
+    assert setup.status_code == 200, setup.text
+    text = json.dumps(next(e for e in entries if e["resource"]["resourceType"] == "ServiceRequest"))
+    for sent, answer in zip(kept, setup.json()["entry"], strict=True):
+        text = text.replace(sent["fullUrl"], answer["response"]["location"].split("/_history")[0])
+    before = await count_rows(engine)
+    response = await client.post("/ServiceRequest", json=json.loads(text)["resource"])
+    assert response.status_code == 422, response.text
+    issues = response.json()["issue"]
+    assert [e for i in issues for e in i["expression"]] == ["ServiceRequest.subject"], issues
+    assert "generalPractitioner" in issues[0]["diagnostics"]
+    assert await count_rows(engine) == before
+
+
 async def test_a_slow_directory_never_holds_the_submitter_past_the_answer_time(
     settings: Settings,
     engine: AsyncEngine,

@@ -103,3 +103,24 @@ def test_parse_json_limits_depth() -> None:
 def test_json_depth_counts_levels() -> None:
     assert json_depth({"a": [{"b": 1}]}, stop_after=10) == 3
     assert json_depth(1, stop_after=10) == 1
+
+
+def test_an_empty_array_is_400_naming_it() -> None:
+    """R4 JSON leaves an element out rather than sending it empty: `[]` says nothing."""
+    with pytest.raises(InvalidRequestError) as caught:
+        validate_resource({"resourceType": "Patient", "name": [], "telecom": [{"value": "1"}]})
+    assert expressions(caught.value) == {"Patient.name"}
+    with pytest.raises(InvalidRequestError) as caught:
+        validate_resource(
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "resource": {"resourceType": "Patient", "identifier": []},
+                        "request": {"method": "POST", "url": "Patient"},
+                    }
+                ],
+            }
+        )
+    assert expressions(caught.value) == {"Bundle.entry[0].resource.identifier"}
