@@ -22,7 +22,7 @@ from fhir_adapter.security.tokens import KeySource, RemoteKeys, StaticKeys, Toke
 from fhir_adapter.services.audit import AuditTrail
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.delivery import DeliveryConfig, DeliveryService
-from fhir_adapter.services.prior_auth import PriorAuthService
+from fhir_adapter.services.prior_auth import DirectoryReader, PriorAuthService
 from fhir_adapter.services.resources import Clock, ResourceService, SearchLimits, utc_now
 from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.services.workflow import Directory, WorkflowConfig, WorkflowService
@@ -156,7 +156,11 @@ async def build_container(
         resources=resources,
         bundles=bundles,
         workflow=workflow,
-        prior_auth=PriorAuthService(resources, bundles),
+        prior_auth=PriorAuthService(
+            resources,
+            bundles,
+            directory if isinstance(directory, DirectoryReader) else None,
+        ),
         delivery=delivery,
         subscriptions=subscriptions,
         tokens=tokens,

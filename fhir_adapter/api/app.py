@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from fhir_adapter import __version__
@@ -78,17 +79,22 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     # Everything under /fhir needs a token except discovery; a router added here later is
     # protected by the same dependency unless it is deliberately listed as public.
     protected = [Depends(check_negotiation), Depends(authenticate)]
-    app.include_router(metadata.router, prefix="/fhir", dependencies=negotiated)
-    app.include_router(auth.discovery, prefix="/fhir")
-    app.include_router(auth.authorization, prefix="/auth")
-    app.include_router(system.router, prefix="/fhir", dependencies=protected)
-    app.include_router(operations.router, prefix="/fhir", dependencies=protected)
-    app.include_router(resources.router, prefix="/fhir", dependencies=protected)
+    methods = handlers.MethodTable()
+    app.state.methods = methods  # the 405 handler's `Allow`: every method a URL supports
+
+    def include(router: APIRouter, *, prefix: str, dependencies: list[Any] | None = None) -> None:
+        app.include_router(router, prefix=prefix, dependencies=dependencies)
+        methods.add(prefix, router, fhir=prefix == "/fhir")
+
+    include(metadata.router, prefix="/fhir", dependencies=negotiated)
+    include(auth.discovery, prefix="/fhir")
+    include(auth.authorization, prefix="/auth")
+    include(system.router, prefix="/fhir", dependencies=protected)
+    include(operations.router, prefix="/fhir", dependencies=protected)
+    include(resources.router, prefix="/fhir", dependencies=protected)
     if settings.directory_url is None:  # contract §1: the built-in demo directory
-        app.include_router(
-            directory_router(load_directory(demo_directory_file())), prefix="/directory/fhir"
-        )
-        app.include_router(ehr_router(), prefix="/ehr")  # where the demo Endpoints point
+        include(directory_router(load_directory(demo_directory_file())), prefix="/directory/fhir")
+        include(ehr_router(), prefix="/ehr")  # where the demo Endpoints point
     app.add_middleware(CatchUnexpected)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(  # outside the body limit, so that 413 refusals are audited too

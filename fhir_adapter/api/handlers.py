@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 import uuid
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from fhir_adapter.api.fhir_http import FhirResponse
 from fhir_adapter.errors import (
@@ -19,9 +22,13 @@ from fhir_adapter.errors import (
     NotFoundError,
 )
 from fhir_adapter.fhir.outcome import Issue, make_outcome
+from fhir_adapter.fhir.resources import SERVED_TYPES
+from fhir_adapter.services.resources import SERVER_WRITTEN
 
 log = logging.getLogger(__name__)
 
+# Routes that write a resource, by endpoint name: refused for the types only the server writes.
+_CLIENT_WRITES = frozenset({"create", "update"})
 # Status -> (issue code, message) for errors Starlette raises before our code runs.
 _HTTP_ISSUES: dict[int, tuple[str, str]] = {
     404: ("not-found", "No FHIR endpoint at this address"),
@@ -43,18 +50,61 @@ async def _adapter_error(request: Request, exc: Exception) -> Response:
 
 async def _starlette_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    code, text = _HTTP_ISSUES.get(
-        exc.status_code, ("processing", "The request cannot be processed")
-    )
+    status_code, headers = exc.status_code, dict(exc.headers or {})
+    if status_code == 405:
+        # Starlette names the methods of the first route that matched the path only (GET for
+        # `Patient/1`, though PUT works there too); RFC 9110 wants every method the URL supports.
+        table = getattr(request.app.state, "methods", None)
+        path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
+        allowed = table.allowed(path) if isinstance(table, MethodTable) else None
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+        elif allowed is not None:  # only `{resource_type}` routes know it, for a type not served
+            status_code = 404
+    code, text = _HTTP_ISSUES.get(status_code, ("processing", "The request cannot be processed"))
     error: AdapterError = (
         NotFoundError(text)
-        if exc.status_code == 404
+        if status_code == 404
         else MethodNotAllowedError(text)
-        if exc.status_code == 405
+        if status_code == 405
         else InvalidRequestError(text)
     )
     error.issues = [Issue(code, text)]
-    return FhirResponse(error.operation_outcome(), exc.status_code, dict(exc.headers or {}) or None)
+    return FhirResponse(error.operation_outcome(), status_code, headers or None)
+
+
+class MethodTable:
+    """Which methods each URL under our routers supports, for the `Allow` header of a 405.
+
+    On the FHIR base a route for `{resource_type}` counts only for a type we serve, and a client
+    write only for a type clients may write (the audit trail is the server's alone)."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[re.Pattern[str], frozenset[str], str, bool]] = []
+
+    def add(self, prefix: str, router: APIRouter, *, fhir: bool = False) -> None:
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                regex, _, _ = compile_path(prefix + route.path)
+                self._routes.append((regex, frozenset(route.methods or ()), route.name, fhir))
+
+    def allowed(self, path: str) -> list[str] | None:
+        """The methods for `path`, sorted; None when no route knows the path at all."""
+        methods: set[str] = set()
+        known = False
+        for regex, route_methods, name, fhir in self._routes:
+            match = regex.match(path)
+            if match is None:
+                continue
+            known = True
+            resource_type = match.groupdict().get("resource_type") if fhir else None
+            if resource_type is not None and (
+                resource_type not in SERVED_TYPES
+                or (resource_type in SERVER_WRITTEN and name in _CLIENT_WRITES)
+            ):
+                continue
+            methods |= route_methods
+        return sorted(methods) if known else None
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

@@ -85,6 +85,23 @@ class DirectoryClient:
             return None
         return _prefer_in_network(found)
 
+    async def read(self, reference: str) -> dict[str, Any] | None:
+        """The directory's resource at `reference` (absolute, or relative to the directory), or
+        None when it is another server's or the directory does not list it."""
+        relative = reference.removeprefix(self.base_url + "/")
+        kind, _, id = relative.partition("/")
+        if "://" in relative or not kind or not id or "/" in id:
+            return None
+        bundle = await self._get(kind, {"_id": id})
+        return next(
+            (
+                dict(e["resource"])
+                for e in bundle.get("entry") or []
+                if _resource_is(e, kind) and e["resource"].get("id") == id
+            ),
+            None,
+        )
+
     async def roles_by_npi(self, npi: str, *, today: datetime) -> list[Provider]:
         """Contract §5: Practitioner?identifier=npi, then PractitionerRole?practitioner=…"""
         bundle = await self._get("Practitioner", {"identifier": f"{NPI}|{npi}"})

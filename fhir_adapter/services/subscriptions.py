@@ -160,15 +160,21 @@ class SubscriptionService:
         if subscription is None or subscription.content.get("status") != "active" or not events:
             return None, None, {}, "subscription not active"
         subscribed = view(subscription.content)
-        focus_url = f"{self.resources.base_url}/{events[0].focus}"
+        subscription_url = self.url_of(subscription.id)
+        focus_url = f"{self.resources.base_url}/{events[0].focus}"  # readable by GET
         focus_content = focus.content if focus else None
+        payload_url = None
         if subscribed.topic == PAS_TOPIC and focus_content is not None:
             # PAS spec-60: the notification carries a full PAS response Bundle, ClaimResponse first.
-            focus_url, focus_content = pas_response_bundle(
-                focus_url, focus_content, event=item.event_number, now=self.clock()
+            payload_url, focus_content = pas_response_bundle(
+                subscription_url,
+                focus_url,
+                focus_content,
+                event=item.event_number,
+                now=self.clock(),
             )
         bundle = notification(
-            subscription_url=self.url_of(subscription.id),
+            subscription_url=subscription_url,
             subscribed=subscribed,
             kind="event-notification",
             events_since_start=item.event_number,
@@ -176,6 +182,7 @@ class SubscriptionService:
             occurred=events[0].occurred_at,
             focus_url=focus_url,
             focus=focus_content,
+            payload_url=payload_url,
             now=self.clock(),
         )
         return bundle, subscribed.endpoint, dict(subscribed.headers), None

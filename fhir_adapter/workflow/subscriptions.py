@@ -3,6 +3,7 @@ Bundles we send them (fhir.md §3.4, §1.9) (pure)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -165,9 +166,13 @@ def notification(
     occurred: datetime | None = None,
     focus_url: str | None = None,
     focus: Mapping[str, Any] | None = None,
+    payload_url: str | None = None,
     now: datetime,
 ) -> dict[str, Any]:
-    """A `history` Bundle whose first entry is the subscription-status Parameters (backport R4)."""
+    """A `history` Bundle whose first entry is the subscription-status Parameters (backport R4).
+
+    `focus_url` is the focus resource's own URL, readable by GET; `focus` is what a full-resource
+    payload carries: that resource, or (PAS) a Bundle about it, sent under `payload_url`."""
     parameters: list[dict[str, Any]] = [
         {"name": "subscription", "valueReference": {"reference": subscription_url}},
         {"name": "topic", "valueCanonical": subscribed.topic},
@@ -184,7 +189,7 @@ def notification(
         parameters.append({"name": "notification-event", "part": event})
     entries: list[dict[str, Any]] = [
         {
-            "fullUrl": f"urn:uuid:status-{event_number or 0}",
+            "fullUrl": _status_url(subscription_url, event_number),
             "resource": {
                 "resourceType": "Parameters",
                 "meta": {"profile": [STATUS_PROFILE]},
@@ -202,6 +207,13 @@ def notification(
                 "request": {"method": "PUT", "url": focus_url},
                 "response": {"status": "200"},
             }
+            if payload_url is None
+            else {
+                "fullUrl": payload_url,
+                "resource": dict(focus),
+                "request": {"method": "POST", "url": str(focus.get("resourceType"))},
+                "response": {"status": "201"},
+            }
         )
     return {
         "resourceType": "Bundle",
@@ -212,10 +224,16 @@ def notification(
 
 
 def pas_response_bundle(
-    claim_response_url: str, claim_response: Mapping[str, Any], *, event: int, now: datetime
+    subscription_url: str,
+    claim_response_url: str,
+    claim_response: Mapping[str, Any],
+    *,
+    event: int,
+    now: datetime,
 ) -> tuple[str, dict[str, Any]]:
-    """A PAS response Bundle (collection, ClaimResponse first) and the fullUrl it is sent under."""
-    url = f"{claim_response_url}/_event/{event}"
+    """A PAS response Bundle (collection, ClaimResponse first) and the fullUrl it is sent under:
+    the same urn:uuid each time this event is sent to this Subscription."""
+    url = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{subscription_url}#event-{event}')}"
     bundle = {
         "resourceType": "Bundle",
         "identifier": {
@@ -227,3 +245,11 @@ def pas_response_bundle(
         "entry": [{"fullUrl": claim_response_url, "resource": dict(claim_response)}],
     }
     return url, bundle
+
+
+def _status_url(subscription_url: str, event_number: int | None) -> str:
+    """R4 wants a real UUID after urn:uuid:. An event's status keeps its one across resends; a
+    handshake, heartbeat or query gets a new one each time."""
+    if event_number is None:
+        return f"urn:uuid:{uuid.uuid4()}"
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{subscription_url}#status-{event_number}')}"

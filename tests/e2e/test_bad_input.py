@@ -988,3 +988,41 @@ async def test_unsupported_method_is_405(client: httpx.AsyncClient, engine: Asyn
         assert_outcome(response, 405, code="not-supported", what=f"{method} {path}")
     assert await count_rows(engine) == before
     assert (await client.get("/Patient/1")).json()["meta"]["versionId"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", "/Patient/1", "GET, PUT"),
+        ("PATCH", "/Patient/1", "GET, PUT"),
+        ("DELETE", "/Patient", "GET, POST"),
+        ("PUT", "/Patient", "GET, POST"),
+        ("DELETE", "/AuditEvent/1", "GET"),
+        ("DELETE", "/AuditEvent", "GET"),
+        ("PUT", "/AuditEvent/1", "GET"),
+        ("POST", "/AuditEvent", "GET"),
+        ("DELETE", "/metadata", "GET"),
+    ],
+    ids=[
+        "instance-delete",
+        "instance-patch",
+        "type-delete",
+        "type-put",
+        "audit-instance-delete",
+        "audit-type-delete",
+        "audit-instance-put",
+        "audit-type-post",
+        "metadata-delete",
+    ],
+)
+async def test_405_allow_lists_every_method_the_url_supports(
+    client: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
+    response = await client.request(method, path, json={"resourceType": "Patient", "id": "1"})
+    assert_outcome(response, 405, code="not-supported", what=f"{method} {path}")
+    assert response.headers["allow"] == allow
+
+
+async def test_an_unsupported_method_on_an_unserved_type_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/Basic/1")
+    assert_outcome(response, 404, code="not-found", what="DELETE /Basic/1")

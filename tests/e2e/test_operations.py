@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from fhir_adapter.fhir.references import iter_references
 from fhir_adapter.workflow.codes import PAS_REVIEW_ACTION, PAS_REVIEWER, STATUS_SYSTEM
 from tests.conftest import count_rows
 
@@ -46,6 +47,39 @@ async def test_pas_submit_answers_with_the_claim_response_first(client: httpx.As
     echoed = {e["fullUrl"] for e in bundle["entry"][1:]}
     assert first["patient"]["reference"] in echoed
     assert first["request"]["reference"] in echoed
+
+
+def unresolved_references(bundle: dict[str, Any], index: int = 0) -> list[str]:
+    """The references in `bundle.entry[index]` that resolve to no entry of the Bundle (relative
+    ones against the entry's own fullUrl base, as FHIR Bundle resolution says)."""
+    entry = bundle["entry"][index]
+    full_urls = {e["fullUrl"] for e in bundle["entry"]}
+    base = entry["fullUrl"].rsplit("/", 2)[0]
+    missing = []
+    for path, ref in iter_references(entry["resource"], entry["resource"]["resourceType"]):
+        target = ref["reference"]
+        if not target.startswith(("urn:", "http://", "https://", "#")):
+            target = f"{base}/{target}"
+        if target not in full_urls:
+            missing.append(f"{path} -> {ref['reference']}")
+    return missing
+
+
+async def test_pas_response_bundle_holds_everything_the_claim_response_references(
+    client: httpx.AsyncClient,
+) -> None:
+    """PAS spec-30: every resource the ClaimResponse references is in the response Bundle,
+    the listed providers (directory PractitionerRoles) included."""
+    response = await client.post("/Claim/$submit", json=load("pas/claim-submit-request.json"))
+    assert response.status_code == 200, response.text
+    bundle = response.json()
+    claim_response = bundle["entry"][0]["resource"]
+    assert claim_response["insurer"]["reference"] and claim_response["requestor"]["reference"]
+    assert unresolved_references(bundle) == []
+    full_urls = [e["fullUrl"] for e in bundle["entry"]]
+    assert len(full_urls) == len(set(full_urls))  # PAS spec-14: each instance once
+    kinds = {e["resource"]["resourceType"] for e in bundle["entry"][1:]}
+    assert {"Patient", "Organization", "PractitionerRole", "Claim"} <= kinds
 
 
 async def test_pas_resubmission_is_one_request(client: httpx.AsyncClient) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -254,3 +255,66 @@ async def test_pas_subscribers_get_a_pas_response_bundle(
     response_bundle = event["entry"][1]["resource"]
     assert response_bundle["resourceType"] == "Bundle" and response_bundle["type"] == "collection"
     assert response_bundle["entry"][0]["resource"]["resourceType"] == "ClaimResponse"
+
+
+async def test_a_pas_notification_focus_is_the_claim_response_readable_by_get(
+    hub: tuple[Container, httpx.AsyncClient], subscriber: Receiver
+) -> None:
+    container, api = hub
+    assert (await api.post("/Subscription", json=subscription(topic=PAS_TOPIC))).status_code == 201
+    await api.post("", json=example_request("out-of-network", "-pas-focus"))
+    while await container.delivery.run_due(limit=100):
+        pass
+    [event] = [
+        n
+        for n in subscriber.notifications
+        if status_parameters(n)["type"]["valueCode"] == "event-notification"
+    ]
+    parts = {p["name"]: p for p in status_parameters(event)["notification-event"]["part"]}
+    focus = parts["focus"]["valueReference"]["reference"]
+    assert focus.startswith(f"{BASE_URL}/ClaimResponse/")
+    read = await api.get(focus.removeprefix(BASE_URL))
+    assert read.status_code == 200, read.text
+    assert read.json()["resourceType"] == "ClaimResponse"
+    response_bundle = event["entry"][1]["resource"]
+    assert response_bundle["entry"][0]["fullUrl"] == focus
+    assert response_bundle["entry"][0]["resource"]["id"] == read.json()["id"]
+
+
+UUID_URN = re.compile(
+    r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[1-5][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+)
+
+
+def full_urls(bundle: dict[str, Any]) -> Iterator[str]:
+    """Every entry fullUrl of `bundle` and of the Bundles inside it."""
+    for entry in bundle.get("entry") or []:
+        yield entry["fullUrl"]
+        if entry["resource"]["resourceType"] == "Bundle":
+            yield from full_urls(entry["resource"])
+
+
+async def test_notification_full_urls_are_absolute_urls_or_real_uuids(
+    hub: tuple[Container, httpx.AsyncClient], subscriber: Receiver, clock: FrozenClock
+) -> None:
+    container, api = hub
+    heartbeat = {
+        "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-heartbeat-period",
+        "valueUnsignedInt": 60,
+    }
+    for topic in (DECISION_TOPIC, PAS_TOPIC):
+        body = subscription(topic=topic)
+        body["channel"]["extension"] = [heartbeat]
+        assert (await api.post("/Subscription", json=body)).status_code == 201
+    await api.post("", json=example_request("out-of-network", "-urls"))
+    clock.advance(seconds=61)
+    assert await container.subscriptions.queue_heartbeats() == 2
+    while await container.delivery.run_due(limit=100):
+        pass
+    kinds = sorted(status_parameters(n)["type"]["valueCode"] for n in subscriber.notifications)
+    assert kinds == ["event-notification"] * 2 + ["handshake"] * 2 + ["heartbeat"] * 2
+    seen = [url for n in subscriber.notifications for url in full_urls(n)]
+    for url in seen:
+        assert url.startswith(("http://", "https://")) or UUID_URN.match(url), url
+    status_urls = [n["entry"][0]["fullUrl"] for n in subscriber.notifications]
+    assert len(set(status_urls)) == len(status_urls)  # no two notifications share one

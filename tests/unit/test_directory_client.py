@@ -816,3 +816,32 @@ async def test_roles_by_npi_for_an_unknown_npi_is_empty_after_one_call(
     router.assert_all_called()
     assert by_npi.call_count == 1
     assert len(router.calls) == 1
+
+
+# -- reading one resource (PAS response Bundles carry the listed providers) ---------------------
+
+
+async def test_read_finds_a_directory_resource_by_its_absolute_url(
+    router: respx.Router, make_client: MakeClient
+) -> None:
+    okafor = role("okafor-role", "okafor")
+    route = router.get(f"{BASE}/PractitionerRole", params={"_id": "okafor-role"}).mock(
+        return_value=ok(bundle([okafor]))
+    )
+    found = await make_client().read(f"{BASE}/PractitionerRole/okafor-role")
+    assert found == okafor
+    assert route.call_count == 1
+
+
+async def test_read_of_another_servers_resource_asks_nobody(
+    router: respx.Router, make_client: MakeClient
+) -> None:
+    assert await make_client().read("http://elsewhere.test/fhir/PractitionerRole/x") is None
+    assert not router.calls
+
+
+async def test_read_of_an_unlisted_resource_is_none(
+    router: respx.Router, make_client: MakeClient
+) -> None:
+    router.get(f"{BASE}/PractitionerRole").mock(return_value=ok(bundle([])))
+    assert await make_client().read("PractitionerRole/gone") is None

@@ -63,7 +63,10 @@ async def _search(
     return FhirResponse(bundle, pretty=is_pretty(request))
 
 
-@router.post("/{resource_type}", summary="Create (If-None-Exist for a conditional create)")
+# The names "create" and "update" tell the 405 handler which routes are client writes.
+@router.post(
+    "/{resource_type}", name="create", summary="Create (If-None-Exist for a conditional create)"
+)
 async def create(
     resource_type: str, request: Request, container: ContainerDep, guard: GuardDep
 ) -> Response:
@@ -86,7 +89,9 @@ async def read(
     return FhirResponse(stored.content, headers=headers, pretty=is_pretty(request))
 
 
-@router.put("/{resource_type}/{id}", summary="Update (If-Match for a version-aware update)")
+@router.put(
+    "/{resource_type}/{id}", name="update", summary="Update (If-Match for a version-aware update)"
+)
 async def update(
     resource_type: str, id: str, request: Request, container: ContainerDep, guard: GuardDep
 ) -> Response:
