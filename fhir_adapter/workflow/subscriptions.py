@@ -172,7 +172,8 @@ def notification(
     """A `history` Bundle whose first entry is the subscription-status Parameters (backport R4).
 
     `focus_url` is the focus resource's own URL, readable by GET; `focus` is what a full-resource
-    payload carries: that resource, or (PAS) a Bundle about it, sent under `payload_url`."""
+    payload carries: that resource, or (PAS) a response Bundle about it, sent under `payload_url`,
+    which the event's focus then names."""
     parameters: list[dict[str, Any]] = [
         {"name": "subscription", "valueReference": {"reference": subscription_url}},
         {"name": "topic", "valueCanonical": subscribed.topic},
@@ -185,7 +186,10 @@ def notification(
         if occurred is not None:
             event.append({"name": "timestamp", "valueInstant": format_instant(occurred)})
         if focus_url and subscribed.content != "empty":
-            event.append({"name": "focus", "valueReference": {"reference": focus_url}})
+            # PAS (fhir.md §1.9, Inferno): the focus resolves to the PAS response Bundle it sends
+            carried = payload_url is not None and subscribed.content == "full-resource"
+            pointed = payload_url if carried else focus_url
+            event.append({"name": "focus", "valueReference": {"reference": pointed}})
         parameters.append({"name": "notification-event", "part": event})
     entries: list[dict[str, Any]] = [
         {

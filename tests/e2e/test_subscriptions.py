@@ -257,9 +257,12 @@ async def test_pas_subscribers_get_a_pas_response_bundle(
     assert response_bundle["entry"][0]["resource"]["resourceType"] == "ClaimResponse"
 
 
-async def test_a_pas_notification_focus_is_the_claim_response_readable_by_get(
+async def test_a_pas_notification_focus_is_the_pas_response_bundle_it_carries(
     hub: tuple[Container, httpx.AsyncClient], subscriber: Receiver
 ) -> None:
+    """fhir.md §1.9 (the IG's example; Inferno checks it): notification-event.focus resolves,
+    inside the notification, to the PAS response Bundle; that Bundle's ClaimResponse is under its
+    own URL, which a GET reads."""
     container, api = hub
     assert (await api.post("/Subscription", json=subscription(topic=PAS_TOPIC))).status_code == 201
     await api.post("", json=example_request("out-of-network", "-pas-focus"))
@@ -272,13 +275,16 @@ async def test_a_pas_notification_focus_is_the_claim_response_readable_by_get(
     ]
     parts = {p["name"]: p for p in status_parameters(event)["notification-event"]["part"]}
     focus = parts["focus"]["valueReference"]["reference"]
-    assert focus.startswith(f"{BASE_URL}/ClaimResponse/")
-    read = await api.get(focus.removeprefix(BASE_URL))
-    assert read.status_code == 200, read.text
-    assert read.json()["resourceType"] == "ClaimResponse"
+    assert UUID_URN.match(focus), focus
+    assert event["entry"][1]["fullUrl"] == focus
     response_bundle = event["entry"][1]["resource"]
-    assert response_bundle["entry"][0]["fullUrl"] == focus
-    assert response_bundle["entry"][0]["resource"]["id"] == read.json()["id"]
+    assert response_bundle["resourceType"] == "Bundle"
+    first = response_bundle["entry"][0]
+    assert first["resource"]["resourceType"] == "ClaimResponse"
+    assert first["fullUrl"].startswith(f"{BASE_URL}/ClaimResponse/")
+    read = await api.get(first["fullUrl"].removeprefix(BASE_URL))
+    assert read.status_code == 200, read.text
+    assert read.json()["id"] == first["resource"]["id"]
 
 
 UUID_URN = re.compile(
