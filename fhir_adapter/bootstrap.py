@@ -22,7 +22,8 @@ from fhir_adapter.security.tokens import KeySource, RemoteKeys, StaticKeys, Toke
 from fhir_adapter.services.audit import AuditTrail
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.delivery import DeliveryConfig, DeliveryService
-from fhir_adapter.services.prior_auth import DirectoryReader, PriorAuthService
+from fhir_adapter.services.prior_auth import PriorAuthService
+from fhir_adapter.services.referenced import DirectoryReader, ReferencedResources
 from fhir_adapter.services.resources import Clock, ResourceService, SearchLimits, utc_now
 from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.services.workflow import Directory, WorkflowConfig, WorkflowService
@@ -102,7 +103,13 @@ async def build_container(
     if deliverer is None:
         http.append(httpx.AsyncClient(timeout=settings.delivery_timeout_seconds))
         deliverer = HttpDeliverer(http[-1])
-    subscriptions = SubscriptionService(store, resources, deliverer, clock=clock)
+    # What a PAS ClaimResponse references, for $submit answers and PAS notifications alike.
+    referenced = ReferencedResources(
+        resources, directory if isinstance(directory, DirectoryReader) else None
+    )
+    subscriptions = SubscriptionService(
+        store, resources, deliverer, clock=clock, referenced=referenced
+    )
     primary = frozenset(c.strip() for c in settings.primary_care_taxonomy.split(",") if c.strip())
     ignore = frozenset(n.strip() for n in settings.holiday_ignore.split(",") if n.strip())
     workflow = WorkflowService(
@@ -156,11 +163,7 @@ async def build_container(
         resources=resources,
         bundles=bundles,
         workflow=workflow,
-        prior_auth=PriorAuthService(
-            resources,
-            bundles,
-            directory if isinstance(directory, DirectoryReader) else None,
-        ),
+        prior_auth=PriorAuthService(resources, bundles, referenced),
         delivery=delivery,
         subscriptions=subscriptions,
         tokens=tokens,

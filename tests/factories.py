@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fhir_adapter.fhir.references import iter_references
+
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
@@ -21,3 +23,19 @@ def example_request(name: str, suffix: str = "") -> dict[str, Any]:
                 if request.get("ifNoneExist"):
                     request["ifNoneExist"] += suffix
     return bundle
+
+
+def unresolved_references(bundle: dict[str, Any], index: int = 0) -> list[str]:
+    """The references in `bundle.entry[index]` that resolve to no entry of the Bundle (relative
+    ones against the entry's own fullUrl base, as FHIR Bundle resolution says)."""
+    entry = bundle["entry"][index]
+    full_urls = {e["fullUrl"] for e in bundle["entry"]}
+    base = entry["fullUrl"].rsplit("/", 2)[0]
+    missing = []
+    for path, ref in iter_references(entry["resource"], entry["resource"]["resourceType"]):
+        target = ref["reference"]
+        if not target.startswith(("urn:", "http://", "https://", "#")):
+            target = f"{base}/{target}"
+        if target not in full_urls:
+            missing.append(f"{path} -> {ref['reference']}")
+    return missing

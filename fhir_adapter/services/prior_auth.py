@@ -7,39 +7,27 @@ ClaimResponse that opens the response Bundle.
 
 from __future__ import annotations
 
-import logging
 import uuid
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
 from fhir_adapter.errors import (
-    DirectoryUnavailableError,
-    ForbiddenError,
     InvalidRequestError,
-    NotFoundError,
     TemporarilyUnavailableError,
     UnprocessableEntityError,
 )
 from fhir_adapter.fhir.dates import format_instant
-from fhir_adapter.fhir.references import iter_references, parse_reference, rewrite_references
+from fhir_adapter.fhir.references import rewrite_references
 from fhir_adapter.fhir.search import identifier_condition
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.services.bundles import BundleService
+from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import ResourceService
 from fhir_adapter.workflow import pas
 from fhir_adapter.workflow.codes import PAS_REQUESTED_SERVICE, TASK_CODE_SYSTEM
 
-log = logging.getLogger(__name__)
-
 SUBMIT_OPERATION = "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-submit"
 _MATCH_BY_IDENTIFIER = ("Patient", "Practitioner", "Organization", "Coverage", "Claim")
-
-
-@runtime_checkable
-class DirectoryReader(Protocol):
-    """Reads one directory resource by reference (implemented by DirectoryClient)."""
-
-    async def read(self, reference: str) -> dict[str, Any] | None: ...
 
 
 class PriorAuthService:
@@ -47,11 +35,11 @@ class PriorAuthService:
         self,
         resources: ResourceService,
         bundles: BundleService,
-        directory: DirectoryReader | None = None,
+        referenced: ReferencedResources,
     ) -> None:
         self.resources = resources
         self.bundles = bundles
-        self.directory = directory
+        self.referenced = referenced
 
     async def submit(self, body: Any, *, guard: Guard = UNRESTRICTED) -> dict[str, Any]:
         """Store and decide a PAS request Bundle; `guard` checks the caller may create each entry."""
@@ -113,7 +101,9 @@ class PriorAuthService:
         if claim_identifier:
             response["request"] = {**response["request"], "identifier": claim_identifier}
         response_url = f"{self.resources.base_url}/{claim_response.key}"
-        referenced = await self._referenced(response, response_url, entries, guard)
+        referenced = await self.referenced.collect(
+            response, response_url, sent={e["fullUrl"]: e["resource"] for e in entries}, guard=guard
+        )
         return {
             "resourceType": "Bundle",
             "identifier": {"system": pas.TRACE_SYSTEM, "value": str(uuid.uuid4())},
@@ -121,43 +111,6 @@ class PriorAuthService:
             "timestamp": format_instant(now),
             "entry": [{"fullUrl": response_url, "resource": response}, *referenced],
         }
-
-    async def _referenced(
-        self,
-        response: dict[str, Any],
-        response_url: str,
-        entries: list[dict[str, Any]],
-        guard: Guard,
-    ) -> list[dict[str, Any]]:
-        """PAS spec-30: every resource the ClaimResponse references, under the fullUrl its reference
-        resolves to: the request's own entries as sent (spec-33), our stored resources, and the
-        directory's providers under their absolute URLs."""
-        sent = {e["fullUrl"]: e["resource"] for e in entries}
-        found: dict[str, dict[str, Any]] = {}
-        for _, ref in sorted(iter_references(response, "ClaimResponse"), key=lambda r: r[0]):
-            raw = str(ref["reference"])
-            parsed = parse_reference(raw, base_url=self.resources.base_url)
-            key = parsed.local_key
-            full_url = raw if key is None else f"{self.resources.base_url}/{key}"
-            if full_url in found or full_url == response_url:
-                continue
-            resource: dict[str, Any] | None = None
-            if raw in sent:
-                resource = sent[raw]
-            elif key is not None:
-                try:
-                    resource = (await self.resources.read(*key.split("/", 1), guard=guard)).content
-                except (NotFoundError, ForbiddenError):
-                    resource = None
-            elif parsed.kind == "absolute" and self.directory is not None:
-                try:
-                    resource = await self.directory.read(raw)
-                except DirectoryUnavailableError as exc:
-                    # The decision stands without it; the client can still follow the reference.
-                    log.warning("PAS response: %s not included (%s)", raw, exc)
-            if resource is not None:
-                found[full_url] = resource
-        return [{"fullUrl": url, "resource": resource} for url, resource in found.items()]
 
     def _check(self, body: Any) -> list[dict[str, Any]]:
         """The PAS request Bundle rules: a collection, every entry with fullUrl and resource, Claim first."""

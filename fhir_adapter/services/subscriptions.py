@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from fhir_adapter.errors import NotFoundError
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
+from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.workflow.subscriptions import (
     DECISION_TOPIC,
@@ -40,12 +41,19 @@ class Notifier(Protocol):
 
 class SubscriptionService:
     def __init__(
-        self, store: ResourceStore, resources: ResourceService, notifier: Notifier, *, clock: Clock
+        self,
+        store: ResourceStore,
+        resources: ResourceService,
+        notifier: Notifier,
+        *,
+        clock: Clock,
+        referenced: ReferencedResources | None = None,
     ) -> None:
         self.store = store
         self.resources = resources
         self.notifier = notifier
         self.clock = clock
+        self.referenced = referenced
 
     def url_of(self, subscription_id: str) -> str:
         return f"{self.resources.base_url}/Subscription/{subscription_id}"
@@ -166,10 +174,17 @@ class SubscriptionService:
         payload_url = None
         if subscribed.topic == PAS_TOPIC and focus_content is not None:
             # PAS spec-60: the notification carries a full PAS response Bundle, ClaimResponse first.
+            # Everything the ClaimResponse references travels with it (spec-30 applies to it too).
+            others = (
+                await self.referenced.collect(focus_content, focus_url)
+                if self.referenced is not None
+                else []
+            )
             payload_url, focus_content = pas_response_bundle(
                 subscription_url,
                 focus_url,
                 focus_content,
+                others,
                 event=item.event_number,
                 now=self.clock(),
             )

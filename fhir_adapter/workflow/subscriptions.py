@@ -4,7 +4,7 @@ Bundles we send them (fhir.md §3.4, §1.9) (pure)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -231,12 +231,14 @@ def pas_response_bundle(
     subscription_url: str,
     claim_response_url: str,
     claim_response: Mapping[str, Any],
+    referenced: Sequence[Mapping[str, Any]] = (),
     *,
     event: int,
     now: datetime,
 ) -> tuple[str, dict[str, Any]]:
-    """A PAS response Bundle (collection, ClaimResponse first) and the fullUrl it is sent under:
-    the same urn:uuid each time this event is sent to this Subscription."""
+    """A PAS response Bundle (collection, ClaimResponse first, then the `referenced` entries) and
+    the fullUrl it is sent under: the same urn:uuid each time this event is sent to this
+    Subscription."""
     url = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{subscription_url}#event-{event}')}"
     bundle = {
         "resourceType": "Bundle",
@@ -246,7 +248,10 @@ def pas_response_bundle(
         },
         "type": "collection",
         "timestamp": format_instant(now),
-        "entry": [{"fullUrl": claim_response_url, "resource": dict(claim_response)}],
+        "entry": [
+            {"fullUrl": claim_response_url, "resource": dict(claim_response)},
+            *(dict(entry) for entry in referenced),
+        ],
     }
     return url, bundle
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_adapter.fhir.references import iter_references
 from fhir_adapter.workflow.codes import PAS_REVIEW_ACTION, PAS_REVIEWER, STATUS_SYSTEM
 from tests.conftest import count_rows
+from tests.factories import unresolved_references
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -47,22 +47,6 @@ async def test_pas_submit_answers_with_the_claim_response_first(client: httpx.As
     echoed = {e["fullUrl"] for e in bundle["entry"][1:]}
     assert first["patient"]["reference"] in echoed
     assert first["request"]["reference"] in echoed
-
-
-def unresolved_references(bundle: dict[str, Any], index: int = 0) -> list[str]:
-    """The references in `bundle.entry[index]` that resolve to no entry of the Bundle (relative
-    ones against the entry's own fullUrl base, as FHIR Bundle resolution says)."""
-    entry = bundle["entry"][index]
-    full_urls = {e["fullUrl"] for e in bundle["entry"]}
-    base = entry["fullUrl"].rsplit("/", 2)[0]
-    missing = []
-    for path, ref in iter_references(entry["resource"], entry["resource"]["resourceType"]):
-        target = ref["reference"]
-        if not target.startswith(("urn:", "http://", "https://", "#")):
-            target = f"{base}/{target}"
-        if target not in full_urls:
-            missing.append(f"{path} -> {ref['reference']}")
-    return missing
 
 
 async def test_pas_response_bundle_holds_everything_the_claim_response_references(

@@ -24,7 +24,7 @@ from fhir_adapter.workflow.subscriptions import (
     PAYLOAD_EXTENSION,
 )
 from tests.conftest import BASE_URL, DIRECTORY_BASE, count_rows
-from tests.factories import example_request
+from tests.factories import example_request, unresolved_references
 from tests.fakes import FrozenClock
 from tests.receiver import Receiver
 from tests.tokens import bearer
@@ -267,6 +267,10 @@ async def test_pas_subscribers_get_a_pas_response_bundle_named_by_the_focus(
     read = await api.get(first["fullUrl"].removeprefix(BASE_URL))
     assert read.status_code == 200, read.text
     assert read.json()["id"] == first["resource"]["id"]
+    # PAS spec-60: a full response Bundle, in which all the ClaimResponse names resolves
+    assert unresolved_references(response_bundle) == []
+    kinds = {e["resource"]["resourceType"] for e in response_bundle["entry"][1:]}
+    assert {"Patient", "Organization", "Claim"} <= kinds, kinds
 
 
 UUID_URN = re.compile(
