@@ -82,3 +82,37 @@ def test_outbox_list_and_retry_on_an_empty_store(
     assert "no failed deliveries" in listed.output
     retried = CliRunner().invoke(app, ["outbox", "retry"])
     assert retried.exit_code == 0 and "0 delivery(ies) queued again" in retried.output
+
+
+def test_outbox_list_refuses_an_unknown_state_and_names_the_valid_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FHIR_ADAPTER_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    refused = CliRunner().invoke(app, ["outbox", "list", "--state", "faild"])
+    assert refused.exit_code == 2
+    said = " ".join(refused.output.replace("│", " ").split())  # typer draws a wrapped box
+    assert "'faild' is not one of 'pending', 'delivered', 'failed', 'all'" in said, said
+    assert not (tmp_path / "cli.db").exists()  # refused before anything was opened
+    listed = CliRunner().invoke(app, ["outbox", "list", "--state", "all"])
+    assert listed.exit_code == 0, listed.output
+    assert "no all deliveries" not in listed.output and "deliveries" in listed.output
+
+
+def test_clients_add_refuses_a_name_already_registered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FHIR_ADAPTER_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    runner = CliRunner()
+    assert runner.invoke(app, ["clients", "keygen", str(tmp_path / "ehr")]).exit_code == 0
+    jwks = str(tmp_path / "ehr.jwks.json")
+    added = runner.invoke(
+        app, ["clients", "add", "my-ehr", "--jwks", jwks, "--scope", "system/*.rs"]
+    )
+    assert added.exit_code == 0, added.output
+    again = runner.invoke(
+        app, ["clients", "add", "my-ehr", "--jwks", jwks, "--scope", "system/*.rs"]
+    )
+    assert again.exit_code == 2
+    assert "a client named 'my-ehr' is already registered" in again.output
+    listed = runner.invoke(app, ["clients", "list"])
+    assert listed.output.count("my-ehr") == 1, listed.output
