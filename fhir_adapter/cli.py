@@ -301,6 +301,10 @@ def clients_keygen(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    for existing in (pem_path, jwks_path):
+        if existing.exists():
+            typer.echo(f"error: {existing} exists; choose another prefix", err=True)
+            raise typer.Exit(code=2)
     pem_path.touch(mode=0o600, exist_ok=False)
     pem_path.write_bytes(pem)
     jwks_path.write_text(json.dumps(jwks, indent=2))
