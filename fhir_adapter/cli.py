@@ -353,6 +353,33 @@ def clients_token(
         raise typer.Exit(code=1) from None
 
 
+@app.command("rotate-signing-key")
+def rotate_signing_key() -> None:
+    """Make a new signing key for the built-in token endpoint; processes use it from their next
+    start (restart them all; tokens signed with the old key are then refused, clients get new ones)."""
+    from datetime import UTC, datetime
+
+    from fhir_adapter import startup
+    from fhir_adapter.bootstrap import build_container
+    from fhir_adapter.security.issuer import new_signing_key
+
+    with startup.reported():
+        settings = startup.load_settings()
+        startup.check_database(settings)
+
+    async def run() -> str:
+        container = await build_container(settings)
+        try:
+            key = new_signing_key()
+            async with container.store.transaction() as tx:
+                await tx.add_signing_key(key, now=datetime.now(UTC))
+            return key.kid
+        finally:
+            await container.aclose()
+
+    typer.echo(f"new signing key {asyncio.run(run())}: restart every fhir-adapter process")
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

@@ -116,3 +116,27 @@ def test_clients_add_refuses_a_name_already_registered(
     assert "a client named 'my-ehr' is already registered" in again.output
     listed = runner.invoke(app, ["clients", "list"])
     assert listed.output.count("my-ehr") == 1, listed.output
+
+
+def test_rotate_signing_key_gives_the_next_start_a_new_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from fhir_adapter.bootstrap import build_container
+    from fhir_adapter.config import Settings
+
+    async def started_kid() -> str:
+        container = await build_container(Settings())
+        await container.aclose()
+        assert container.issuer is not None
+        assert [k["kid"] for k in container.issuer.jwks()["keys"]] == [container.issuer.kid]
+        return container.issuer.kid
+
+    monkeypatch.setenv("FHIR_ADAPTER_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    before = asyncio.run(started_kid())
+    result = CliRunner().invoke(app, ["rotate-signing-key"])
+    assert result.exit_code == 0, result.output
+    kid = result.output.split()[3].rstrip(":")
+    assert kid != before
+    assert asyncio.run(started_kid()) == kid
