@@ -119,6 +119,8 @@ def demo(
     kid: str = typer.Option(None, help="with --url: the key's kid in the registered JWKS"),
 ) -> None:
     """Submit the example second-opinion requests and print each one's way through the workflow."""
+    import httpx
+
     from fhir_adapter.demo import DEFAULT_PATHS, run_demo
     from fhir_adapter.security.client import ClientCredentials, load_private_key
 
@@ -131,7 +133,13 @@ def demo(
             )
             raise typer.Exit(code=2)
         credentials = ClientCredentials(client_id, load_private_key(key), kid)
-    good = asyncio.run(run_demo(url, credentials=credentials))
+    try:
+        good = asyncio.run(run_demo(url, credentials=credentials))
+    except httpx.TransportError as exc:
+        from fhir_adapter.startup import unreachable
+
+        typer.echo(f"error: {unreachable(exc)}", err=True)
+        raise typer.Exit(code=1) from None
     raise typer.Exit(code=0 if good == len(DEFAULT_PATHS) else 1)
 
 
@@ -341,12 +349,9 @@ def clients_token(
     try:
         typer.echo(asyncio.run(run()))
     except httpx.TransportError as exc:
-        typer.echo(
-            f"error: cannot reach {exc.request.url} ({type(exc).__name__}); is fhir-adapter"
-            " serving there? Pass --url with its FHIR base, or run this where FHIR_ADAPTER_PORT"
-            " and FHIR_ADAPTER_BASE_URL match the service",
-            err=True,
-        )
+        from fhir_adapter.startup import unreachable
+
+        typer.echo(f"error: {unreachable(exc)}", err=True)
         raise typer.Exit(code=1) from None
     except (RuntimeError, ValueError, httpx.HTTPError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -365,6 +370,10 @@ def rotate_signing_key() -> None:
 
     with startup.reported():
         settings = startup.load_settings()
+        if settings.auth_issuer:
+            raise startup.StartupError(
+                "FHIR_ADAPTER_AUTH_ISSUER is set: that issuer signs the tokens; rotate its keys there"
+            )
         startup.check_database(settings)
 
     async def run() -> str:

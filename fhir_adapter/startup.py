@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 from dotenv import dotenv_values
 from pydantic import ValidationError
 from sqlalchemy import text
@@ -217,3 +218,12 @@ def _database_problem(url: URL, store: str, exc: DBAPIError) -> str:
     if url.drivername.startswith("sqlite"):
         return f"cannot open {store}: {type(exc.orig).__name__}; fix FHIR_ADAPTER_DATABASE_URL"
     return f"cannot use {store}: {type(exc.orig).__name__}; fix FHIR_ADAPTER_DATABASE_URL"
+
+
+def unreachable(exc: httpx.TransportError) -> str:
+    """The one line for a service that did not answer: which URL, and what to check."""
+    return (
+        f"cannot reach {exc.request.url} ({type(exc).__name__}); is fhir-adapter serving there?"
+        " Pass --url with its FHIR base, or run this where FHIR_ADAPTER_PORT and"
+        " FHIR_ADAPTER_BASE_URL match the service"
+    )

@@ -116,6 +116,11 @@ def test_clients_add_refuses_a_name_already_registered(
     assert "a client named 'my-ehr' is already registered" in again.output
     listed = runner.invoke(app, ["clients", "list"])
     assert listed.output.count("my-ehr") == 1, listed.output
+    kept = (tmp_path / "ehr.pem").read_bytes()
+    regenerated = runner.invoke(app, ["clients", "keygen", str(tmp_path / "ehr")])
+    assert regenerated.exit_code == 2
+    assert f"error: {tmp_path / 'ehr.pem'} exists; choose another prefix" in regenerated.output
+    assert (tmp_path / "ehr.pem").read_bytes() == kept  # the private key is never overwritten
 
 
 def test_rotate_signing_key_gives_the_next_start_a_new_key(

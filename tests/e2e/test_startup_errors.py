@@ -190,3 +190,14 @@ def test_clients_token_names_the_url_it_could_not_reach(tmp_path: Path) -> None:
         f"error: cannot reach {base}/.well-known/smart-configuration (ConnectError);"
         " is fhir-adapter serving there?"
     )
+
+
+def test_demo_names_the_url_it_could_not_reach(tmp_path: Path) -> None:
+    keygen = run(tmp_path, "clients", "keygen", "ehr")
+    assert keygen.returncode == 0, keygen.stderr
+    base = f"http://127.0.0.1:{free_port()}/fhir"  # nothing listens there
+    result = run(tmp_path, "demo", "--url", base, "--client-id", "x", "--key", "ehr.pem")
+    assert result.returncode == 1
+    assert error_line(result).startswith(
+        f"error: cannot reach {base}/.well-known/smart-configuration (ConnectError)"
+    )
