@@ -106,9 +106,6 @@ async def submit_member(admin: httpx.AsyncClient, label: str, birth_date: str) -
             resource["name"] = [{"family": member.family, "given": [member.given]}]
             resource["birthDate"] = birth_date
             member.member_id = resource["identifier"][0]["value"]
-        if resource["resourceType"] == "Coverage":  # the factory keeps the example's
-            for identifier in resource.get("identifier", []):
-                identifier["value"] += suffix
     response = await admin.post("", json=bundle)
     assert response.status_code == 200, response.text
     for entry in response.json()["entry"]:
