@@ -17,6 +17,13 @@ _INTERACTIONS = ("read", "vread", "update", "history-instance", "create", "searc
 OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "Claim": (("submit", "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-submit"),),
     "Task": (("decide", "https://fhir-adapter.org/fhir/OperationDefinition/Task-decide"),),
+    # CMS-0057-F metrics; MeasureReport is not stored, only computed (no interactions)
+    "MeasureReport": (
+        (
+            "pa-metrics",
+            "https://fhir-adapter.org/fhir/OperationDefinition/MeasureReport-pa-metrics",
+        ),
+    ),
     "Subscription": (
         (
             "status",
@@ -92,6 +99,11 @@ def capability_statement(
                 ],
             }
         )
+    resources += [
+        {"type": t, "operation": [{"name": n, "definition": d} for n, d in operations]}
+        for t, operations in OPERATIONS.items()
+        if t not in SERVED_TYPES
+    ]
     return {
         "resourceType": "CapabilityStatement",
         "id": "fhir-adapter",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -286,3 +287,17 @@ def to_html(report: MetricsReport, *, plan_name: str) -> str:
             chart_width=CHART_WIDTH,
         )
     )
+
+
+FORMATS = ("json", "csv", "html")
+
+
+def render_report(report: MetricsReport, fmt: str, *, plan_name: str) -> str:
+    """The report in one of FORMATS, as text ending in a newline."""
+    if fmt == "json":
+        return json.dumps(to_json(report), indent=2) + "\n"
+    if fmt == "csv":
+        return to_csv(report)
+    if fmt == "html":
+        return to_html(report, plan_name=plan_name)
+    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")

@@ -71,3 +71,19 @@ def delivery_provenance(
     if not delivered:
         provenance["reason"] = [{"text": "delivery failed after the last retry"}]
     return provenance
+
+
+def record_provenance(
+    *, targets: list[str], plan: str, recorded: datetime, created: bool, activity: str
+) -> dict[str, Any]:
+    """A fact the plan recorded in the versioned `targets` (an appeal outcome, an extension)."""
+    return {
+        "resourceType": "Provenance",
+        "target": [{"reference": t} for t in targets],
+        "recorded": format_instant(recorded),
+        "activity": {
+            "coding": [{"system": _DATA_OPERATION, "code": "CREATE" if created else "UPDATE"}],
+            "text": activity,
+        },
+        "agent": [_agent("author", plan)],
+    }
