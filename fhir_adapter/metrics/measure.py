@@ -30,6 +30,11 @@ STRATIFIERS = {
     Population.ALL_REQUESTS: "track-all-requests",
 }
 
+# The codes of CodeSystem pa-metric: the metrics, the tracks, the stratifiers.
+METRIC_CODES = frozenset(
+    {m.value for m in Metric} | {t.value for t in TRACKS} | set(STRATIFIERS.values())
+)
+
 
 def _concept(system: str, code: str) -> dict[str, Any]:
     return {"coding": [{"system": system, "code": code}]}

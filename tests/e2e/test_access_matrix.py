@@ -532,6 +532,15 @@ ROWS: tuple[Row, ...] = (
         writes=True,
     ),
     Row(
+        "MeasureReport/$pa-metrics",
+        ("GET", "/fhir/MeasureReport/$pa-metrics"),
+        lambda w: Call(
+            "GET", "/MeasureReport/$pa-metrics?periodStart=2026-01-01&periodEnd=2026-12-31"
+        ),
+        right="system/MeasureReport.r",
+        wrong="system/MeasureReport.s",  # a plan-level report: read, and only by systems
+    ),
+    Row(
         "Subscription/$status",
         ("GET", "/fhir/Subscription/{id}/$status"),
         lambda w: Call("GET", f"/Subscription/{w.subscription}/$status"),
@@ -742,6 +751,8 @@ def check_success(w: World, row: Row, response: httpx.Response) -> list[str]:
         return [] if body["entry"][0]["resource"]["resourceType"] == "ClaimResponse" else ["PAS"]
     if row.name == "Task/$decide":
         return [] if body["resourceType"] == "ClaimResponse" else ["no ClaimResponse"]
+    if row.name == "MeasureReport/$pa-metrics":
+        return [] if body["resourceType"] == "MeasureReport" else ["no MeasureReport"]
     return []
 
 
