@@ -341,8 +341,8 @@ def _instant(value: str, option: str) -> datetime:
     return moment
 
 
-def _run_recording(action: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Run `action(container)`; an AdapterError (unknown request, not denied...) exits 1."""
+def _with_container(action: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run `action(container)`; an AdapterError (unknown request, not denied, ...) exits 1."""
     from fhir_adapter.bootstrap import build_container
     from fhir_adapter.errors import AdapterError
 
@@ -384,7 +384,7 @@ def metrics(
         raise typer.Exit(code=2) from None
     cutoff = _instant(as_of, "--as-of") if as_of else None
     settings = Settings()
-    report = _run_recording(lambda c: c.metrics.report(period, as_of=cutoff))
+    report = _with_container(lambda c: c.metrics.report(period, as_of=cutoff))
     text = render_report(report, fmt, plan_name=settings.plan_name)
     if output is None:
         typer.echo(text, nl=False)
@@ -410,7 +410,7 @@ def appeals_record(
         raise typer.Exit(code=2)
     decided = _instant(decided_at, "--decided-at")
     received = _instant(received_at, "--received-at") if received_at else None
-    stored = _run_recording(
+    stored = _with_container(
         lambda c: c.metrics.record_appeal(
             reference, AppealOutcome(outcome), decided_at=decided, received_at=received
         )
@@ -434,7 +434,9 @@ def extensions_record(
         )
         raise typer.Exit(code=2)
     due = _instant(until, "--until")
-    stored = _run_recording(lambda c: c.metrics.extend(task_id, ExtensionReason(reason), until=due))
+    stored = _with_container(
+        lambda c: c.metrics.extend(task_id, ExtensionReason(reason), until=due)
+    )
     typer.echo(f"extended {stored.key} to {stored.content['restriction']['period']['end']}")
 
 

@@ -191,6 +191,10 @@ class MetricsService:
         now = self.clock()
         if decided_at.tzinfo is None or (received_at and received_at.tzinfo is None):
             raise UnprocessableEntityError("appeal times need a time zone", expression="decidedAt")
+        if received_at and received_at > decided_at:
+            raise UnprocessableEntityError(
+                "an appeal is decided after it is received", expression="receivedAt"
+            )
         if decided_at > now:
             raise UnprocessableEntityError(
                 "an appeal is recorded once decided; decidedAt is in the future",
