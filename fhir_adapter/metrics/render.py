@@ -75,7 +75,8 @@ def fmt_value(metric: Metric, value: float | None) -> str:
     if value is None:
         return "no requests decided"
     if metric in TIME_METRICS:
-        return f"{value:.1f} hours"
+        days = f" ({value / 24:.1f} days)" if value >= 48 else ""  # long waits read better in days
+        return f"{value:.1f} hours{days}"
     return f"{value * 100:.1f}%"
 
 

@@ -204,6 +204,11 @@ async def test_recording_appeals_and_extensions_through_the_cli(
     assert appeal["meta"]["versionId"] == "2"
     provenance = (await client.get("/Provenance", params={"target": f"Task/{appeal['id']}"})).json()
     assert provenance["total"] == 2
+    backwards = await cli(
+        database_url, "appeals", "record", denied, "--outcome", "upheld", "--decided-at",
+        iso(now - timedelta(hours=2)), "--received-at", iso(now - timedelta(hours=1)),
+    )  # fmt: skip
+    assert backwards.exit_code == 1 and "decided after it is received" in backwards.output
     future = await cli(
         database_url, "appeals", "record", denied, "--outcome", "upheld", "--decided-at",
         iso(now + timedelta(days=1)),
