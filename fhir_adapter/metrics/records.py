@@ -13,11 +13,15 @@ facts it did not hold are recorded here, as FHIR:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from fhir_adapter.errors import InvalidRequestError, UnprocessableEntityError
 from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.metrics.core import AppealOutcome
 from fhir_adapter.workflow.codes import (
     CANONICAL,
@@ -173,3 +177,68 @@ def appeal_of(task: dict[str, Any]) -> tuple[str, AppealOutcome, datetime] | Non
     if outcome is None or not based_on or not isinstance(decided, str):
         return None
     return str(based_on), outcome, datetime.fromisoformat(decided)
+
+
+@dataclass(frozen=True, slots=True)
+class AppealRecord:
+    outcome: AppealOutcome
+    decided_at: datetime
+    received_at: datetime | None
+
+
+def parse_appeal(body: Any) -> AppealRecord:
+    """`Task/{id}/$record-appeal` Parameters: `outcome` (code), `decidedAt`, `receivedAt`
+    (dateTime, with a time zone); 400/422 naming the parameter at fault."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise InvalidRequestError(
+            "$record-appeal takes a Parameters resource", expression="resourceType"
+        )
+    validate_resource(body)  # structure first: each value below is of its FHIR type
+
+    def where(name: str) -> str:
+        return f"Parameters.parameter.where(name='{name}')"
+
+    def one(name: str, key: str) -> Any:
+        values = [
+            p.get(key)
+            for p in body.get("parameter") or []
+            if p.get("name") == name and p.get(key) is not None
+        ]
+        return values[0] if len(values) == 1 else None
+
+    issues: list[Issue] = []
+    outcome = one("outcome", "valueCode")
+    if outcome not in {o.value for o in AppealOutcome}:
+        issues.append(
+            Issue(
+                "required", f"{where('outcome')}: valueCode upheld or overturned", where("outcome")
+            )
+        )
+    moments: dict[str, datetime | None] = {}
+    for name, required in (("decidedAt", True), ("receivedAt", False)):
+        text = one(name, "valueDateTime")
+        moment = _instant(text)
+        if (text is not None or required) and moment is None:
+            issues.append(
+                Issue(
+                    "required" if text is None else "value",
+                    f"{where(name)}: valueDateTime with a time and a time zone",
+                    where(name),
+                )
+            )
+        moments[name] = moment
+    if issues:
+        raise UnprocessableEntityError(issues=issues)
+    decided = moments["decidedAt"]
+    assert decided is not None
+    return AppealRecord(AppealOutcome(outcome), decided, moments["receivedAt"])
+
+
+def _instant(text: Any) -> datetime | None:
+    if not isinstance(text, str) or "T" not in text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None

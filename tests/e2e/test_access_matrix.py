@@ -370,6 +370,16 @@ def _transaction(w: World) -> dict[str, Any]:
     }
 
 
+def _appeal_body() -> dict[str, Any]:
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "outcome", "valueCode": "overturned"},
+            {"name": "decidedAt", "valueDateTime": "2026-11-20T17:00:00Z"},
+        ],
+    }
+
+
 def _batch(w: World) -> dict[str, Any]:
     return {**_transaction(w), "type": "batch"}
 
@@ -529,6 +539,15 @@ ROWS: tuple[Row, ...] = (
         lambda w: Call("POST", f"/Task/{w.pended_task}/$decide", json=_decide_body()),
         right="system/Task.u",
         wrong="system/Task.crs",
+        writes=True,
+    ),
+    Row(
+        "Task/$record-appeal",
+        ("POST", "/fhir/Task/{id}/$record-appeal"),
+        lambda w: Call("POST", f"/Task/{w.a.one('Task')}/$record-appeal", json=_appeal_body()),
+        right="system/Task.cu",
+        wrong="system/Task.c",
+        ok=409,  # member A's request was approved: past the scopes, only a denial can be appealed
         writes=True,
     ),
     Row(

@@ -8,7 +8,7 @@ import asyncio
 import csv
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ from typer.testing import CliRunner, Result
 from fhir_adapter.bootstrap import Container
 from fhir_adapter.cli import app
 from fhir_adapter.errors import NotFoundError
-from fhir_adapter.metrics.core import AppealOutcome
+from fhir_adapter.metrics.core import AppealOutcome, Period, Population
 from fhir_adapter.metrics.records import ExtensionReason
+from fhir_adapter.workflow.deadlines import Track
 from tests.fakes import FrozenClock
 from tests.metrics_year import AS_OF, SeededYear, at, seed_year, submit
 
@@ -257,3 +258,79 @@ async def test_an_extended_request_is_not_denied_at_the_original_deadline(
         await container.metrics.record_appeal(
             "Task/unknown", AppealOutcome.OVERTURNED, decided_at=at(6, 11)
         )
+
+
+async def test_a_pas_submission_counts_like_any_request(
+    client: httpx.AsyncClient, container: Container, clock: FrozenClock
+) -> None:
+    """Requests that come through Da Vinci PAS `Claim/$submit` are second-opinion requests too."""
+    clock.now = at(3, 10)
+    bundle = json.loads((EXAMPLES.parent / "pas" / "claim-submit-request.json").read_text())
+    answer = await client.post("/Claim/$submit", json=bundle)
+    assert answer.status_code == 200, answer.text
+    [record] = await container.metrics.records()
+    assert record.decided_at == at(3, 10) and record.received_at == at(3, 10)
+    assert record.determination == "approved" and record.authorization_needed is False  # NA
+
+
+def appeal_parameters(**values: str) -> dict[str, Any]:
+    kinds = {"outcome": "valueCode", "decidedAt": "valueDateTime", "receivedAt": "valueDateTime"}
+    return {
+        "resourceType": "Parameters",
+        "parameter": [{"name": name, kinds[name]: value} for name, value in values.items()],
+    }
+
+
+async def test_recording_an_appeal_over_the_api(
+    client: httpx.AsyncClient, container: Container, clock: FrozenClock
+) -> None:
+    denied = await submit(client, clock, "denied", at(4, 14))
+    approved = await submit(client, clock, "out-of-network", at(4, 14))
+    clock.now = at(5, 2)
+    answer = await client.post(
+        f"/Task/{denied}/$record-appeal",
+        json=appeal_parameters(
+            outcome="overturned",
+            decidedAt="2026-05-01T17:00:00Z",
+            receivedAt="2026-04-20T17:00:00Z",
+        ),
+    )
+    assert answer.status_code == 200, answer.text
+    appeal = answer.json()
+    assert appeal["resourceType"] == "Task" and appeal["basedOn"] == [
+        {"reference": f"Task/{denied}"}
+    ]
+    assert appeal["businessStatus"]["coding"][0]["code"] == "overturned"
+    report = await container.metrics.report(Period(date(2026, 1, 1), date(2026, 12, 31)))
+    assert report.get(Population.AUTHORIZATION_REQUIRED, Track.STANDARD).approved_after_appeal == 1
+    not_denied = await client.post(
+        f"/Task/{approved}/$record-appeal",
+        json=appeal_parameters(outcome="upheld", decidedAt="2026-05-01T17:00:00Z"),
+    )
+    assert not_denied.status_code == 409, not_denied.text
+    assert "only a denial can be appealed" in not_denied.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"outcome": "won", "decidedAt": "2026-05-01T17:00:00Z"}, "outcome"),
+        ({"outcome": "upheld"}, "decidedAt"),
+        ({"outcome": "upheld", "decidedAt": "2026-05-01"}, "decidedAt"),
+        (
+            {"outcome": "upheld", "decidedAt": "2026-05-01T17:00:00Z", "receivedAt": "2026-04"},
+            "receivedAt",
+        ),
+    ],
+    ids=["unknown outcome", "no decision time", "a date only", "a month only"],
+)
+async def test_bad_appeal_parameters_are_a_422_naming_the_parameter(
+    client: httpx.AsyncClient, clock: FrozenClock, values: dict[str, str], where: str
+) -> None:
+    denied = await submit(client, clock, "denied", at(4, 14))
+    clock.now = at(5, 2)
+    answer = await client.post(f"/Task/{denied}/$record-appeal", json=appeal_parameters(**values))
+    assert answer.status_code == 422, answer.text
+    expressions = [e for i in answer.json()["issue"] for e in i.get("expression", [])]
+    assert expressions == [f"Parameters.parameter.where(name='{where}')"]
+    assert (await client.get("/Task", params={"based-on": f"Task/{denied}"})).json()["total"] == 0

@@ -106,7 +106,7 @@ def test_the_documented_artifacts_are_all_there() -> None:
             "pa-event",
         },
         "Measure": {"pa-metrics"},
-        "OperationDefinition": {"Task-decide", "MeasureReport-pa-metrics"},
+        "OperationDefinition": {"Task-decide", "MeasureReport-pa-metrics", "Task-record-appeal"},
     }
     for resource_type, ids in expected.items():
         present = {r["id"] for r in RESOURCES.values() if r["resourceType"] == resource_type}

@@ -14,6 +14,7 @@ from fhir_adapter.api.security import GuardDep
 from fhir_adapter.errors import InvalidRequestError
 from fhir_adapter.metrics.core import Period
 from fhir_adapter.metrics.measure import measure_report
+from fhir_adapter.metrics.records import parse_appeal
 from fhir_adapter.services.resources import check_id
 from fhir_adapter.workflow.review import parse_review
 
@@ -36,6 +37,23 @@ async def decide(id: str, request: Request, container: ContainerDep, guard: Guar
     review = parse_review(await read_resource_body(request))
     claim_response = await container.workflow.decide_by_reviewer(id, review)
     return FhirResponse(claim_response.content, pretty=is_pretty(request))
+
+
+@router.post(
+    "/Task/{id}/$record-appeal",
+    summary="Record the plan's decision on the appeal of a denied request (CMS-0057-F metrics)",
+)
+async def record_appeal(
+    id: str, request: Request, container: ContainerDep, guard: GuardDep
+) -> Response:
+    guard.require_system("Task", "c", "Task/$record-appeal")
+    guard.require_system("Task", "u", "Task/$record-appeal")
+    check_id(id)
+    appeal = parse_appeal(await read_resource_body(request))
+    stored = await container.metrics.record_appeal(
+        f"Task/{id}", appeal.outcome, decided_at=appeal.decided_at, received_at=appeal.received_at
+    )
+    return FhirResponse(stored.content, pretty=is_pretty(request))
 
 
 @router.get(
