@@ -47,6 +47,16 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _install_metrics_commands() -> None:
+    """`metrics`, `appeals` and `extensions` live in cli_metrics.py (CMS-0057-F)."""
+    from fhir_adapter.cli_metrics import install
+
+    install(app)
+
+
+_install_metrics_commands()
+
+
 @app.command()
 def serve(
     host: str = typer.Option(None, help="Listen address (FHIR_ADAPTER_HOST, default 127.0.0.1)"),
