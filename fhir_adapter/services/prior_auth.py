@@ -16,6 +16,7 @@ from fhir_adapter.errors import (
     TemporarilyUnavailableError,
     UnprocessableEntityError,
 )
+from fhir_adapter.fhir.bundle_references import BundleReferences, resolve_bundle_references
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.references import rewrite_references
 from fhir_adapter.fhir.search import identifier_condition
@@ -44,20 +45,43 @@ class PriorAuthService:
     async def submit(self, body: Any, *, guard: Guard = UNRESTRICTED) -> dict[str, Any]:
         """Store and decide a PAS request Bundle; `guard` checks the caller may create each entry."""
         entries = self._check(body)
-        claim_entry = entries[0]
-        claim = claim_entry["resource"]
-        request_url = self._requested_service(claim, entries)
-        request = next(e["resource"] for e in entries if e["fullUrl"] == request_url)
+        claim = entries[0]["resource"]
+        resolved = resolve_bundle_references(
+            [(e["fullUrl"], e["resource"]) for e in entries], server_base=self.resources.base_url
+        )
+        if resolved.issues:
+            raise UnprocessableEntityError(issues=list(resolved.issues))
+        request_index = self._requested_service(claim, entries, resolved)
+        request_url = entries[request_index]["fullUrl"]
+        request = entries[request_index]["resource"]
         now = self.resources.clock()
         task_url = f"urn:uuid:{uuid.uuid4()}"
-        requester = request.get("requester") or claim.get("provider")
+
+        def as_written_in_task(value: Any, holder: int) -> Any:
+            """A reference copied from entry `holder` into the Task (whose fullUrl is a urn)
+            must name its target by fullUrl, or it would resolve against another base."""
+            if not isinstance(value, dict) or not isinstance(value.get("reference"), str):
+                return value
+            target = resolved.target(holder, value["reference"])
+            return value if target is None else {"reference": entries[target]["fullUrl"]}
+
+        requester = (
+            as_written_in_task(request["requester"], request_index)
+            if request.get("requester")
+            else as_written_in_task(claim.get("provider"), 0)
+        )
+        subject = (
+            as_written_in_task(request["subject"], request_index)
+            if request.get("subject")
+            else as_written_in_task(claim.get("patient"), 0)
+        )
         task = {
             "resourceType": "Task",
             "status": "requested",
             "intent": "order",
             "code": {"coding": [{"system": TASK_CODE_SYSTEM, "code": "fulfill"}]},
             "focus": {"reference": request_url},
-            "for": request.get("subject") or claim.get("patient"),
+            "for": subject,
             "requester": requester,
             "authoredOn": format_instant(now),
         }
@@ -146,16 +170,21 @@ class PriorAuthService:
             )
         return list(entries)
 
-    def _requested_service(self, claim: dict[str, Any], entries: list[dict[str, Any]]) -> str:
-        requests = {
-            e["fullUrl"] for e in entries if e["resource"].get("resourceType") == "ServiceRequest"
-        }
+    def _requested_service(
+        self, claim: dict[str, Any], entries: list[dict[str, Any]], resolved: BundleReferences
+    ) -> int:
+        """The index of the entry the Claim's requestedService names (resolved by the R4 rules:
+        a relative reference against the Claim's fullUrl base)."""
         for i, item in enumerate(claim.get("item") or []):
             for extension in item.get("extension") or []:
                 if extension.get("url") == PAS_REQUESTED_SERVICE:
                     ref = (extension.get("valueReference") or {}).get("reference")
-                    if ref in requests:
-                        return str(ref)
+                    target = resolved.target(0, ref) if isinstance(ref, str) else None
+                    if (
+                        target is not None
+                        and entries[target]["resource"].get("resourceType") == "ServiceRequest"
+                    ):
+                        return target
                     raise UnprocessableEntityError(
                         f"Claim.item[{i}] requestedService '{ref}' is not a ServiceRequest in the Bundle",
                         expression=f"Bundle.entry[0].resource.item[{i}].extension",
