@@ -123,6 +123,9 @@ async def build_container(
             member_notice_url=settings.member_notice_url,
             lease_seconds=settings.worker_lease_seconds,
             answer_within_seconds=settings.answer_within_seconds,
+            directory_url=settings.effective_directory_url,
+            candidates_offered=settings.candidates_offered,
+            warn_at_share=settings.deadline_warning_share,
             plan_contact=PlanContact(
                 name=settings.plan_name,
                 phone=settings.plan_phone,

@@ -21,6 +21,7 @@ _INCLUDES = {
     "PractitionerRole:practitioner": "practitioner",
     "PractitionerRole:organization": "organization",
     "PractitionerRole:endpoint": "endpoint",
+    "PractitionerRole:location": "location",
     "PractitionerRole:network": "network",
 }
 
@@ -88,6 +89,7 @@ _SEARCH: dict[str, dict[str, Matcher]] = {
         "endpoint": lambda r, v: _ref_match(v, _refs(r, "endpoint")),
         "active": lambda r, v: _token_match(v, [r.get("active", True)]),
         "role": lambda r, v: _token_match(v, r.get("code") or []),
+        "location": lambda r, v: _ref_match(v, _refs(r, "location")),
     },
     "Practitioner": {
         "identifier": lambda r, v: _token_match(v, r.get("identifier") or []),

@@ -216,7 +216,9 @@ async def test_demo_directory_paging_is_followed(
     expected = sorted(id for id, r in data["PractitionerRole"].items() if r.get("active", True))
     assert len(expected) > PAGE_SIZE, "the demo data no longer needs a second page"
 
-    found = await demo_client(live_directory, http).providers_with_specialty(codes, today=TODAY)
+    found = await demo_client(live_directory, http, page_size=PAGE_SIZE).providers_with_specialty(
+        codes, today=TODAY
+    )
 
     assert sorted(role_id(p.role_reference) for p in found) == expected
     pages = -(-len(expected) // PAGE_SIZE)
@@ -325,9 +327,9 @@ async def test_an_endlessly_paging_directory_is_unavailable(
         await asyncio.wait_for(client.in_network_providers([ORTHO], today=TODAY), timeout=5)
 
     served = live_directory.hits["endless"] - before
-    assert 1 <= served <= 5
+    assert 1 <= served <= 2
     if cache_seconds == 0:
-        assert served == 5
+        assert served == 2  # the repeating next link is noticed at once
 
 
 async def test_an_unreachable_directory_is_unavailable(http: httpx.AsyncClient) -> None:
