@@ -525,7 +525,11 @@ class WorkflowService:
             found = await _read_keys(tx, first, base)
             patient = found.get(_local_key(first[0], base) or "")
             coverage = found.get(_local_key(first[1], base) or "")
-            care_teams = await self._care_teams(tx, _local_key(first[0], base))
+            pcp_refs = [reference_of(p) for p in (patient or {}).get("generalPractitioner") or []]
+            settled = (
+                first[2] in (first[3], *pcp_refs) or requester_kind(first[2]) != "professional"
+            )
+            care_teams = [] if settled else await self._care_teams(tx, _local_key(first[0], base))
             conditions = [
                 found[key]
                 for key in (
@@ -534,8 +538,7 @@ class WorkflowService:
                 if key in found and found[key].get("resourceType") == "Condition"
             ]
             treating = treating_references(care_teams, conditions)
-            second = [reference_of(p) for p in (patient or {}).get("generalPractitioner") or []]
-            second += [reference_of(p) for p in (coverage or {}).get("payor") or []]
+            second = [*pcp_refs, *(reference_of(p) for p in (coverage or {}).get("payor") or [])]
             second += treating
             found |= await _read_keys(
                 tx, [r for r in second if _local_key(r, base) not in found], base
