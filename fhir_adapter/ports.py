@@ -146,6 +146,10 @@ class StoreTransaction(Protocol):
 
     async def get_job(self, task_id: str) -> WorkflowJob | None: ...
 
+    async def undecided_jobs(self, *, limit: int) -> list[WorkflowJob]:
+        """Jobs of requests not yet decided, soonest deadline first (the early-warning sweep)."""
+        ...
+
     async def add_outbox(self, item: OutboxItem) -> None:
         """Owe a delivery; written with the Communication it delivers, in this transaction."""
         ...

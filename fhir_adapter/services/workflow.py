@@ -44,7 +44,13 @@ from fhir_adapter.workflow.codes import (
     BusinessStatus,
     DenialReason,
 )
-from fhir_adapter.workflow.deadlines import due_at, track_for
+from fhir_adapter.workflow.deadlines import (
+    due_at,
+    flag_for_review,
+    is_flagged,
+    past_warning_share,
+    track_for,
+)
 from fhir_adapter.workflow.intake import (
     check_coverage,
     check_member,
@@ -1109,6 +1115,47 @@ class WorkflowService:
             except Exception as exc:
                 log.warning("retry of Task/%s failed (%s)", job.task_id, type(exc).__name__)
         return len(jobs)
+
+    async def flag_nearing_deadline(self, *, limit: int = 200) -> int:
+        """Issue #10: a request still undecided past `warn_at_share` of its window is flagged once
+        (Task priority raised, the warning recorded on the Task, a WARNING with its id) so that a
+        reviewer decides it before 42 CFR 438.404(c)(5) makes it a denial. Returns how many."""
+        now = self.clock()
+        share = self.config.warn_at_share
+        flagged = 0
+        async with self.store.transaction() as tx:
+            for job in await tx.undecided_jobs(limit=limit):
+                if job.due_at <= now:
+                    continue  # the deadline sweep's now
+                task = await tx.read_for_update("Task", job.task_id)
+                if task is None or task.content.get("status") not in UNDECIDED:
+                    continue
+                if is_flagged(task.content) or not past_warning_share(task.content, share, now):
+                    continue
+                raised = flag_for_review(task.content, now)
+                raised.pop("meta", None)
+                await tx.replace(task, self.resources_meta(raised, task, now), now=now)
+                flagged += 1
+                log.warning(
+                    "Task/%s is undecided past %d%% of its window (due %s): a reviewer must decide",
+                    task.id,
+                    round(share * 100),
+                    format_instant(job.due_at),
+                )
+        return flagged
+
+    async def nearing_deadline_count(self, *, limit: int = 10_000) -> int:
+        """For monitoring: undecided requests past the warning share of their window."""
+        now = self.clock()
+        async with self.store.transaction(write=False) as tx:
+            jobs = await tx.undecided_jobs(limit=limit)
+            tasks = await tx.read_many(("Task", j.task_id) for j in jobs)
+        return sum(
+            1
+            for t in tasks.values()
+            if t.content.get("status") in UNDECIDED
+            and past_warning_share(t.content, self.config.warn_at_share, now)
+        )
 
     async def expire_overdue(self, *, limit: int = 50) -> int:
         """Regulatory §6: an undecided request whose deadline passed is a denial, that day."""
