@@ -7,8 +7,12 @@ ClaimResponse that opens the response Bundle.
 
 from __future__ import annotations
 
+import base64
 import uuid
+from datetime import datetime
 from typing import Any
+
+import orjson
 
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
 from fhir_adapter.errors import (
@@ -21,11 +25,15 @@ from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.references import rewrite_references
 from fhir_adapter.fhir.search import identifier_condition
 from fhir_adapter.fhir.validation import validate_resource
+from fhir_adapter.policy.decision import Decision
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import ResourceService
 from fhir_adapter.workflow import pas
+from fhir_adapter.workflow.administrative import administrative_decision
 from fhir_adapter.workflow.codes import PAS_REQUESTED_SERVICE, TASK_CODE_SYSTEM
+from fhir_adapter.workflow.intake import is_second_opinion_request
+from fhir_adapter.workflow.plan import PayorVerdict, identifiers_of, payor_verdict, plan_references
 
 SUBMIT_OPERATION = "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-submit"
 _MATCH_BY_IDENTIFIER = ("Patient", "Practitioner", "Organization", "Coverage", "Claim")
@@ -37,10 +45,15 @@ class PriorAuthService:
         resources: ResourceService,
         bundles: BundleService,
         referenced: ReferencedResources,
+        *,
+        plan_organization: str = "Organization/demo-plan",
+        directory_url: str | None = None,
     ) -> None:
         self.resources = resources
         self.bundles = bundles
         self.referenced = referenced
+        self.plan_organization = plan_organization
+        self.directory_url = directory_url
 
     async def submit(self, body: Any, *, guard: Guard = UNRESTRICTED) -> dict[str, Any]:
         """Store and decide a PAS request Bundle; `guard` checks the caller may create each entry."""
@@ -52,6 +65,8 @@ class PriorAuthService:
         if resolved.issues:
             raise UnprocessableEntityError(issues=list(resolved.issues))
         request_index = self._requested_service(claim, entries, resolved)
+        if request_index is None:
+            return await self._decide_administratively(body, entries, resolved, guard=guard)
         request_url = entries[request_index]["fullUrl"]
         request = entries[request_index]["resource"]
         now = self.resources.clock()
@@ -172,27 +187,169 @@ class PriorAuthService:
 
     def _requested_service(
         self, claim: dict[str, Any], entries: list[dict[str, Any]], resolved: BundleReferences
-    ) -> int:
-        """The index of the entry the Claim's requestedService names (resolved by the R4 rules:
-        a relative reference against the Claim's fullUrl base)."""
-        for i, item in enumerate(claim.get("item") or []):
+    ) -> int | None:
+        """The index of the second-opinion ServiceRequest the Claim's requestedService names
+        (resolved by the R4 rules: a relative reference against the Claim's fullUrl base); None
+        when the Claim asks for something else (the IG's referrals, home care, surgery, ...)."""
+        for item in claim.get("item") or []:
             for extension in item.get("extension") or []:
                 if extension.get("url") == PAS_REQUESTED_SERVICE:
                     ref = (extension.get("valueReference") or {}).get("reference")
                     target = resolved.target(0, ref) if isinstance(ref, str) else None
-                    if (
-                        target is not None
-                        and entries[target]["resource"].get("resourceType") == "ServiceRequest"
+                    if target is not None and is_second_opinion_request(
+                        entries[target]["resource"]
                     ):
                         return target
-                    raise UnprocessableEntityError(
-                        f"Claim.item[{i}] requestedService '{ref}' is not a ServiceRequest in the Bundle",
-                        expression=f"Bundle.entry[0].resource.item[{i}].extension",
-                    )
-        raise UnprocessableEntityError(
-            "The Claim names no requested service (item.extension requestedService -> the ServiceRequest)",
-            expression="Bundle.entry[0].resource.item",
+        return None
+
+    async def _decide_administratively(
+        self,
+        body: dict[str, Any],
+        entries: list[dict[str, Any]],
+        resolved: BundleReferences,
+        *,
+        guard: Guard,
+    ) -> dict[str, Any]:
+        """A PAS request that is not a second-opinion request (issue #10: the IG's own examples):
+        the coverage it names is still checked, and an administrative fact (coverage inactive or
+        not with this plan) is a decision, recorded with the request it answers. A request of this
+        plan's member for anything else is not this adapter's to decide: 422, nothing stored."""
+        guard.require("Claim", "c", expression="Bundle.entry[0]")
+        claim = entries[0]["resource"]
+        insurance = next(
+            (i for i in claim.get("insurance") or [] if i.get("focal")),
+            (claim.get("insurance") or [{}])[0],
         )
+        where = "Bundle.entry[0].resource.insurance"
+        coverage_ref = (insurance.get("coverage") or {}).get("reference")
+        target = resolved.target(0, coverage_ref) if isinstance(coverage_ref, str) else None
+        coverage = entries[target]["resource"] if target is not None else None
+        if (
+            target is None
+            or not isinstance(coverage, dict)
+            or coverage.get("resourceType") != "Coverage"
+        ):
+            raise UnprocessableEntityError(
+                f"{where}: the focal coverage must be a Coverage in the Bundle", expression=where
+            )
+        now = self.resources.clock()
+        plan_ids = await self._plan_identifiers()
+        verdicts = [
+            self._payor_verdict(payor, target, entries, resolved, plan_ids)
+            for payor in coverage.get("payor") or []
+        ]
+        decision = administrative_decision(
+            now=now,
+            coverage=coverage,
+            plan_reference=self.plan_organization,
+            payor_is_plan="plan" in verdicts,
+            payor_unsettled="ask-directory" in verdicts,
+        )
+        if decision is None or not decision.outcome.is_final:
+            if decision is not None:  # a payor only the unreachable directory could identify
+                raise TemporarilyUnavailableError(
+                    "The provider directory cannot say whether the payor is this plan; "
+                    "nothing was stored and resubmitting is safe."
+                )
+            raise UnprocessableEntityError(
+                "Bundle.entry[0].resource.item: this adapter decides second-opinion requests; the "
+                "Claim's requestedService must name a ServiceRequest with the second-opinion category",
+                expression="Bundle.entry[0].resource.item",
+            )
+        return await self._record_administrative(
+            body, entries, resolved, decision, now, guard=guard
+        )
+
+    def _payor_verdict(
+        self,
+        payor: dict[str, Any],
+        holder: int,
+        entries: list[dict[str, Any]],
+        resolved: BundleReferences,
+        plan_ids: frozenset[tuple[str | None, str]],
+    ) -> PayorVerdict:
+        """Whether one Coverage.payor (in entry `holder`) names the plan, in any of its forms."""
+        reference = payor.get("reference")
+        in_bundle = resolved.target(holder, reference) if isinstance(reference, str) else None
+        names = plan_references(
+            self.plan_organization,
+            base_url=self.resources.base_url,
+            directory_url=self.directory_url,
+        )
+        return payor_verdict(
+            payor,
+            plan_names=names,
+            plan_identifiers=plan_ids,
+            resolve=lambda _: entries[in_bundle]["resource"] if in_bundle is not None else None,
+            directory_url=self.directory_url,
+        )
+
+    async def _record_administrative(
+        self,
+        body: dict[str, Any],
+        entries: list[dict[str, Any]],
+        resolved: BundleReferences,
+        decision: Decision,
+        now: datetime,
+        *,
+        guard: Guard,
+    ) -> dict[str, Any]:
+        """The ClaimResponse (naming the submitter's Claim and member logically: their resources
+        are not ours to keep) and the submitted Bundle itself, kept as a DocumentReference."""
+        claim = entries[0]["resource"]
+        trace = str(uuid.uuid4())
+        patient = _logical(claim.get("patient"), entries, resolved)
+        response = pas.build_claim_response(
+            decision,
+            task_id=trace,
+            claim_key="Claim/placeholder",
+            patient="Patient/placeholder",
+            insurer=self.plan_organization,
+            requestor=None,
+            now=now,
+        )
+        claim_identifier = (claim.get("identifier") or [None])[0]
+        response["request"] = (
+            {"identifier": claim_identifier} if claim_identifier else {"display": "PAS Claim"}
+        )
+        response["patient"] = patient
+        stored = await self.resources.create("ClaimResponse", response)
+        kept = {
+            "resourceType": "DocumentReference",
+            "status": "current",
+            "type": {"text": "Da Vinci PAS request Bundle, as submitted"},
+            "subject": patient,
+            "date": format_instant(now),
+            "content": [
+                {
+                    "attachment": {
+                        "contentType": "application/fhir+json",
+                        "data": base64.b64encode(orjson.dumps(body)).decode(),
+                    }
+                }
+            ],
+            "context": {"related": [{"reference": stored.resource.key}]},
+        }
+        await self.resources.create("DocumentReference", kept)
+        response_url = f"{self.resources.base_url}/{stored.resource.key}"
+        referenced = await self.referenced.collect(
+            stored.resource.content, response_url, sent={}, guard=guard
+        )
+        return {
+            "resourceType": "Bundle",
+            "identifier": {"system": pas.TRACE_SYSTEM, "value": trace},
+            "type": "collection",
+            "timestamp": format_instant(now),
+            "entry": [{"fullUrl": response_url, "resource": stored.resource.content}, *referenced],
+        }
+
+    async def _plan_identifiers(self) -> frozenset[tuple[str | None, str]]:
+        """The identifiers of the plan's Organization as stored here (bootstrap stores it)."""
+        if "://" in self.plan_organization or self.plan_organization.count("/") != 1:
+            return frozenset()
+        async with self.resources.store.transaction(write=False) as tx:
+            plan = await tx.read(*self.plan_organization.split("/", 1))
+        return identifiers_of(plan.content if plan else None)
 
     @staticmethod
     def _as_post(entry: dict[str, Any]) -> dict[str, Any]:
@@ -212,3 +369,16 @@ class PriorAuthService:
                     str(identifier["system"]), str(identifier["value"])
                 )
         return {"fullUrl": entry["fullUrl"], "resource": resource, "request": request}
+
+
+def _logical(
+    reference: Any, entries: list[dict[str, Any]], resolved: BundleReferences
+) -> dict[str, Any]:
+    """A logical reference (identifier) to the resource the Claim's reference names."""
+    ref = reference.get("reference") if isinstance(reference, dict) else None
+    target = resolved.target(0, ref) if isinstance(ref, str) else None
+    resource = entries[target]["resource"] if target is not None else {}
+    identifier = (resource.get("identifier") or [None])[0]
+    if isinstance(identifier, dict) and identifier.get("value"):
+        return {"identifier": {k: identifier[k] for k in ("system", "value") if k in identifier}}
+    return {"display": "the member named in the PAS request"}

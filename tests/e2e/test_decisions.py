@@ -664,3 +664,53 @@ async def test_a_pended_request_past_the_warning_share_is_flagged_once(
     assert patient["name"][0]["family"] not in warning.getMessage()  # ids only, no PHI
     assert await workflow.nearing_deadline_count() == 1
     assert await workflow.flag_nearing_deadline() == 0  # flagged once
+
+
+# -- 2. the PAS IG's own example request Bundles ---------------------------------------------------
+
+IG_EXAMPLES = sorted((EXAMPLES / "pas" / "ig").glob("Bundle-*.json"))
+
+
+@pytest.mark.parametrize("path", IG_EXAMPLES, ids=[p.stem for p in IG_EXAMPLES])
+async def test_every_pas_ig_example_request_is_accepted_and_decided(
+    up: tuple[httpx.AsyncClient, Container], path: Path
+) -> None:
+    """The IG's insurer is not this plan: an administrative denial with its specific reason,
+    recorded with the Bundle it answers (never a 422 or a 500)."""
+    client, _ = up
+    request = json.loads(path.read_text())
+    response = await client.post("/Claim/$submit", json=request)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    claim_response = answer["entry"][0]["resource"]
+    assert claim_response["resourceType"] == "ClaimResponse"
+    assert claim_response["outcome"] == "complete"
+    assert review_action(claim_response) == "A3"
+    assert "not coverage with this plan" in claim_response["disposition"]
+    assert trail(claim_response)[-1] == ("coverage_is_with_the_plan", "denied")
+    claim = request["entry"][0]["resource"]
+    assert claim_response["request"]["identifier"]["value"] == claim["identifier"][0]["value"]
+    stored = await client.get(f"/ClaimResponse/{claim_response['id']}")
+    assert stored.status_code == 200
+    kept = (await client.get("/DocumentReference", params={"_count": "50"})).json()
+    related = [
+        r["reference"]
+        for e in kept.get("entry", [])
+        for r in e["resource"].get("context", {}).get("related", [])
+    ]
+    assert f"ClaimResponse/{claim_response['id']}" in related  # the request is kept with it
+
+
+async def test_a_plan_members_pas_request_for_something_else_is_422_and_stores_nothing(
+    up: tuple[httpx.AsyncClient, Container], engine: AsyncEngine
+) -> None:
+    client, _ = up
+    request = json.loads(
+        (EXAMPLES / "pas" / "ig" / "Bundle-ReferralAuthorizationBundleExample.json").read_text()
+    )
+    resource_of(request, "Coverage")["payor"] = [{"identifier": PLAN_ID}]
+    before = await count_rows(engine)
+    response = await client.post("/Claim/$submit", json=request)
+    assert response.status_code == 422, response.text
+    assert response.json()["issue"][0]["expression"] == ["Bundle.entry[0].resource.item"]
+    assert await count_rows(engine) == before
