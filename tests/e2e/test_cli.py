@@ -82,3 +82,12 @@ def test_outbox_list_and_retry_on_an_empty_store(
     assert "no failed deliveries" in listed.output
     retried = CliRunner().invoke(app, ["outbox", "retry"])
     assert retried.exit_code == 0 and "0 delivery(ies) queued again" in retried.output
+
+
+def test_deadlines_counts_requests_past_the_warning_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FHIR_ADAPTER_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    counted = CliRunner().invoke(app, ["deadlines"])
+    assert counted.exit_code == 0, counted.output  # nothing pending: nothing to alert on
+    assert "0 undecided request(s) past the warning share" in counted.output
