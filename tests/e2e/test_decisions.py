@@ -186,14 +186,6 @@ async def up(
         yield pair
 
 
-@pytest.fixture
-async def large(
-    settings: Settings, engine: AsyncEngine, clock: FrozenClock, loopback: str
-) -> AsyncIterator[tuple[httpx.AsyncClient, Container]]:
-    async for pair in adapter(settings, engine, clock, f"{loopback}/large/fhir"):
-        yield pair
-
-
 # -- helpers -------------------------------------------------------------------------------------
 
 
@@ -572,9 +564,13 @@ async def test_thousands_of_primary_care_roles_over_many_pages_are_listed_not_an
 
 
 async def test_a_large_directory_decides_pcp_care_with_ranked_candidates_and_contacts(
-    large: tuple[httpx.AsyncClient, Container], loopback: str
+    settings: Settings, engine: AsyncEngine, clock: FrozenClock, loopback: str
 ) -> None:
-    client, container = large
+    async for client, container in adapter(settings, engine, clock, f"{loopback}/large/fhir"):
+        await _decide_in_a_large_directory(client, container)
+
+
+async def _decide_in_a_large_directory(client: httpx.AsyncClient, container: Container) -> None:
     bundle = example_request("in-network-pcp-care", "-large")
     pcp_group = 7
     # The member's PCP is fm-7 in Medical Group 7; the member lives downtown and prefers Spanish.
