@@ -50,6 +50,7 @@ from fhir_adapter.workflow.deadlines import (
     is_flagged,
     past_warning_share,
     track_for,
+    warning_horizon,
 )
 from fhir_adapter.workflow.intake import (
     check_coverage,
@@ -1124,13 +1125,15 @@ class WorkflowService:
         share = self.config.warn_at_share
         flagged = 0
         async with self.store.transaction() as tx:
-            for job in await tx.undecided_jobs(limit=limit):
+            horizon = warning_horizon(now, share)
+            for job in await tx.undecided_jobs(due_before=horizon, limit=limit):
                 if job.due_at <= now:
                     continue  # the deadline sweep's now
-                task = await tx.read_for_update("Task", job.task_id)
-                if task is None or task.content.get("status") not in UNDECIDED:
+                seen = await tx.read("Task", job.task_id)
+                if seen is None or not _needs_warning(seen.content, share, now):
                     continue
-                if is_flagged(task.content) or not past_warning_share(task.content, share, now):
+                task = await tx.read_for_update("Task", job.task_id)  # lock only to flag
+                if task is None or not _needs_warning(task.content, share, now):
                     continue
                 raised = flag_for_review(task.content, now)
                 raised.pop("meta", None)
@@ -1148,7 +1151,8 @@ class WorkflowService:
         """For monitoring: undecided requests past the warning share of their window."""
         now = self.clock()
         async with self.store.transaction(write=False) as tx:
-            jobs = await tx.undecided_jobs(limit=limit)
+            horizon = warning_horizon(now, self.config.warn_at_share)
+            jobs = await tx.undecided_jobs(due_before=horizon, limit=limit)
             tasks = await tx.read_many(("Task", j.task_id) for j in jobs)
         return sum(
             1
@@ -1186,6 +1190,14 @@ class WorkflowService:
                 expired += 1
                 log.info("Task/%s denied: deadline expired", job.task_id)
         return expired
+
+
+def _needs_warning(task: dict[str, Any], share: float, now: datetime) -> bool:
+    return (
+        task.get("status") in UNDECIDED
+        and not is_flagged(task)
+        and past_warning_share(task, share, now)
+    )
 
 
 def _business_status(task: dict[str, Any]) -> str | None:

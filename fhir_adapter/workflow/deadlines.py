@@ -72,6 +72,15 @@ def due_at(received: datetime, track: Track, closed: Container[date]) -> datetim
 
 # -- early warning (issue #10): no pended request reaches its deadline silently -----------------
 
+LONGEST_WINDOW = timedelta(days=7)  # the standard track's cap; expedited is 72 hours
+
+
+def warning_horizon(now: datetime, share: float) -> datetime:
+    """No request due later than this can be past `share` of its window yet: only those due by
+    then need a look (a window is at most LONGEST_WINDOW)."""
+    return now + LONGEST_WINDOW * (1 - share)
+
+
 _RAISED_PRIORITY = {"routine": "urgent", "urgent": "asap", "asap": "stat", "stat": "stat"}
 
 
