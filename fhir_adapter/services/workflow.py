@@ -915,7 +915,9 @@ class WorkflowService:
         content = request.content
         patient = reference_of(content.get("subject")) or ""
         requester = reference_of(content.get("requester"))
-        provider = requester if requester and not requester.startswith("Patient/") else None
+        # Claim.provider and ClaimResponse.requestor name professionals and organizations only
+        professional = requester if requester_kind(requester) == "professional" else None
+        provider = professional
         provider = provider or initial_provider_reference(content) or self.config.plan_organization
         expedited = track_for(content.get("priority"), listed_reasons(content)).value == "expedited"
         # Both look-ups first, so that no search has to wait for this transaction's own writes.
@@ -941,7 +943,7 @@ class WorkflowService:
             claim_key=claim.key,
             patient=patient,
             insurer=self.config.plan_organization,
-            requestor=requester if requester and not requester.startswith("Patient/") else None,
+            requestor=professional,
             now=now,
             reviewer=reviewer,
             note=note,
@@ -1036,9 +1038,9 @@ class WorkflowService:
         )
         patient = await tx.read(*patient_key.split("/", 1)) if patient_key else None
         requester = reference_of(content.get("requester"))
-        professional = (
+        professional = (  # a representative reads the member's notice; no provider endpoint
             _local_key(requester, self.resources.base_url)
-            if requester and not requester.startswith("Patient/")
+            if requester_kind(requester) == "professional"
             else None
         )
         letters = letters_for(
