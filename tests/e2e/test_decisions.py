@@ -710,3 +710,50 @@ async def test_a_plan_members_pas_request_for_something_else_is_422_and_stores_n
     assert response.status_code == 422, response.text
     assert response.json()["issue"][0]["expression"] == ["Bundle.entry[0].resource.item"]
     assert await count_rows(engine) == before
+
+
+async def test_a_batch_resolves_references_by_the_same_rules_entry_by_entry(
+    up: tuple[httpx.AsyncClient, Container],
+) -> None:
+    client, _ = up
+    ehr = "https://ehr.example.org/fhir"
+    patient = {
+        "resourceType": "Patient",
+        "identifier": [{"system": "https://ehr.example.org/mrn", "value": "B-1"}],
+    }
+    condition = {
+        "resourceType": "Condition",
+        "subject": {"reference": "Patient/p1"},  # relative: the Patient entry on the EHR's base
+        "code": {"text": "Condition in question"},
+    }
+    twin = {**condition, "subject": {"reference": "urn:uuid:nowhere"}}
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "fullUrl": f"{ehr}/Patient/p1",
+                "resource": patient,
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "fullUrl": f"{ehr}/Condition/c1",
+                "resource": condition,
+                "request": {"method": "POST", "url": "Condition"},
+            },
+            {
+                "fullUrl": f"{ehr}/Condition/c2",
+                "resource": twin,
+                "request": {"method": "POST", "url": "Condition"},
+            },
+        ],
+    }
+    response = await client.post("", json=batch)
+    assert response.status_code == 200, response.text
+    answers = response.json()["entry"]
+    assert [a["response"]["status"] for a in answers] == ["201 Created", "201 Created", "422"]
+    patient_key = answers[0]["response"]["location"].split("/_history")[0]
+    stored = (await client.get(answers[1]["response"]["location"].split("/_history")[0])).json()
+    assert stored["subject"]["reference"] == patient_key
+    issue = answers[2]["response"]["outcome"]["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[2].resource.subject.reference"]
