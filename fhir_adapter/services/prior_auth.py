@@ -313,7 +313,7 @@ class PriorAuthService:
             {"identifier": claim_identifier} if claim_identifier else {"display": "PAS Claim"}
         )
         response["patient"] = patient
-        stored = await self.resources.create("ClaimResponse", response)
+        response_key = f"ClaimResponse/{self.resources.new_id()}"
         kept = {
             "resourceType": "DocumentReference",
             "status": "current",
@@ -328,9 +328,23 @@ class PriorAuthService:
                     }
                 }
             ],
-            "context": {"related": [{"reference": stored.resource.key}]},
+            "context": {"related": [{"reference": response_key}]},
         }
-        await self.resources.create("DocumentReference", kept)
+        async with (
+            self.resources.store.transaction() as tx
+        ):  # the answer and its request, or neither
+            validate_resource(response)
+            validate_resource(kept)
+            stored = await self.resources.create_in(
+                tx,
+                response,
+                path="ClaimResponse",
+                pending=frozenset({response_key}),
+                id=response_key.split("/", 1)[1],
+            )
+            await self.resources.create_in(
+                tx, kept, path="DocumentReference", pending=frozenset({response_key})
+            )
         response_url = f"{self.resources.base_url}/{stored.resource.key}"
         referenced = await self.referenced.collect(
             stored.resource.content, response_url, sent={}, guard=guard
