@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_adapter.api import handlers
@@ -117,9 +118,19 @@ def large_directory() -> DirectoryData:
     return data
 
 
+ROLE_SEARCHES: Counter[str] = Counter()  # PractitionerRole searches served, by directory
+
+
 def directories_app() -> FastAPI:
     app = FastAPI()
     handlers.install(app)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Any:
+        if request.url.path.endswith("/PractitionerRole"):
+            ROLE_SEARCHES[request.url.path.split("/")[1]] += 1
+        return await call_next(request)
+
     demo = load_directory(demo_directory_file())
     app.include_router(directory_router(demo), prefix="/directory/fhir")
     large = directory_router(large_directory(), max_page_size=PAGE_CAP)
@@ -566,8 +577,13 @@ async def test_thousands_of_primary_care_roles_over_many_pages_are_listed_not_an
 async def test_a_large_directory_decides_pcp_care_with_ranked_candidates_and_contacts(
     settings: Settings, engine: AsyncEngine, clock: FrozenClock, loopback: str
 ) -> None:
+    before = ROLE_SEARCHES["large"]
     async for client, container in adapter(settings, engine, clock, f"{loopback}/large/fhir"):
         await _decide_in_a_large_directory(client, container)
+    # Narrow searches that stop once there are enough candidates to rank: a few pages of the
+    # PCP's group and of the network (10 roles a page), not the 240 pages of the whole listing.
+    pages = ROLE_SEARCHES["large"] - before
+    assert 4 <= pages <= 10, pages
 
 
 async def _decide_in_a_large_directory(client: httpx.AsyncClient, container: Container) -> None:
