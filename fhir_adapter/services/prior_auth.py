@@ -20,9 +20,15 @@ from fhir_adapter.errors import (
     TemporarilyUnavailableError,
     UnprocessableEntityError,
 )
-from fhir_adapter.fhir.bundle_references import BundleReferences, resolve_bundle_references
+from fhir_adapter.fhir.bundle_references import (
+    BundleReferences,
+    resolve_bundle_references,
+    rewrite_entry_references,
+)
 from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.references import rewrite_references
+from fhir_adapter.fhir.resources import SERVED_TYPES
 from fhir_adapter.fhir.search import identifier_condition
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.policy.decision import Decision
@@ -102,10 +108,11 @@ class PriorAuthService:
         }
         if request.get("priority"):
             task["priority"] = request["priority"]
+        kept = self._kept_entries(entries, resolved)
         transaction = {
             "resourceType": "Bundle",
             "type": "transaction",
-            "entry": [self._as_post(e) for e in entries]
+            "entry": [self._as_post(e) for e in kept]
             + [
                 {
                     "fullUrl": task_url,
@@ -115,9 +122,10 @@ class PriorAuthService:
             ],
         }
         for index, entry in enumerate(entries):
-            guard.require(
-                entry["resource"]["resourceType"], "c", expression=f"Bundle.entry[{index}]"
-            )
+            if entry["resource"]["resourceType"] in SERVED_TYPES:
+                guard.require(
+                    entry["resource"]["resourceType"], "c", expression=f"Bundle.entry[{index}]"
+                )
         answer = await self.bundles.process(transaction)
         keys = [e["response"]["location"].split("/_history")[0] for e in answer["entry"]]
         task_key = keys[-1]
@@ -134,7 +142,7 @@ class PriorAuthService:
             raise TemporarilyUnavailableError(
                 "The request is stored; its decision is not ready. Resubmitting is safe."
             )
-        to_request_urls = {key: entry["fullUrl"] for key, entry in zip(keys, entries, strict=False)}
+        to_request_urls = {key: entry["fullUrl"] for key, entry in zip(keys, kept, strict=False)}
         response = rewrite_references(claim_response.content, to_request_urls)
         claim_identifier = (claim.get("identifier") or [None])[0]
         if claim_identifier:
@@ -364,6 +372,37 @@ class PriorAuthService:
         async with self.resources.store.transaction(write=False) as tx:
             plan = await tx.read(*self.plan_organization.split("/", 1))
         return identifiers_of(plan.content if plan else None)
+
+    @staticmethod
+    def _kept_entries(
+        entries: list[dict[str, Any]], resolved: BundleReferences
+    ) -> list[dict[str, Any]]:
+        """The entries this server stores. An entry of a type it does not hold (a Location, an
+        Encounter) stays where its absolute fullUrl says it lives, and the references to it name
+        that URL; one with only a `urn:` fullUrl could not be found again: 422."""
+        elsewhere = {
+            i: e["fullUrl"]
+            for i, e in enumerate(entries)
+            if e["resource"]["resourceType"] not in SERVED_TYPES
+        }
+        issues = [
+            Issue(
+                "not-supported",
+                f"Bundle.entry[{i}]: a {entries[i]['resource']['resourceType']} is not stored "
+                "here; give it its absolute fullUrl on the server that holds it",
+                f"Bundle.entry[{i}].fullUrl",
+            )
+            for i, url in elsewhere.items()
+            if not url.startswith(("http://", "https://"))
+            and any(t == i for t in resolved.targets.values())
+        ]
+        if issues:
+            raise UnprocessableEntityError(issues=issues)
+        return [
+            {**e, "resource": rewrite_entry_references(e["resource"], i, resolved, elsewhere)}
+            for i, e in enumerate(entries)
+            if i not in elsewhere
+        ]
 
     @staticmethod
     def _as_post(entry: dict[str, Any]) -> dict[str, Any]:

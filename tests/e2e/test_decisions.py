@@ -773,3 +773,41 @@ async def test_a_batch_resolves_references_by_the_same_rules_entry_by_entry(
     assert stored["subject"]["reference"] == patient_key
     issue = answers[2]["response"]["outcome"]["issue"][0]
     assert issue["expression"] == ["Bundle.entry[2].resource.subject.reference"]
+
+
+async def test_a_pas_entry_of_a_type_not_stored_here_stays_at_its_full_url(
+    up: tuple[httpx.AsyncClient, Container],
+) -> None:
+    """The IG's Bundles carry Locations and Encounters, which this server does not hold: the
+    request is still decided, and the references to them name their absolute fullUrls."""
+    client, _ = up
+    request = load("pas/ig-style-request.json")
+    location_url = "https://example.org/fhir/Location/ReferringOfficeExample"
+    request["entry"].append(
+        {
+            "fullUrl": location_url,
+            "resource": {
+                "resourceType": "Location",
+                "id": "ReferringOfficeExample",
+                "name": "Office",
+            },
+        }
+    )
+    role = next(
+        e["resource"]
+        for e in request["entry"]
+        if e["fullUrl"].endswith("/PractitionerRole/ReferringRoleExample")
+    )
+    role["location"] = [{"reference": "Location/ReferringOfficeExample"}]
+    for item in request["entry"]:  # a new request, not a resubmission
+        if item["resource"]["resourceType"] in ("Claim", "ServiceRequest"):
+            for identifier in item["resource"].get("identifier") or []:
+                identifier["value"] = str(identifier.get("value")) + "-loc"
+    response = await client.post("/Claim/$submit", json=request)
+    assert response.status_code == 200, response.text
+    assert review_action(response.json()["entry"][0]["resource"]) == "NA"
+    roles = (await client.get("/PractitionerRole", params={"_count": "100"})).json()
+    locations = [
+        ref["reference"] for e in roles["entry"] for ref in e["resource"].get("location", [])
+    ]
+    assert location_url in locations
