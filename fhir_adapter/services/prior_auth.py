@@ -264,8 +264,9 @@ class PriorAuthService:
                 "Claim's requestedService must name a ServiceRequest with the second-opinion category",
                 expression="Bundle.entry[0].resource.item",
             )
+        patient = _logical(claim.get("patient"), entries, resolved)
         return await self._record_administrative(
-            body, entries, resolved, decision, now, guard=guard
+            body, decision, now, claim=claim, patient=patient, guard=guard
         )
 
     def _payor_verdict(
@@ -295,18 +296,16 @@ class PriorAuthService:
     async def _record_administrative(
         self,
         body: dict[str, Any],
-        entries: list[dict[str, Any]],
-        resolved: BundleReferences,
         decision: Decision,
         now: datetime,
         *,
+        claim: dict[str, Any],
+        patient: dict[str, Any],
         guard: Guard,
     ) -> dict[str, Any]:
         """The ClaimResponse (naming the submitter's Claim and member logically: their resources
         are not ours to keep) and the submitted Bundle itself, kept as a DocumentReference."""
-        claim = entries[0]["resource"]
         trace = str(uuid.uuid4())
-        patient = _logical(claim.get("patient"), entries, resolved)
         response = pas.build_claim_response(
             decision,
             task_id=trace,
