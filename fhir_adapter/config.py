@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fhir_adapter.notices.contacts import DEFAULT_RIGHTS_CONTACTS as _RIGHTS
+
 
 class Settings(BaseSettings):
     """Everything an operator can set. Construct it in the CLI or the composition root."""
@@ -50,6 +52,29 @@ class Settings(BaseSettings):
     )
     plan_website: str = "https://demo-plan.example.org"
     plan_hours: str = "Monday to Friday, 8 a.m. to 6 p.m."
+    plan_hours_es: str | None = None
+    # Issue #11: the contacts every denial notice prints. Defaults and their sources are in
+    # fhir_adapter/notices/contacts.py; set these to what the plan's DHCS-approved template says.
+    notice_hearing_phone: str = _RIGHTS.hearing_phone
+    notice_hearing_tdd: str = _RIGHTS.hearing_tdd
+    notice_hearing_address: str = Field(
+        default="; ".join(_RIGHTS.hearing_address), description="lines separated by ';'"
+    )
+    notice_hearing_online: str = _RIGHTS.hearing_online
+    notice_hearing_fax: str = _RIGHTS.hearing_fax
+    notice_legal_help_phone: str = _RIGHTS.legal_help_phone
+    notice_legal_help_tdd: str = _RIGHTS.legal_help_tdd
+    notice_dmhc_phone: str = _RIGHTS.dmhc_phone
+    notice_dmhc_tdd: str = _RIGHTS.dmhc_tdd
+    notice_dmhc_website: str = _RIGHTS.dmhc_website
+    notice_ombudsman_phone: str = _RIGHTS.ombudsman_phone
+    notice_dhcs_civil_rights_phone: str = _RIGHTS.dhcs_civil_rights_phone
+    notice_hhs_civil_rights_phone: str = _RIGHTS.hhs_civil_rights_phone
+    notice_hhs_civil_rights_tdd: str = _RIGHTS.hhs_civil_rights_tdd
+    notice_taglines_file: Path | None = Field(
+        default=None,
+        description="JSON object of language code to tagline ({phone}, {tty}), over the built-in",
+    )
     delivery_max_attempts: int = Field(default=8, ge=1)
     delivery_backoff_base_seconds: float = Field(default=10.0, gt=0)
     delivery_backoff_max_seconds: float = Field(default=3600.0, gt=0)

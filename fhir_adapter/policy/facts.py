@@ -21,6 +21,9 @@ class Provider:
     in_network: bool = False
     fhir_endpoint: str | None = None
     specialty_names: tuple[str, ...] = ()  # the directory's displays, for letters
+    organization_name: str | None = None
+    address: tuple[str, ...] = ()  # printable address lines
+    phone: str | None = None
 
     def is_same_professional(self, other: Provider | None) -> bool:
         if other is None:

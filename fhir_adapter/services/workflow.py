@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
@@ -27,7 +27,12 @@ from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.fhir.search import identifier_condition
 from fhir_adapter.fhir.validation import validate_resource
-from fhir_adapter.notices import PlanContact, render
+from fhir_adapter.notices import (
+    DEFAULT_RIGHTS_CONTACTS,
+    PlanContact,
+    RightsContacts,
+    render,
+)
 from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
 from fhir_adapter.policy.engine import evaluate
 from fhir_adapter.policy.facts import Care, Provider, RequesterKind, RequestFacts
@@ -57,7 +62,7 @@ from fhir_adapter.workflow.intake import (
     listed_reasons,
     reference_of,
 )
-from fhir_adapter.workflow.letters import letters_for, notice_communication
+from fhir_adapter.workflow.letters import letters_for, notice_communication, translation_flags
 from fhir_adapter.workflow.provenance import decision_provenance
 from fhir_adapter.workflow.reports import (
     CONSULT_NOTE,
@@ -113,6 +118,8 @@ class WorkflowConfig:
     plan_contact: PlanContact = field(
         default_factory=lambda: PlanContact("Health plan", "-", "711", (), "-", "-")
     )
+    rights_contacts: RightsContacts = DEFAULT_RIGHTS_CONTACTS
+    taglines: Mapping[str, str] | None = None  # None: the built-in catalog
 
 
 @dataclass(slots=True)
@@ -924,6 +931,8 @@ class WorkflowService:
             patient_key=patient_key,
             professional_requester=professional,
             plan=self.config.plan_contact,
+            rights=self.config.rights_contacts,
+            taglines=self.config.taglines,
             expedited=track_for(content.get("priority"), listed_reasons(content)).value
             == "expedited",
             now=now,
@@ -938,6 +947,7 @@ class WorkflowService:
             )
             communication = notice_communication(
                 render(letter.context),
+                flags=translation_flags(letter.context),
                 communication_id=str(uuid.uuid4()),
                 recipient=letter.recipient,
                 patient_key=patient_key,

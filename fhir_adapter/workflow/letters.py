@@ -11,18 +11,25 @@ from typing import Any
 
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.notices import (
+    DEFAULT_RIGHTS_CONTACTS,
     NoticeContext,
     NoticeProvider,
     PlanContact,
     RenderedNotice,
-    choose_language,
+    RightsContacts,
+    choose_notice_language,
     reason_sentence,
+    wants_large_print,
 )
 from fhir_adapter.policy.decision import Decision, Outcome
+from fhir_adapter.policy.facts import Provider
 from fhir_adapter.workflow.codes import CANONICAL
 from fhir_adapter.workflow.pas import AUTHORIZATION_DAYS, authorization_number
 
 NOTICE_ID_SYSTEM = f"{CANONICAL}/sid/notice"
+NOTICE_FLAG_SYSTEM = f"{CANONICAL}/CodeSystem/notice-flag"
+TRANSLATION_OWED = "translation-owed"
+REQUESTED_LANGUAGE_URL = f"{CANONICAL}/StructureDefinition/notice-requested-language"
 _NOTIFICATION = {
     "coding": [
         {
@@ -51,6 +58,27 @@ def member_name(patient: Mapping[str, Any] | None) -> str:
     return "Member"
 
 
+def member_id(patient: Mapping[str, Any] | None) -> str:
+    """The member's plan id: the identifier typed MB (member number), else the first one."""
+    identifiers = [i for i in (patient or {}).get("identifier") or [] if i.get("value")]
+    for identifier in identifiers:
+        codes = {c.get("code") for c in (identifier.get("type") or {}).get("coding") or []}
+        if "MB" in codes:
+            return str(identifier["value"])
+    return str(identifiers[0]["value"]) if identifiers else ""
+
+
+def notice_provider(provider: Provider) -> NoticeProvider:
+    """A directory provider as a letter lists it: name, specialty, organization, address, phone."""
+    return NoticeProvider(
+        display_name=provider.display or provider.role_reference.rsplit("/", 1)[-1],
+        specialty=", ".join(provider.specialty_names),
+        organization=provider.organization_name or "",
+        phone=provider.phone,
+        address=provider.address,
+    )
+
+
 def request_reference(request: Mapping[str, Any], fallback: str) -> str:
     for identifier in request.get("identifier") or []:
         if identifier.get("value"):
@@ -71,6 +99,8 @@ def letters_for(
     expedited: bool,
     now: datetime,
     note: str | None = None,
+    rights: RightsContacts = DEFAULT_RIGHTS_CONTACTS,
+    taglines: Mapping[str, str] | None = None,
 ) -> list[Letter]:
     """Every denial: a notice to the member and a shorter one to the requester; every approval:
     the member and the requester are told which providers the member may see."""
@@ -78,21 +108,15 @@ def letters_for(
         return []
     denied = decision.outcome is Outcome.DENIED
     step = decision.deciding_rule
-    providers = tuple(
-        NoticeProvider(
-            display_name=p.display or p.role_reference.rsplit("/", 1)[-1],
-            specialty=", ".join(p.specialty_names),
-            organization="",
-        )
-        for p in decision.providers
-    )
+    providers = tuple(notice_provider(p) for p in decision.providers)
+    member_language, requested = choose_notice_language(patient)
     out_of_network = decision.outcome is Outcome.APPROVED_OUT_OF_NETWORK
     audiences: list[tuple[str, str]] = [(patient_key, "member")]
     if professional_requester:
         audiences.append((professional_requester, "requester"))
     letters = []
     for recipient, audience in audiences:
-        language = choose_language(patient) if audience == "member" else "en"
+        language = member_language if audience == "member" else "en"
         reason = ""
         if denied and decision.denial_reason:
             reason = reason_sentence(decision.denial_reason, language, audience)  # type: ignore[arg-type]
@@ -116,9 +140,36 @@ def letters_for(
             if out_of_network
             else None,
             expedited=expedited,
+            member_id=member_id(patient),
+            requested_language=requested if audience == "member" else None,
+            large_print=audience == "member" and wants_large_print(patient),
+            rights=rights,
+            taglines=taglines,
         )
         letters.append(Letter(recipient, context))
     return letters
+
+
+def translation_flags(context: NoticeContext) -> dict[str, Any]:
+    """What a member's Communication carries when its letter is not in the member's language:
+    the `translation-owed` category and the language owed (`fhir-adapter notices
+    pending-translation` lists them; 42 CFR 438.10(d))."""
+    if not context.translation_owed:
+        return {}
+    return {
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": NOTICE_FLAG_SYSTEM,
+                        "code": TRANSLATION_OWED,
+                        "display": "Translation owed",
+                    }
+                ]
+            }
+        ],
+        "extension": [{"url": REQUESTED_LANGUAGE_URL, "valueCode": context.requested_language}],
+    }
 
 
 def notice_communication(
@@ -131,8 +182,10 @@ def notice_communication(
     claim_response_key: str,
     delivered_now: bool,
     now: datetime,
+    flags: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The notice as a Communication: the letter's title, then the letter as HTML and as PDF."""
+    """The notice as a Communication: the letter's title, then the letter as HTML and as PDF;
+    `flags` (from `translation_flags`) adds a category and extensions."""
     communication: dict[str, Any] = {
         "resourceType": "Communication",
         "identifier": [{"system": NOTICE_ID_SYSTEM, "value": communication_id}],
@@ -152,6 +205,8 @@ def notice_communication(
             {"contentAttachment": _attachment("application/pdf", rendered.pdf, rendered)},
         ],
     }
+    for key, values in (flags or {}).items():
+        communication[key] = [*communication.get(key, []), *values]
     if delivered_now:
         communication["sent"] = format_instant(now)
     return communication

@@ -1,0 +1,295 @@
+"""Lay a notice's blocks out as a PDF a member can read (pure: reads only the packaged fonts).
+
+Body text is 12 pt, or 18 pt in large print, headings larger (regulatory.md §5.6: 12-point
+minimum, 18-point large print; HSC 1368.02(b) wants its statement in 12-point bold). The text is
+set in DejaVu Sans (Bitstream Vera license, fonts/LICENSE-DejaVu.txt), which covers Latin with
+Vietnamese, Greek, Cyrillic and Armenian; characters it lacks (Chinese, Japanese) come from
+Droid Sans Fallback (Apache-2.0, fonts/LICENSE-Apache-2.0.txt), loaded only when a letter needs it.
+fpdf2 embeds only the glyphs used, with a ToUnicode map, so the text can be extracted and
+searched. The document language is set (/Lang); fpdf2 writes no full structure tree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from fpdf import FPDF
+from fpdf.enums import XPos, YPos
+
+from fhir_adapter.notices.blocks import Block
+from fhir_adapter.notices.model import Language, NoticeContext
+
+BODY_PT = 12.0
+LARGE_PRINT_PT = 18.0
+FONT = "NoticeSans"
+FALLBACK_FONT = "NoticeFallback"
+_PT_TO_MM = 25.4 / 72
+_LEADING = 1.4  # line height as a multiple of the font size
+
+_PAGE_LABEL: dict[Language, str] = {
+    "en": "Page {page} of {pages}",
+    "es": "Página {page} de {pages}",
+}
+
+
+@cache
+def font_path(name: str) -> Path:
+    return Path(str(resources.files("fhir_adapter.notices").joinpath("fonts", name)))
+
+
+@cache
+def primary_characters() -> frozenset[int]:
+    """The code points DejaVu Sans (regular and bold) can print."""
+    pdf = FPDF()
+    _add_primary(pdf)
+    regular, bold = pdf.fonts[FONT.lower()], pdf.fonts[FONT.lower() + "B"]
+    try:
+        return frozenset(regular.cmap) & frozenset(bold.cmap)  # type: ignore[union-attr]
+    finally:
+        _close_fonts(pdf)
+
+
+def _close_fonts(pdf: FPDF) -> None:
+    """fpdf2 keeps each font file open: close them once the PDF is written."""
+    for font in pdf.fonts.values():
+        close = getattr(font, "close", None)
+        if close is not None:
+            close()
+
+
+def _add_primary(pdf: FPDF) -> None:
+    pdf.add_font(FONT, "", font_path("DejaVuSans.ttf"))
+    pdf.add_font(FONT, "B", font_path("DejaVuSans-Bold.ttf"))
+
+
+class _NoticePdf(FPDF):
+    def __init__(self, page_label: str, size: float, running_head: str) -> None:
+        super().__init__(orientation="portrait", unit="mm", format="letter")
+        self._page_label = page_label
+        self._footer_size = size
+        self._running_head = running_head
+
+    def header(self) -> None:
+        """From page 2 on: whose letter this is. It also starts each page in the letter's own
+        font: fpdf2 loses track of the font when a page starts with fallback-font text."""
+        if self.page_no() > 1:
+            self.set_font(FONT, size=self._footer_size)
+            self.cell(0, _line(self._footer_size), self._running_head, align="L")
+            self.ln(_line(self._footer_size) * 1.5)
+
+    def footer(self) -> None:
+        self.set_y(-18)
+        self.set_font(FONT, size=self._footer_size)
+        label = self._page_label.format(page=self.page_no(), pages="{nb}")
+        self.cell(0, 10, label, align="C")
+
+
+def to_pdf(title: str, blocks: tuple[Block, ...], context: NoticeContext) -> bytes:
+    head = " | ".join(
+        part
+        for part in (context.plan.name, context.member_display_name, context.request_reference)
+        if part
+    )
+    pdf = _NoticePdf(_PAGE_LABEL[context.language], _body_size(context), head)
+    try:
+        return _lay_out(pdf, title, blocks, context)
+    finally:
+        _close_fonts(pdf)
+
+
+def _body_size(context: NoticeContext) -> float:
+    return LARGE_PRINT_PT if context.large_print else BODY_PT
+
+
+def _lay_out(
+    pdf: _NoticePdf, title: str, blocks: tuple[Block, ...], context: NoticeContext
+) -> bytes:
+    body = _body_size(context)
+    heading, title_size = body * 1.25, body * 1.5
+    _add_primary(pdf)
+    missing = _missing_characters(title, blocks)
+    if missing:
+        # The taglines' own glyphs come from a small subset; anything else (a Chinese name)
+        # needs the whole fallback font, which costs a few tenths of a second to load.
+        small = missing <= tagline_characters()
+        name = "NoticeTaglines.ttf" if small else "DroidSansFallbackFull.ttf"
+        pdf.add_font(FALLBACK_FONT, "", font_path(name))
+        pdf.set_fallback_fonts([FALLBACK_FONT], exact_match=False)  # it has no bold face
+    pdf.set_margins(20, 20, 20)
+    pdf.set_auto_page_break(auto=True, margin=22)
+    # Fixed metadata: the same notice always gives the same bytes.
+    pdf.set_creation_date(datetime.combine(context.notice_date, datetime.min.time(), tzinfo=UTC))
+    pdf.set_title(title)
+    pdf.set_author(context.plan.name)
+    pdf.set_lang(context.language)
+    pdf.add_page()
+
+    pdf.set_font(FONT, style="B", size=title_size)
+    _write(pdf, _line(title_size), title)
+    gap = body * _PT_TO_MM * 0.6
+    for block in blocks:
+        if block.kind == "page":
+            pdf.add_page()
+            continue
+        pdf.ln(gap)
+        if block.kind == "heading":
+            if pdf.get_y() > pdf.page_break_trigger - 4 * _line(body):
+                pdf.add_page()  # keep a heading with the text under it
+            else:
+                pdf.ln(gap / 2)
+            pdf.set_font(FONT, style="B", size=heading)
+            _write(pdf, _line(heading), block.text)
+            continue
+        pdf.set_font(FONT, style="B" if block.kind == "strong" else "", size=body)
+        height = _line(body)
+        if block.kind in ("paragraph", "strong"):
+            _write(pdf, height, block.text)
+        elif block.kind == "bullets":
+            indent = body * _PT_TO_MM * 1.1
+            for item in block.lines:
+                pdf.cell(indent, height, "\u2022")
+                _write(pdf, height, item)
+                pdf.ln(gap / 3)
+        else:
+            for line in block.lines:
+                _write(pdf, height, line)
+    return bytes(pdf.output())
+
+
+def _line(size: float) -> float:
+    return size * _PT_TO_MM * _LEADING
+
+
+def _missing_characters(title: str, blocks: tuple[Block, ...]) -> frozenset[int]:
+    """The characters of the letter that DejaVu Sans cannot print."""
+    covered = primary_characters()
+    texts = [title, *(line for block in blocks for line in block.lines)]
+    return frozenset(ord(char) for text in texts for char in text if ord(char) not in covered) - {
+        ord(char) for char in " \n"
+    }
+
+
+@cache
+def tagline_characters() -> frozenset[int]:
+    """The code points of the small fallback subset made for the built-in taglines."""
+    from fontTools.ttLib import TTFont  # a dependency of fpdf2
+
+    with TTFont(str(font_path("NoticeTaglines.ttf"))) as font:
+        return frozenset(font.getBestCmap())
+
+
+def _write(pdf: FPDF, height: float, text: str) -> None:
+    """Left-aligned (ragged right reads more easily), wrapped, then back to the left margin."""
+    lines = break_lines(pdf, text)
+    if lines is None:
+        pdf.multi_cell(0, height, text, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        return
+    for number, line in enumerate(lines, start=1):
+        last = number == len(lines)
+        pdf.cell(
+            0,
+            height,
+            line,
+            align="L",
+            new_x=XPos.LMARGIN if last else XPos.LEFT,
+            new_y=YPos.NEXT,
+        )
+
+
+# Characters that fpdf2's line breaker treats specially (other spaces, soft hyphen, line breaks):
+# text holding one goes to `multi_cell` itself.
+_SPECIAL = frozenset("\u00a0\u00ad\t\n\r\f\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007")
+_TOLERANCE = 1e-9  # fpdf.util.FloatTolerance
+
+
+def break_lines(pdf: FPDF, text: str) -> list[str] | None:
+    """The lines `multi_cell(0, h, text, align="L")` would print, found in linear time.
+
+    fpdf2 re-measures the whole line for every character it adds, which made the letters cost
+    tens of milliseconds each. This follows its rule exactly (same widths, same float arithmetic,
+    same tolerance) for the case the notices use: one font that has every character of the text
+    (no fallback font), no text shaping, character spacing or stretching, single spaces. For
+    anything else it returns None and `multi_cell` does the work.
+    """
+    font = pdf.current_font
+    widths = getattr(font, "cw", None)
+    if (
+        not text
+        or font is None
+        or not isinstance(widths, dict)
+        or pdf.text_shaping
+        or pdf.char_spacing
+        or pdf.font_stretching != 100
+        or any(char in _SPECIAL for char in text)
+    ):
+        return None
+    if pdf.is_ttf_font:
+        cmap = getattr(font, "cmap", {})
+        if any(ord(char) not in cmap for char in text):
+            return None  # a fallback font prints it, with its own widths
+
+        def width(char: str) -> float:
+            return float(widths[ord(char)])
+    else:
+        if any(char not in widths for char in text):
+            return None
+
+        def width(char: str) -> float:
+            return float(widths[char])
+
+    size, k = pdf.font_size_pt, pdf.k
+    max_width = pdf.w - pdf.r_margin - pdf.x
+    max_width -= pdf.c_margin  # fpdf2 takes the cell margin off once for each side
+    max_width -= pdf.c_margin
+    lines: list[str] = []
+    start, count = 0, len(text)
+    while start < count:
+        units = 0.0  # the line's width in font units: exact, as fpdf2 sums them
+        space = -1  # index of the line's last space
+        index = start
+        broken = False
+        while index < count:
+            char = text[index]
+            char_width = width(char) * size * 0.001 / k
+            if (units * size * 0.001 / k + char_width) - max_width > _TOLERANCE:
+                broken = True
+                if char == " ":  # an overflowing space is dropped
+                    lines.append(text[start:index])
+                    start = index + 1
+                elif space >= 0:  # back to the last space, which is dropped
+                    lines.append(text[start:space])
+                    start = space + 1
+                else:  # one word wider than the line: cut it
+                    if index == start:
+                        return None  # not even one character fits; let fpdf2 raise
+                    lines.append(text[start:index])
+                    start = index
+                break
+            if char == " ":
+                space = index
+            units += width(char)
+            index += 1
+        if not broken:
+            if units:
+                lines.append(text[start:])
+            break
+    return lines or None
+
+
+def build_tagline_font(taglines: list[str], target: Path) -> int:
+    """Write the fallback glyphs the built-in taglines need (a subset of Droid Sans Fallback) to
+    `target`, so a letter loads a small font instead of the 4 MB one; returns the glyph count.
+    Regenerate it whenever the built-in taglines change (`fhir-adapter notices tagline-font`)."""
+    from fontTools import subset  # a dependency of fpdf2
+
+    covered = primary_characters()
+    needed = sorted({ord(c) for text in taglines for c in text if ord(c) not in covered})
+    font = subset.load_font(str(font_path("DroidSansFallbackFull.ttf")), subset.Options())
+    subsetter = subset.Subsetter(subset.Options(notdef_outline=True, name_IDs=["*"]))
+    subsetter.populate(unicodes=needed)
+    subsetter.subset(font)
+    font.save(str(target))
+    return len(needed)
