@@ -62,7 +62,13 @@ from fhir_adapter.workflow.intake import (
     listed_reasons,
     reference_of,
 )
-from fhir_adapter.workflow.letters import letters_for, notice_communication, translation_flags
+from fhir_adapter.workflow.letters import (
+    letters_for,
+    notice_communication,
+    report_letter,
+    translation_flags,
+    with_letter,
+)
 from fhir_adapter.workflow.provenance import decision_provenance
 from fhir_adapter.workflow.reports import (
     CONSULT_NOTE,
@@ -399,6 +405,18 @@ class WorkflowService:
                 delivered_now=destination is None,
                 now=now,
             )
+            if recipient == patient_key:  # the member's copy is a letter they can read
+                context = report_letter(
+                    report.content,
+                    request=request.content,
+                    request_key=request.key,
+                    patient=patient.content if patient else None,
+                    plan=self.config.plan_contact,
+                    now=now,
+                    rights=self.config.rights_contacts,
+                    taglines=self.config.taglines,
+                )
+                communication = with_letter(communication, render(context), context)
             await self._send(tx, communication, destination, now)
         log.info("Task/%s completed with %s", task.id, report.key)
 

@@ -4,9 +4,10 @@ carrying the rendered letter as HTML and PDF (pure)."""
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from fhir_adapter.fhir.dates import format_instant
@@ -26,10 +27,13 @@ from fhir_adapter.policy.facts import Provider
 from fhir_adapter.workflow.codes import CANONICAL
 from fhir_adapter.workflow.pas import AUTHORIZATION_DAYS, authorization_number
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 NOTICE_ID_SYSTEM = f"{CANONICAL}/sid/notice"
 NOTICE_FLAG_SYSTEM = f"{CANONICAL}/CodeSystem/notice-flag"
 TRANSLATION_OWED = "translation-owed"
 REQUESTED_LANGUAGE_URL = f"{CANONICAL}/StructureDefinition/notice-requested-language"
+NOTICE_MAILING_URL = f"{CANONICAL}/StructureDefinition/notice-mailing"
+NOTICE_MAILED_ON_URL = f"{CANONICAL}/StructureDefinition/notice-mailed-on"
 _NOTIFICATION = {
     "coding": [
         {
@@ -150,6 +154,58 @@ def letters_for(
     return letters
 
 
+def report_letter(
+    report: Mapping[str, Any],
+    *,
+    request: Mapping[str, Any],
+    request_key: str,
+    patient: Mapping[str, Any] | None,
+    plan: PlanContact,
+    now: datetime,
+    rights: RightsContacts = DEFAULT_RIGHTS_CONTACTS,
+    taglines: Mapping[str, str] | None = None,
+) -> NoticeContext:
+    """The member's copy of a Consultation Report as a letter in the member's language: what
+    the second opinion found and recommends (policy VI; HSC 1383.15)."""
+    language, requested = choose_notice_language(patient)
+    performer = next(
+        (str(p["display"]) for p in report.get("performer") or [] if p.get("display")), ""
+    )
+    issued = str(report.get("issued") or report.get("effectiveDateTime") or "")[:10]
+    return NoticeContext(
+        kind="report-member",
+        language=language,
+        notice_date=now.date(),
+        member_display_name=member_name(patient),
+        request_reference=request_reference(request, request_key),
+        outcome=Outcome.APPROVED_IN_NETWORK,
+        plan=plan,
+        member_id=member_id(patient),
+        requested_language=requested,
+        large_print=wants_large_print(patient),
+        rights=rights,
+        taglines=taglines,
+        report_conclusion=str(report.get("conclusion") or ""),
+        report_text=presented_text(report),
+        report_performer=performer,
+        report_date=date.fromisoformat(issued) if _ISO_DATE.fullmatch(issued) else None,
+    )
+
+
+def presented_text(report: Mapping[str, Any]) -> str:
+    """The report's own words, from its plain-text presentedForm attachments (other formats
+    stay with the report, which the member can ask for)."""
+    texts = []
+    for form in report.get("presentedForm") or []:
+        if str(form.get("contentType", "")).split(";")[0].strip() != "text/plain":
+            continue
+        try:
+            texts.append(base64.b64decode(form.get("data") or "", validate=True).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return "\n\n".join(t.strip() for t in texts if t.strip())
+
+
 def translation_flags(context: NoticeContext) -> dict[str, Any]:
     """What a member's Communication carries when its letter is not in the member's language:
     the `translation-owed` category and the language owed (`fhir-adapter notices
@@ -212,6 +268,30 @@ def notice_communication(
     return communication
 
 
+def with_letter(
+    communication: Mapping[str, Any], rendered: RenderedNotice, context: NoticeContext
+) -> dict[str, Any]:
+    """A Communication that also carries a letter: its title first, then the letter as HTML and
+    PDF after the existing payload, plus the translation flags."""
+    payload = list(communication.get("payload") or [])
+    result = {
+        **communication,
+        "payload": [
+            {"contentString": rendered.title},
+            *payload[1:],
+            {
+                "contentAttachment": _attachment(
+                    "text/html; charset=utf-8", rendered.html.encode(), rendered
+                )
+            },
+            {"contentAttachment": _attachment("application/pdf", rendered.pdf, rendered)},
+        ],
+    }
+    for key, values in translation_flags(context).items():
+        result[key] = [*result.get(key, []), *values]
+    return result
+
+
 def _attachment(content_type: str, data: bytes, rendered: RenderedNotice) -> dict[str, Any]:
     return {
         "contentType": content_type,
@@ -219,3 +299,15 @@ def _attachment(content_type: str, data: bytes, rendered: RenderedNotice) -> dic
         "data": base64.b64encode(data).decode(),
         "title": rendered.title,
     }
+
+
+def mailing_proof(
+    extensions: list[dict[str, Any]], *, accepted: datetime, mailed_on: str | None
+) -> list[dict[str, Any]]:
+    """Issue #11: when the mailing service took the member's letter, and the mailing date it
+    gave, on the Communication, so the notice's timeliness can be shown (profiles/)."""
+    kept = [e for e in extensions if e.get("url") not in (NOTICE_MAILING_URL, NOTICE_MAILED_ON_URL)]
+    kept.append({"url": NOTICE_MAILING_URL, "valueDateTime": format_instant(accepted)})
+    if mailed_on:
+        kept.append({"url": NOTICE_MAILED_ON_URL, "valueDate": mailed_on})
+    return kept

@@ -11,6 +11,7 @@ import httpx
 import pypdf
 
 from fhir_adapter.bootstrap import Container
+from fhir_adapter.services.notices import pending_translations
 from fhir_adapter.workflow.pas import authorization_number
 from tests.factories import example_request
 from tests.fakes import FrozenClock
@@ -65,8 +66,14 @@ async def test_denial_notices_to_member_and_requester(client: httpx.AsyncClient)
         assert "January 24, 2027" in text  # appeal by: the notice date (2026-11-25) + 60 days
         assert "December 5, 2026" in text  # continuing services: + 10 days
         assert "State Hearing" in text and "grievance" in text.lower()
-    assert "requester_is_member_or_treating_professional" in pdf_text or "HSC 1383.15" in pdf_text
+    # The rule trail stays on the ClaimResponse and the provider's copy, not the member's letter.
+    assert "requester_is_member_or_treating_professional" not in pdf_text
+    assert "HSC 1383.15" not in pdf_text and "Rule:" not in pdf_text
+    for contact in ("1-888-466-2219", "1-877-688-9891", "www.dmhc.ca.gov", "1-888-452-8609"):
+        assert contact in pdf_text
     requester = sent["requester"]
+    _, requester_text = letter(requester)
+    assert "requester_is_member_or_treating_professional" in requester_text
     assert requester["recipient"][0]["reference"].startswith("PractitionerRole/")
     assert requester["status"] == "in-progress"  # on its way to the requester's endpoint
 
@@ -117,4 +124,51 @@ async def test_deadline_denial_is_noticed_the_day_it_expires(
     member = (await notices(client, keys["ServiceRequest"]))["member"]
     assert member["sent"].startswith("2026-12-02")
     _, pdf_text = letter(member)
-    assert "deadline_expired" in pdf_text or "time allowed" in pdf_text
+    assert "We did not make a decision within the time the law allows." in pdf_text
+    assert "deadline_expired" not in pdf_text
+
+
+async def test_a_member_whose_language_has_no_template_gets_english_taglines_and_a_flag(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    bundle = example_request("denied", "-vi")
+    patient = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    patient["communication"] = [
+        {
+            "language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "vi"}]},
+            "preferred": True,
+        }
+    ]
+    patient["extension"] = [
+        {
+            "url": "https://fhir-adapter.org/fhir/StructureDefinition/notice-large-print",
+            "valueBoolean": True,
+        }
+    ]
+    keys = await submit(client, bundle)
+    sent = await notices(client, keys["ServiceRequest"])
+    member = sent["member"]
+    _, pdf_text = letter(member)
+    # English, with the Vietnamese tagline before the letter itself: never silently English.
+    assert pdf_text.index("CHÚ Ý") < pdf_text.index("has denied your request")
+    flags = [c for category in member["category"] for c in category["coding"]]
+    assert {
+        "system": "https://fhir-adapter.org/fhir/CodeSystem/notice-flag",
+        "code": "translation-owed",
+        "display": "Translation owed",
+    } in flags
+    assert {
+        "url": "https://fhir-adapter.org/fhir/StructureDefinition/notice-requested-language",
+        "valueCode": "vi",
+    } in member["extension"]
+    assert "translation-owed" not in str(sent["requester"].get("category"))
+    # Large print, as the member asked.
+    html = base64.b64decode(member["payload"][1]["contentAttachment"]["data"]).decode()
+    assert "font-size: 18.0pt" in html
+    # The operator's list of letters owed in another language.
+    owed = await pending_translations(container.store)
+    assert [(o.communication, o.language) for o in owed] == [
+        (f"Communication/{member['id']}", "vi")
+    ]

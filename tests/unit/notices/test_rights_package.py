@@ -31,7 +31,9 @@ def pdf_pages(notice: RenderedNotice) -> list[str]:
         text = re.sub(r"(Page|Página) \d+ (of|de) \d+\s*$", "", page.extract_text())
         if number:
             head, _, text = text.partition("\n")
-            assert head == "Golden Valley Health Plan | Maria Lopez | Task/7d1c2b9e" or " | " in head
+            assert (
+                head == "Golden Valley Health Plan | Maria Lopez | Task/7d1c2b9e" or " | " in head
+            )
         pages.append(text)
     return pages
 
@@ -86,7 +88,7 @@ PACKAGE: dict[Language, dict[str, str]] = {
             f"toll-free telephone number ({RIGHTS.dmhc_phone}) and a TDD line ({RIGHTS.dmhc_tdd})"
         ),
         "DMHC website": f"The department's Internet Web site {RIGHTS.dmhc_website} has complaint",
-        "ombudsman": f"Medi-Cal Managed Care Ombudsman can help you",
+        "ombudsman": "Medi-Cal Managed Care Ombudsman can help you",
         "ombudsman phone": f"Call {RIGHTS.ombudsman_phone}.",
         "free legal help": (
             f"free legal aid, call the Public Inquiry and Response Unit at "
@@ -284,7 +286,8 @@ def test_large_print_is_18_point_everywhere() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["Nguyễn Thị Hồng", "Trần Văn Đức", "王小明", "陳美玲", "Zoë Ñúñez-Çelik", "Алёна Петрова"]
+    "name",
+    ["Nguyễn Thị Hồng", "Trần Văn Đức", "王小明", "陳美玲", "Zoë Ñúñez-Çelik", "Алёна Петрова"],
 )
 @pytest.mark.parametrize("kind", ["denial-member", "approval-member"])
 def test_names_in_any_script_round_trip_through_the_pdf(name: str, kind: Any) -> None:
