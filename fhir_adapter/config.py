@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     )
     plan_website: str = "https://demo-plan.example.org"
     plan_hours: str = "Monday to Friday, 8 a.m. to 6 p.m."
-    plan_hours_es: str | None = None
+    plan_hours_es: str | None = "lunes a viernes, de 8 a. m. a 6 p. m."  # plan_hours in Spanish
     # Issue #11: the contacts every denial notice prints. Defaults and their sources are in
     # fhir_adapter/notices/contacts.py; set these to what the plan's DHCS-approved template says.
     notice_hearing_phone: str = _RIGHTS.hearing_phone

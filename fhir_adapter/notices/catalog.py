@@ -12,7 +12,7 @@ translations (FHIR_ADAPTER_NOTICE_TAGLINES_FILE).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from fhir_adapter.notices.model import Language
@@ -115,6 +115,7 @@ SPECIALTY_NAMES: Mapping[Language, Mapping[str, str]] = {
         "Ophthalmology": "Oftalmología",
         "Orthopaedic Surgery": "Cirugía ortopédica",
         "Otolaryngology": "Otorrinolaringología",
+        "Pediatric Hematology-Oncology": "Hematología y oncología pediátricas",
         "Pediatrics": "Pediatría",
         "Psychiatry": "Psiquiatría",
         "Pulmonary Disease": "Neumología",
@@ -151,3 +152,33 @@ def load_taglines(text: str | None) -> dict[str, str]:
 def missing_taglines(taglines: Mapping[str, str]) -> list[ThresholdLanguage]:
     """Threshold languages that have no tagline yet."""
     return [lang for lang in THRESHOLD_LANGUAGES if lang.code not in taglines]
+
+
+def catalog_gaps(
+    taglines: Mapping[str, str],
+    *,
+    printable: Callable[[str], bool],
+    specialty_names: Iterable[str] = (),
+    plan_hours_translated: Mapping[Language, bool] | None = None,
+) -> list[str]:
+    """What the catalogs still lack, one line each: threshold languages without a tagline,
+    taglines the packaged fonts cannot print, specialty names and plan texts without a
+    translation in a template language (`fhir-adapter notices check`)."""
+    gaps = [f"tagline missing: {lang.code} ({lang.name})" for lang in missing_taglines(taglines)]
+    gaps += [
+        f"tagline not printable with the packaged fonts: {code}"
+        for code, text in sorted(taglines.items())
+        if not printable(text)
+    ]
+    for language in (lang for lang in SPECIALTY_NAMES if lang != "en"):
+        gaps += [
+            f"specialty name missing in {language}: {name}"
+            for name in sorted(set(specialty_names))
+            if name not in SPECIALTY_NAMES[language]
+        ]
+    gaps += [
+        f"plan hours have no {language} text (FHIR_ADAPTER_PLAN_HOURS_{language.upper()})"
+        for language, translated in (plan_hours_translated or {}).items()
+        if not translated
+    ]
+    return gaps

@@ -77,7 +77,10 @@ class _NoticePdf(FPDF):
         font: fpdf2 loses track of the font when a page starts with fallback-font text."""
         if self.page_no() > 1:
             self.set_font(FONT, size=self._footer_size)
-            self.cell(0, _line(self._footer_size), self._running_head, align="L")
+            head, room = self._running_head, self.epw - 2 * self.c_margin
+            while len(head) > 1 and self.get_string_width(head) > room:
+                head = head[:-2] + "\u2026"  # shortened to fit the line
+            self.cell(0, _line(self._footer_size), head, align="L")
             self.ln(_line(self._footer_size) * 1.5)
 
     def footer(self) -> None:
@@ -88,11 +91,7 @@ class _NoticePdf(FPDF):
 
 
 def to_pdf(title: str, blocks: tuple[Block, ...], context: NoticeContext) -> bytes:
-    head = " | ".join(
-        part
-        for part in (context.plan.name, context.member_display_name, context.request_reference)
-        if part
-    )
+    head = f"{context.plan.name} | {context.member_id or context.member_display_name}"
     pdf = _NoticePdf(_PAGE_LABEL[context.language], _body_size(context), head)
     try:
         return _lay_out(pdf, title, blocks, context)
@@ -170,6 +169,24 @@ def _missing_characters(title: str, blocks: tuple[Block, ...]) -> frozenset[int]
     return frozenset(ord(char) for text in texts for char in text if ord(char) not in covered) - {
         ord(char) for char in " \n"
     }
+
+
+@cache
+def fallback_characters() -> frozenset[int]:
+    """The code points Droid Sans Fallback can print."""
+    from fontTools.ttLib import TTFont  # a dependency of fpdf2
+
+    with TTFont(str(font_path("DroidSansFallbackFull.ttf")), lazy=True) as font:
+        return frozenset(font.getBestCmap())
+
+
+def printable(text: str) -> bool:
+    """Whether the packaged fonts have a glyph for every character of `text`."""
+    covered = primary_characters()
+    return all(
+        char.isspace() or ord(char) in covered or ord(char) in fallback_characters()
+        for char in text
+    )
 
 
 @cache

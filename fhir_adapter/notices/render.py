@@ -151,6 +151,7 @@ def _markup(context: NoticeContext) -> str:
         hours=context.plan.hours_for(language),
         date=long_date,
         specialty=specialty,
+        paragraphs=_paragraphs,
         lead_tagline=lead.format(**numbers) if lead else None,
         taglines=[t.format(**numbers) for t in taglines] if member else [],
         APPEAL_DAYS=APPEAL_DAYS,
@@ -159,6 +160,11 @@ def _markup(context: NoticeContext) -> str:
         STANDARD_APPEAL_DAYS=STANDARD_APPEAL_DAYS,
         STATE_HEARING_DAYS=STATE_HEARING_DAYS,
     )
+
+
+def _paragraphs(text: str) -> list[str]:
+    """A text's paragraphs: the parts between blank lines."""
+    return [part for part in re.split(r"\n\s*\n", text) if part.strip()]
 
 
 def _parse(markup: str) -> tuple[str, tuple[Block, ...]]:

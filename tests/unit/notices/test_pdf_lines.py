@@ -4,6 +4,7 @@ the embedded DejaVu Sans the letters use and with a core font."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import pytest
 from fpdf import FPDF
@@ -17,8 +18,22 @@ ALPHABET = (
 )
 
 
+OPENED: list[FPDF] = []
+
+
+@pytest.fixture(autouse=True)
+def close_fonts() -> Iterator[None]:
+    """fpdf2 keeps each TrueType file open until its fonts are closed."""
+    yield
+    while OPENED:
+        for font in OPENED.pop().fonts.values():
+            if hasattr(font, "close"):
+                font.close()
+
+
 def page(size: float, style: str = "", x: float = 20, *, ttf: bool = True) -> FPDF:
     pdf = FPDF(unit="mm", format="letter")
+    OPENED.append(pdf)
     pdf.set_margins(20, 20, 20)
     pdf.add_page()
     if ttf:
