@@ -128,9 +128,7 @@ async def build_container(
                 name=settings.plan_name,
                 phone=settings.plan_phone,
                 tty=settings.plan_tty,
-                address_lines=tuple(
-                    line.strip() for line in settings.plan_address.split(";") if line.strip()
-                ),
+                address_lines=_lines(settings.plan_address),
                 website=settings.plan_website,
                 hours=settings.plan_hours,
                 hours_es=settings.plan_hours_es,
@@ -263,9 +261,7 @@ def rights_contacts(settings: Settings) -> RightsContacts:
     return RightsContacts(
         hearing_phone=settings.notice_hearing_phone,
         hearing_tdd=settings.notice_hearing_tdd,
-        hearing_address=tuple(
-            line.strip() for line in settings.notice_hearing_address.split(";") if line.strip()
-        ),
+        hearing_address=_lines(settings.notice_hearing_address),
         hearing_online=settings.notice_hearing_online,
         hearing_fax=settings.notice_hearing_fax,
         legal_help_phone=settings.notice_legal_help_phone,
@@ -278,3 +274,8 @@ def rights_contacts(settings: Settings) -> RightsContacts:
         hhs_civil_rights_phone=settings.notice_hhs_civil_rights_phone,
         hhs_civil_rights_tdd=settings.notice_hhs_civil_rights_tdd,
     )
+
+
+def _lines(text: str) -> tuple[str, ...]:
+    """An address setting's lines: split at `;`, blanks left out."""
+    return tuple(line.strip() for line in text.split(";") if line.strip())

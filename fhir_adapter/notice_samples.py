@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from fhir_adapter.bootstrap import examples_dir
-from fhir_adapter.demo import DEMO_SCOPE, in_process_service
+from fhir_adapter.demo import DEMO_SCOPE, consultation_report, in_process_service
 from fhir_adapter.notices.language import LARGE_PRINT_URL
 from fhir_adapter.security.client import discover_token_endpoint, request_token
 
@@ -188,17 +188,11 @@ def _save(
 
 
 def _report(keys: dict[str, str]) -> dict[str, Any]:
-    return {
-        "resourceType": "DiagnosticReport",
-        "status": "final",
-        "code": {
-            "coding": [{"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"}]
-        },
-        "subject": {"reference": keys["Patient"]},
-        "basedOn": [{"reference": keys["ServiceRequest"]}],
-        "performer": [{"display": "Dr. Elena Park, Orthopaedic Surgery"}],
-        "conclusion": REPORT_CONCLUSION,
-        "presentedForm": [
+    return consultation_report(
+        keys,
+        REPORT_CONCLUSION,
+        performer=[{"display": "Dr. Elena Park, Orthopaedic Surgery"}],
+        presentedForm=[
             {
                 "contentType": "text/plain; charset=utf-8",
                 "language": "en",
@@ -206,4 +200,4 @@ def _report(keys: dict[str, str]) -> dict[str, Any]:
                 "title": "Consultation report",
             }
         ],
-    }
+    )

@@ -129,11 +129,8 @@ def letters_for(
         context = NoticeContext(
             kind=f"{'denial' if denied else 'approval'}-{audience}",  # type: ignore[arg-type]
             language=language,
-            notice_date=now.date(),
-            member_display_name=member_name(patient),
-            request_reference=request_reference(request, request_key),
             outcome=decision.outcome,
-            plan=plan,
+            **_letter_fields(patient, request, request_key, plan, now, rights, taglines),
             denial_reason=decision.denial_reason,
             reason_text=reason,
             rule=step.rule if step else "",
@@ -144,11 +141,8 @@ def letters_for(
             if out_of_network
             else None,
             expedited=expedited,
-            member_id=member_id(patient),
             requested_language=requested if audience == "member" else None,
             large_print=audience == "member" and wants_large_print(patient),
-            rights=rights,
-            taglines=taglines,
         )
         letters.append(Letter(recipient, context))
     return letters
@@ -175,21 +169,36 @@ def report_letter(
     return NoticeContext(
         kind="report-member",
         language=language,
-        notice_date=now.date(),
-        member_display_name=member_name(patient),
-        request_reference=request_reference(request, request_key),
         outcome=Outcome.APPROVED_IN_NETWORK,
-        plan=plan,
-        member_id=member_id(patient),
+        **_letter_fields(patient, request, request_key, plan, now, rights, taglines),
         requested_language=requested,
         large_print=wants_large_print(patient),
-        rights=rights,
-        taglines=taglines,
         report_conclusion=str(report.get("conclusion") or ""),
         report_text=presented_text(report),
         report_performer=performer,
         report_date=date.fromisoformat(issued) if _ISO_DATE.fullmatch(issued) else None,
     )
+
+
+def _letter_fields(
+    patient: Mapping[str, Any] | None,
+    request: Mapping[str, Any],
+    request_key: str,
+    plan: PlanContact,
+    now: datetime,
+    rights: RightsContacts,
+    taglines: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """What every letter about one request prints the same way, whoever it is for."""
+    return {
+        "notice_date": now.date(),
+        "member_display_name": member_name(patient),
+        "member_id": member_id(patient),
+        "request_reference": request_reference(request, request_key),
+        "plan": plan,
+        "rights": rights,
+        "taglines": taglines,
+    }
 
 
 def presented_text(report: Mapping[str, Any]) -> str:

@@ -54,6 +54,20 @@ def letter(notice: dict[str, Any]) -> tuple[str, str]:
     return html, text
 
 
+def speaking(bundle: dict[str, Any], language: str) -> dict[str, Any]:
+    """The Bundle's Patient, made to prefer `language`."""
+    patient: dict[str, Any] = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    patient["communication"] = [
+        {
+            "language": {"coding": [{"system": "urn:ietf:bcp:47", "code": language}]},
+            "preferred": True,
+        }
+    ]
+    return patient
+
+
 async def test_denial_notices_to_member_and_requester(client: httpx.AsyncClient) -> None:
     keys = await submit(client, example_request("denied"))
     sent = await notices(client, keys["ServiceRequest"])
@@ -95,15 +109,7 @@ async def test_member_notice_in_spanish_when_the_member_prefers_it(
     client: httpx.AsyncClient,
 ) -> None:
     bundle = example_request("denied", "-es")
-    patient = next(
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
-    )
-    patient["communication"] = [
-        {
-            "language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "es-MX"}]},
-            "preferred": True,
-        }
-    ]
+    speaking(bundle, "es-MX")
     keys = await submit(client, bundle)
     member = (await notices(client, keys["ServiceRequest"]))["member"]
     html, pdf_text = letter(member)
@@ -132,15 +138,7 @@ async def test_a_member_whose_language_has_no_template_gets_english_taglines_and
     client: httpx.AsyncClient, container: Container
 ) -> None:
     bundle = example_request("denied", "-vi")
-    patient = next(
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
-    )
-    patient["communication"] = [
-        {
-            "language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "vi"}]},
-            "preferred": True,
-        }
-    ]
+    patient = speaking(bundle, "vi")
     patient["extension"] = [
         {
             "url": "https://fhir-adapter.org/fhir/StructureDefinition/notice-large-print",
