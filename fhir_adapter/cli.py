@@ -404,12 +404,12 @@ def notices_pending_translation() -> None:
     typer.echo("\n".join(lines) if lines else "no translation owed")
 
 
-@notices_app.command("tagline-font")
-def notices_tagline_font() -> None:
-    """Rebuild the small fallback font that prints the built-in taglines (after editing them)."""
+@notices_app.command("fonts")
+def notices_fonts() -> None:
+    """Rebuild the derived fonts (the letter cut of DejaVu Sans, the taglines' CJK subset) from
+    the packaged full fonts, after editing the built-in taglines."""
     from fhir_adapter.notices.catalog import BUILT_IN_TAGLINES
-    from fhir_adapter.notices.pdf import build_tagline_font, font_path
+    from fhir_adapter.notices.pdf import build_fonts
 
-    target = font_path("NoticeTaglines.ttf")
-    count = build_tagline_font(list(BUILT_IN_TAGLINES.values()), target)
-    typer.echo(f"{target}: {count} character(s)")
+    for name, glyphs in build_fonts(list(BUILT_IN_TAGLINES.values())).items():
+        typer.echo(f"{name}: {glyphs} glyphs")

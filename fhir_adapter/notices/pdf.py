@@ -2,11 +2,15 @@
 
 Body text is 12 pt, or 18 pt in large print, headings larger (regulatory.md §5.6: 12-point
 minimum, 18-point large print; HSC 1368.02(b) wants its statement in 12-point bold). The text is
-set in DejaVu Sans (Bitstream Vera license, fonts/LICENSE-DejaVu.txt), which covers Latin with
-Vietnamese, Greek, Cyrillic and Armenian; characters it lacks (Chinese, Japanese) come from
-Droid Sans Fallback (Apache-2.0, fonts/LICENSE-Apache-2.0.txt), loaded only when a letter needs it.
-fpdf2 embeds only the glyphs used, with a ToUnicode map, so the text can be extracted and
-searched. The document language is set (/Lang); fpdf2 writes no full structure tree.
+set in DejaVu Sans (Bitstream Vera license, fonts/LICENSE-DejaVu.txt): a letter cut of it
+(Latin with Vietnamese, Greek, Cyrillic, punctuation; no hinting or layout tables), because fpdf2
+parses and subsets every font for every letter and the full font costs twice the time. What the
+cut lacks comes from fallback fonts loaded only when a letter needs them: the full DejaVu Sans
+(Armenian, Georgian, symbols...), a subset of Droid Sans Fallback with the built-in taglines'
+Chinese and Japanese characters, and the whole of Droid Sans Fallback (Apache-2.0,
+fonts/LICENSE-Apache-2.0.txt) for other CJK text such as names. fpdf2 embeds only the glyphs
+used, with a ToUnicode map, so the text can be extracted and searched. The document language is
+set (/Lang); fpdf2 writes no full structure tree.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from fhir_adapter.notices.model import Language, NoticeContext
 BODY_PT = 12.0
 LARGE_PRINT_PT = 18.0
 FONT = "NoticeSans"
-FALLBACK_FONT = "NoticeFallback"
+LETTER_FONTS = ("DejaVuSansLetter.ttf", "DejaVuSansLetter-Bold.ttf")  # regular, bold
+# The fallbacks in the order fpdf2 tries them, each loaded only when the letter needs it.
+FALLBACK_FONTS = ("DejaVuSans.ttf", "NoticeTaglines.ttf", "DroidSansFallbackFull.ttf")
 _PT_TO_MM = 25.4 / 72
 _LEADING = 1.4  # line height as a multiple of the font size
 
@@ -41,15 +47,17 @@ def font_path(name: str) -> Path:
 
 
 @cache
+def font_characters(name: str) -> frozenset[int]:
+    """The code points a packaged font file can print."""
+    from fontTools.ttLib import TTFont  # a dependency of fpdf2
+
+    with TTFont(str(font_path(name)), lazy=True) as font:
+        return frozenset(font.getBestCmap())
+
+
 def primary_characters() -> frozenset[int]:
-    """The code points DejaVu Sans (regular and bold) can print."""
-    pdf = FPDF()
-    _add_primary(pdf)
-    regular, bold = pdf.fonts[FONT.lower()], pdf.fonts[FONT.lower() + "B"]
-    try:
-        return frozenset(regular.cmap) & frozenset(bold.cmap)  # type: ignore[union-attr]
-    finally:
-        _close_fonts(pdf)
+    """The code points the letter font prints in both weights."""
+    return font_characters(LETTER_FONTS[0]) & font_characters(LETTER_FONTS[1])
 
 
 def _close_fonts(pdf: FPDF) -> None:
@@ -60,9 +68,19 @@ def _close_fonts(pdf: FPDF) -> None:
             close()
 
 
-def _add_primary(pdf: FPDF) -> None:
-    pdf.add_font(FONT, "", font_path("DejaVuSans.ttf"))
-    pdf.add_font(FONT, "B", font_path("DejaVuSans-Bold.ttf"))
+def _add_fonts(pdf: FPDF, missing: frozenset[int]) -> None:
+    """The letter font, and the fallbacks that print the characters it lacks."""
+    pdf.add_font(FONT, "", font_path(LETTER_FONTS[0]))
+    pdf.add_font(FONT, "B", font_path(LETTER_FONTS[1]))
+    needed: list[str] = []
+    for number, name in enumerate(FALLBACK_FONTS):
+        found = missing & font_characters(name)
+        if found:
+            pdf.add_font(f"NoticeFallback{number}", "", font_path(name))
+            needed.append(f"NoticeFallback{number}")
+            missing -= found
+    if needed:
+        pdf.set_fallback_fonts(needed, exact_match=False)  # they have no bold face
 
 
 class _NoticePdf(FPDF):
@@ -108,15 +126,7 @@ def _lay_out(
 ) -> bytes:
     body = _body_size(context)
     heading, title_size = body * 1.25, body * 1.5
-    _add_primary(pdf)
-    missing = _missing_characters(title, blocks)
-    if missing:
-        # The taglines' own glyphs come from a small subset; anything else (a Chinese name)
-        # needs the whole fallback font, which costs a few tenths of a second to load.
-        small = missing <= tagline_characters()
-        name = "NoticeTaglines.ttf" if small else "DroidSansFallbackFull.ttf"
-        pdf.add_font(FALLBACK_FONT, "", font_path(name))
-        pdf.set_fallback_fonts([FALLBACK_FONT], exact_match=False)  # it has no bold face
+    _add_fonts(pdf, _missing_characters(title, blocks))
     pdf.set_margins(20, 20, 20)
     pdf.set_auto_page_break(auto=True, margin=22)
     # Fixed metadata: the same notice always gives the same bytes.
@@ -171,31 +181,10 @@ def _missing_characters(title: str, blocks: tuple[Block, ...]) -> frozenset[int]
     }
 
 
-@cache
-def fallback_characters() -> frozenset[int]:
-    """The code points Droid Sans Fallback can print."""
-    from fontTools.ttLib import TTFont  # a dependency of fpdf2
-
-    with TTFont(str(font_path("DroidSansFallbackFull.ttf")), lazy=True) as font:
-        return frozenset(font.getBestCmap())
-
-
 def printable(text: str) -> bool:
     """Whether the packaged fonts have a glyph for every character of `text`."""
-    covered = primary_characters()
-    return all(
-        char.isspace() or ord(char) in covered or ord(char) in fallback_characters()
-        for char in text
-    )
-
-
-@cache
-def tagline_characters() -> frozenset[int]:
-    """The code points of the small fallback subset made for the built-in taglines."""
-    from fontTools.ttLib import TTFont  # a dependency of fpdf2
-
-    with TTFont(str(font_path("NoticeTaglines.ttf"))) as font:
-        return frozenset(font.getBestCmap())
+    fonts = [primary_characters(), *(font_characters(name) for name in FALLBACK_FONTS)]
+    return all(char.isspace() or any(ord(char) in f for f in fonts) for char in text)
 
 
 def _write(pdf: FPDF, height: float, text: str) -> None:
@@ -296,17 +285,58 @@ def break_lines(pdf: FPDF, text: str) -> list[str] | None:
     return lines or None
 
 
-def build_tagline_font(taglines: list[str], target: Path) -> int:
-    """Write the fallback glyphs the built-in taglines need (a subset of Droid Sans Fallback) to
-    `target`, so a letter loads a small font instead of the 4 MB one; returns the glyph count.
-    Regenerate it whenever the built-in taglines change (`fhir-adapter notices tagline-font`)."""
+# The letter cut of DejaVu Sans: Latin (with Vietnamese), combining marks, Greek, Cyrillic,
+# general punctuation, currency, a few letterlike symbols, arrows and bullets.
+LETTER_RANGES = (
+    (0x20, 0x7E),
+    (0xA0, 0x24F),
+    (0x300, 0x36F),
+    (0x370, 0x3FF),
+    (0x400, 0x4FF),
+    (0x1E00, 0x1EFF),
+    (0x2000, 0x206F),
+    (0x20A0, 0x20BF),
+    (0x2100, 0x2122),
+    (0x2190, 0x2195),
+    (0x2212, 0x2212),
+    (0x25A0, 0x25CF),
+    (0xFFFD, 0xFFFD),
+)
+
+
+def build_fonts(taglines: list[str]) -> dict[str, int]:
+    """Rebuild the derived fonts from the packaged full ones: the letter cut of DejaVu Sans
+    (both weights) and the taglines' subset of Droid Sans Fallback; returns the glyph counts.
+    Run it (`fhir-adapter notices fonts`) whenever the built-in taglines change."""
     from fontTools import subset  # a dependency of fpdf2
 
-    covered = primary_characters()
-    needed = sorted({ord(c) for text in taglines for c in text if ord(c) not in covered})
-    font = subset.load_font(str(font_path("DroidSansFallbackFull.ttf")), subset.Options())
-    subsetter = subset.Subsetter(subset.Options(notdef_outline=True, name_IDs=["*"]))
-    subsetter.populate(unicodes=needed)
-    subsetter.subset(font)
-    font.save(str(target))
-    return len(needed)
+    letter = [code for low, high in LETTER_RANGES for code in range(low, high + 1)]
+    cut = {
+        "DejaVuSansLetter.ttf": ("DejaVuSans.ttf", letter),
+        "DejaVuSansLetter-Bold.ttf": ("DejaVuSans-Bold.ttf", letter),
+    }
+    covered = set(letter)
+    cut["NoticeTaglines.ttf"] = (
+        "DroidSansFallbackFull.ttf",
+        sorted({ord(c) for text in taglines for c in text if ord(c) not in covered}),
+    )
+    counts = {}
+    for target, (source, unicodes) in cut.items():
+        options = subset.Options(
+            hinting=False,
+            layout_features=[],
+            notdef_outline=True,
+            name_IDs=["*"],
+            name_languages=["*"],
+            glyph_names=True,
+            legacy_kern=False,
+        )
+        options.drop_tables += ["kern", "GPOS", "GSUB", "GDEF", "FFTM", "MATH", "hdmx", "LTSH"]
+        font = subset.load_font(str(font_path(source)), options)
+        subsetter = subset.Subsetter(options)
+        subsetter.populate(unicodes=unicodes)
+        subsetter.subset(font)
+        font.save(str(font_path(target)))
+        counts[target] = len(font.getGlyphOrder())
+    font_characters.cache_clear()
+    return counts

@@ -10,7 +10,7 @@ import pytest
 from fpdf import FPDF
 from fpdf.enums import MethodReturnValue
 
-from fhir_adapter.notices.pdf import FONT, break_lines, font_path
+from fhir_adapter.notices.pdf import FONT, LETTER_FONTS, break_lines, font_path
 
 ALPHABET = (
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"()-/áéíóúñÜ@#%&*Wi"
@@ -37,8 +37,8 @@ def page(size: float, style: str = "", x: float = 20, *, ttf: bool = True) -> FP
     pdf.set_margins(20, 20, 20)
     pdf.add_page()
     if ttf:
-        pdf.add_font(FONT, "", font_path("DejaVuSans.ttf"))
-        pdf.add_font(FONT, "B", font_path("DejaVuSans-Bold.ttf"))
+        pdf.add_font(FONT, "", font_path(LETTER_FONTS[0]))
+        pdf.add_font(FONT, "B", font_path(LETTER_FONTS[1]))
     pdf.set_font(FONT if ttf else "Helvetica", style=style, size=size)
     pdf.set_x(x)
     return pdf
