@@ -137,3 +137,11 @@ def test_the_check_command_reports_and_fails_while_something_is_missing(
 
     assert "tagline missing" not in result.output
     assert result.exit_code == 0, result.output
+
+
+def test_the_contact_settings_default_to_the_sourced_contacts() -> None:
+    from fhir_adapter.bootstrap import rights_contacts
+    from fhir_adapter.config import Settings
+    from fhir_adapter.notices import DEFAULT_RIGHTS_CONTACTS
+
+    assert rights_contacts(Settings(_env_file=None)) == DEFAULT_RIGHTS_CONTACTS
