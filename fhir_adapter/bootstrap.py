@@ -14,7 +14,8 @@ import httpx
 from fhir_adapter.config import Settings
 from fhir_adapter.delivery.http import HttpDeliverer
 from fhir_adapter.directory.client import DirectoryClient
-from fhir_adapter.notices import PlanContact
+from fhir_adapter.notices import PlanContact, RightsContacts
+from fhir_adapter.notices.catalog import load_taglines
 from fhir_adapter.ports import ResourceStore
 from fhir_adapter.security.issuer import BuiltInIssuer, IssuerUrls
 from fhir_adapter.security.ratelimit import RateLimiter
@@ -132,11 +133,16 @@ async def build_container(
                 name=settings.plan_name,
                 phone=settings.plan_phone,
                 tty=settings.plan_tty,
-                address_lines=tuple(
-                    line.strip() for line in settings.plan_address.split(";") if line.strip()
-                ),
+                address_lines=_lines(settings.plan_address),
                 website=settings.plan_website,
                 hours=settings.plan_hours,
+                hours_es=settings.plan_hours_es,
+            ),
+            rights_contacts=rights_contacts(settings),
+            taglines=load_taglines(
+                settings.notice_taglines_file.read_text(encoding="utf-8")
+                if settings.notice_taglines_file
+                else None
             ),
         ),
         closed_days=lambda: _closed_days(ignore),
@@ -260,3 +266,28 @@ async def ensure_plan_organization(container: Container) -> None:
         await container.resources.create_in(
             tx, body, path=resource_type, pending=frozenset(), id=id
         )
+
+
+def rights_contacts(settings: Settings) -> RightsContacts:
+    """The State Hearing, DMHC, Ombudsman and legal-help contacts from FHIR_ADAPTER_NOTICE_*."""
+    return RightsContacts(
+        hearing_phone=settings.notice_hearing_phone,
+        hearing_tdd=settings.notice_hearing_tdd,
+        hearing_address=_lines(settings.notice_hearing_address),
+        hearing_online=settings.notice_hearing_online,
+        hearing_fax=settings.notice_hearing_fax,
+        legal_help_phone=settings.notice_legal_help_phone,
+        legal_help_tdd=settings.notice_legal_help_tdd,
+        dmhc_phone=settings.notice_dmhc_phone,
+        dmhc_tdd=settings.notice_dmhc_tdd,
+        dmhc_website=settings.notice_dmhc_website,
+        ombudsman_phone=settings.notice_ombudsman_phone,
+        dhcs_civil_rights_phone=settings.notice_dhcs_civil_rights_phone,
+        hhs_civil_rights_phone=settings.notice_hhs_civil_rights_phone,
+        hhs_civil_rights_tdd=settings.notice_hhs_civil_rights_tdd,
+    )
+
+
+def _lines(text: str) -> tuple[str, ...]:
+    """An address setting's lines: split at `;`, blanks left out."""
+    return tuple(line.strip() for line in text.split(";") if line.strip())

@@ -54,6 +54,31 @@ class Settings(BaseSettings):
     )
     plan_website: str = "https://demo-plan.example.org"
     plan_hours: str = "Monday to Friday, 8 a.m. to 6 p.m."
+    plan_hours_es: str | None = "lunes a viernes, de 8 a. m. a 6 p. m."  # plan_hours in Spanish
+    # Issue #11: the contacts every denial notice prints, set to what the plan's DHCS-approved
+    # template says. The defaults' sources are in fhir_adapter/notices/contacts.py (not imported
+    # here, to keep the CLI's start light; tests/unit/notices/test_catalog.py keeps them equal).
+    notice_hearing_phone: str = "1-800-743-8525"
+    notice_hearing_tdd: str = "1-800-952-8349"
+    notice_hearing_address: str = Field(
+        default="California Department of Social Services; State Hearings Division; P.O. Box 944243, Mail Station 9-17-37; Sacramento, CA 94244-2430",
+        description="lines separated by ';'",
+    )
+    notice_hearing_online: str = "https://www.cdss.ca.gov/hearing-requests"
+    notice_hearing_fax: str = "916-651-5210 or 916-651-2789"
+    notice_legal_help_phone: str = "1-800-952-5253"
+    notice_legal_help_tdd: str = "1-800-952-8349"
+    notice_dmhc_phone: str = "1-888-466-2219"
+    notice_dmhc_tdd: str = "1-877-688-9891"
+    notice_dmhc_website: str = "www.dmhc.ca.gov"
+    notice_ombudsman_phone: str = "1-888-452-8609"
+    notice_dhcs_civil_rights_phone: str = "916-440-7370"
+    notice_hhs_civil_rights_phone: str = "1-800-368-1019"
+    notice_hhs_civil_rights_tdd: str = "1-800-537-7697"
+    notice_taglines_file: Path | None = Field(
+        default=None,
+        description="JSON object of language code to tagline ({phone}, {tty}), over the built-in",
+    )
     delivery_max_attempts: int = Field(default=8, ge=1)
     delivery_backoff_base_seconds: float = Field(default=10.0, gt=0)
     delivery_backoff_max_seconds: float = Field(default=3600.0, gt=0)

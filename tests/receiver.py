@@ -27,6 +27,7 @@ class Receiver:
         self.app.post("/notices")(self.transaction)
         self.app.post("/hooks/{name}")(self.hook)
         self.notifications: list[dict[str, Any]] = []
+        self.mails_on: str | None = None  # as a mailing service: the mailing date it answers
 
     def of_type(self, resource_type: str) -> list[dict[str, Any]]:
         # a copy: the receiver's server thread may be storing while the test reads
@@ -63,9 +64,19 @@ class Receiver:
             return JSONResponse(
                 {"error": "lost"}, status_code=500
             )  # stored, but the answer is lost
-        return JSONResponse(
-            {"resourceType": "Bundle", "type": "transaction-response", "entry": entries}
-        )
+        answer: dict[str, Any] = {
+            "resourceType": "Bundle",
+            "type": "transaction-response",
+            "entry": entries,
+        }
+        if self.mails_on and request.url.path == "/notices":
+            answer["extension"] = [
+                {
+                    "url": "https://fhir-adapter.org/fhir/StructureDefinition/notice-mailed-on",
+                    "valueDate": self.mails_on,
+                }
+            ]
+        return JSONResponse(answer)
 
     async def hook(self, name: str, request: Request) -> Response:
         """A rest-hook subscriber: keeps every notification Bundle it accepts."""

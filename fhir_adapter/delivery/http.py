@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -9,6 +10,9 @@ import orjson
 
 from fhir_adapter.services.delivery import DeliveryAttempt
 from fhir_adapter.services.subscriptions import NotificationAttempt
+from fhir_adapter.workflow.letters import NOTICE_MAILED_ON_URL
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class HttpDeliverer:
@@ -48,7 +52,7 @@ class HttpDeliverer:
         ]
         if len(statuses) != len(entries) or not all(s.startswith("2") for s in statuses):
             return DeliveryAttempt(False, "an entry was not stored")
-        return DeliveryAttempt(True, None)
+        return DeliveryAttempt(True, None, mailed_on=_mailed_on(answer, entries))
 
     async def post_notification(
         self, url: str, bundle: dict[str, Any], headers: dict[str, str]
@@ -65,3 +69,17 @@ class HttpDeliverer:
         if 200 <= response.status_code < 300:
             return NotificationAttempt(True, None)
         return NotificationAttempt(False, f"HTTP {response.status_code}")
+
+
+def _mailed_on(answer: dict[str, Any], entries: list[Any]) -> str | None:
+    """A member-notice mailing service may say when it mails the letter: the notice-mailed-on
+    extension (profiles/) on its transaction-response or on an entry's response."""
+    holders = [answer, *((e.get("response") or {}) for e in entries if isinstance(e, dict))]
+    for holder in holders:
+        for extension in holder.get("extension") or [] if isinstance(holder, dict) else []:
+            if not isinstance(extension, dict) or extension.get("url") != NOTICE_MAILED_ON_URL:
+                continue
+            value = extension.get("valueDate")
+            if isinstance(value, str) and _DATE.fullmatch(value):
+                return value
+    return None
