@@ -194,6 +194,7 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
         _str("criteria"),
         _str("url", "channel.endpoint"),
         _tok("type", "channel.type"),
+        _tok("_tag", "meta.tag", doc="Tags; the owner's client id is one (issue #16)"),
     ),
     "AuditEvent": (
         _date("date", "recorded"),

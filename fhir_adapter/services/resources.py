@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import uuid
@@ -12,6 +13,8 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
+from fhir_adapter.access.owners import with_owner, without_headers
+from fhir_adapter.access.scopes import Interaction
 from fhir_adapter.errors import (
     ForbiddenError,
     InvalidRequestError,
@@ -28,6 +31,8 @@ from fhir_adapter.fhir.resources import SERVED_TYPES, is_known_type
 from fhir_adapter.fhir.search import Filter, ReferenceCriterion, SearchQuery, parse_search
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.ports import ResourceStore, SearchPage, StoredResource, StoreTransaction
+from fhir_adapter.workflow.ownership import APPEND_ONLY, plan_owned_part
+from fhir_adapter.workflow.subscriptions import view
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +144,7 @@ class ResourceService:
             )
             [result] = await self.hooks.after_writes(tx, [result])
         await self.hooks.after_commit([result])
-        return result
+        return shown_result(guard, result)
 
     async def update(
         self,
@@ -167,7 +172,7 @@ class ResourceService:
             )
             [result] = await self.hooks.after_writes(tx, [result])
         await self.hooks.after_commit([result])
-        return result
+        return shown_result(guard, result)
 
     async def read(
         self, resource_type: str, id: str, *, guard: Guard = UNRESTRICTED
@@ -179,7 +184,7 @@ class ResourceService:
             found = await tx.read(resource_type, id)
         if found is None or not guard.visible(found.content):
             raise NotFoundError(f"{resource_type}/{id} is not known")
-        return found
+        return shown(guard, found)
 
     async def vread(
         self, resource_type: str, id: str, version: str, *, guard: Guard = UNRESTRICTED
@@ -196,7 +201,7 @@ class ResourceService:
             found = await tx.vread(resource_type, id, int(version))
         if found is None or not guard.visible(found.content):
             raise NotFoundError(f"{resource_type}/{id} has no version {version}")
-        return found
+        return shown(guard, found)
 
     async def history(
         self, resource_type: str, id: str, *, guard: Guard = UNRESTRICTED
@@ -208,7 +213,7 @@ class ResourceService:
             versions = await tx.history(resource_type, id)
         if not versions or not guard.visible(versions[0].content):
             raise NotFoundError(f"{resource_type}/{id} is not known")
-        return [v for v in versions if guard.visible(v.content)]
+        return [shown(guard, v) for v in versions if guard.visible(v.content)]
 
     def parse_query(
         self, resource_type: str, params: Iterable[tuple[str, str]], *, strict: bool = False
@@ -280,6 +285,8 @@ class ResourceService:
     ) -> WriteResult:
         """Create inside `tx`; `pending` lists `Type/id` keys the same transaction is writing."""
         guard.check_write(body, "c", expression=path)
+        check_plan_owned(guard, None, body, "c", path)
+        body = as_subscriber_wrote(guard, None, body, path)
         await self.check_references(tx, body, path=path, pending=pending, guard=guard)
         now = self.clock()
         content = with_meta(body, id or self.new_id(), 1, now)
@@ -302,6 +309,9 @@ class ResourceService:
         if current is not None and not guard.may_change(current.content, "u"):
             raise NotFoundError(f"{resource_type}/{id} is not known", expression=f"{path}.id")
         guard.check_write(body, "u", expression=path)
+        if current is not None:
+            check_plan_owned(guard, current.content, body, "u", path)
+            body = as_subscriber_wrote(guard, current.content, body, path)
         expected = parse_if_match(if_match) if if_match else None
         if expected is not None and (current is None or current.version_id != expected):
             have = f"version {current.version_id}" if current else "no version"
@@ -403,11 +413,41 @@ async def search_guarded(tx: StoreTransaction, query: SearchQuery, guard: Guard)
     patient scopes, and `_include`d resources they may not read left out."""
     guard.require(query.resource_type, "s")
     page = await tx.search(guard.restrict(query))
+    matches = [shown(guard, r) for r in page.matches]
     if not page.included:
-        return page
-    return SearchPage(
-        page.matches, guard.filter_included(page.included), page.total, page.next_cursor
-    )
+        return SearchPage(matches, page.included, page.total, page.next_cursor)
+    return SearchPage(matches, guard.filter_included(page.included), page.total, page.next_cursor)
+
+
+def shown(guard: Guard, stored: StoredResource) -> StoredResource:
+    """A stored resource as a client sees it: a Subscription's `channel.header` is write-only."""
+    if guard.access is None or stored.resource_type != "Subscription":
+        return stored
+    return dataclasses.replace(stored, content=without_headers(stored.content))
+
+
+def shown_result(guard: Guard, result: WriteResult) -> WriteResult:
+    return dataclasses.replace(result, resource=shown(guard, result.resource))
+
+
+def as_subscriber_wrote(
+    guard: Guard, current: dict[str, Any] | None, body: dict[str, Any], path: str
+) -> dict[str, Any]:
+    """Issue #16: a Subscription belongs to the client that writes it, and tells it only what it
+    may read. Headers left out of an update are kept (clients never see them to send back)."""
+    if body.get("resourceType") != "Subscription" or guard.access is None:
+        return body
+    if view(body).content != "empty":
+        guard.require(
+            "ClaimResponse",
+            "r",
+            expression=f"{path}.channel.payload",
+        )
+    channel = body.get("channel")
+    kept = ((current or {}).get("channel") or {}).get("header")
+    if isinstance(channel, dict) and "header" not in channel and kept:
+        body = {**body, "channel": {**channel, "header": kept}}
+    return with_owner(body, guard.access)
 
 
 def check_match_visible(guard: Guard, existing: StoredResource) -> None:
@@ -415,6 +455,26 @@ def check_match_visible(guard: Guard, existing: StoredResource) -> None:
     if not guard.visible(existing.content):
         raise ForbiddenError(
             f"The conditional create matches a {existing.resource_type} this access token may not see"
+        )
+
+
+def check_plan_owned(
+    guard: Guard, current: dict[str, Any] | None, body: dict[str, Any], interaction: Interaction, path: str
+) -> None:
+    """Issue #16: what the plan owns changes through the workflow or by plan staff, and the
+    record of what happened (Provenance) is never rewritten."""
+    resource_type = str(body.get("resourceType"))
+    if current is not None and resource_type in APPEND_ONLY:
+        raise ForbiddenError(
+            f"{resource_type} is append-only: a recorded version is never replaced",
+            expression=path,
+        )
+    part = plan_owned_part(resource_type, current, body)
+    if part is not None and not guard.plan_staff(resource_type, interaction):
+        raise ForbiddenError(
+            f"{part}: it changes only through the workflow operations ($submit, $decide, "
+            "consultation reports) or by plan staff (a scope naming the resource type)",
+            expression=path,
         )
 
 

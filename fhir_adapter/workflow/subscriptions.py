@@ -26,6 +26,7 @@ TOPICS = {
     PAS_TOPIC: "Da Vinci PAS result available",
 }
 _CONTENTS = {"empty", "id-only", "full-resource"}
+MIN_HEARTBEAT_SECONDS = 60  # issue #16: a heartbeat every second is a flood, not a liveness check
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,15 @@ def check_subscription(subscription: Mapping[str, Any], path: str) -> list[Issue
                     f"{path}.criteria",
                 )
             )
+    if subscribed.heartbeat_seconds is not None and subscribed.heartbeat_seconds < MIN_HEARTBEAT_SECONDS:
+        issues.append(
+            Issue(
+                "value",
+                f"{path}.channel.extension: the heartbeat period must be at least "
+                f"{MIN_HEARTBEAT_SECONDS} seconds",
+                f"{path}.channel.extension",
+            )
+        )
     if subscribed.topic == PAS_TOPIC and subscribed.content != "full-resource":
         issues.append(
             Issue(

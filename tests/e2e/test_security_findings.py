@@ -1,0 +1,202 @@
+"""Issue #16: the attacks an outside probe found, each one replayed over HTTP against the app."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+from fhir_adapter.bootstrap import Container
+from fhir_adapter.workflow.subscriptions import PAS_TOPIC
+from tests.conftest import BASE_URL
+from tests.e2e.test_subscriptions import (  # noqa: F401  (fixtures)
+    hub,
+    status_parameters,
+    subscriber,
+    subscription,
+)
+from tests.factories import example_request
+from tests.receiver import Receiver
+
+Hub = tuple[Container, httpx.AsyncClient]
+
+
+def as_client(
+    container: Container, api: httpx.AsyncClient, client_id: str, scope: str, **kw: Any
+) -> httpx.AsyncClient:
+    """The same app, called with a token of another client."""
+    assert container.issuer is not None
+    token = container.issuer.mint(client_id, scope, **kw)
+    return httpx.AsyncClient(
+        transport=api._transport,
+        base_url=BASE_URL,
+        headers={"authorization": f"Bearer {token}"},
+    )
+
+
+async def drain(container: Container) -> None:
+    while await container.delivery.run_due(limit=100):
+        pass
+
+
+def events(receiver: Receiver) -> list[dict[str, Any]]:
+    return [
+        n
+        for n in receiver.notifications
+        if status_parameters(n)["type"]["valueCode"] == "event-notification"
+    ]
+
+
+def resource_types(bundle: dict[str, Any]) -> set[str]:
+    found = set()
+    for entry in bundle.get("entry") or []:
+        found.add(entry["resource"]["resourceType"])
+        if entry["resource"]["resourceType"] == "Bundle":
+            found |= resource_types(entry["resource"])
+    return found
+
+
+# -- High 1: notifications carry only what the owner may read ----------------------------------
+
+
+async def test_a_subscriber_without_read_scopes_gets_no_resources(
+    hub: Hub, subscriber: Receiver
+) -> None:
+    container, api = hub
+    async with as_client(container, api, "probe", "system/Subscription.cruds") as probe:
+        refused = await probe.post("/Subscription", json=subscription(topic=PAS_TOPIC))
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["resourceType"] == "OperationOutcome"
+        empty = await probe.post("/Subscription", json=subscription(content="empty"))
+        assert empty.status_code == 201, empty.text
+    # A subscriber that may read ClaimResponses, but not Patients, Claims or Coverage.
+    scope = "system/Subscription.cruds system/ClaimResponse.r"
+    async with as_client(container, api, "payer", scope) as payer:
+        made = await payer.post("/Subscription", json=subscription(topic=PAS_TOPIC))
+        assert made.status_code == 201, made.text
+    submitted = example_request("out-of-network", "-h1")
+    assert (await api.post("", json=submitted)).status_code == 200
+    await drain(container)
+    sent = events(subscriber)
+    assert len(sent) == 2
+    family = next(
+        e["resource"]["name"][0]["family"]
+        for e in submitted["entry"]
+        if e["resource"]["resourceType"] == "Patient"
+    )
+    for bundle in sent:
+        kinds = resource_types(bundle)
+        assert "Patient" not in kinds and "Claim" not in kinds and "Coverage" not in kinds, kinds
+        assert family not in str(bundle)
+    assert sum("ClaimResponse" in resource_types(b) for b in sent) == 1  # the payer's
+
+
+# -- Low 11: owners see their own; headers are write-only; heartbeats have a floor ------------
+
+
+async def test_subscriptions_are_their_owners_and_headers_are_write_only(
+    hub: Hub, subscriber: Receiver
+) -> None:
+    container, api = hub
+    created = await api.post("/Subscription", json=subscription())
+    assert created.status_code == 201, created.text
+    sub = created.json()
+    assert "header" not in sub["channel"], sub["channel"]
+    read = (await api.get(f"/Subscription/{sub['id']}")).json()
+    assert "header" not in read["channel"] and "subscriber-secret" not in str(read)
+    listed = (await api.get("/Subscription")).json()
+    assert "subscriber-secret" not in str(listed) and listed["total"] == 1
+    # An update without the header keeps it: notifications still carry it.
+    read["reason"] = "renamed"
+    assert (await api.put(f"/Subscription/{sub['id']}", json=read)).status_code == 200
+    await api.post("", json=example_request("denied", "-h11"))
+    await drain(container)
+    assert subscriber.hook_headers[-1]["authorization"] == "Bearer subscriber-secret"
+    # Another client with every Subscription scope sees none of it.
+    async with as_client(container, api, "other", "system/Subscription.cruds") as other:
+        assert (await other.get("/Subscription")).json()["total"] == 0
+        for url in (f"/Subscription/{sub['id']}", f"/Subscription/{sub['id']}/$status"):
+            assert (await other.get(url)).status_code == 404, url
+        stolen = {**read, "channel": {**read["channel"], "endpoint": "https://evil.example"}}
+        assert (await other.put(f"/Subscription/{sub['id']}", json=stolen)).status_code in (
+            403,
+            404,
+        )
+    body = subscription()
+    body["channel"]["extension"] = [
+        {
+            "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-heartbeat-period",
+            "valueUnsignedInt": 1,
+        }
+    ]
+    refused = await api.post("/Subscription", json=body)
+    assert refused.status_code == 422, refused.text
+    assert "heartbeat" in refused.text
+
+
+# -- High 2: the plan's decisions change only through the workflow -----------------------------
+
+
+async def _decided(api: httpx.AsyncClient, suffix: str) -> dict[str, Any]:
+    answer = await api.post("", json=example_request("denied", suffix))
+    assert answer.status_code == 200, answer.text
+    keys = [e["response"]["location"].split("/_history")[0] for e in answer.json()["entry"]]
+    patient = next(k for k in keys if k.startswith("Patient/"))
+    task = next(k for k in keys if k.startswith("Task/"))
+    found = (await api.get("/ClaimResponse", params={"patient": patient})).json()
+    return {
+        "patient": patient.split("/")[1],
+        "task": (await api.get(f"/{task}")).json(),
+        "claim_response": found["entry"][0]["resource"],
+        "provenance": (await api.get("/Provenance", params={"_count": "1"})).json()[
+            "entry"
+        ][0]["resource"],
+        "communication": (await api.get("/Communication", params={"patient": patient})).json()[
+            "entry"
+        ][0]["resource"],
+    }
+
+
+async def test_clients_cannot_rewrite_the_plans_decisions(hub: Hub) -> None:
+    container, api = hub
+    d = await _decided(api, f"-h2{uuid.uuid4().hex[:6]}")
+    response, task = d["claim_response"], d["task"]
+    member = as_client(container, api, "member-app", "patient/*.cruds", patient=d["patient"])
+    ehr = as_client(container, api, "ehr", "system/*.cruds")
+    async with member, ehr:
+        for caller in (member, ehr):
+            forged = {**response, "preAuthRef": "FORGED-1"}
+            put = await caller.put(f"/ClaimResponse/{response['id']}", json=forged)
+            assert put.status_code == 403, put.text
+            assert put.json()["resourceType"] == "OperationOutcome"
+            new = {k: v for k, v in response.items() if k not in ("id", "meta")}
+            posted = await caller.post("/ClaimResponse", json={**new, "outcome": "complete"})
+            assert posted.status_code == 403, posted.text
+            cancel = await caller.put(f"/Task/{task['id']}", json={**task, "status": "cancelled"})
+            assert cancel.status_code == 403, cancel.text
+            output = {k: v for k, v in task.items() if k != "output"}
+            assert (await caller.put(f"/Task/{task['id']}", json=output)).status_code == 403
+            notice = d["communication"]
+            changed = {**notice, "status": "entered-in-error"}
+            assert (
+                await caller.put(f"/Communication/{notice['id']}", json=changed)
+            ).status_code == 403
+        provenance = d["provenance"]
+        put = await ehr.put(f"/Provenance/{provenance['id']}", json={**provenance})
+        assert put.status_code == 403, put.text
+        fresh = {k: v for k, v in provenance.items() if k not in ("id", "meta")}
+        assert (await ehr.post("/Provenance", json=fresh)).status_code == 403
+    # Nothing changed.
+    after = (await api.get(f"/ClaimResponse/{response['id']}")).json()
+    assert after["meta"]["versionId"] == response["meta"]["versionId"]
+    assert (await api.get(f"/Task/{task['id']}")).json()["status"] == task["status"]
+    # Plan staff (a scope naming ClaimResponse) may correct a decision record; Provenance never.
+    async with as_client(container, api, "plan-staff", "system/ClaimResponse.ru") as staff:
+        fixed = {**response, "disposition": "corrected by plan staff"}
+        assert (
+            await staff.put(f"/ClaimResponse/{response['id']}", json=fixed)
+        ).status_code == 200
+    async with as_client(container, api, "auditor", "system/Provenance.cruds") as auditor:
+        put = await auditor.put(f"/Provenance/{provenance['id']}", json=provenance)
+        assert put.status_code == 403 and "append-only" in put.text
