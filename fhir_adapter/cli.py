@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import signal
-import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -32,14 +31,11 @@ app.add_typer(clients_app, name="clients")
 
 
 def configure_logging(level: str) -> None:
-    """Plain one-line logs to stderr. Messages carry ids and outcomes only, never patient data."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # httpx logs every URL it calls, query strings included; ours log the outcome instead.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    """Plain one-line logs to stderr (fhir_adapter/logs.py: no SQL parameters, rows or secrets
+    at any level; control characters escaped)."""
+    from fhir_adapter.logs import configure_logging as configure
+
+    configure(level)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -113,7 +109,7 @@ def demo(
     from fhir_adapter.demo import DEFAULT_PATHS, run_demo
     from fhir_adapter.security.client import ClientCredentials, load_private_key
 
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging("WARNING")
     credentials = None
     if url:
         if not client_id or key is None:
