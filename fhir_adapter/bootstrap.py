@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from fhir_adapter.config import Settings
+from fhir_adapter.delivery.guarded import public_only_client
 from fhir_adapter.delivery.http import HttpDeliverer
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.notices import PlanContact
@@ -31,6 +32,7 @@ from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore, create_engine
 from fhir_adapter.workflow.codes import DEFAULT_PRIMARY_CARE_TAXONOMY
 from fhir_adapter.workflow.deadlines import california_holidays
+from fhir_adapter.workflow.subscriptions import parse_allowed_hosts
 
 
 def examples_dir() -> Path:
@@ -100,9 +102,11 @@ async def build_container(
         limits=SearchLimits(settings.default_page_size, settings.max_page_size),
         clock=clock,
     )
+    allowed_hosts = parse_allowed_hosts(settings.subscription_allowed_hosts)
     if deliverer is None:
         http.append(httpx.AsyncClient(timeout=settings.delivery_timeout_seconds))
-        deliverer = HttpDeliverer(http[-1])
+        http.append(public_only_client(allowed_hosts, timeout=settings.delivery_timeout_seconds))
+        deliverer = HttpDeliverer(http[-2], notify_http=http[-1])
     # What a PAS ClaimResponse references, for $submit answers and PAS notifications alike.
     referenced = ReferencedResources(
         resources, directory if isinstance(directory, DirectoryReader) else None
@@ -123,6 +127,7 @@ async def build_container(
             member_notice_url=settings.member_notice_url,
             lease_seconds=settings.worker_lease_seconds,
             answer_within_seconds=settings.answer_within_seconds,
+            subscription_allowed_hosts=allowed_hosts,
             plan_contact=PlanContact(
                 name=settings.plan_name,
                 phone=settings.plan_phone,

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     )
     cors_origins: str = Field(default="", description="comma-separated; empty: CORS off")
     audit_flush_seconds: float = Field(default=0.5, gt=0, le=60)
+    subscription_allowed_hosts: str = Field(
+        default="",
+        description="comma-separated host or host:port that rest-hook Subscriptions may reach "
+        "over plain http or at a non-public address (issue #16); empty: https to public hosts only",
+    )
 
     @field_validator("database_url")
     @classmethod

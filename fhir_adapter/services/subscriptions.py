@@ -83,7 +83,7 @@ class SubscriptionService:
             if attempt.delivered:
                 updated.pop("error", None)
             else:
-                updated["error"] = f"handshake failed: {attempt.error}"
+                updated["error"] = f"handshake failed; {attempt.error or 'delivery failed'}"
             now = self.clock()
             await tx.replace(
                 current, with_meta(updated, current.id, current.version_id + 1, now), now=now

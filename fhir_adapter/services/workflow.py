@@ -110,6 +110,7 @@ class WorkflowConfig:
     lease_seconds: float = 120.0
     member_notice_url: str | None = None
     answer_within_seconds: float = 10.0
+    subscription_allowed_hosts: frozenset[str] = frozenset()  # issue #16: http and private hosts
     plan_contact: PlanContact = field(
         default_factory=lambda: PlanContact("Health plan", "-", "711", (), "-", "-")
     )
@@ -203,7 +204,9 @@ class WorkflowService:
         for result in results:
             if result.resource.resource_type == "Subscription":
                 subscription = result.resource.content
-                issues += check_subscription(subscription, result.path)
+                issues += check_subscription(
+                    subscription, result.path, self.config.subscription_allowed_hosts
+                )
                 if result.created and subscription.get("status") != "requested":
                     where = f"{result.path}.status"
                     issues.append(
