@@ -18,7 +18,11 @@ _SYSTEMS = (OWNER_SYSTEM, _SCOPE_SYSTEM, _PATIENT_SYSTEM)
 def with_owner(content: Mapping[str, Any], access: Access) -> dict[str, Any]:
     """`content` owned by `access`: any owner tags the client sent are replaced."""
     meta = dict(content.get("meta") or {})
-    tags = [t for t in meta.get("tag") or [] if not (isinstance(t, dict) and t.get("system") in _SYSTEMS)]
+    tags = [
+        t
+        for t in meta.get("tag") or []
+        if not (isinstance(t, dict) and t.get("system") in _SYSTEMS)
+    ]
     tags.append({"system": OWNER_SYSTEM, "code": access.client_id})
     if access.scope:
         tags.append({"system": _SCOPE_SYSTEM, "code": access.scope})

@@ -35,9 +35,7 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         if host_allowed(host, port, self.allowed):
-            return await self.inner.connect_tcp(
-                host, port, timeout, local_address, socket_options
-            )
+            return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
         try:
             found = await asyncio.get_running_loop().getaddrinfo(
                 host.strip("[]"), port, type=socket.SOCK_STREAM

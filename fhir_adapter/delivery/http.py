@@ -15,7 +15,9 @@ from fhir_adapter.services.subscriptions import NotificationAttempt
 class HttpDeliverer:
     """Implements services.delivery.Deliverer with one long-lived httpx.AsyncClient."""
 
-    def __init__(self, http: httpx.AsyncClient, *, notify_http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, *, notify_http: httpx.AsyncClient | None = None
+    ) -> None:
         self.http = http
         self.notify_http = notify_http or http  # rest-hooks: public_only_client in production
 

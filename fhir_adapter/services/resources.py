@@ -459,7 +459,11 @@ def check_match_visible(guard: Guard, existing: StoredResource) -> None:
 
 
 def check_plan_owned(
-    guard: Guard, current: dict[str, Any] | None, body: dict[str, Any], interaction: Interaction, path: str
+    guard: Guard,
+    current: dict[str, Any] | None,
+    body: dict[str, Any],
+    interaction: Interaction,
+    path: str,
 ) -> None:
     """Issue #16: what the plan owns changes through the workflow or by plan staff, and the
     record of what happened (Provenance) is never rewritten."""

@@ -26,8 +26,7 @@ _PLAN_IDENTIFIERS = {
 
 def _has_identifier(resource: Mapping[str, Any], systems: tuple[str, ...]) -> bool:
     return any(
-        isinstance(i, dict) and i.get("system") in systems
-        for i in resource.get("identifier") or []
+        isinstance(i, dict) and i.get("system") in systems for i in resource.get("identifier") or []
     )
 
 
@@ -45,9 +44,7 @@ def plan_owned_part(
     if resource_type in PLAN_TYPES:
         return f"{resource_type} resources are the plan's record"
     systems = _PLAN_IDENTIFIERS.get(resource_type)
-    if systems and any(
-        _has_identifier(r, systems) for r in (body, current or {}) if r is not None
-    ):
+    if systems and any(_has_identifier(r, systems) for r in (body, current or {}) if r is not None):
         what = "Claims the plan files" if resource_type == "Claim" else "notices the plan sends"
         return f"{resource_type}: {what} are the plan's record"
     if resource_type == "Task":

@@ -160,9 +160,7 @@ def check_subscription(
                 f"{path}.channel.type",
             )
         )
-    endpoint_issue = _endpoint_issue(
-        subscribed.endpoint, allowed_hosts, f"{path}.channel.endpoint"
-    )
+    endpoint_issue = _endpoint_issue(subscribed.endpoint, allowed_hosts, f"{path}.channel.endpoint")
     if endpoint_issue is not None:
         issues.append(endpoint_issue)
     if (channel.get("payload") or "").split(";")[0].strip() not in (
@@ -193,7 +191,10 @@ def check_subscription(
                     f"{path}.criteria",
                 )
             )
-    if subscribed.heartbeat_seconds is not None and subscribed.heartbeat_seconds < MIN_HEARTBEAT_SECONDS:
+    if (
+        subscribed.heartbeat_seconds is not None
+        and subscribed.heartbeat_seconds < MIN_HEARTBEAT_SECONDS
+    ):
         issues.append(
             Issue(
                 "value",

@@ -97,9 +97,7 @@ async def test_debug_logs_hold_no_phi_no_secrets_and_no_key(
         assert chunk not in log, "signing key material is in the DEBUG log"
 
 
-async def test_control_characters_cannot_forge_log_lines(
-    database_url: str, tmp_path: Path
-) -> None:
+async def test_control_characters_cannot_forge_log_lines(database_url: str, tmp_path: Path) -> None:
     port = free_port()
     server = start_server(port, _server_env(port, database_url), tmp_path)
     forged = "2026-01-01 00:00:00,000 INFO fhir_adapter.access forged"

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the hub and subscriber fixtures are imported from test_subscriptions)
 """Issue #16: the attacks an outside probe found, each one replayed over HTTP against the app."""
 
 from __future__ import annotations
@@ -149,9 +150,9 @@ async def _decided(api: httpx.AsyncClient, suffix: str) -> dict[str, Any]:
         "patient": patient.split("/")[1],
         "task": (await api.get(f"/{task}")).json(),
         "claim_response": found["entry"][0]["resource"],
-        "provenance": (await api.get("/Provenance", params={"_count": "1"})).json()[
-            "entry"
-        ][0]["resource"],
+        "provenance": (await api.get("/Provenance", params={"_count": "1"})).json()["entry"][0][
+            "resource"
+        ],
         "communication": (await api.get("/Communication", params={"patient": patient})).json()[
             "entry"
         ][0]["resource"],
@@ -194,9 +195,7 @@ async def test_clients_cannot_rewrite_the_plans_decisions(hub: Hub) -> None:
     # Plan staff (a scope naming ClaimResponse) may correct a decision record; Provenance never.
     async with as_client(container, api, "plan-staff", "system/ClaimResponse.ru") as staff:
         fixed = {**response, "disposition": "corrected by plan staff"}
-        assert (
-            await staff.put(f"/ClaimResponse/{response['id']}", json=fixed)
-        ).status_code == 200
+        assert (await staff.put(f"/ClaimResponse/{response['id']}", json=fixed)).status_code == 200
     async with as_client(container, api, "auditor", "system/Provenance.cruds") as auditor:
         put = await auditor.put(f"/Provenance/{provenance['id']}", json=provenance)
         assert put.status_code == 403 and "append-only" in put.text
