@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     )
     cors_origins: str = Field(default="", description="comma-separated; empty: CORS off")
     audit_flush_seconds: float = Field(default=0.5, gt=0, le=60)
+    demo: bool = Field(
+        default=False,
+        description="serve the demo EHR inboxes at /ehr (loopback only, in memory); "
+        "`fhir-adapter demo` sets it for its own server; never in production",
+    )
     subscription_allowed_hosts: str = Field(
         default="",
         description="comma-separated host or host:port that rest-hook Subscriptions may reach "

@@ -191,7 +191,7 @@ class AuditLog:
         path: str = scope.get("path", "")
         if (
             scope["type"] != "http"
-            or not path.startswith("/fhir")
+            or not path.startswith(("/fhir", "/ehr/"))  # /ehr: the demo EHR inboxes (PHI)
             or path in self._PUBLIC
             or scope["method"] == "OPTIONS"  # CORS preflight: no data moves
         ):
@@ -261,6 +261,11 @@ _OPERATIONS = frozenset(f"${name}" for ops in OPERATIONS.values() for name, _ in
 def _classify(
     method: str, path: str, location: str | None
 ) -> tuple[str, str | None, str | None, str | None]:
+    if path.startswith("/ehr/"):  # the demo EHR: /ehr/{organization}/fhir[/{type}]
+        parts = [p for p in path.split("/")[3:] if p]
+        if method == "POST":
+            return "transaction", None, None, None
+        return "search-type", parts[1] if len(parts) > 1 else None, None, None
     parts = [p for p in path.split("/")[2:] if p]
     operation = next((p for p in parts if p.startswith("$")), None)
     if operation:

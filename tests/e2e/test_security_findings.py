@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container
 from fhir_adapter.workflow.subscriptions import PAS_TOPIC
 from tests.conftest import BASE_URL
@@ -199,3 +200,50 @@ async def test_clients_cannot_rewrite_the_plans_decisions(hub: Hub) -> None:
     async with as_client(container, api, "auditor", "system/Provenance.cruds") as auditor:
         put = await auditor.put(f"/Provenance/{provenance['id']}", json=provenance)
         assert put.status_code == 403 and "append-only" in put.text
+
+
+# -- Medium 7: the demo EHR inbox only when asked, loopback only, bounded, audited -------------
+
+
+async def test_the_demo_ehr_inbox_is_off_unless_asked_and_bounded_when_on(
+    container: Container,
+) -> None:
+    def on(app: Any, address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+    communication = {"resourceType": "Communication", "status": "completed"}
+
+    def bundle(n: int) -> dict[str, Any]:
+        entry = {"resource": communication, "request": {"method": "POST", "url": "Communication"}}
+        return {"resourceType": "Bundle", "type": "transaction", "entry": [entry] * n}
+
+    async with on(create_app(container=container), "127.0.0.1") as default:
+        assert container.settings.demo is False
+        assert (await default.post("/ehr/clinic/fhir", json=bundle(1))).status_code == 404
+        assert (await default.get("/ehr/clinic/fhir/Communication")).status_code == 404
+    demo_app = create_app(container.settings.model_copy(update={"demo": True}), container=container)
+    async with on(demo_app, "203.0.113.7") as remote, on(demo_app, "127.0.0.1") as local:
+        assert (await remote.post("/ehr/clinic/fhir", json=bundle(1))).status_code == 404
+        assert (await remote.get("/ehr/clinic/fhir/Communication")).status_code == 404
+        garbage = await local.post("/ehr/clinic/fhir", content=b"<html>")
+        assert garbage.status_code == 400 and garbage.json()["resourceType"] == "OperationOutcome"
+        odd = await local.post("/ehr/clinic/fhir", json={"type": "transaction", "entry": [1]})
+        assert odd.status_code == 400, odd.text
+        for _ in range(10):
+            assert (await local.post("/ehr/clinic/fhir", json=bundle(100))).status_code == 200
+        full = await local.post("/ehr/clinic/fhir", json=bundle(1))
+        assert full.status_code == 413 and full.json()["resourceType"] == "OperationOutcome"
+    await container.audit.flush()
+    audit = (
+        await container.resources.search(
+            container.resources.parse_query("AuditEvent", [("_count", "500")])
+        )
+    ).matches
+    addresses = [
+        a.get("network", {}).get("address")
+        for event in audit
+        for a in event.content.get("agent", [])
+    ]
+    assert "203.0.113.7" in addresses  # the refused outside caller is on record
+    assert len(audit) >= 16
