@@ -71,6 +71,7 @@ def serve(
         access_log=False,  # ours (fhir_adapter.access) leaves out query strings, which may hold PHI
         log_config=None,
         proxy_headers=True,
+        h11_max_incomplete_event_size=settings.max_header_bytes,  # issue #16: header cap
     )
 
 

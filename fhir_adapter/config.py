@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     plan_organization: str = "Organization/demo-plan"
 
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # Issue #16: what an unauthenticated or slow client can make the server hold.
+    max_header_bytes: int = Field(default=16 * 1024, ge=4096)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_concurrent_bodies: int = Field(default=64, ge=1)
     max_json_depth: int = Field(default=100, ge=8, le=1000)
     max_bundle_entries: int = Field(default=1000, ge=1)
     default_page_size: int = Field(default=50, ge=1)

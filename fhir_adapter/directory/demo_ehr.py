@@ -39,7 +39,9 @@ def ehr_router(*, max_resources: int = MAX_RESOURCES) -> APIRouter:
         entries = bundle.get("entry") if isinstance(bundle, dict) else None
         held = sum(len(inbox) for inbox in inboxes.values())
         if isinstance(entries, list) and held + len(entries) > max_resources:
-            raise PayloadTooLargeError(f"the demo EHR inboxes hold at most {max_resources} resources")
+            raise PayloadTooLargeError(
+                f"the demo EHR inboxes hold at most {max_resources} resources"
+            )
         if not isinstance(bundle, dict) or bundle.get("type") != "transaction":
             raise InvalidRequestError(
                 "the demo EHR takes transaction Bundles", expression="Bundle.type"

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -20,6 +22,7 @@ from tests.e2e.test_subscriptions import (  # noqa: F401  (fixtures)
 )
 from tests.factories import example_request
 from tests.receiver import Receiver
+from tests.tokens import bearer
 
 Hub = tuple[Container, httpx.AsyncClient]
 
@@ -247,3 +250,59 @@ async def test_the_demo_ehr_inbox_is_off_unless_asked_and_bounded_when_on(
     ]
     assert "203.0.113.7" in addresses  # the refused outside caller is on record
     assert len(audit) >= 16
+
+
+# -- Medium 6: no memory for those without a token; slow and parallel bodies bounded -----------
+
+
+def app_with(container: Container, **settings: Any) -> Any:
+    return create_app(container.settings.model_copy(update=settings), container=container)
+
+
+async def test_bodies_are_read_only_after_the_token_and_within_bounds(
+    container: Container,
+) -> None:
+    pulled: list[int] = []
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def upload(chunks: int, *, stall: bool = False) -> AsyncIterator[bytes]:
+        yield b'{"resourceType": "Patient", "x": "'
+        pulled.append(1)
+        started.set()
+        if stall:
+            await release.wait()
+        for _ in range(chunks):
+            pulled.append(1)
+            yield b"a" * 1024
+        yield b'"}'
+
+    app = app_with(container, body_timeout_seconds=0.5, max_concurrent_bodies=1)
+    transport = httpx.ASGITransport(app=app)
+    fhir = {"content-type": "application/fhir+json"}
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, headers=fhir) as anon:
+        answer = await anon.post("/Patient", content=upload(50))
+        assert answer.status_code == 401, answer.text
+        assert len(pulled) <= 1  # refused before the body was read
+        headers = {"x-padding": "p" * 20_000, **bearer(container)}
+        assert (await anon.get("/metadata", headers=headers)).status_code == 431
+    async with httpx.AsyncClient(
+        transport=transport, base_url=BASE_URL, headers={**fhir, **bearer(container)}
+    ) as member:
+        stalled = await member.post("/Patient", content=upload(1, stall=True))
+        assert stalled.status_code == 408, stalled.text
+        assert stalled.json()["resourceType"] == "OperationOutcome"
+    slow = app_with(container, body_timeout_seconds=30.0, max_concurrent_bodies=1)
+    transport = httpx.ASGITransport(app=slow)
+    async with httpx.AsyncClient(
+        transport=transport, base_url=BASE_URL, headers={**fhir, **bearer(container)}
+    ) as member:
+        started.clear()
+        first = asyncio.create_task(member.post("/Patient", content=upload(1, stall=True)))
+        await started.wait()
+        second = await member.post("/Patient", json={"resourceType": "Patient"})
+        assert second.status_code == 503, second.text
+        release.set()
+        assert (await first).status_code in (201, 400)  # it was received in full
+        third = await member.post("/Patient", json={"resourceType": "Patient"})
+        assert third.status_code == 201, third.text
