@@ -17,7 +17,7 @@ from fhir_adapter.delivery.http import HttpDeliverer
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.notices import PlanContact
 from fhir_adapter.ports import ResourceStore
-from fhir_adapter.security.issuer import BuiltInIssuer, IssuerUrls
+from fhir_adapter.security.issuer import BuiltInIssuer, IssuerUrls, RegisteredClients
 from fhir_adapter.security.ratelimit import RateLimiter
 from fhir_adapter.security.tokens import KeySource, RemoteKeys, StaticKeys, TokenVerifier
 from fhir_adapter.services.audit import AuditTrail
@@ -224,6 +224,7 @@ async def build_authentication(
         issuer=issuer.urls.issuer,
         audience=audience,
         leeway_seconds=settings.auth_leeway_seconds,
+        registered=RegisteredClients(store, cache_seconds=settings.auth_client_check_seconds),
     )
     return issuer, verifier
 

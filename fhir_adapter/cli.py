@@ -255,6 +255,28 @@ def clients_list() -> None:
     typer.echo("\n".join(lines) if lines else "no clients registered")
 
 
+@clients_app.command("remove")
+def clients_remove(
+    client_id: str = typer.Argument(..., help="the id `clients list` shows"),
+) -> None:
+    """Unregister a system: no new tokens, and its tokens are refused from then on (within
+    FHIR_ADAPTER_AUTH_CLIENT_CHECK_SECONDS on running servers)."""
+    from fhir_adapter.bootstrap import build_container
+
+    async def run() -> bool:
+        container = await build_container(Settings())
+        try:
+            async with container.store.transaction() as tx:
+                return await tx.remove_client(client_id)
+        finally:
+            await container.aclose()
+
+    if not asyncio.run(run()):
+        typer.echo(f"error: no client {client_id!r} is registered", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"removed client {client_id}")
+
+
 @clients_app.command("keygen")
 def clients_keygen(
     prefix: Path = typer.Argument(..., help="writes PREFIX.pem (private) and PREFIX.jwks.json"),

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     auth_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
     auth_token_lifetime_seconds: int = Field(default=300, ge=30, le=3600)
     auth_jwks_refresh_seconds: float = Field(default=60.0, ge=0)
+    auth_client_check_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=300,
+        description="how long a client's registration is trusted before it is looked up again "
+        "(`clients remove` takes effect within this time)",
+    )
     rate_limit: str = Field(
         default="3000/minute", description="per client, `limits` notation; `off`: no limit"
     )

@@ -9,9 +9,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+from typer.testing import CliRunner
 
 from fhir_adapter.api.app import create_app
-from fhir_adapter.bootstrap import Container
+from fhir_adapter.bootstrap import Container, build_container
+from fhir_adapter.cli import app as cli
+from fhir_adapter.config import Settings
+from fhir_adapter.directory.client import DirectoryClient
+from fhir_adapter.store.sql import SqlResourceStore
 from fhir_adapter.workflow.subscriptions import PAS_TOPIC
 from tests.conftest import BASE_URL
 from tests.e2e.test_subscriptions import (  # noqa: F401  (fixtures)
@@ -21,8 +27,9 @@ from tests.e2e.test_subscriptions import (  # noqa: F401  (fixtures)
     subscription,
 )
 from tests.factories import example_request
+from tests.fakes import FrozenClock
 from tests.receiver import Receiver
-from tests.tokens import bearer
+from tests.tokens import bearer, fetch_token, register
 
 Hub = tuple[Container, httpx.AsyncClient]
 
@@ -306,3 +313,46 @@ async def test_bodies_are_read_only_after_the_token_and_within_bounds(
         assert (await first).status_code in (201, 400)  # it was received in full
         third = await member.post("/Patient", json={"resourceType": "Patient"})
         assert third.status_code == 201, third.text
+
+
+# -- Low 10: removing a client revokes its tokens ----------------------------------------------
+
+
+async def test_tokens_of_a_removed_client_are_refused(
+    settings: Settings,
+    engine: AsyncEngine,
+    directory: DirectoryClient,
+    clock: FrozenClock,
+    database_url: str,
+) -> None:
+    checked_every_time = settings.model_copy(update={"auth_client_check_seconds": 0})
+    container = await build_container(
+        checked_every_time,
+        store=SqlResourceStore(engine, base_url=settings.fhir_base_url),
+        directory=directory,
+        clock=clock,
+    )
+    try:
+        credentials = await register(container.store, "system/Task.rs")
+        transport = httpx.ASGITransport(app=create_app(container=container))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            assert container.issuer is not None
+            token = await fetch_token(
+                http, container.issuer.urls.token_endpoint, credentials, "system/Task.rs"
+            )
+            headers = {"authorization": f"Bearer {token}"}
+            assert (await http.get("/fhir/Task", headers=headers)).status_code == 200
+            env = {"FHIR_ADAPTER_DATABASE_URL": database_url, "FHIR_ADAPTER_BASE_URL": BASE_URL}
+            removed = await asyncio.to_thread(
+                CliRunner().invoke, cli, ["clients", "remove", credentials.client_id], env=env
+            )
+            assert removed.exit_code == 0, removed.output
+            refused = await http.get("/fhir/Task", headers=headers)
+            assert refused.status_code == 401, refused.text
+            assert "no longer registered" in refused.text
+            again = await asyncio.to_thread(
+                CliRunner().invoke, cli, ["clients", "remove", credentials.client_id], env=env
+            )
+            assert again.exit_code == 1
+    finally:
+        await container.aclose()
