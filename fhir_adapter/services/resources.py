@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
 from fhir_adapter.access.owners import with_owner, without_headers
-from fhir_adapter.access.scopes import Interaction
+from fhir_adapter.access.scopes import Interaction, Reach
 from fhir_adapter.errors import (
     ForbiddenError,
     InvalidRequestError,
@@ -306,7 +306,11 @@ class ResourceService:
     ) -> WriteResult:
         resource_type, id = body["resourceType"], body["id"]
         current = await tx.read_for_update(resource_type, id)
-        if current is not None and not guard.may_change(current.content, "u"):
+        # Issue #16 (existence oracle): for a member's token, another member's id and an id
+        # nobody has get the same answer; members create with POST, the server picks the id.
+        if (current is None and _compartment_only(guard, resource_type)) or (
+            current is not None and not guard.may_change(current.content, "u")
+        ):
             raise NotFoundError(f"{resource_type}/{id} is not known", expression=f"{path}.id")
         guard.check_write(body, "u", expression=path)
         if current is not None:
@@ -417,6 +421,16 @@ async def search_guarded(tx: StoreTransaction, query: SearchQuery, guard: Guard)
     if not page.included:
         return SearchPage(matches, page.included, page.total, page.next_cursor)
     return SearchPage(matches, guard.filter_included(page.included), page.total, page.next_cursor)
+
+
+def _compartment_only(guard: Guard, resource_type: str) -> bool:
+    """Whether the caller updates `resource_type` under patient scopes alone."""
+    access = guard.access
+    return (
+        guard.patient_bound
+        and access is not None
+        and access.reach(resource_type, "u") is Reach.COMPARTMENT
+    )
 
 
 def shown(guard: Guard, stored: StoredResource) -> StoredResource:
