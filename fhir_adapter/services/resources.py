@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
+from fhir_adapter.access.compartment import compartment_patients
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
 from fhir_adapter.access.owners import with_owner, without_headers
 from fhir_adapter.access.scopes import Interaction, Reach
 from fhir_adapter.errors import (
+    ConflictError,
     ForbiddenError,
     InvalidRequestError,
     MethodNotAllowedError,
@@ -138,6 +140,7 @@ class ResourceService:
                 existing = await self.find_conditional(tx, resource_type, criteria, guard=guard)
                 if existing is not None:
                     check_match_visible(guard, existing)
+                    self.check_same_patient(existing, body, resource_type)
                     return WriteResult(existing, created=False, path=resource_type)
             result = await self.create_in(
                 tx, body, path=resource_type, pending=frozenset(), guard=guard
@@ -273,6 +276,19 @@ class ResourceService:
             )
         return page.matches[0] if page.matches else None
 
+    def check_same_patient(self, existing: StoredResource, body: dict[str, Any], path: str) -> None:
+        """Issue #16 (identifier squatting): a conditional match or a resubmission that lands on
+        another patient's resource is a conflict, never a link across patients."""
+        base = self.base_url
+        sent = compartment_patients(body, base_url=base)
+        stored = compartment_patients(existing.content, base_url=base)
+        if sent and stored and sent != stored:
+            raise ConflictError(
+                f"{path}: the {existing.resource_type} these identifiers or criteria match "
+                "belongs to another patient; use identifiers of this patient's own request",
+                expression=path,
+            )
+
     async def create_in(
         self,
         tx: StoreTransaction,
@@ -286,6 +302,8 @@ class ResourceService:
         """Create inside `tx`; `pending` lists `Type/id` keys the same transaction is writing."""
         guard.check_write(body, "c", expression=path)
         check_plan_owned(guard, None, body, "c", path)
+        if guard.patient_bound and body.get("resourceType") == "ServiceRequest":
+            await check_member_identifiers(tx, body, path)
         body = as_subscriber_wrote(guard, None, body, path)
         await self.check_references(tx, body, path=path, pending=pending, guard=guard)
         now = self.clock()
@@ -421,6 +439,32 @@ async def search_guarded(tx: StoreTransaction, query: SearchQuery, guard: Guard)
     if not page.included:
         return SearchPage(matches, page.included, page.total, page.next_cursor)
     return SearchPage(matches, guard.filter_included(page.included), page.total, page.next_cursor)
+
+
+async def check_member_identifiers(tx: StoreTransaction, body: dict[str, Any], path: str) -> None:
+    """Issue #16: a member's token may not file requests under an identifier system that
+    organizations submit requests in (so it cannot take an identifier an EHR will use)."""
+    for index, identifier in enumerate(body.get("identifier") or []):
+        system = identifier.get("system") if isinstance(identifier, dict) else None
+        if not isinstance(system, str) or not system or "|" in system:
+            continue
+        query = parse_search(
+            "ServiceRequest",
+            [("identifier", f"{system}|")],
+            base_url=None,
+            default_count=50,
+            max_count=50,
+        )
+        page = await tx.search(dataclasses.replace(query, with_total=False))
+        for found in page.matches:
+            requester = str((found.content.get("requester") or {}).get("reference") or "")
+            if requester and not requester.startswith(("Patient/", "RelatedPerson/")):
+                where = f"{path}.identifier[{index}].system"
+                raise ForbiddenError(
+                    f"{where}: '{system}' is an identifier system organizations submit "
+                    "requests in; a member's token cannot use it",
+                    expression=where,
+                )
 
 
 def _compartment_only(guard: Guard, resource_type: str) -> bool:

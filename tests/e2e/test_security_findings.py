@@ -19,7 +19,7 @@ from fhir_adapter.config import Settings
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.store.sql import SqlResourceStore
 from fhir_adapter.workflow.subscriptions import PAS_TOPIC
-from tests.conftest import BASE_URL
+from tests.conftest import BASE_URL, count_rows
 from tests.e2e.test_subscriptions import (  # noqa: F401  (fixtures)
     hub,
     status_parameters,
@@ -356,3 +356,46 @@ async def test_tokens_of_a_removed_client_are_refused(
             assert again.exit_code == 1
     finally:
         await container.aclose()
+
+
+# -- Medium 4: identifier squatting ------------------------------------------------------------
+
+
+async def test_a_member_cannot_squat_an_identifier_another_members_request_uses(
+    client: httpx.AsyncClient, container: Container, engine: AsyncEngine
+) -> None:
+    def locations(answer: httpx.Response) -> dict[str, str]:
+        return {
+            e["response"]["location"].split("/")[0]: e["response"]["location"].split("/")[1]
+            for e in answer.json()["entry"]
+        }
+
+    first = await client.post("", json=example_request("in-network-specialist-care", "-sqA"))
+    assert first.status_code == 200, first.text
+    a = locations(first)
+    own_request = (await client.get(f"/ServiceRequest/{a['ServiceRequest']}")).json()
+    member = as_client(container, client, "member-app", "patient/*.cruds", patient=a["Patient"])
+    squat_system = "https://clinic-new.example.org/requests"
+    async with member:
+        squat = {k: v for k, v in own_request.items() if k not in ("id", "meta")}
+        # The system an organization files requests in is closed to a member's token.
+        taken = {**squat, "identifier": own_request["identifier"]}
+        taken["identifier"] = [{**own_request["identifier"][0], "value": "SOR-next-one"}]
+        refused = await member.post("/ServiceRequest", json=taken)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["issue"][0]["expression"] == ["ServiceRequest.identifier[0].system"]
+        # A system nobody has used yet: the member's request is stored...
+        squat["identifier"] = [{"system": squat_system, "value": "R-1"}]
+        stored = await member.post("/ServiceRequest", json=squat)
+        assert stored.status_code == 201, stored.text
+    # ...and another member's request under that identifier is a conflict, never a link.
+    bundle = example_request("denied", "-sqB")
+    for entry in bundle["entry"]:
+        if entry["resource"]["resourceType"] == "ServiceRequest":
+            entry["resource"]["identifier"] = [{"system": squat_system, "value": "R-1"}]
+            entry["request"]["ifNoneExist"] = f"identifier={squat_system}|R-1"
+    before = await count_rows(engine)
+    conflict = await client.post("", json=bundle)
+    assert conflict.status_code == 409, conflict.text
+    assert a["Patient"] not in conflict.text
+    assert await count_rows(engine) == before
