@@ -117,6 +117,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         AuditLog,
         trail=lambda: getattr(getattr(app.state, "container", None), "audit", None),
         clock=lambda: (app.state.container.workflow.clock)(),
+        tokens=lambda: getattr(getattr(app.state, "container", None), "tokens", None),
     )
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless configured

@@ -231,10 +231,11 @@ class AuditLog:
 
     _PUBLIC = ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
 
-    def __init__(self, app: ASGIApp, *, trail: Any, clock: Any) -> None:
+    def __init__(self, app: ASGIApp, *, trail: Any, clock: Any, tokens: Any = None) -> None:
         self.app = app
         self.trail = trail  # services.audit.AuditTrail, or a callable returning it
         self.clock = clock
+        self.tokens = tokens  # a callable returning the TokenVerifier: who sent a refused request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -259,10 +260,25 @@ class AuditLog:
         try:
             await self.app(scope, receive, capture)
         finally:
-            self._record(scope, status["code"], status["location"])
+            access = scope.get("state", {}).get("access")
+            if access is None and status["code"] != 401:
+                access = await self._caller(scope)
+            self._record(scope, status["code"], status["location"], access)
 
-    def _record(self, scope: Scope, status: int, location: str | None) -> None:
-        access = scope.get("state", {}).get("access")
+    async def _caller(self, scope: Scope) -> Any:
+        """Issue #16: a request refused before authentication (405, 406, 413, 415) is still
+        recorded under the client whose valid token it carried."""
+        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        verifier = self.tokens() if callable(self.tokens) else None
+        if scheme.lower() != "bearer" or not token.strip() or verifier is None:
+            return None
+        try:
+            return await verifier.verify(token.strip())
+        except AdapterError:
+            return None
+
+    def _record(self, scope: Scope, status: int, location: str | None, access: Any) -> None:
         interaction, resource_type, resource_id, operation = classify(
             scope["method"], scope["path"], location
         )

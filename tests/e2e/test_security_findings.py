@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -318,6 +320,27 @@ async def test_bodies_are_read_only_after_the_token_and_within_bounds(
 # -- Low 10: removing a client revokes its tokens ----------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def container_with(
+    settings: Settings,
+    engine: AsyncEngine,
+    directory: DirectoryClient,
+    clock: FrozenClock,
+    **overrides: Any,
+) -> AsyncIterator[Container]:
+    """A container like the `container` fixture's, with some settings changed."""
+    container = await build_container(
+        settings.model_copy(update=overrides),
+        store=SqlResourceStore(engine, base_url=settings.fhir_base_url),
+        directory=directory,
+        clock=clock,
+    )
+    try:
+        yield container
+    finally:
+        await container.aclose()
+
+
 async def test_tokens_of_a_removed_client_are_refused(
     settings: Settings,
     engine: AsyncEngine,
@@ -325,14 +348,9 @@ async def test_tokens_of_a_removed_client_are_refused(
     clock: FrozenClock,
     database_url: str,
 ) -> None:
-    checked_every_time = settings.model_copy(update={"auth_client_check_seconds": 0})
-    container = await build_container(
-        checked_every_time,
-        store=SqlResourceStore(engine, base_url=settings.fhir_base_url),
-        directory=directory,
-        clock=clock,
-    )
-    try:
+    async with container_with(
+        settings, engine, directory, clock, auth_client_check_seconds=0
+    ) as container:
         credentials = await register(container.store, "system/Task.rs")
         transport = httpx.ASGITransport(app=create_app(container=container))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
@@ -354,8 +372,6 @@ async def test_tokens_of_a_removed_client_are_refused(
                 CliRunner().invoke, cli, ["clients", "remove", credentials.client_id], env=env
             )
             assert again.exit_code == 1
-    finally:
-        await container.aclose()
 
 
 # -- Medium 4: identifier squatting ------------------------------------------------------------
@@ -399,3 +415,82 @@ async def test_a_member_cannot_squat_an_identifier_another_members_request_uses(
     assert conflict.status_code == 409, conflict.text
     assert a["Patient"] not in conflict.text
     assert await count_rows(engine) == before
+
+
+# -- Low 8: very large searches are a 400 naming the limit; batch entries count one by one -----
+
+
+async def test_oversized_searches_are_refused_with_the_limit_named(
+    client: httpx.AsyncClient,
+) -> None:
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    cases = [
+        ({"name": "x" * 60_000}, "4096 characters"),
+        ({"_id": ",".join(f"i{i}" for i in range(500))}, "100 values"),
+        ({"identifier": ",".join(f"s|{i}" for i in range(300))}, "100 values"),
+        ([(f"f{i}", "x") for i in range(5_000)], "the limit is 100"),
+    ]
+    for params, limit in cases:
+        answer = await client.post("/Patient/_search", content=urlencode(params), headers=form)
+        assert answer.status_code == 400, answer.text[:300]
+        assert answer.json()["resourceType"] == "OperationOutcome"
+        assert limit in answer.json()["issue"][0]["diagnostics"], answer.text[:300]
+    assert (await client.get("/Patient", params={"_id": "a,b,c"})).status_code == 200
+
+
+async def test_each_batch_entry_counts_against_the_rate_limit(
+    settings: Settings, engine: AsyncEngine, directory: DirectoryClient, clock: FrozenClock
+) -> None:
+    async with container_with(settings, engine, directory, clock, rate_limit="20/minute") as c:
+        transport = httpx.ASGITransport(app=create_app(container=c))
+        async with httpx.AsyncClient(
+            transport=transport, base_url=BASE_URL, headers=bearer(c)
+        ) as http:
+            searches = [{"request": {"method": "GET", "url": "Patient?_count=1"}}] * 30
+            batch = {"resourceType": "Bundle", "type": "batch", "entry": searches}
+            answer = await http.post("", json=batch)
+            assert answer.status_code == 429, answer.text[:300]
+            assert answer.json()["resourceType"] == "OperationOutcome"
+            small = {**batch, "entry": searches[:5]}
+            assert (await http.post("", json=small)).status_code == 200
+
+
+# -- Low 9: audit gaps ---------------------------------------------------------------------------
+
+
+async def test_batch_reads_token_failures_and_early_refusals_are_audited(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    answer = await client.post("", json=example_request("denied", "-audit"))
+    keys = [e["response"]["location"].split("/_history")[0] for e in answer.json()["entry"]]
+    task, patient = (next(k for k in keys if k.startswith(t)) for t in ("Task/", "Patient/"))
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": task}},
+            {"request": {"method": "GET", "url": patient}},
+        ],
+    }
+    assert (await client.post("", json=batch)).status_code == 200
+    token = await client.post(
+        "http://testserver/auth/token",
+        content="grant_type=client_credentials",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert token.status_code == 400
+    refused = await client.request("DELETE", f"/{task}")
+    assert refused.status_code == 405
+    await container.audit.flush()
+    found = await client.get("/AuditEvent", params={"_count": "500"})
+    events = [e["resource"] for e in found.json()["entry"]]
+
+    def named(event: dict[str, Any]) -> set[str]:
+        return {str(x.get("what", {}).get("reference")) for x in event.get("entity", [])}
+
+    assert any(task in named(e) and e["subtype"][0]["code"] == "read" for e in events)
+    assert any(patient in named(e) and e["subtype"][0]["code"] == "read" for e in events)
+    token_events = [e for e in events if any(x.get("name") == "token" for x in e.get("entity", []))]
+    assert token_events and token_events[0]["outcome"] == "4"
+    deletes = [e for e in events if e["outcomeDesc"] == "HTTP 405"]
+    assert deletes and deletes[0]["agent"][0].get("altId") == "test-client", deletes
