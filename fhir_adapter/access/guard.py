@@ -28,7 +28,11 @@ _NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search
 
 class Guard(Protocol):
     patient_bound: bool  # acting for one patient: what it may see is narrower than what exists
-    access: Access | None  # the caller's grants; None for the adapter itself
+
+    @property
+    def access(self) -> Access | None:
+        """The caller's grants; None for the adapter itself."""
+        ...
 
     def require(
         self, resource_type: str, interaction: Interaction, *, expression: str | None = None

@@ -51,8 +51,9 @@ def ehr_router(*, max_resources: int = MAX_RESOURCES) -> APIRouter:
         for entry in entries or []:
             if not isinstance(entry, dict):
                 raise InvalidRequestError("Bundle.entry items must be objects")
-            resource = entry.get("resource") if isinstance(entry.get("resource"), dict) else {}
-            request_ = entry.get("request") if isinstance(entry.get("request"), dict) else {}
+            found, asked = entry.get("resource"), entry.get("request")
+            resource: dict[str, Any] = found if isinstance(found, dict) else {}
+            request_: dict[str, Any] = asked if isinstance(asked, dict) else {}
             condition = str(request_.get("ifNoneExist") or len(inbox))
             key = (str(resource.get("resourceType")), condition)
             answers.append({"response": {"status": "200 OK" if key in inbox else "201 Created"}})

@@ -34,6 +34,7 @@ from fhir_adapter.fhir.search import Filter, ReferenceCriterion, SearchQuery, pa
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.ports import ResourceStore, SearchPage, StoredResource, StoreTransaction
 from fhir_adapter.workflow.ownership import APPEND_ONLY, plan_owned_part
+from fhir_adapter.workflow.provenance import change_provenance
 from fhir_adapter.workflow.subscriptions import view
 
 log = logging.getLogger(__name__)
@@ -301,7 +302,7 @@ class ResourceService:
     ) -> WriteResult:
         """Create inside `tx`; `pending` lists `Type/id` keys the same transaction is writing."""
         guard.check_write(body, "c", expression=path)
-        check_plan_owned(guard, None, body, "c", path)
+        staff = check_plan_owned(guard, None, body, "c", path)
         if guard.patient_bound and body.get("resourceType") == "ServiceRequest":
             await check_member_identifiers(tx, body, path)
         body = as_subscriber_wrote(guard, None, body, path)
@@ -310,6 +311,8 @@ class ResourceService:
         content = with_meta(body, id or self.new_id(), 1, now)
         stored = await tx.insert(content, now=now)
         log.info("created %s version 1", stored.key)
+        if staff:
+            await self._staff_provenance(tx, stored, guard, now)
         return WriteResult(stored, created=True, path=path)
 
     async def update_in(
@@ -331,8 +334,9 @@ class ResourceService:
         ):
             raise NotFoundError(f"{resource_type}/{id} is not known", expression=f"{path}.id")
         guard.check_write(body, "u", expression=path)
+        staff = False
         if current is not None:
-            check_plan_owned(guard, current.content, body, "u", path)
+            staff = check_plan_owned(guard, current.content, body, "u", path)
             body = as_subscriber_wrote(guard, current.content, body, path)
         expected = parse_if_match(if_match) if if_match else None
         if expected is not None and (current is None or current.version_id != expected):
@@ -347,7 +351,22 @@ class ResourceService:
         content = with_meta(body, id, current.version_id + 1, now)
         stored = await tx.replace(current, content, now=now)
         log.info("updated %s to version %d", stored.key, stored.version_id)
+        if staff:
+            await self._staff_provenance(tx, stored, guard, now)
         return WriteResult(stored, created=False, path=path)
+
+    async def _staff_provenance(
+        self, tx: StoreTransaction, stored: StoredResource, guard: Guard, now: datetime
+    ) -> None:
+        """Plan staff changed what the plan owns over REST: that leaves a Provenance too."""
+        assert guard.access is not None
+        provenance = change_provenance(
+            target=f"{stored.key}/_history/{stored.version_id}",
+            recorded=now,
+            activity="changed by plan staff",
+            client_id=guard.access.client_id,
+        )
+        await tx.insert(with_meta(provenance, self.new_id(), 1, now), now=now)
 
     async def check_references(
         self,
@@ -522,7 +541,7 @@ def check_plan_owned(
     body: dict[str, Any],
     interaction: Interaction,
     path: str,
-) -> None:
+) -> bool:
     """Issue #16: what the plan owns changes through the workflow or by plan staff, and the
     record of what happened (Provenance) is never rewritten."""
     resource_type = str(body.get("resourceType"))
@@ -538,6 +557,8 @@ def check_plan_owned(
             "consultation reports) or by plan staff (a scope naming the resource type)",
             expression=path,
         )
+    # Plan staff over REST (the workflow records its own Provenance).
+    return part is not None and guard.access is not None and resource_type != "Provenance"
 
 
 SERVER_WRITTEN = frozenset({"AuditEvent"})

@@ -58,7 +58,7 @@ from fhir_adapter.workflow.intake import (
     reference_of,
 )
 from fhir_adapter.workflow.letters import letters_for, notice_communication
-from fhir_adapter.workflow.provenance import decision_provenance
+from fhir_adapter.workflow.provenance import change_provenance, decision_provenance
 from fhir_adapter.workflow.reports import (
     CONSULT_NOTE,
     LOINC,
@@ -357,7 +357,18 @@ class WorkflowService:
             },
         ]
         completed.pop("meta", None)
-        await tx.replace(task, self.resources_meta(completed, task, now), now=now)
+        stored = await tx.replace(task, self.resources_meta(completed, task, now), now=now)
+        await self._record_provenance(
+            tx,
+            change_provenance(
+                target=f"{stored.key}/_history/{stored.version_id}",
+                recorded=now,
+                activity="second-opinion completed by its consultation report",
+                plan=self.config.plan_organization,
+                source=report.key,
+            ),
+            now,
+        )
         patient_key = (
             _local_key(reference_of(request.content.get("subject")), self.resources.base_url) or ""
         )

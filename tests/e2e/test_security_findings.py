@@ -208,7 +208,17 @@ async def test_clients_cannot_rewrite_the_plans_decisions(hub: Hub) -> None:
     # Plan staff (a scope naming ClaimResponse) may correct a decision record; Provenance never.
     async with as_client(container, api, "plan-staff", "system/ClaimResponse.ru") as staff:
         fixed = {**response, "disposition": "corrected by plan staff"}
-        assert (await staff.put(f"/ClaimResponse/{response['id']}", json=fixed)).status_code == 200
+        put = await staff.put(f"/ClaimResponse/{response['id']}", json=fixed)
+        assert put.status_code == 200, put.text
+    # ...and that change leaves a Provenance naming the new version and the staff client.
+    version = f"ClaimResponse/{response['id']}/_history/{put.json()['meta']['versionId']}"
+    records = (await api.get("/Provenance", params={"_count": "500"})).json()["entry"]
+    [record] = [
+        e["resource"]
+        for e in records
+        if version in [t["reference"] for t in e["resource"]["target"]]
+    ]
+    assert record["agent"][0]["who"]["identifier"]["value"] == "plan-staff"
     async with as_client(container, api, "auditor", "system/Provenance.cruds") as auditor:
         put = await auditor.put(f"/Provenance/{provenance['id']}", json=provenance)
         assert put.status_code == 403 and "append-only" in put.text
