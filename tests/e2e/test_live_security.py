@@ -112,3 +112,47 @@ async def test_control_characters_cannot_forge_log_lines(database_url: str, tmp_
     assert not [line for line in lines if line.startswith(forged)], lines
     assert "\x1b" not in server.log()
     assert any("\\r\\n" + forged in line for line in lines), lines
+
+
+async def test_the_live_notifier_checks_the_address_it_connects_to(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Production settings (no allow-list): `localhost` passes the creation check as a name;
+    the notifier resolves it when it connects, refuses the loopback address, and the owner
+    reads a category, not whether the port was open."""
+    port = free_port()
+    server = start_server(port, _server_env(port, database_url), tmp_path)
+    try:
+        await _wait_until_up(server)
+        token = await live_token(database_url, f"http://127.0.0.1:{port}")
+        headers = {"content-type": FHIR_JSON, "authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(
+            base_url=server.base_url, headers=headers, timeout=20.0
+        ) as live:
+            errors = []
+            for target in (port, free_port()):  # an open port (this server) and a closed one
+                subscription = {
+                    "resourceType": "Subscription",
+                    "status": "requested",
+                    "reason": "SSRF probe",
+                    "criteria": "https://fhir-adapter.org/fhir/SubscriptionTopic/second-opinion-decision",
+                    "channel": {
+                        "type": "rest-hook",
+                        "endpoint": f"https://localhost:{target}/hook",
+                        "payload": "application/fhir+json",
+                    },
+                }
+                made = await live.post("/Subscription", json=subscription)
+                assert made.status_code == 201, made.text
+                stored = (await live.get(f"/Subscription/{made.json()['id']}")).json()
+                assert stored["status"] == "error", stored
+                errors.append(stored["error"])
+            loopback = {
+                **subscription,
+                "channel": {**subscription["channel"], "endpoint": f"http://127.0.0.1:{port}/x"},
+            }
+            refused = await live.post("/Subscription", json=loopback)
+            assert refused.status_code == 422, refused.text
+    finally:
+        server.stop()
+    assert errors == ["handshake failed; delivery failed: endpoint not allowed"] * 2, errors
