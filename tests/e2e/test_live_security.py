@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -11,6 +13,7 @@ import pytest
 from fhir_adapter.store.sql import SqlResourceStore, create_engine
 from tests.e2e.test_live_server import (
     FHIR_JSON,
+    LiveServer,
     _server_env,
     _wait_until_up,
     free_port,
@@ -20,6 +23,16 @@ from tests.factories import example_request
 from tests.tokens import live_token
 
 pytestmark = pytest.mark.live
+
+
+@contextlib.asynccontextmanager
+async def signed_in(server: LiveServer, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """Once the server answers: a client with a token got the way a deployed system gets one."""
+    await _wait_until_up(server)
+    token = await live_token(database_url, f"http://127.0.0.1:{server.port}")
+    headers = {"content-type": FHIR_JSON, "authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=server.base_url, headers=headers, timeout=20.0) as live:
+        yield live
 
 
 async def _signing_key_pem(database_url: str) -> str:
@@ -47,12 +60,7 @@ async def test_debug_logs_hold_no_phi_no_secrets_and_no_key(
     family, given, secret = f"Fam{tag}", f"Giv{tag}", f"hook-secret-{tag}"
     birth_date, condition = "1953-07-19", f"Diagnosis{tag}"
     try:
-        await _wait_until_up(server)
-        token = await live_token(database_url, f"http://127.0.0.1:{port}")
-        headers = {"content-type": FHIR_JSON, "authorization": f"Bearer {token}"}
-        async with httpx.AsyncClient(
-            base_url=server.base_url, headers=headers, timeout=20.0
-        ) as live:
+        async with signed_in(server, database_url) as live:
             subscription = {
                 "resourceType": "Subscription",
                 "status": "requested",
@@ -123,12 +131,7 @@ async def test_the_live_notifier_checks_the_address_it_connects_to(
     port = free_port()
     server = start_server(port, _server_env(port, database_url), tmp_path)
     try:
-        await _wait_until_up(server)
-        token = await live_token(database_url, f"http://127.0.0.1:{port}")
-        headers = {"content-type": FHIR_JSON, "authorization": f"Bearer {token}"}
-        async with httpx.AsyncClient(
-            base_url=server.base_url, headers=headers, timeout=20.0
-        ) as live:
+        async with signed_in(server, database_url) as live:
             errors = []
             for target in (port, free_port()):  # an open port (this server) and a closed one
                 subscription = {

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_adapter.api.app import create_app
-from fhir_adapter.bootstrap import Container, build_container
+from fhir_adapter.bootstrap import Container
 from fhir_adapter.config import Settings
 from fhir_adapter.directory.client import DirectoryClient
-from fhir_adapter.store.sql import SqlResourceStore
 from tests.conftest import BASE_URL
 from tests.e2e.test_live_server import free_port
+from tests.e2e.test_security_findings import container_with
 from tests.e2e.test_subscriptions import subscription
 from tests.fakes import FrozenClock
 from tests.tokens import bearer
@@ -31,19 +31,15 @@ async def api(
     settings: Settings, engine: AsyncEngine, directory: DirectoryClient, clock: FrozenClock
 ) -> AsyncIterator[tuple[Container, httpx.AsyncClient]]:
     """The app with its real outgoing HTTP clients (no test deliverer)."""
-    container = await build_container(
-        settings,
-        store=SqlResourceStore(engine, base_url=settings.fhir_base_url),
-        directory=directory,
-        clock=clock,
-    )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(container=container)),
-        base_url=BASE_URL,
-        headers=bearer(container),
-    ) as client:
+    async with (
+        container_with(settings, engine, directory, clock) as container,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(container=container)),
+            base_url=BASE_URL,
+            headers=bearer(container),
+        ) as client,
+    ):
         yield container, client
-    await container.aclose()
 
 
 @pytest.mark.parametrize(
