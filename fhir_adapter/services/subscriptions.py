@@ -266,20 +266,13 @@ class SubscriptionService:
         )
         status = bundle["entry"][0]["resource"]
         for event in found:
-            status["parameter"].append(
-                {
-                    "name": "notification-event",
-                    "part": [
-                        {"name": "event-number", "valueString": str(event.event_number)},
-                        {
-                            "name": "focus",
-                            "valueReference": {
-                                "reference": f"{self.resources.base_url}/{event.focus}"
-                            },
-                        },
-                    ],
-                }
-            )
+            part: list[dict[str, Any]] = [
+                {"name": "event-number", "valueString": str(event.event_number)}
+            ]
+            if subscribed.content != "empty":  # as in the notifications themselves (issue #16)
+                reference = f"{self.resources.base_url}/{event.focus}"
+                part.append({"name": "focus", "valueReference": {"reference": reference}})
+            status["parameter"].append({"name": "notification-event", "part": part})
         return bundle
 
     async def _with_count(self, subscription_id: str) -> tuple[StoredResource, int]:
