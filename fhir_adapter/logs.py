@@ -44,6 +44,6 @@ def configure_logging(level: str) -> None:
     """Plain one-line logs to stderr. Messages carry ids and outcomes only, never patient data."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.basicConfig(level=level.upper(), handlers=[handler])  # no-op if already set up
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
