@@ -162,6 +162,7 @@ async def build_container(
         subscriptions=subscriptions,
     )
     issuer, tokens = await build_authentication(settings, store, http)
+    subscriptions.client_registered = tokens.registered
     container = Container(
         settings=settings,
         store=store,

@@ -12,7 +12,8 @@ from fhir_adapter.access.scopes import Access, parse_scopes
 OWNER_SYSTEM = "https://fhir-adapter.org/fhir/CodeSystem/subscription-owner"
 _SCOPE_SYSTEM = "https://fhir-adapter.org/fhir/CodeSystem/subscription-owner-scope"
 _PATIENT_SYSTEM = "https://fhir-adapter.org/fhir/CodeSystem/subscription-owner-patient"
-_SYSTEMS = (OWNER_SYSTEM, _SCOPE_SYSTEM, _PATIENT_SYSTEM)
+_REGISTERED_SYSTEM = "https://fhir-adapter.org/fhir/CodeSystem/subscription-owner-registered"
+_SYSTEMS = (OWNER_SYSTEM, _SCOPE_SYSTEM, _PATIENT_SYSTEM, _REGISTERED_SYSTEM)
 
 
 def with_owner(content: Mapping[str, Any], access: Access) -> dict[str, Any]:
@@ -28,6 +29,8 @@ def with_owner(content: Mapping[str, Any], access: Access) -> dict[str, Any]:
         tags.append({"system": _SCOPE_SYSTEM, "code": access.scope})
     if access.patient:
         tags.append({"system": _PATIENT_SYSTEM, "code": access.patient})
+    if access.registered:  # removing the client ends what its Subscriptions carry
+        tags.append({"system": _REGISTERED_SYSTEM, "code": "true"})
     meta["tag"] = tags
     return {**content, "meta": meta}
 
@@ -43,7 +46,10 @@ def owner_of(content: Mapping[str, Any]) -> Access | None:
     if OWNER_SYSTEM not in found:
         return None
     return Access(
-        found[OWNER_SYSTEM], parse_scopes(found.get(_SCOPE_SYSTEM, "")), found.get(_PATIENT_SYSTEM)
+        found[OWNER_SYSTEM],
+        parse_scopes(found.get(_SCOPE_SYSTEM, "")),
+        found.get(_PATIENT_SYSTEM),
+        registered=found.get(_REGISTERED_SYSTEM) == "true",
     )
 
 

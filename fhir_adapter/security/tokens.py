@@ -213,4 +213,5 @@ def access_from_claims(claims: dict[str, Any]) -> Access:
         client_id=str(client_id)[:64],
         grants=parse_scopes(str(scope)),
         patient=str(patient) if isinstance(patient, str) and patient else None,
+        registered=claims.get(REGISTERED_CLAIM) is True,
     )

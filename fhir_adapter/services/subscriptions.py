@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from fhir_adapter.access.guard import AccessGuard
 from fhir_adapter.access.owners import owner_of
+from fhir_adapter.access.scopes import Access
 from fhir_adapter.errors import NotFoundError
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
@@ -56,6 +57,8 @@ class SubscriptionService:
         self.notifier = notifier
         self.clock = clock
         self.referenced = referenced
+        # The built-in issuer's registry: a removed client's Subscriptions carry nothing more.
+        self.client_registered: Callable[[str], Awaitable[bool]] | None = None
 
     def url_of(self, subscription_id: str) -> str:
         return f"{self.resources.base_url}/Subscription/{subscription_id}"
@@ -128,6 +131,12 @@ class SubscriptionService:
             sent += 1
         return sent
 
+    async def _still_registered(self, owner: Access) -> bool:
+        """Whether the owner, if its token came from the built-in issuer, is registered still."""
+        if not owner.registered or self.client_registered is None:
+            return True
+        return await self.client_registered(owner.client_id)
+
     def _owner_guard(self, subscription: dict[str, Any]) -> AccessGuard | None:
         """The owner's grants as recorded when the Subscription was written; None when no client
         owns it (then notifications carry no resource)."""
@@ -183,6 +192,8 @@ class SubscriptionService:
         focus_content = focus.content if focus else None
         # Issue #16: only what the owner may read now travels; otherwise the event alone.
         owner = self._owner_guard(subscription.content)
+        if owner is not None and not await self._still_registered(owner.access):
+            owner = None
         if focus_content is None or owner is None or not owner.visible(focus_content):
             subscribed, focus_content = replace(subscribed, content="empty"), None
         payload_url = None

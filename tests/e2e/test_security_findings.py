@@ -18,6 +18,7 @@ from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container, build_container
 from fhir_adapter.cli import app as cli
 from fhir_adapter.config import Settings
+from fhir_adapter.delivery.http import HttpDeliverer
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.store.sql import SqlResourceStore
 from fhir_adapter.workflow.subscriptions import PAS_TOPIC
@@ -336,6 +337,7 @@ async def container_with(
     engine: AsyncEngine,
     directory: DirectoryClient,
     clock: FrozenClock,
+    deliverer: HttpDeliverer | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Container]:
     """A container like the `container` fixture's, with some settings changed."""
@@ -343,6 +345,7 @@ async def container_with(
         settings.model_copy(update=overrides),
         store=SqlResourceStore(engine, base_url=settings.fhir_base_url),
         directory=directory,
+        deliverer=deliverer,
         clock=clock,
     )
     try:
@@ -504,3 +507,44 @@ async def test_batch_reads_token_failures_and_early_refusals_are_audited(
     assert token_events and token_events[0]["outcome"] == "4"
     deletes = [e for e in events if e["outcomeDesc"] == "HTTP 405"]
     assert deletes and deletes[0]["agent"][0].get("altId") == "test-client", deletes
+
+
+async def test_a_removed_clients_subscriptions_carry_no_more_resources(
+    settings: Settings,
+    engine: AsyncEngine,
+    directory: DirectoryClient,
+    clock: FrozenClock,
+    subscriber: Receiver,
+) -> None:
+    scope = "system/Subscription.cruds system/ClaimResponse.r"
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=subscriber.app)) as out,
+        container_with(
+            settings,
+            engine,
+            directory,
+            clock,
+            deliverer=HttpDeliverer(out),
+            auth_client_check_seconds=0,
+        ) as container,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(container=container)),
+            base_url=BASE_URL,
+            headers=bearer(container),
+        ) as api,
+    ):
+        assert container.issuer is not None
+        credentials = await register(container.store, scope)
+        token = await fetch_token(api, container.issuer.urls.token_endpoint, credentials, scope)
+        payer = {"authorization": f"Bearer {token}"}
+        made = await api.post("/Subscription", json=subscription(), headers=payer)
+        assert made.status_code == 201, made.text
+        await api.post("", json=example_request("denied", "-rm1"))
+        await drain(container)
+        async with container.store.transaction() as tx:
+            assert await tx.remove_client(credentials.client_id)
+        await api.post("", json=example_request("out-of-network", "-rm2"))
+        await drain(container)
+    before, after = events(subscriber)
+    assert "ClaimResponse" in resource_types(before)
+    assert resource_types(after) == {"Parameters"}, resource_types(after)
