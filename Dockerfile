@@ -1,24 +1,40 @@
 # fhir-adapter: the FHIR R4 service on its embedded defaults (SQLite in /data), as a non-root user.
-FROM python:3.11-slim AS build
+#
+# The base image is pinned by version tag (a digest could not be looked up where this was written;
+# pin one too if your registry policy asks: docker buildx imagetools inspect <tag>). The Python
+# dependencies are the exact versions and hashes of requirements.lock (uv pip compile, see README).
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# 1. The locked dependencies, in a layer of their own: rebuilt only when requirements.lock changes.
+COPY requirements.lock /src/requirements.lock
+RUN python -m venv /venv \
+    && /venv/bin/pip install --require-hashes -r /src/requirements.lock
+# 2. The service itself, without dependencies: all of them are in the layer above.
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY fhir_adapter ./fhir_adapter
 COPY examples ./examples
 COPY profiles ./profiles
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN /venv/bin/pip install --no-deps .
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --create-home --home-dir /home/fhir fhir \
     && mkdir /data && chown fhir /data
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+COPY --from=build /venv /venv
 USER fhir
 WORKDIR /data
-ENV FHIR_ADAPTER_HOST=0.0.0.0 \
+ENV PATH=/venv/bin:$PATH \
+    FHIR_ADAPTER_HOST=0.0.0.0 \
     FHIR_ADAPTER_PORT=8080 \
     FHIR_ADAPTER_DATABASE_URL=sqlite+aiosqlite:////data/fhir-adapter.db \
     PYTHONUNBUFFERED=1
 EXPOSE 8080
 VOLUME ["/data"]
-HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,os; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"FHIR_ADAPTER_PORT\"]}/fhir/metadata', timeout=4)"
+# Ready means started: uvicorn answers only after the schema is migrated and the service built.
+# There is no /readyz yet, so this asks /fhir/metadata (public, no token); it does not notice a
+# database lost later. The start period covers the first migration.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"FHIR_ADAPTER_PORT\"]}/fhir/metadata', timeout=4)"
 CMD ["fhir-adapter", "serve"]

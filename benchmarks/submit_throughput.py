@@ -43,7 +43,14 @@ def fresh(bundle: dict[str, Any], n: str) -> dict[str, Any]:
     copied = copy.deepcopy(bundle)
     for entry in copied["entry"]:
         resource, request = entry["resource"], entry["request"]
-        if resource["resourceType"] in ("ServiceRequest", "Task", "Patient"):
+        # the member's own resources; the professionals stay the example's (conditional)
+        if resource["resourceType"] in (
+            "ServiceRequest",
+            "Task",
+            "Patient",
+            "Coverage",
+            "Condition",
+        ):
             for identifier in resource.get("identifier", []):
                 identifier["value"] += f"-bench-{n}"
             if request.get("ifNoneExist"):

@@ -23,6 +23,7 @@ from fhir_adapter.security.tokens import KeySource, RemoteKeys, StaticKeys, Toke
 from fhir_adapter.services.audit import AuditTrail
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.delivery import DeliveryConfig, DeliveryService
+from fhir_adapter.services.metrics import MetricsService
 from fhir_adapter.services.prior_auth import PriorAuthService
 from fhir_adapter.services.referenced import DirectoryReader, ReferencedResources
 from fhir_adapter.services.resources import Clock, ResourceService, SearchLimits, utc_now
@@ -62,6 +63,7 @@ class Container:
     rate_limiter: RateLimiter
     audit: AuditTrail
     started: datetime
+    metrics: MetricsService
     http: list[httpx.AsyncClient] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -177,6 +179,7 @@ async def build_container(
         rate_limiter=RateLimiter(settings.rate_limit),
         audit=AuditTrail(store, flush_seconds=settings.audit_flush_seconds, clock=clock),
         started=datetime.now(UTC),
+        metrics=MetricsService(store, resources, plan=settings.plan_organization, clock=clock),
         http=http,
     )
     await ensure_plan_organization(container)

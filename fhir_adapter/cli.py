@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -42,6 +43,16 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _install_metrics_commands() -> None:
+    """`metrics`, `appeals` and `extensions` live in cli_metrics.py (CMS-0057-F)."""
+    from fhir_adapter.cli_metrics import install
+
+    install(app)
+
+
+_install_metrics_commands()
+
+
 @app.command()
 def serve(
     host: str = typer.Option(None, help="Listen address (FHIR_ADAPTER_HOST, default 127.0.0.1)"),
@@ -50,18 +61,22 @@ def serve(
     """Run the FHIR server; the schema is created or migrated on start."""
     import uvicorn
 
+    from fhir_adapter import startup
     from fhir_adapter.api.app import create_app
 
     overrides: dict[str, Any] = {
         k: v for k, v in {"host": host, "port": port}.items() if v is not None
     }
-    settings = Settings(**overrides)
-    configure_logging(settings.log_level)
-    logging.getLogger(__name__).info(
-        "serving FHIR at %s (store: %s)",
-        settings.fhir_base_url,
-        settings.database_url.split(":")[0],
-    )
+    log = logging.getLogger(__name__)
+    with startup.reported():  # one line and exit 1 for what the operator can fix (issue #17)
+        settings = startup.load_settings(**overrides)
+        configure_logging(settings.log_level)
+        store = startup.describe_store(startup.database_url(settings))
+        log.info("serving FHIR at %s (store: %s)", settings.fhir_base_url, store)
+        for warning in startup.misspelled_settings():
+            log.warning(warning)
+        startup.check_port(settings.host, settings.port)  # before migrations take their time
+        startup.check_database(settings)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exit 0 instead of dying by signal.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
@@ -71,6 +86,7 @@ def serve(
         access_log=False,  # ours (fhir_adapter.access) leaves out query strings, which may hold PHI
         log_config=None,
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,  # whose X-Forwarded-* to believe
         h11_max_incomplete_event_size=settings.max_header_bytes,  # issue #16: header cap
     )
 
@@ -78,11 +94,14 @@ def serve(
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Create or migrate the schema of FHIR_ADAPTER_DATABASE_URL."""
+    from fhir_adapter import startup
     from fhir_adapter.store.migrate import current_revision, upgrade_database
     from fhir_adapter.store.sql import create_engine
 
-    settings = Settings()
-    configure_logging(settings.log_level)
+    with startup.reported():
+        settings = startup.load_settings()
+        configure_logging(settings.log_level)
+        startup.check_database(settings)
 
     async def run() -> str | None:
         engine = create_engine(settings.database_url)
@@ -107,6 +126,8 @@ def demo(
     kid: str = typer.Option(None, help="with --url: the key's kid in the registered JWKS"),
 ) -> None:
     """Submit the example second-opinion requests and print each one's way through the workflow."""
+    import httpx
+
     from fhir_adapter.demo import DEFAULT_PATHS, run_demo
     from fhir_adapter.security.client import ClientCredentials, load_private_key
 
@@ -119,7 +140,13 @@ def demo(
             )
             raise typer.Exit(code=2)
         credentials = ClientCredentials(client_id, load_private_key(key), kid)
-    good = asyncio.run(run_demo(url, credentials=credentials))
+    try:
+        good = asyncio.run(run_demo(url, credentials=credentials))
+    except httpx.TransportError as exc:
+        from fhir_adapter.startup import unreachable
+
+        typer.echo(f"error: {unreachable(exc)}", err=True)
+        raise typer.Exit(code=1) from None
     raise typer.Exit(code=0 if good == len(DEFAULT_PATHS) else 1)
 
 
@@ -152,9 +179,18 @@ def validate(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False
     raise typer.Exit(code=1 if failed else 0)
 
 
+class OutboxState(StrEnum):
+    """What `outbox list --state` accepts (typer refuses anything else, listing these)."""
+
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+    all = "all"
+
+
 @outbox_app.command("list")
 def outbox_list(
-    state: str = typer.Option("failed", help="pending, delivered, failed, or all"),
+    state: OutboxState = typer.Option(OutboxState.failed, help="which deliveries to list"),
     limit: int = typer.Option(100, min=1),
 ) -> None:
     """List deliveries (default: the dead letters, those that failed for good)."""
@@ -164,7 +200,9 @@ def outbox_list(
         container = await build_container(Settings())
         try:
             async with container.store.transaction(write=False) as tx:
-                items = await tx.list_outbox(state=None if state == "all" else state, limit=limit)
+                items = await tx.list_outbox(
+                    state=None if state is OutboxState.all else state.value, limit=limit
+                )
         finally:
             await container.aclose()
         return [
@@ -174,7 +212,8 @@ def outbox_list(
         ]
 
     lines = asyncio.run(run())
-    typer.echo("\n".join(lines) if lines else f"no {state} deliveries")
+    none = "no deliveries" if state is OutboxState.all else f"no {state.value} deliveries"
+    typer.echo("\n".join(lines) if lines else none)
 
 
 @outbox_app.command("retry")
@@ -212,6 +251,12 @@ def clients_add(
     async def run() -> tuple[str, str]:
         container = await build_container(Settings())
         try:
+            async with container.store.transaction(write=False) as tx:
+                if any(c.name == name for c in await tx.list_clients()):
+                    raise ValueError(
+                        f"a client named '{name}' is already registered (fhir-adapter clients"
+                        " list); choose another name"
+                    )
             client = await register_client(
                 container.store,
                 name=name,
@@ -293,6 +338,10 @@ def clients_keygen(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    for existing in (pem_path, jwks_path):
+        if existing.exists():
+            typer.echo(f"error: {existing} exists; choose another prefix", err=True)
+            raise typer.Exit(code=2)
     pem_path.touch(mode=0o600, exist_ok=False)
     pem_path.write_bytes(pem)
     jwks_path.write_text(json.dumps(jwks, indent=2))
@@ -328,9 +377,45 @@ def clients_token(
 
     try:
         typer.echo(asyncio.run(run()))
+    except httpx.TransportError as exc:
+        from fhir_adapter.startup import unreachable
+
+        typer.echo(f"error: {unreachable(exc)}", err=True)
+        raise typer.Exit(code=1) from None
     except (RuntimeError, ValueError, httpx.HTTPError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from None
+
+
+@app.command("rotate-signing-key")
+def rotate_signing_key() -> None:
+    """Make a new signing key for the built-in token endpoint; processes use it from their next
+    start (restart them all; tokens signed with the old key are then refused, clients get new ones)."""
+    from datetime import UTC, datetime
+
+    from fhir_adapter import startup
+    from fhir_adapter.bootstrap import build_container
+    from fhir_adapter.security.issuer import new_signing_key
+
+    with startup.reported():
+        settings = startup.load_settings()
+        if settings.auth_issuer:
+            raise startup.StartupError(
+                "FHIR_ADAPTER_AUTH_ISSUER is set: that issuer signs the tokens; rotate its keys there"
+            )
+        startup.check_database(settings)
+
+    async def run() -> str:
+        container = await build_container(settings)
+        try:
+            key = new_signing_key()
+            async with container.store.transaction() as tx:
+                await tx.add_signing_key(key, now=datetime.now(UTC))
+            return key.kid
+        finally:
+            await container.aclose()
+
+    typer.echo(f"new signing key {asyncio.run(run())}: restart every fhir-adapter process")
 
 
 @app.command()

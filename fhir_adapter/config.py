@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=50, ge=1)
     max_page_size: int = Field(default=500, ge=1)
     log_level: str = "INFO"
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="comma-separated proxy addresses whose X-Forwarded-For/-Proto are trusted",
+    )
 
     directory_timeout_seconds: float = Field(default=5.0, gt=0)
     directory_attempts: int = Field(default=3, ge=1, le=10)

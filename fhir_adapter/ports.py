@@ -211,9 +211,15 @@ class StoreTransaction(Protocol):
         ...
 
     async def set_job(
-        self, task_id: str, *, state: str, next_attempt_at: datetime | None = None
+        self,
+        task_id: str,
+        *,
+        state: str,
+        next_attempt_at: datetime | None = None,
+        due_at: datetime | None = None,
     ) -> None:
-        """Record what became of a job and release its lease."""
+        """Record what became of a job and release its lease; `due_at` moves its deadline
+        (an extended decision time frame)."""
         ...
 
 

@@ -17,7 +17,14 @@ def example_request(name: str, suffix: str = "") -> dict[str, Any]:
     if suffix:
         for entry in bundle["entry"]:
             resource, request = entry["resource"], entry["request"]
-            if resource["resourceType"] in ("ServiceRequest", "Task", "Patient"):
+            # the member's own resources; the professionals stay the example's (conditional)
+            if resource["resourceType"] in (
+                "ServiceRequest",
+                "Task",
+                "Patient",
+                "Coverage",
+                "Condition",
+            ):
                 for identifier in resource.get("identifier", []):
                     identifier["value"] += suffix
                 if request.get("ifNoneExist"):

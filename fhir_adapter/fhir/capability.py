@@ -16,7 +16,17 @@ _INTERACTIONS = ("read", "vread", "update", "history-instance", "create", "searc
 # Operations the REST surface offers: resource type -> (name, OperationDefinition canonical).
 OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "Claim": (("submit", "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-submit"),),
-    "Task": (("decide", "https://fhir-adapter.org/fhir/OperationDefinition/Task-decide"),),
+    "Task": (
+        ("decide", "https://fhir-adapter.org/fhir/OperationDefinition/Task-decide"),
+        ("record-appeal", "https://fhir-adapter.org/fhir/OperationDefinition/Task-record-appeal"),
+    ),
+    # CMS-0057-F metrics; MeasureReport is not stored, only computed (no interactions)
+    "MeasureReport": (
+        (
+            "pa-metrics",
+            "https://fhir-adapter.org/fhir/OperationDefinition/MeasureReport-pa-metrics",
+        ),
+    ),
     "Subscription": (
         (
             "status",
@@ -92,6 +102,11 @@ def capability_statement(
                 ],
             }
         )
+    resources += [
+        {"type": t, "operation": [{"name": n, "definition": d} for n, d in operations]}
+        for t, operations in OPERATIONS.items()
+        if t not in SERVED_TYPES
+    ]
     return {
         "resourceType": "CapabilityStatement",
         "id": "fhir-adapter",

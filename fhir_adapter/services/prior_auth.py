@@ -27,7 +27,17 @@ from fhir_adapter.workflow import pas
 from fhir_adapter.workflow.codes import PAS_REQUESTED_SERVICE, TASK_CODE_SYSTEM
 
 SUBMIT_OPERATION = "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-submit"
-_MATCH_BY_IDENTIFIER = ("Patient", "Practitioner", "Organization", "Coverage", "Claim")
+# Matched by their first identifier, so a resubmission (or the same resources sent by a transaction
+# before) adds no copies; ServiceRequest and Task have the workflow's own resubmission check.
+_MATCH_BY_IDENTIFIER = (
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "Coverage",
+    "Condition",
+    "Claim",
+)
 
 
 class PriorAuthService:

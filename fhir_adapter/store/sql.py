@@ -601,11 +601,18 @@ class SqlTransaction:
         return len(result.all())
 
     async def set_job(
-        self, task_id: str, *, state: str, next_attempt_at: datetime | None = None
+        self,
+        task_id: str,
+        *,
+        state: str,
+        next_attempt_at: datetime | None = None,
+        due_at: datetime | None = None,
     ) -> None:
         values: dict[str, Any] = {"state": state, "leased_until": None}
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
+        if due_at is not None:
+            values["due_at"] = due_at
         await self._execute(
             update(workflow_jobs).where(workflow_jobs.c.task_id == task_id).values(**values)
         )

@@ -39,20 +39,17 @@ def decision_provenance(
 ) -> dict[str, Any]:
     """A decision recorded in `targets` (versioned `Type/id/_history/n`) about `request`: by the
     plan's rules, or by a `reviewer` for the plan."""
-    agents = [_agent("author", plan)]
+    provenance = record_provenance(
+        targets=targets,
+        plan=plan,
+        recorded=recorded,
+        created=created,
+        activity="second-opinion decision",
+    )
     if reviewer:
-        agents = [_agent("verifier", reviewer, plan), *agents]
-    return {
-        "resourceType": "Provenance",
-        "target": [{"reference": t} for t in targets],
-        "recorded": format_instant(recorded),
-        "activity": {
-            "coding": [{"system": _DATA_OPERATION, "code": "CREATE" if created else "UPDATE"}],
-            "text": "second-opinion decision",
-        },
-        "agent": agents,
-        "entity": [{"role": "source", "what": {"reference": request}}],
-    }
+        provenance["agent"] = [_agent("verifier", reviewer, plan), *provenance["agent"]]
+    provenance["entity"] = [{"role": "source", "what": {"reference": request}}]
+    return provenance
 
 
 def change_provenance(
@@ -108,3 +105,19 @@ def delivery_provenance(
     if not delivered:
         provenance["reason"] = [{"text": "delivery failed after the last retry"}]
     return provenance
+
+
+def record_provenance(
+    *, targets: list[str], plan: str, recorded: datetime, created: bool, activity: str
+) -> dict[str, Any]:
+    """A fact the plan recorded in the versioned `targets` (an appeal outcome, an extension)."""
+    return {
+        "resourceType": "Provenance",
+        "target": [{"reference": t} for t in targets],
+        "recorded": format_instant(recorded),
+        "activity": {
+            "coding": [{"system": _DATA_OPERATION, "code": "CREATE" if created else "UPDATE"}],
+            "text": activity,
+        },
+        "agent": [_agent("author", plan)],
+    }

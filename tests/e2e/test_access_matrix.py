@@ -106,9 +106,6 @@ async def submit_member(admin: httpx.AsyncClient, label: str, birth_date: str) -
             resource["name"] = [{"family": member.family, "given": [member.given]}]
             resource["birthDate"] = birth_date
             member.member_id = resource["identifier"][0]["value"]
-        if resource["resourceType"] == "Coverage":  # the factory keeps the example's
-            for identifier in resource.get("identifier", []):
-                identifier["value"] += suffix
     response = await admin.post("", json=bundle)
     assert response.status_code == 200, response.text
     for entry in response.json()["entry"]:
@@ -371,6 +368,16 @@ def _transaction(w: World) -> dict[str, Any]:
     }
 
 
+def _appeal_body() -> dict[str, Any]:
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "outcome", "valueCode": "overturned"},
+            {"name": "decidedAt", "valueDateTime": "2026-11-20T17:00:00Z"},
+        ],
+    }
+
+
 def _batch(w: World) -> dict[str, Any]:
     return {**_transaction(w), "type": "batch"}
 
@@ -531,6 +538,24 @@ ROWS: tuple[Row, ...] = (
         right="system/Task.u",
         wrong="system/Task.crs",
         writes=True,
+    ),
+    Row(
+        "Task/$record-appeal",
+        ("POST", "/fhir/Task/{id}/$record-appeal"),
+        lambda w: Call("POST", f"/Task/{w.a.one('Task')}/$record-appeal", json=_appeal_body()),
+        right="system/Task.cu",
+        wrong="system/Task.c",
+        ok=409,  # member A's request was approved: past the scopes, only a denial can be appealed
+        writes=True,
+    ),
+    Row(
+        "MeasureReport/$pa-metrics",
+        ("GET", "/fhir/MeasureReport/$pa-metrics"),
+        lambda w: Call(
+            "GET", "/MeasureReport/$pa-metrics?periodStart=2026-01-01&periodEnd=2026-12-31"
+        ),
+        right="system/MeasureReport.r",
+        wrong="system/MeasureReport.s",  # a plan-level report: read, and only by systems
     ),
     Row(
         "Subscription/$status",
@@ -744,6 +769,8 @@ def check_success(w: World, row: Row, response: httpx.Response) -> list[str]:
         return [] if body["entry"][0]["resource"]["resourceType"] == "ClaimResponse" else ["PAS"]
     if row.name == "Task/$decide":
         return [] if body["resourceType"] == "ClaimResponse" else ["no ClaimResponse"]
+    if row.name == "MeasureReport/$pa-metrics":
+        return [] if body["resourceType"] == "MeasureReport" else ["no MeasureReport"]
     return []
 
 

@@ -30,7 +30,8 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def test_validate_accepts_every_example() -> None:
-    files = sorted(str(p) for p in EXAMPLES.glob("*/*.json"))
+    # examples/metrics/ holds a metrics report, not FHIR resources
+    files = sorted(str(p) for p in EXAMPLES.glob("*/*.json") if p.parent.name != "metrics")
     result = CliRunner().invoke(app, ["validate", *files])
     assert result.exit_code == 0, result.output
     assert result.output.count(": ok") == len(files)
@@ -82,3 +83,66 @@ def test_outbox_list_and_retry_on_an_empty_store(
     assert "no failed deliveries" in listed.output
     retried = CliRunner().invoke(app, ["outbox", "retry"])
     assert retried.exit_code == 0 and "0 delivery(ies) queued again" in retried.output
+
+
+def test_outbox_list_refuses_an_unknown_state_and_names_the_valid_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FHIR_ADAPTER_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    refused = CliRunner().invoke(app, ["outbox", "list", "--state", "faild"])
+    assert refused.exit_code == 2
+    said = " ".join(refused.output.replace("│", " ").split())  # typer draws a wrapped box
+    assert "'faild' is not one of 'pending', 'delivered', 'failed', 'all'" in said, said
+    assert not (tmp_path / "cli.db").exists()  # refused before anything was opened
+    listed = CliRunner().invoke(app, ["outbox", "list", "--state", "all"])
+    assert listed.exit_code == 0, listed.output
+    assert "no all deliveries" not in listed.output and "deliveries" in listed.output
+
+
+def test_clients_add_refuses_a_name_already_registered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FHIR_ADAPTER_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    runner = CliRunner()
+    assert runner.invoke(app, ["clients", "keygen", str(tmp_path / "ehr")]).exit_code == 0
+    jwks = str(tmp_path / "ehr.jwks.json")
+    added = runner.invoke(
+        app, ["clients", "add", "my-ehr", "--jwks", jwks, "--scope", "system/*.rs"]
+    )
+    assert added.exit_code == 0, added.output
+    again = runner.invoke(
+        app, ["clients", "add", "my-ehr", "--jwks", jwks, "--scope", "system/*.rs"]
+    )
+    assert again.exit_code == 2
+    assert "a client named 'my-ehr' is already registered" in again.output
+    listed = runner.invoke(app, ["clients", "list"])
+    assert listed.output.count("my-ehr") == 1, listed.output
+    kept = (tmp_path / "ehr.pem").read_bytes()
+    regenerated = runner.invoke(app, ["clients", "keygen", str(tmp_path / "ehr")])
+    assert regenerated.exit_code == 2
+    assert f"error: {tmp_path / 'ehr.pem'} exists; choose another prefix" in regenerated.output
+    assert (tmp_path / "ehr.pem").read_bytes() == kept  # the private key is never overwritten
+
+
+def test_rotate_signing_key_gives_the_next_start_a_new_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from fhir_adapter.bootstrap import build_container
+    from fhir_adapter.config import Settings
+
+    async def started_kid() -> str:
+        container = await build_container(Settings())
+        await container.aclose()
+        assert container.issuer is not None
+        assert [k["kid"] for k in container.issuer.jwks()["keys"]] == [container.issuer.kid]
+        return container.issuer.kid
+
+    monkeypatch.setenv("FHIR_ADAPTER_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    before = asyncio.run(started_kid())
+    result = CliRunner().invoke(app, ["rotate-signing-key"])
+    assert result.exit_code == 0, result.output
+    kid = result.output.split()[3].rstrip(":")
+    assert kid != before
+    assert asyncio.run(started_kid()) == kid

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parents[2] / "fhir_adapter"
-PURE = ("fhir", "policy", "workflow", "access")
+PURE = ("fhir", "policy", "workflow", "access", "metrics")
 FRAMEWORKS = (
     "fastapi",
     "starlette",

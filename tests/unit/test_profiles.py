@@ -20,6 +20,15 @@ import pytest
 
 from fhir_adapter import __version__
 from fhir_adapter.fhir.resources import FHIR_VERSION, model_class
+from fhir_adapter.metrics.core import Metric
+from fhir_adapter.metrics.measure import MEASURE_URL, METRIC_CODES, METRIC_SYSTEM, STRATIFIERS
+from fhir_adapter.metrics.records import (
+    EVENT_CODES,
+    EVENT_SYSTEM,
+    TIMEFRAME_EXTENSION,
+    ExtensionReason,
+    extend_timeframe,
+)
 from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
 from fhir_adapter.policy.facts import Provider
 from fhir_adapter.workflow import pas
@@ -41,6 +50,7 @@ from fhir_adapter.workflow.codes import (
     ReviewAction,
     ReviewReason,
 )
+from fhir_adapter.workflow.deadlines import Track
 from fhir_adapter.workflow.states import TaskStatus, transition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +85,7 @@ def test_the_documented_artifacts_are_all_there() -> None:
             "second-opinion-claimresponse",
             "initial-opinion-provider",
             "decision-rule",
+            "decision-timeframe-extension",
         },
         "CodeSystem": {
             "second-opinion",
@@ -82,6 +93,8 @@ def test_the_documented_artifacts_are_all_there() -> None:
             "second-opinion-status",
             "second-opinion-denial-reason",
             "second-opinion-review-reason",
+            "pa-metric",
+            "pa-event",
         },
         "ValueSet": {
             "second-opinion",
@@ -89,7 +102,11 @@ def test_the_documented_artifacts_are_all_there() -> None:
             "second-opinion-status",
             "second-opinion-denial-reason",
             "second-opinion-review-reason",
+            "pa-metric",
+            "pa-event",
         },
+        "Measure": {"pa-metrics"},
+        "OperationDefinition": {"Task-decide", "MeasureReport-pa-metrics", "Task-record-appeal"},
     }
     for resource_type, ids in expected.items():
         present = {r["id"] for r in RESOURCES.values() if r["resourceType"] == resource_type}
@@ -137,6 +154,8 @@ CODE_SYSTEMS: dict[str, set[str]] = {
     STATUS_SYSTEM: {s.value for s in BusinessStatus} | {"decision"},
     DENIAL_REASON_SYSTEM: {d.value for d in DenialReason},
     REVIEW_REASON_SYSTEM: {r.value for r in ReviewReason},
+    METRIC_SYSTEM: set(METRIC_CODES),
+    EVENT_SYSTEM: set(EVENT_CODES),
 }
 
 
@@ -231,6 +250,7 @@ def test_review_action_value_set_is_the_review_actions() -> None:
     [
         ("initial-opinion-provider", INITIAL_PROVIDER_EXTENSION, "ServiceRequest"),
         ("decision-rule", RULE_TRAIL_EXTENSION, "ClaimResponse"),
+        ("decision-timeframe-extension", TIMEFRAME_EXTENSION, "Task"),
     ],
 )
 def test_extension_definitions(artifact_id: str, url: str, context: str) -> None:
@@ -461,6 +481,8 @@ class Checker:
         allowed = value_set_codes(BY_URL[binding["valueSet"]])
         systems = {system for system, _ in allowed}
         codings = [(c.get("system"), c.get("code")) for c in node.get("coding") or []]
+        if "coding" not in node and "code" in node:  # a Coding, not a CodeableConcept
+            codings = [(node.get("system"), node.get("code"))]
         if binding["strength"] == "required" and not any(c in allowed for c in codings):
             self.problems.append(f"{where}: {codings} not in {binding['valueSet']}")
         for coding in codings:
@@ -711,3 +733,36 @@ def test_decided_tasks_conform(outcome: Outcome) -> None:
     resolve = resolver(content)
     assert conform("second-opinion-task", received, resolve) == []
     assert conform("second-opinion-task", decided, resolve) == []
+
+
+def test_an_extended_task_conforms_with_its_timeframe_extension() -> None:
+    content = bundle(EXAMPLES[0])
+    task = entry(content, "Task")
+    received = transition(
+        task, TaskStatus.RECEIVED, business_status=BusinessStatus.RECEIVED, now=NOW
+    )
+    received["restriction"] = {
+        "period": {"start": "2026-11-25T18:00:00Z", "end": "2026-12-02T18:00:00Z"}
+    }
+    extended = extend_timeframe(
+        received,
+        reason=ExtensionReason.NEED_INFORMATION,
+        until=datetime(2026, 12, 10, 18, 0, tzinfo=UTC),
+        received=NOW,
+        track=Track.STANDARD,
+        now=NOW,
+    )
+    model_class("Task").model_validate(extended)
+    assert [e["url"] for e in extended["extension"]] == [TIMEFRAME_EXTENSION]
+    assert conform("second-opinion-task", extended, resolver(content)) == []
+
+
+def test_the_measure_has_a_group_per_metric_and_the_report_uses_its_codes() -> None:
+    measure = BY_URL[MEASURE_URL]
+    codes = [g["code"]["coding"][0]["code"] for g in measure["group"]]
+    assert codes == [m.value for m in Metric]
+    for group in measure["group"]:
+        assert {c["code"]["coding"][0]["code"] for c in group["stratifier"]} == set(
+            STRATIFIERS.values()
+        )
+    assert MEASURE_URL.rsplit("/", 1)[1] == measure["id"]

@@ -1,6 +1,9 @@
-"""FHIR operations: `Claim/$submit` (Da Vinci PAS) and `Task/{id}/$decide` (reviewer decisions)."""
+"""FHIR operations: `Claim/$submit` (Da Vinci PAS), `Task/{id}/$decide` (reviewer decisions),
+`MeasureReport/$pa-metrics` (CMS-0057-F metrics) and the Subscription backport operations."""
 
 from __future__ import annotations
+
+from datetime import date
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -9,6 +12,9 @@ from fhir_adapter.api.deps import ContainerDep
 from fhir_adapter.api.fhir_http import FhirResponse, is_pretty, read_resource_body
 from fhir_adapter.api.security import GuardDep
 from fhir_adapter.errors import InvalidRequestError
+from fhir_adapter.metrics.core import Period
+from fhir_adapter.metrics.measure import measure_report
+from fhir_adapter.metrics.records import parse_appeal
 from fhir_adapter.services.resources import check_id
 from fhir_adapter.workflow.review import parse_review
 
@@ -31,6 +37,53 @@ async def decide(id: str, request: Request, container: ContainerDep, guard: Guar
     review = parse_review(await read_resource_body(request))
     claim_response = await container.workflow.decide_by_reviewer(id, review)
     return FhirResponse(claim_response.content, pretty=is_pretty(request))
+
+
+@router.post(
+    "/Task/{id}/$record-appeal",
+    summary="Record the plan's decision on the appeal of a denied request (CMS-0057-F metrics)",
+)
+async def record_appeal(
+    id: str, request: Request, container: ContainerDep, guard: GuardDep
+) -> Response:
+    guard.require_system("Task", "c", "Task/$record-appeal")
+    guard.require_system("Task", "u", "Task/$record-appeal")
+    check_id(id)
+    appeal = parse_appeal(await read_resource_body(request))
+    stored = await container.metrics.record_appeal(
+        f"Task/{id}", appeal.outcome, decided_at=appeal.decided_at, received_at=appeal.received_at
+    )
+    return FhirResponse(stored.content, pretty=is_pretty(request))
+
+
+@router.get(
+    "/MeasureReport/$pa-metrics",
+    summary="CMS-0057-F prior-authorization metrics of a period, as a MeasureReport",
+)
+async def pa_metrics(request: Request, container: ContainerDep, guard: GuardDep) -> Response:
+    guard.require_system("MeasureReport", "r", "MeasureReport/$pa-metrics")
+    start, end = _date_param(request, "periodStart"), _date_param(request, "periodEnd")
+    if end < start:
+        raise InvalidRequestError(
+            f"periodEnd ({end}) is before periodStart ({start})", expression="periodEnd"
+        )
+    report = await container.metrics.report(Period(start, end))
+    return FhirResponse(
+        measure_report(report, reporter=container.settings.plan_organization),
+        pretty=is_pretty(request),
+    )
+
+
+def _date_param(request: Request, name: str) -> date:
+    """A required date parameter (YYYY-MM-DD); 400 naming it when absent or not a date."""
+    value = request.query_params.get(name) or ""
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value)
+    except ValueError:
+        pass
+    shown = f", not '{value[:40]}'" if value else ""
+    raise InvalidRequestError(f"{name} must be a date, YYYY-MM-DD{shown}", expression=name)
 
 
 @router.get("/Subscription/{id}/$status", summary="Subscription status (R4 backport)")

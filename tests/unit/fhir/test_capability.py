@@ -11,7 +11,17 @@ def test_capability_statement_is_valid_r4_and_complete() -> None:
     model_class("CapabilityStatement").model_validate(statement)
     assert statement["fhirVersion"] == "4.0.1"
     rest = statement["rest"][0]
-    assert [r["type"] for r in rest["resource"]] == list(SERVED_TYPES)
+    assert [r["type"] for r in rest["resource"]] == [*SERVED_TYPES, "MeasureReport"]
+    # computed, never stored: the metrics operation and no interaction
+    assert rest["resource"][-1] == {
+        "type": "MeasureReport",
+        "operation": [
+            {
+                "name": "pa-metrics",
+                "definition": "https://fhir-adapter.org/fhir/OperationDefinition/MeasureReport-pa-metrics",
+            }
+        ],
+    }
     task = next(r for r in rest["resource"] if r["type"] == "Task")
     names = {p["name"] for p in task["searchParam"]}
     assert {

@@ -1,0 +1,86 @@
+"""The README's "Try it", followed literally (issue #17).
+
+The commands come from the README itself, so the test fails when the README drifts: the first
+shell block of the section must be `serve`, which runs here as a real process on a free loopback
+port in a temporary folder (the clone's `.venv` and `examples` linked in); the second block runs in
+bash there, with only FHIR_ADAPTER_PORT set, the one setting the README tells the user to keep the
+same in both terminals. Its output must end with the answer the README shows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_live_server import free_port
+
+pytestmark = pytest.mark.live
+
+ROOT = Path(__file__).parents[2]
+START_TIMEOUT = 30.0
+
+
+def try_it_blocks() -> list[tuple[str, str]]:
+    """(language, text) of each fenced block in the README's "## Try it" section."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Try it\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```(\w*)\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL)
+
+
+def test_the_try_it_section_has_the_server_the_commands_and_the_answer() -> None:
+    languages = [language for language, _ in try_it_blocks()]
+    assert languages[:3] == ["sh", "sh", "text"], languages
+
+
+def test_try_it_from_the_readme_reaches_the_decision_it_shows(tmp_path: Path) -> None:
+    (_, serve), (_, commands), (_, answer) = try_it_blocks()[:3]
+    assert serve.strip() == ".venv/bin/fhir-adapter serve"
+    for name in (".venv", "examples"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
+    env["FHIR_ADAPTER_PORT"] = str(port)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            ["bash", "-c", f"exec {serve.strip()}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            assert server.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/fhir/metadata").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        result = subprocess.run(
+            ["bash", "-e", "-c", commands],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == "", result.stderr
+    assert result.stdout.endswith(answer), result.stdout
+    assert result.stdout.startswith('{"resourceType":"CapabilityStatement"')
+    assert (tmp_path / "fhir-adapter.db").exists()  # serve's default store, in the clone's folder
