@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 
 from fhir_adapter.config import Settings
+from fhir_adapter.delivery.guarded import public_only_client
 from fhir_adapter.delivery.http import HttpDeliverer
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.notices import PlanContact, RightsContacts
 from fhir_adapter.notices.catalog import load_taglines
 from fhir_adapter.ports import ResourceStore
-from fhir_adapter.security.issuer import BuiltInIssuer, IssuerUrls
+from fhir_adapter.security.issuer import BuiltInIssuer, IssuerUrls, RegisteredClients
 from fhir_adapter.security.ratelimit import RateLimiter
 from fhir_adapter.security.tokens import KeySource, RemoteKeys, StaticKeys, TokenVerifier
 from fhir_adapter.services.audit import AuditTrail
@@ -33,6 +34,7 @@ from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore, create_engine
 from fhir_adapter.workflow.codes import DEFAULT_PRIMARY_CARE_TAXONOMY
 from fhir_adapter.workflow.deadlines import california_holidays
+from fhir_adapter.workflow.subscriptions import parse_allowed_hosts
 
 
 def examples_dir() -> Path:
@@ -103,9 +105,11 @@ async def build_container(
         limits=SearchLimits(settings.default_page_size, settings.max_page_size),
         clock=clock,
     )
+    allowed_hosts = parse_allowed_hosts(settings.subscription_allowed_hosts)
     if deliverer is None:
         http.append(httpx.AsyncClient(timeout=settings.delivery_timeout_seconds))
-        deliverer = HttpDeliverer(http[-1])
+        http.append(public_only_client(allowed_hosts, timeout=settings.delivery_timeout_seconds))
+        deliverer = HttpDeliverer(http[-2], notify_http=http[-1])
     # What a PAS ClaimResponse references, for $submit answers and PAS notifications alike.
     referenced = ReferencedResources(
         resources, directory if isinstance(directory, DirectoryReader) else None
@@ -129,6 +133,7 @@ async def build_container(
             directory_url=settings.effective_directory_url,
             candidates_offered=settings.candidates_offered,
             warn_at_share=settings.deadline_warning_share,
+            subscription_allowed_hosts=allowed_hosts,
             plan_contact=PlanContact(
                 name=settings.plan_name,
                 phone=settings.plan_phone,
@@ -168,6 +173,7 @@ async def build_container(
         subscriptions=subscriptions,
     )
     issuer, tokens = await build_authentication(settings, store, http)
+    subscriptions.client_registered = tokens.registered
     container = Container(
         settings=settings,
         store=store,
@@ -237,6 +243,7 @@ async def build_authentication(
         issuer=issuer.urls.issuer,
         audience=audience,
         leeway_seconds=settings.auth_leeway_seconds,
+        registered=RegisteredClients(store, cache_seconds=settings.auth_client_check_seconds),
     )
     return issuer, verifier
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import signal
-import sys
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
@@ -37,14 +36,11 @@ app.add_typer(notices_app, name="notices")
 
 
 def configure_logging(level: str) -> None:
-    """Plain one-line logs to stderr. Messages carry ids and outcomes only, never patient data."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # httpx logs every URL it calls, query strings included; ours log the outcome instead.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    """Plain one-line logs to stderr (fhir_adapter/logs.py: no SQL parameters, rows or secrets
+    at any level; control characters escaped)."""
+    from fhir_adapter.logs import configure_logging as configure
+
+    configure(level)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -95,6 +91,7 @@ def serve(
         log_config=None,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,  # whose X-Forwarded-* to believe
+        h11_max_incomplete_event_size=settings.max_header_bytes,  # issue #16: header cap
     )
 
 
@@ -138,7 +135,7 @@ def demo(
     from fhir_adapter.demo import DEFAULT_PATHS, run_demo
     from fhir_adapter.security.client import ClientCredentials, load_private_key
 
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging("WARNING")
     credentials = None
     if url:
         if not client_id or key is None:
@@ -323,6 +320,28 @@ def clients_list() -> None:
 
     lines = asyncio.run(run())
     typer.echo("\n".join(lines) if lines else "no clients registered")
+
+
+@clients_app.command("remove")
+def clients_remove(
+    client_id: str = typer.Argument(..., help="the id `clients list` shows"),
+) -> None:
+    """Unregister a system: no new tokens, and its tokens are refused from then on (within
+    FHIR_ADAPTER_AUTH_CLIENT_CHECK_SECONDS on running servers)."""
+    from fhir_adapter.bootstrap import build_container
+
+    async def run() -> bool:
+        container = await build_container(Settings())
+        try:
+            async with container.store.transaction() as tx:
+                return await tx.remove_client(client_id)
+        finally:
+            await container.aclose()
+
+    if not asyncio.run(run()):
+        typer.echo(f"error: no client {client_id!r} is registered", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"removed client {client_id}")
 
 
 @clients_app.command("keygen")

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     plan_organization: str = "Organization/demo-plan"
 
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # Issue #16: what an unauthenticated or slow client can make the server hold.
+    max_header_bytes: int = Field(default=16 * 1024, ge=4096)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_concurrent_bodies: int = Field(default=64, ge=1)
     max_json_depth: int = Field(default=100, ge=8, le=1000)
     max_bundle_entries: int = Field(default=1000, ge=1)
     default_page_size: int = Field(default=50, ge=1)
@@ -120,11 +124,28 @@ class Settings(BaseSettings):
     auth_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
     auth_token_lifetime_seconds: int = Field(default=300, ge=30, le=3600)
     auth_jwks_refresh_seconds: float = Field(default=60.0, ge=0)
+    auth_client_check_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=300,
+        description="how long a client's registration is trusted before it is looked up again "
+        "(`clients remove` takes effect within this time)",
+    )
     rate_limit: str = Field(
         default="3000/minute", description="per client, `limits` notation; `off`: no limit"
     )
     cors_origins: str = Field(default="", description="comma-separated; empty: CORS off")
     audit_flush_seconds: float = Field(default=0.5, gt=0, le=60)
+    demo: bool = Field(
+        default=False,
+        description="serve the demo EHR inboxes at /ehr (loopback only, in memory); "
+        "`fhir-adapter demo` sets it for its own server; never in production",
+    )
+    subscription_allowed_hosts: str = Field(
+        default="",
+        description="comma-separated host or host:port that rest-hook Subscriptions may reach "
+        "over plain http or at a non-public address (issue #16); empty: https to public hosts only",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -67,6 +67,7 @@ async def in_process_service() -> AsyncIterator[tuple[str, ClientCredentials]]:
             database_url=f"sqlite+aiosqlite:///{Path(folder) / 'demo.db'}",
             directory_url=None,
             base_url=None,
+            demo=True,  # the demo EHR inboxes the demo directory's Endpoints point to
             _env_file=None,
         )
         server = uvicorn.Server(

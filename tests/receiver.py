@@ -28,6 +28,7 @@ class Receiver:
         self.app.post("/hooks/{name}")(self.hook)
         self.notifications: list[dict[str, Any]] = []
         self.mails_on: str | None = None  # as a mailing service: the mailing date it answers
+        self.hook_headers: list[dict[str, str]] = []
 
     def of_type(self, resource_type: str) -> list[dict[str, Any]]:
         # a copy: the receiver's server thread may be storing while the test reads
@@ -84,4 +85,5 @@ class Receiver:
         if self.refusing:
             return JSONResponse({"error": "down"}, status_code=503)
         self.notifications.append(await request.json())
+        self.hook_headers.append(dict(request.headers))
         return Response(status_code=200)

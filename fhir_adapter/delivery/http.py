@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import orjson
 
+from fhir_adapter.delivery.guarded import failure_category
 from fhir_adapter.services.delivery import DeliveryAttempt
 from fhir_adapter.services.subscriptions import NotificationAttempt
 from fhir_adapter.workflow.letters import NOTICE_MAILED_ON_URL
@@ -18,8 +19,11 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 class HttpDeliverer:
     """Implements services.delivery.Deliverer with one long-lived httpx.AsyncClient."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, *, notify_http: httpx.AsyncClient | None = None
+    ) -> None:
         self.http = http
+        self.notify_http = notify_http or http  # rest-hooks: public_only_client in production
 
     async def post_transaction(self, base_url: str, bundle: dict[str, Any]) -> DeliveryAttempt:
         try:
@@ -59,16 +63,16 @@ class HttpDeliverer:
     ) -> NotificationAttempt:
         """A rest-hook notification: any 2xx means the subscriber has it."""
         try:
-            response = await self.http.post(
+            response = await self.notify_http.post(
                 url,
                 content=orjson.dumps(bundle),
                 headers={**headers, "Content-Type": "application/fhir+json"},
             )
         except httpx.HTTPError as exc:
-            return NotificationAttempt(False, type(exc).__name__)
+            return NotificationAttempt(False, failure_category(exc))
         if 200 <= response.status_code < 300:
             return NotificationAttempt(True, None)
-        return NotificationAttempt(False, f"HTTP {response.status_code}")
+        return NotificationAttempt(False, "delivery failed: the endpoint refused it")
 
 
 def _mailed_on(answer: dict[str, Any], entries: list[Any]) -> str | None:

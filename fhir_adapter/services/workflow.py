@@ -82,7 +82,7 @@ from fhir_adapter.workflow.plan import (
     payor_verdict,
     plan_references,
 )
-from fhir_adapter.workflow.provenance import decision_provenance
+from fhir_adapter.workflow.provenance import change_provenance, decision_provenance
 from fhir_adapter.workflow.reports import (
     CONSULT_NOTE,
     LOINC,
@@ -153,6 +153,7 @@ class WorkflowConfig:
     lease_seconds: float = 120.0
     member_notice_url: str | None = None
     answer_within_seconds: float = 10.0
+    subscription_allowed_hosts: frozenset[str] = frozenset()  # issue #16: http and private hosts
     plan_contact: PlanContact = field(
         default_factory=lambda: PlanContact("Health plan", "-", "711", (), "-", "-")
     )
@@ -253,7 +254,9 @@ class WorkflowService:
         for result in results:
             if result.resource.resource_type == "Subscription":
                 subscription = result.resource.content
-                issues += check_subscription(subscription, result.path)
+                issues += check_subscription(
+                    subscription, result.path, self.config.subscription_allowed_hosts
+                )
                 if result.created and subscription.get("status") != "requested":
                     where = f"{result.path}.status"
                     issues.append(
@@ -404,7 +407,18 @@ class WorkflowService:
             },
         ]
         completed.pop("meta", None)
-        await tx.replace(task, self.resources_meta(completed, task, now), now=now)
+        stored = await tx.replace(task, self.resources_meta(completed, task, now), now=now)
+        await self._record_provenance(
+            tx,
+            change_provenance(
+                target=f"{stored.key}/_history/{stored.version_id}",
+                recorded=now,
+                activity="second-opinion completed by its consultation report",
+                plan=self.config.plan_organization,
+                source=report.key,
+            ),
+            now,
+        )
         patient_key = (
             _local_key(reference_of(request.content.get("subject")), self.resources.base_url) or ""
         )
