@@ -315,7 +315,9 @@ class BundleService:
                 try:
                     check_match_visible(guard, existing)
                     self.resources.check_same_patient(  # issue #16: no link across patients
-                        existing, rewrite_references(entry.resource, mapping), entry.path
+                        existing,
+                        _rewritten(entry, resolved, _entry_keys(entries), mapping),
+                        entry.path,
                     )
                 except AdapterError as exc:
                     raise _located(exc, entry) from exc

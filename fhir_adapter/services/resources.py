@@ -279,7 +279,11 @@ class ResourceService:
 
     def check_same_patient(self, existing: StoredResource, body: dict[str, Any], path: str) -> None:
         """Issue #16 (identifier squatting): a conditional match or a resubmission that lands on
-        another patient's resource is a conflict, never a link across patients."""
+        another patient's resource is a conflict, never a link across patients. A Patient matched by
+        its identifiers is that patient: the id a Bundle gave its copy (`fullUrl` `.../Patient/X`)
+        names no stored patient, so it is no evidence of another one."""
+        if existing.resource_type == "Patient":
+            return
         base = self.base_url
         sent = compartment_patients(body, base_url=base)
         stored = compartment_patients(existing.content, base_url=base)
