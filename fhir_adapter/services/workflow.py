@@ -34,7 +34,7 @@ from fhir_adapter.policy.facts import Care, Provider, RequestFacts
 from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.resources import Clock, ResourceService, WriteResult, with_meta
 from fhir_adapter.services.subscriptions import SubscriptionService
-from fhir_adapter.workflow import pas
+from fhir_adapter.workflow import pas, pas_changes
 from fhir_adapter.workflow.codes import (
     DEFAULT_PRIMARY_CARE_TAXONOMY,
     NPI,
@@ -899,6 +899,130 @@ class WorkflowService:
         assert response is not None
         log.info("Task/%s decided by a reviewer: %s", task_id, review.outcome.value)
         return response
+
+    # -- PAS changes: cancellation and updates (issue #12) -------------------------------------
+
+    async def cancel(self, task_id: str, *, reason: str) -> StoredResource:
+        """PAS cancel (certificationType 3): the Task cancelled, a new ClaimResponse version
+        saying so, the notices not yet sent withdrawn, subscribers notified; one transaction.
+        A request already finished (denied, completed, cancelled) is 409 with the reason."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            task = await tx.read_for_update("Task", task_id)
+            if task is None or not is_fulfillment_task(task.content):
+                raise NotFoundError(f"Task/{task_id} is not a second-opinion request")
+            status = task.content.get("status")
+            if status in ("rejected", "completed", "cancelled", "failed", "entered-in-error"):
+                raise InvalidTransitionError(
+                    f"Task/{task_id} is {status}: a finished request cannot be cancelled "
+                    "(PAS: a denied request is not changed; submit a new request instead)",
+                    expression="Task.status",
+                )
+            moved = transition(
+                task.content,
+                TaskStatus.CANCELLED,
+                business_status=BusinessStatus.CANCELLED,
+                now=now,
+                status_reason=f"Cancelled by its submitter: {reason}",
+            )
+            moved.pop("meta", None)
+            stored_task = await tx.replace(task, self.resources_meta(moved, task, now), now=now)
+            await tx.set_job(task_id, state="done")
+            existing = await self._find_by_trace(tx, "ClaimResponse", task_id)
+            response = existing
+            if existing is not None:
+                body = pas_changes.cancelled_claim_response(
+                    existing.content, now=now, reason=reason
+                )
+                response = await self._write(tx, body, existing)
+                focus = _local_key(reference_of(task.content.get("focus")), self.resources.base_url)
+                withdrawn = await self._withdraw_notices(tx, focus or "", now)
+                patient = reference_of(existing.content.get("patient"))
+                request = await tx.read(*focus.split("/", 1)) if focus else None
+                requester = reference_of((request.content if request else {}).get("requester"))
+                await self._record_provenance(
+                    tx,
+                    decision_provenance(
+                        targets=[
+                            f"{response.key}/_history/{response.version_id}",
+                            f"{stored_task.key}/_history/{stored_task.version_id}",
+                        ],
+                        request=focus or task.key,
+                        plan=self.config.plan_organization,
+                        recorded=now,
+                        created=False,
+                        reviewer=None,
+                    ),
+                    now,
+                )
+                if self.subscriptions is not None:
+                    await self.subscriptions.notify(
+                        tx,
+                        response,
+                        patient=patient,
+                        org_identifiers=lambda: self._org_identifiers(tx, requester),
+                        now=now,
+                    )
+                log.info("Task/%s cancelled; %d notice(s) withdrawn", task_id, withdrawn)
+        return response or stored_task
+
+    async def _withdraw_notices(self, tx: StoreTransaction, request_key: str, now: datetime) -> int:
+        """Notices about this request still waiting for delivery: their outbox items
+        withdrawn, the Communications `not-done` with the reason (never `entered-in-error`:
+        they were right when written, they are just no longer to be sent)."""
+        query = self.resources.parse_query(
+            "Communication",
+            [("based-on", request_key), ("status", "in-progress"), ("_count", "50")],
+        )
+        page = await tx.search(query)
+        ids = await tx.withdraw_outbox([m.id for m in page.matches], now=now)
+        for match in page.matches:
+            if match.id not in ids:
+                continue
+            current = await tx.read_for_update("Communication", match.id)
+            if current is None:
+                continue
+            updated = {
+                **current.content,
+                "status": "not-done",
+                "statusReason": {
+                    "text": "withdrawn: the request was cancelled before this notice was sent"
+                },
+            }
+            updated.pop("meta", None)
+            await tx.replace(current, self.resources_meta(updated, current, now), now=now)
+        return len(ids)
+
+    async def amend(self, task_id: str, *, note: str) -> StoredResource:
+        """PAS update of a pended request: the Task's next version records it (one history), and
+        the request is evaluated again at once (the worker retries what this leaves)."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            task = await tx.read_for_update("Task", task_id)
+            if task is None or not is_fulfillment_task(task.content):
+                raise NotFoundError(f"Task/{task_id} is not a second-opinion request")
+            if task.content.get("status") not in UNDECIDED:
+                raise InvalidTransitionError(
+                    f"Task/{task_id} is {task.content.get('status')}: only a pended request is "
+                    "updated; PAS: submit a new request",
+                    expression="Task.status",
+                )
+            updated = dict(task.content)
+            updated["lastModified"] = format_instant(now)
+            updated["note"] = [
+                *(updated.get("note") or []),
+                {"time": format_instant(now), "text": note},
+            ]
+            updated.pop("meta", None)
+            stored = await tx.replace(task, self.resources_meta(updated, task, now), now=now)
+            await tx.set_job(task_id, state="evaluate", next_attempt_at=now)
+        try:
+            await asyncio.wait_for(
+                self.evaluate(task_id), timeout=self.config.answer_within_seconds
+            )
+        except Exception as exc:  # stored; the worker evaluates it again
+            log.warning("re-evaluation of Task/%s failed (%s)", task_id, type(exc).__name__)
+        return stored
 
     async def _write_decision(
         self,

@@ -56,6 +56,7 @@ class BusinessStatus(StrEnum):
     PENDING_REVIEW = "pending-review"
     PENDING_DIRECTORY = "pending-directory"
     COMPLETED = "completed"
+    CANCELLED = "cancelled"  # withdrawn by its submitter (PAS certificationType 3)
 
 
 class ReviewAction(StrEnum):

@@ -106,7 +106,13 @@ def test_the_documented_artifacts_are_all_there() -> None:
             "pa-event",
         },
         "Measure": {"pa-metrics"},
-        "OperationDefinition": {"Task-decide", "MeasureReport-pa-metrics", "Task-record-appeal"},
+        "OperationDefinition": {
+            "Task-decide",
+            "MeasureReport-pa-metrics",
+            "Task-record-appeal",
+            "Claim-submit",
+            "Claim-inquire",
+        },
     }
     for resource_type, ids in expected.items():
         present = {r["id"] for r in RESOURCES.values() if r["resourceType"] == resource_type}
