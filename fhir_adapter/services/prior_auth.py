@@ -173,6 +173,12 @@ class PriorAuthService:
         outputs = [
             o["valueReference"]["reference"] for o in stored_task.content.get("output") or []
         ]
+        if not outputs and self.changes is not None:  # PAS spec-7: answer pended, not 503
+            await self.changes.workflow.pend_unanswered(task_key.split("/", 1)[1])
+            stored_task = await self.resources.read("Task", task_key.split("/", 1)[1])
+            outputs = [
+                o["valueReference"]["reference"] for o in stored_task.content.get("output") or []
+            ]
         claim_response = (
             await self.resources.read("ClaimResponse", outputs[-1].split("/", 1)[1])
             if outputs

@@ -966,6 +966,36 @@ class WorkflowService:
                 log.info("Task/%s cancelled; %d notice(s) withdrawn", task_id, withdrawn)
         return response or stored_task
 
+    async def pend_unanswered(self, task_id: str) -> None:
+        """PAS spec-7/8: a request whose evaluation did not finish within the answer time (a
+        slow directory) is answered pended (A4) at once; the worker decides it, and the final
+        ClaimResponse, under the same identifiers, comes through the subscription and $inquire."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            task = await tx.read_for_update("Task", task_id)
+            if task is None or task.content.get("status") not in UNDECIDED:
+                return  # decided meanwhile
+            if await self._find_by_trace(tx, "ClaimResponse", task_id) is not None:
+                return
+            focus = _local_key(reference_of(task.content.get("focus")), self.resources.base_url)
+            request = await tx.read(*focus.split("/", 1)) if focus else None
+            if request is None:
+                return
+            decision = Decision(
+                Outcome.PENDING_DIRECTORY,
+                trail=(
+                    RuleStep(
+                        "answer_time",
+                        "PAS spec-7: the provider directory did not answer within the time a "
+                        "PAS answer allows; pended, decided when it does",
+                        Outcome.PENDING_DIRECTORY.value,
+                    ),
+                ),
+            )
+            await self._write_decision(tx, task, request, decision, now)
+            await tx.set_job(task_id, state="evaluate", next_attempt_at=now)
+        log.info("Task/%s pended: not decided within the PAS answer time", task_id)
+
     async def _withdraw_notices(self, tx: StoreTransaction, request_key: str, now: datetime) -> int:
         """Notices about this request still waiting for delivery: their outbox items
         withdrawn, the Communications `not-done` with the reason (never `entered-in-error`:

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_adapter.bootstrap import Container
+from fhir_adapter.api.app import create_app
+from fhir_adapter.bootstrap import Container, build_container
+from fhir_adapter.config import Settings
+from fhir_adapter.directory.client import DirectoryClient
+from fhir_adapter.store.sql import SqlResourceStore
 from fhir_adapter.workflow.codes import PAS_REVIEW_ACTION
 from fhir_adapter.workflow.pas_changes import (
     CERTIFICATION_TYPE,
@@ -21,12 +27,13 @@ from fhir_adapter.workflow.pas_changes import (
     X12_CERTIFICATION_TYPE_SYSTEM,
 )
 from fhir_adapter.workflow.subscriptions import PAS_TOPIC
-from tests.conftest import count_rows
+from tests.conftest import BASE_URL, DIRECTORY_BASE, count_rows
 from tests.e2e.test_operations import decide_params
 from tests.e2e.test_subscriptions import hub, status_parameters, subscriber, subscription
 from tests.factories import EXAMPLES, pas_inquiry
+from tests.fakes import FrozenClock, SwitchableTransport
 from tests.receiver import Receiver
-from tests.tokens import ADMIN_SCOPE
+from tests.tokens import ADMIN_SCOPE, bearer
 
 __all__ = ["hub", "subscriber"]  # fixtures, used by name
 
@@ -437,3 +444,55 @@ async def _outbox_states(container: Container) -> dict[str, str]:
     async with container.store.transaction(write=False) as tx:
         items = await tx.list_outbox(limit=500)
     return {item.communication_id: item.state for item in items}
+
+
+# -- pended in PAS terms: the first answer in time, the final one later --------------------------
+
+
+@pytest.fixture
+async def slow_directory(
+    settings: Settings, engine: AsyncEngine, directory_app: FastAPI, clock: FrozenClock
+) -> AsyncIterator[tuple[Container, httpx.AsyncClient, SwitchableTransport]]:
+    flaky = SwitchableTransport(httpx.ASGITransport(app=directory_app))
+    settings = settings.model_copy(update={"answer_within_seconds": 0.2})
+    async with httpx.AsyncClient(transport=flaky, base_url="http://directory.test") as http:
+        directory = DirectoryClient(
+            http,
+            DIRECTORY_BASE,
+            network="Organization/medi-cal-network",
+            backoff_seconds=0.001,
+            cache_seconds=0,
+        )
+        store = SqlResourceStore(engine, base_url=settings.fhir_base_url)
+        container = await build_container(settings, store=store, directory=directory, clock=clock)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(container=container)),
+            base_url=BASE_URL,
+            headers=bearer(container),
+        ) as api:
+            yield container, api, flaky
+
+
+@pytest.mark.parametrize("directory_state", ["down", "slow"])
+async def test_a_request_the_directory_cannot_settle_in_time_is_answered_pended_a4(
+    slow_directory: tuple[Container, httpx.AsyncClient, SwitchableTransport],
+    clock: FrozenClock,
+    directory_state: str,
+) -> None:
+    """PAS spec-7/8: the first answer within the time budget is pended A4 (never a 503); the
+    worker decides later and $inquire gives the final answer under the same identifiers."""
+    container, api, flaky = slow_directory
+    if directory_state == "down":
+        flaky.down = True
+    else:
+        flaky.delay = 2.0
+    request = pas_request()
+    first = await submit(api, request)
+    assert review_action(first)[0] == "A4" and first["outcome"] == "partial"
+    flaky.down, flaky.delay = False, 0.0
+    clock.advance(minutes=1)  # past the retry time
+    assert await container.workflow.run_due_jobs() == 1
+    [final] = returned(await inquire(api, pas_inquiry(request)))
+    answer = final["entry"][0]["resource"]
+    assert answer["id"] == first["id"] and answer["identifier"] == first["identifier"]
+    assert review_action(answer) == ("NA", review_action(first)[1])
