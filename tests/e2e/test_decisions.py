@@ -680,8 +680,10 @@ async def test_a_pended_request_past_the_warning_share_is_flagged_once(
 
 # -- 2. the PAS IG's own example request Bundles ---------------------------------------------------
 
-IG_EXAMPLES = sorted(  # the request Bundles (the inquiry example is Claim/$inquire's)
-    p for p in (EXAMPLES / "pas" / "ig").glob("Bundle-*.json") if "Inquiry" not in p.name
+IG_EXAMPLES = sorted(  # the new requests: the update and the inquiry are issue #12's
+    p
+    for p in (EXAMPLES / "pas" / "ig").glob("Bundle-*.json")
+    if "Inquiry" not in p.name and "Update" not in p.name
 )
 
 

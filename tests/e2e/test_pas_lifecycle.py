@@ -350,12 +350,18 @@ async def test_the_ig_homecare_update_of_a_denied_request_asks_for_a_new_request
     assert await count_rows(engine) == before
 
 
+@pytest.mark.parametrize("update", ["ours", "the IG's Homecare update"])
 async def test_an_update_naming_no_known_claim_is_422_and_changes_nothing(
-    hub: Hub, engine: AsyncEngine
+    hub: Hub, engine: AsyncEngine, update: str
 ) -> None:
     _, api = hub
+    bundle = (
+        claim_update(pas_request())
+        if update == "ours"
+        else json.loads((IG / "Bundle-HomecareAuthorizationUpdateBundleExample.json").read_text())
+    )
     before = await count_rows(engine)
-    response = await api.post("/Claim/$submit", json=claim_update(pas_request()))
+    response = await api.post("/Claim/$submit", json=bundle)
     assert response.status_code == 422, response.text
     assert response.json()["issue"][0]["expression"] == [
         "Bundle.entry[0].resource.related[0].claim"
