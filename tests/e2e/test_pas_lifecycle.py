@@ -112,6 +112,17 @@ def review_action(claim_response: dict[str, Any]) -> tuple[str, str]:
     raise AssertionError("no reviewAction")
 
 
+def offered(claim_response: dict[str, Any]) -> list[str]:
+    """The ids of the providers the decision lists (PAS authorizedProvider)."""
+    return [
+        part["valueReference"]["reference"].rsplit("/", 1)[1]
+        for extension in claim_response["item"][0].get("extension", [])
+        if extension["url"].endswith("extension-authorizedProvider")
+        for part in extension["extension"]
+        if part["url"] == "provider"
+    ]
+
+
 def returned(parameters: dict[str, Any]) -> list[dict[str, Any]]:
     assert parameters["resourceType"] == "Parameters"
     return [p["resource"] for p in parameters["parameter"] if p["name"] == "return"]
@@ -307,6 +318,7 @@ async def test_an_update_of_a_pended_request_is_evaluated_again_on_the_same_task
     answer = await submit(api, update)
     assert answer["id"] == first["id"]
     assert review_action(answer) == ("NA", review_action(first)[1])  # decided, same number
+    assert offered(answer) == ["garcia-role", "patel-role"]
     task = (await api.get(f"/Task/{task_id(first)}")).json()
     assert task["status"] == "accepted"
     assert any("Updated by PAS Claim PAS-0001-U1" in n["text"] for n in task["note"])
@@ -316,6 +328,33 @@ async def test_an_update_of_a_pended_request_is_evaluated_again_on_the_same_task
     assert tasks["total"] == 1
     stored = (await api.get(task["focus"]["reference"])).json()
     assert stored["reasonCode"] == CODED_REASON
+
+
+async def test_an_update_naming_the_members_chosen_provider_is_decided_with_it(
+    hub: Hub,
+) -> None:
+    """A new selected provider (ServiceRequest.performer, sent along as the IG's spec-67 asks)
+    and a coded reason: the pended request is decided for that provider alone."""
+    _, api = hub
+    request = pas_request(pended=True)
+    first = await submit(api, request)
+    update = claim_update(request)
+    chosen = json.loads((EXAMPLES / "requests" / "member-selected-provider.json").read_text())
+    role_url = "urn:uuid:9bee6c27-01d0-4d06-934e-26cd162fab2c"
+    role = next(e for e in chosen["entry"] if e["fullUrl"] == role_url)
+    practitioner_url = role["resource"]["practitioner"]["reference"]
+    practitioner = next(e for e in chosen["entry"] if e["fullUrl"] == practitioner_url)
+    update["entry"] += [
+        {"fullUrl": e["fullUrl"], "resource": e["resource"]} for e in (role, practitioner)
+    ]
+    request_of(update)["reasonCode"] = copy.deepcopy(CODED_REASON)
+    request_of(update)["performer"] = [{"reference": role_url}]
+    answer = await submit(api, update)
+    assert answer["id"] == first["id"] and review_action(answer)[0] == "NA"
+    assert offered(answer) == ["garcia-role"]  # without the choice: garcia-role, patel-role
+    task = (await api.get(f"/Task/{task_id(first)}")).json()
+    stored = (await api.get(task["focus"]["reference"])).json()
+    assert stored["performer"][0]["reference"].startswith("PractitionerRole/")
 
 
 async def test_an_update_of_a_decided_request_asks_for_a_new_request(
