@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fhir_adapter.access.guard import Guard
 from fhir_adapter.errors import InvalidRequestError, UnprocessableEntityError
 from fhir_adapter.fhir.bundle_references import BundleReferences, resolve_bundle_references
-from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.fhir.dates import date_range, format_instant, period_range
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.fhir.search import identifier_condition
@@ -280,6 +281,7 @@ class PasInquiry:
         )
         # Only the member must resolve (a query by example: the rest is context, not stored).
         members = _member_identifiers(entries, resolved)
+        window = _inquiry_window(claim)
         candidates: dict[str, _Found] = {}
         for identifier in _claim_identifiers(claim):
             found = await self.lookup.by_claim_identifier(identifier)
@@ -291,6 +293,8 @@ class PasInquiry:
         bundles = []
         for found in candidates.values():
             if not _for_member(found, members, await self._patient_identifiers(found)):
+                continue
+            if window is not None and not _received_within(found, window):
                 continue
             if not may_see_request(
                 guard, submitter=found.submitter, patient_reference=found.patient_reference
@@ -460,3 +464,25 @@ def _for_member(found: _Found, members: list[dict[str, Any]], stored: list[dict[
         or (not m.get("system") and m.get("value") in {v for _, v in have})
         for m in members
     )
+
+
+def _inquiry_window(claim: dict[str, Any]) -> tuple[datetime, datetime] | None:
+    """The dates an inquiry asks about: Claim.billablePeriod (the IG's MS date element)."""
+    period = claim.get("billablePeriod")
+    if not isinstance(period, dict):
+        return None
+    window = period_range(period)
+    if window is None:
+        where = "Bundle.entry[0].resource.billablePeriod"
+        raise UnprocessableEntityError(f"{where}: a start or an end date", expression=where)
+    return window
+
+
+def _received_within(found: _Found, window: tuple[datetime, datetime]) -> bool:
+    """Whether the request was received (Task.authoredOn; an administrative decision's
+    ClaimResponse.created) within the inquiry's dates."""
+    holder = found.task or found.response
+    assert holder is not None
+    when = holder.content.get("authoredOn") or holder.content.get("created")
+    covered = date_range(str(when)) if when else None
+    return covered is not None and window[0] <= covered[0] <= window[1]

@@ -211,6 +211,26 @@ async def test_a_decided_request_is_found_by_member_alone_and_by_its_number(hub:
     assert by_member["entry"][0]["resource"]["id"] == first["id"]
 
 
+@pytest.mark.parametrize(
+    ("period", "found"),
+    [
+        ({"start": "2026-11-01", "end": "2026-11-30"}, True),
+        ({"start": "2026-11-25"}, True),
+        ({"start": "2026-10-01", "end": "2026-10-31"}, False),
+    ],
+)
+async def test_an_inquiry_by_dates_finds_the_requests_received_within_them(
+    hub: Hub, period: dict[str, str], found: bool
+) -> None:
+    _, api = hub
+    request = pas_request()
+    await submit(api, request)  # received 2026-11-25 (the frozen clock)
+    inquiry = pas_inquiry(request)
+    inquiry["entry"][0]["resource"]["identifier"] = [{"system": "urn:other", "value": "x"}]
+    inquiry["entry"][0]["resource"]["billablePeriod"] = period
+    assert len(returned(await inquire(api, inquiry))) == (1 if found else 0)
+
+
 async def test_no_match_is_a_pas_answer_saying_so(hub: Hub) -> None:
     _, api = hub
     await submit(api, pas_request())
