@@ -908,9 +908,7 @@ class WorkflowService:
         A request already finished (denied, completed, cancelled) is 409 with the reason."""
         now = self.clock()
         async with self.store.transaction() as tx:
-            task = await tx.read_for_update("Task", task_id)
-            if task is None or not is_fulfillment_task(task.content):
-                raise NotFoundError(f"Task/{task_id} is not a second-opinion request")
+            task = await self._locked_request_task(tx, task_id)
             status = task.content.get("status")
             if status in ("rejected", "completed", "cancelled", "failed", "entered-in-error"):
                 raise InvalidTransitionError(
@@ -955,14 +953,7 @@ class WorkflowService:
                     ),
                     now,
                 )
-                if self.subscriptions is not None:
-                    await self.subscriptions.notify(
-                        tx,
-                        response,
-                        patient=patient,
-                        org_identifiers=lambda: self._org_identifiers(tx, requester),
-                        now=now,
-                    )
+                await self._notify(tx, response, patient, requester, now)
                 log.info("Task/%s cancelled; %d notice(s) withdrawn", task_id, withdrawn)
         return response or stored_task
 
@@ -996,6 +987,14 @@ class WorkflowService:
             await tx.set_job(task_id, state="evaluate", next_attempt_at=now)
         log.info("Task/%s pended: not decided within the PAS answer time", task_id)
 
+    @staticmethod
+    async def _locked_request_task(tx: StoreTransaction, task_id: str) -> StoredResource:
+        """A second-opinion request's Task, held for update; 404 for anything else."""
+        task = await tx.read_for_update("Task", task_id)
+        if task is None or not is_fulfillment_task(task.content):
+            raise NotFoundError(f"Task/{task_id} is not a second-opinion request")
+        return task
+
     async def _withdraw_notices(self, tx: StoreTransaction, request_key: str, now: datetime) -> int:
         """Notices about this request still waiting for delivery: their outbox items
         withdrawn, the Communications `not-done` with the reason (never `entered-in-error`:
@@ -1028,13 +1027,12 @@ class WorkflowService:
         the request is evaluated again at once (the worker retries what this leaves)."""
         now = self.clock()
         async with self.store.transaction() as tx:
-            task = await tx.read_for_update("Task", task_id)
-            if task is None or not is_fulfillment_task(task.content):
-                raise NotFoundError(f"Task/{task_id} is not a second-opinion request")
+            task = await self._locked_request_task(tx, task_id)
             if task.content.get("status") not in UNDECIDED:
+                status = task.content.get("status")
                 raise InvalidTransitionError(
-                    f"Task/{task_id} is {task.content.get('status')}: only a pended request is "
-                    "updated; PAS: submit a new request",
+                    f"Task/{task_id} is {status}: only a pended request is updated; PAS: "
+                    "submit a new request",
                     expression="Task.status",
                 )
             updated = dict(task.content)
@@ -1148,6 +1146,18 @@ class WorkflowService:
         moved.pop("meta", None)
         stored = await tx.replace(task, self.resources_meta(moved, task, now), now=now)
         await self._send_letters(tx, task.id, request, decision, claim_response, now, note)
+        await self._notify(tx, claim_response, patient, requester, now)
+        return stored
+
+    async def _notify(
+        self,
+        tx: StoreTransaction,
+        claim_response: StoredResource,
+        patient: str | None,
+        requester: str | None,
+        now: datetime,
+    ) -> None:
+        """Subscribers of decisions (and of the PAS topic) hear of this ClaimResponse change."""
         if self.subscriptions is not None:
             await self.subscriptions.notify(
                 tx,
@@ -1156,7 +1166,6 @@ class WorkflowService:
                 org_identifiers=lambda: self._org_identifiers(tx, requester),
                 now=now,
             )
-        return stored
 
     async def _org_identifiers(self, tx: StoreTransaction, requester: str | None) -> set[str]:
         """PAS `org-identifier`: the identifiers of the requesting organization (or of the

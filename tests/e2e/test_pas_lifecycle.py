@@ -6,20 +6,15 @@ update) and cancellation (Task, ClaimResponse, notices withdrawn, subscribers no
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_adapter.api.app import create_app
-from fhir_adapter.bootstrap import Container, build_container
-from fhir_adapter.config import Settings
-from fhir_adapter.directory.client import DirectoryClient
-from fhir_adapter.store.sql import SqlResourceStore
+from fhir_adapter.bootstrap import Container
 from fhir_adapter.workflow.codes import PAS_REVIEW_ACTION
 from fhir_adapter.workflow.pas_changes import (
     CERTIFICATION_TYPE,
@@ -27,15 +22,16 @@ from fhir_adapter.workflow.pas_changes import (
     X12_CERTIFICATION_TYPE_SYSTEM,
 )
 from fhir_adapter.workflow.subscriptions import PAS_TOPIC
-from tests.conftest import BASE_URL, DIRECTORY_BASE, count_rows
+from tests.conftest import count_rows
 from tests.e2e.test_operations import decide_params
 from tests.e2e.test_subscriptions import hub, status_parameters, subscriber, subscription
+from tests.e2e.test_workflow import flaky, flaky_client, flaky_container
 from tests.factories import EXAMPLES, pas_inquiry
 from tests.fakes import FrozenClock, SwitchableTransport
 from tests.receiver import Receiver
-from tests.tokens import ADMIN_SCOPE, bearer
+from tests.tokens import ADMIN_SCOPE
 
-__all__ = ["hub", "subscriber"]  # fixtures, used by name
+__all__ = ["flaky", "flaky_client", "flaky_container", "hub", "subscriber"]  # fixtures
 
 Hub = tuple[Container, httpx.AsyncClient]
 IG = EXAMPLES / "pas" / "ig"
@@ -123,6 +119,15 @@ def offered(claim_response: dict[str, Any]) -> list[str]:
     ]
 
 
+def pushed_responses(subscriber: Receiver) -> list[dict[str, Any]]:
+    """The ClaimResponses the PAS subscription delivered, in order."""
+    return [
+        n["entry"][1]["resource"]["entry"][0]["resource"]
+        for n in subscriber.notifications
+        if status_parameters(n)["type"]["valueCode"] == "event-notification"
+    ]
+
+
 def returned(parameters: dict[str, Any]) -> list[dict[str, Any]]:
     assert parameters["resourceType"] == "Parameters"
     return [p["resource"] for p in parameters["parameter"] if p["name"] == "return"]
@@ -187,11 +192,7 @@ async def test_a_pended_request_is_found_and_later_its_final_answer_with_the_sam
     assert answer["outcome"] == "complete"
     while await container.delivery.run_due(limit=100):
         pass
-    pushed = [
-        n["entry"][1]["resource"]["entry"][0]["resource"]
-        for n in subscriber.notifications
-        if status_parameters(n)["type"]["valueCode"] == "event-notification"
-    ]
+    pushed = pushed_responses(subscriber)
     # one event per change (pended, decided); sent later, each carries the response as it is now
     assert len(pushed) == 2 and review_action(pushed[-1])[0] == "NA"  # the subscription, too
     assert {r["id"] for r in pushed} == {first["id"]}
@@ -466,11 +467,7 @@ async def test_cancelling_withdraws_unsent_notices_and_tells_subscribers(
 
     while await container.delivery.run_due(limit=100):
         pass
-    pushed = [
-        n["entry"][1]["resource"]["entry"][0]["resource"]
-        for n in subscriber.notifications
-        if status_parameters(n)["type"]["valueCode"] == "event-notification"
-    ]
+    pushed = pushed_responses(subscriber)
     assert len(pushed) == 2 and review_action(pushed[-1])[0] == "C"  # decided, then cancelled
     for communication_id in waiting:  # the worker did not send them after all
         assert (await api.get(f"/Communication/{communication_id}")).json()["status"] == "not-done"
@@ -515,27 +512,13 @@ async def _outbox_states(container: Container) -> dict[str, str]:
 
 
 @pytest.fixture
-async def slow_directory(
-    settings: Settings, engine: AsyncEngine, directory_app: FastAPI, clock: FrozenClock
-) -> AsyncIterator[tuple[Container, httpx.AsyncClient, SwitchableTransport]]:
-    flaky = SwitchableTransport(httpx.ASGITransport(app=directory_app))
-    settings = settings.model_copy(update={"answer_within_seconds": 0.2})
-    async with httpx.AsyncClient(transport=flaky, base_url="http://directory.test") as http:
-        directory = DirectoryClient(
-            http,
-            DIRECTORY_BASE,
-            network="Organization/medi-cal-network",
-            backoff_seconds=0.001,
-            cache_seconds=0,
-        )
-        store = SqlResourceStore(engine, base_url=settings.fhir_base_url)
-        container = await build_container(settings, store=store, directory=directory, clock=clock)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(container=container)),
-            base_url=BASE_URL,
-            headers=bearer(container),
-        ) as api:
-            yield container, api, flaky
+def slow_directory(
+    flaky_container: Container, flaky_client: httpx.AsyncClient, flaky: SwitchableTransport
+) -> tuple[Container, httpx.AsyncClient, SwitchableTransport]:
+    """test_workflow's directory that can be down or slow, with a short PAS answer time."""
+    workflow = flaky_container.workflow
+    workflow.config = dataclasses.replace(workflow.config, answer_within_seconds=0.2)
+    return flaky_container, flaky_client, flaky
 
 
 @pytest.mark.parametrize("directory_state", ["down", "slow"])
