@@ -15,13 +15,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fhir_adapter.access.guard import Guard
-from fhir_adapter.errors import InvalidRequestError, UnprocessableEntityError
+from fhir_adapter.errors import UnprocessableEntityError
 from fhir_adapter.fhir.bundle_references import BundleReferences, resolve_bundle_references
 from fhir_adapter.fhir.dates import date_range, format_instant, period_range
 from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.fhir.pas_bundle import pas_entries
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.fhir.search import identifier_condition
-from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.ports import StoredResource
 from fhir_adapter.services.callers import may_see_request
 from fhir_adapter.services.referenced import ReferencedResources
@@ -387,29 +387,8 @@ def check_inquiry(body: Any) -> list[dict[str, Any]]:
     """The PAS Inquiry Request Bundle rules: a collection, Claim first, and the Claim names the
     member (a Patient in the Bundle with an identifier), the provider and the payer (IG: the
     X12 requester, UMO and patient loops)."""
-    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
-        raise InvalidRequestError(
-            "Claim/$inquire takes a PAS Inquiry Request Bundle", expression="resourceType"
-        )
-    validate_resource(body)
-    if body.get("type") != "collection":
-        raise UnprocessableEntityError(
-            f"A PAS Inquiry Request Bundle is a collection, not '{body.get('type')}'",
-            expression="Bundle.type",
-        )
-    entries = body.get("entry") or []
-    for index, entry in enumerate(entries):
-        if not entry.get("fullUrl") or not entry.get("resource"):
-            raise UnprocessableEntityError(
-                f"Bundle.entry[{index}] needs fullUrl and resource",
-                expression=f"Bundle.entry[{index}]",
-            )
-    claim = entries[0]["resource"] if entries else {}
-    if claim.get("resourceType") != "Claim":
-        raise UnprocessableEntityError(
-            "The first entry of a PAS Inquiry Request Bundle must be the Claim Inquiry",
-            expression="Bundle.entry[0].resource",
-        )
+    entries = pas_entries(body, operation="Claim/$inquire", bundle="PAS Inquiry Request Bundle")
+    claim = entries[0]["resource"]
     for element in ("patient", "provider", "insurer"):
         if not (claim.get(element) or {}).get("reference"):
             where = f"Bundle.entry[0].resource.{element}"

@@ -16,7 +16,6 @@ import orjson
 
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
 from fhir_adapter.errors import (
-    InvalidRequestError,
     TemporarilyUnavailableError,
     UnprocessableEntityError,
 )
@@ -27,6 +26,7 @@ from fhir_adapter.fhir.bundle_references import (
 )
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.fhir.pas_bundle import pas_entries
 from fhir_adapter.fhir.references import rewrite_references
 from fhir_adapter.fhir.resources import SERVED_TYPES
 from fhir_adapter.fhir.search import identifier_condition
@@ -220,32 +220,7 @@ class PriorAuthService:
 
     def _check(self, body: Any) -> list[dict[str, Any]]:
         """The PAS request Bundle rules: a collection, every entry with fullUrl and resource, Claim first."""
-        if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
-            raise InvalidRequestError(
-                "Claim/$submit takes a PAS request Bundle", expression="resourceType"
-            )
-        validate_resource(body)
-        if body.get("type") != "collection":
-            raise UnprocessableEntityError(
-                f"A PAS request Bundle is a collection, not '{body.get('type')}'",
-                expression="Bundle.type",
-            )
-        entries = body.get("entry") or []
-        if not entries:
-            raise UnprocessableEntityError(
-                "The PAS request Bundle has no entries", expression="Bundle.entry"
-            )
-        for index, entry in enumerate(entries):
-            if not entry.get("fullUrl") or not entry.get("resource"):
-                raise UnprocessableEntityError(
-                    f"Bundle.entry[{index}] needs fullUrl and resource",
-                    expression=f"Bundle.entry[{index}]",
-                )
-        if entries[0]["resource"].get("resourceType") != "Claim":
-            raise UnprocessableEntityError(
-                "The first entry of a PAS request Bundle must be the Claim (PAS invariant ClaimFirst)",
-                expression="Bundle.entry[0].resource",
-            )
+        entries = pas_entries(body, operation="Claim/$submit", bundle="PAS request Bundle")
         if entries[0]["resource"].get("use") != "preauthorization":
             raise UnprocessableEntityError(
                 "Claim.use must be 'preauthorization'", expression="Bundle.entry[0].resource.use"

@@ -13,11 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fhir_adapter.fhir.dates import format_instant
-from fhir_adapter.workflow.codes import (
-    PAS_REVIEW_ACTION,
-    PAS_REVIEW_ACTION_CODE,
-    X12_REVIEW_ACTION_SYSTEM,
-)
+from fhir_adapter.workflow.codes import X12_REVIEW_ACTION_SYSTEM, review_action_codes
 
 PAS_SD = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition"
 CERTIFICATION_TYPE = f"{PAS_SD}/extension-certificationType"
@@ -94,22 +90,16 @@ def cancelled_claim_response(
     have carried stays in the earlier versions (the metrics read the first final one)."""
     cancelled = copy.deepcopy(response)
     cancelled.pop("meta", None)
-    for item in cancelled.get("item") or []:
-        for adjudication in item.get("adjudication") or []:
-            for extension in adjudication.get("extension") or []:
-                if extension.get("url") != PAS_REVIEW_ACTION:
-                    continue
-                for part in extension.get("extension") or []:
-                    if part.get("url") == PAS_REVIEW_ACTION_CODE:
-                        part["valueCodeableConcept"] = {
-                            "coding": [
-                                {
-                                    "system": X12_REVIEW_ACTION_SYSTEM,
-                                    "code": REVIEW_ACTION_CANCELLED,
-                                    "display": "Cancelled",
-                                }
-                            ]
-                        }
+    for part in review_action_codes(cancelled):
+        part["valueCodeableConcept"] = {
+            "coding": [
+                {
+                    "system": X12_REVIEW_ACTION_SYSTEM,
+                    "code": REVIEW_ACTION_CANCELLED,
+                    "display": "Cancelled",
+                }
+            ]
+        }
     cancelled["outcome"] = "complete"
     cancelled["disposition"] = f"Cancelled: {reason}"
     cancelled["created"] = format_instant(now)
