@@ -146,8 +146,6 @@ def test_rotate_signing_key_gives_the_next_start_a_new_key(
     kid = result.output.split()[3].rstrip(":")
     assert kid != before
     assert asyncio.run(started_kid()) == kid
-
-
 def test_deadlines_counts_requests_past_the_warning_share(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
