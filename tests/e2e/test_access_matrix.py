@@ -38,8 +38,7 @@ from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container
 from tests.conftest import BASE_URL, count_rows
 from tests.e2e.test_operations import decide_params
-from tests.factories import pas_inquiry
-from tests.factories import example_request
+from tests.factories import example_request, pas_inquiry
 from tests.tokens import ADMIN_SCOPE, bearer
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
