@@ -25,6 +25,7 @@ from fhir_adapter.services.audit import AuditTrail
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.delivery import DeliveryConfig, DeliveryService
 from fhir_adapter.services.metrics import MetricsService
+from fhir_adapter.services.pas_lifecycle import PasChanges, PasInquiry, PasLookup
 from fhir_adapter.services.prior_auth import PriorAuthService
 from fhir_adapter.services.referenced import DirectoryReader, ReferencedResources
 from fhir_adapter.services.resources import Clock, ResourceService, SearchLimits, utc_now
@@ -197,6 +198,9 @@ async def build_container(
         metrics=MetricsService(store, resources, plan=settings.plan_organization, clock=clock),
         http=http,
     )
+    lookup = PasLookup(resources)  # issue #12: the PAS request after $submit
+    container.prior_auth.changes = PasChanges(resources, workflow, lookup)
+    container.prior_auth.inquiry = PasInquiry(resources, referenced, lookup)
     await ensure_plan_organization(container)
     return container
 

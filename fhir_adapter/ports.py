@@ -171,6 +171,13 @@ class StoreTransaction(Protocol):
         error: str | None = None,
     ) -> None: ...
 
+    async def withdraw_outbox(
+        self, communication_ids: Iterable[str], *, now: datetime
+    ) -> list[str]:
+        """Withdraw the pending deliveries (not leased by a worker now) of these Communications;
+        the ids of the Communications whose delivery was withdrawn."""
+        ...
+
     async def list_outbox(
         self, *, state: str | None = None, limit: int = 100
     ) -> list[OutboxItem]: ...

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +48,25 @@ def unresolved_references(bundle: dict[str, Any], index: int = 0) -> list[str]:
         if target not in full_urls:
             missing.append(f"{path} -> {ref['reference']}")
     return missing
+
+
+def pas_inquiry(request: dict[str, Any]) -> dict[str, Any]:
+    """A PAS Inquiry Request Bundle about a PAS request Bundle: its Claim (the request's number,
+    member, provider, insurer, coverage; no items named) and the resources those reference."""
+    claim = copy.deepcopy(request["entry"][0]["resource"])
+    claim.pop("item", None)
+    claim.pop("related", None)
+    wanted = {
+        claim["patient"]["reference"],
+        claim["provider"]["reference"],
+        claim["insurer"]["reference"],
+        *(i["coverage"]["reference"] for i in claim.get("insurance") or []),
+    }
+    full_url = request["entry"][0]["fullUrl"]
+    return {
+        "resourceType": "Bundle",
+        "identifier": {"system": "urn:trnorg:inquiry", "value": str(uuid.uuid4())},
+        "type": "collection",
+        "entry": [{"fullUrl": full_url, "resource": claim}]
+        + [copy.deepcopy(e) for e in request["entry"][1:] if e["fullUrl"] in wanted],
+    }

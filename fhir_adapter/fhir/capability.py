@@ -15,7 +15,11 @@ _INTERACTIONS = ("read", "vread", "update", "history-instance", "create", "searc
 
 # Operations the REST surface offers: resource type -> (name, OperationDefinition canonical).
 OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
-    "Claim": (("submit", "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-submit"),),
+    # Da Vinci PAS's operations, as defined here (base: the PAS IG's Claim-submit, Claim-inquiry)
+    "Claim": (
+        ("submit", "https://fhir-adapter.org/fhir/OperationDefinition/Claim-submit"),
+        ("inquire", "https://fhir-adapter.org/fhir/OperationDefinition/Claim-inquire"),
+    ),
     "Task": (
         ("decide", "https://fhir-adapter.org/fhir/OperationDefinition/Task-decide"),
         ("record-appeal", "https://fhir-adapter.org/fhir/OperationDefinition/Task-record-appeal"),

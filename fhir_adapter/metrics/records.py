@@ -25,9 +25,8 @@ from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.metrics.core import AppealOutcome
 from fhir_adapter.workflow.codes import (
     CANONICAL,
-    PAS_REVIEW_ACTION,
-    PAS_REVIEW_ACTION_CODE,
     ReviewAction,
+    review_action_codes,
 )
 from fhir_adapter.workflow.deadlines import Track
 
@@ -53,18 +52,12 @@ EVENT_CODES = frozenset(
 
 def review_action(claim_response: dict[str, Any]) -> ReviewAction | None:
     """The X12 review action (NA, A1, A3, A4) of the ClaimResponse's first item, if one we know."""
-    for item in claim_response.get("item") or []:
-        for adjudication in item.get("adjudication") or []:
-            for extension in adjudication.get("extension") or []:
-                if extension.get("url") != PAS_REVIEW_ACTION:
-                    continue
-                for part in extension.get("extension") or []:
-                    if part.get("url") == PAS_REVIEW_ACTION_CODE:
-                        for coding in (part.get("valueCodeableConcept") or {}).get("coding") or []:
-                            try:
-                                return ReviewAction(coding.get("code"))
-                            except ValueError:
-                                return None
+    for part in review_action_codes(claim_response)[:1]:
+        for coding in (part.get("valueCodeableConcept") or {}).get("coding") or []:
+            try:
+                return ReviewAction(coding.get("code"))
+            except ValueError:
+                return None
     return None
 
 

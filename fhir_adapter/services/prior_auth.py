@@ -10,13 +10,12 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
 from fhir_adapter.errors import (
-    InvalidRequestError,
     TemporarilyUnavailableError,
     UnprocessableEntityError,
 )
@@ -27,19 +26,25 @@ from fhir_adapter.fhir.bundle_references import (
 )
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.fhir.pas_bundle import pas_entries
 from fhir_adapter.fhir.references import rewrite_references
 from fhir_adapter.fhir.resources import SERVED_TYPES
 from fhir_adapter.fhir.search import identifier_condition
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.policy.decision import Decision
+from fhir_adapter.ports import StoredResource
 from fhir_adapter.services.bundles import BundleService
+from fhir_adapter.services.callers import caller_client
 from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import ResourceService
-from fhir_adapter.workflow import pas
+from fhir_adapter.workflow import pas, pas_changes
 from fhir_adapter.workflow.administrative import administrative_decision
 from fhir_adapter.workflow.codes import PAS_REQUESTED_SERVICE, TASK_CODE_SYSTEM
 from fhir_adapter.workflow.intake import is_second_opinion_request
 from fhir_adapter.workflow.plan import PayorVerdict, identifiers_of, payor_verdict, plan_references
+
+if TYPE_CHECKING:
+    from fhir_adapter.services.pas_lifecycle import PasChanges, PasInquiry
 
 SUBMIT_OPERATION = "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-submit"
 # Matched by their first identifier, so a resubmission (or the same resources sent by a transaction
@@ -70,6 +75,26 @@ class PriorAuthService:
         self.referenced = referenced
         self.plan_organization = plan_organization
         self.directory_url = directory_url
+        self.changes: PasChanges | None = None  # updates and cancellations (bootstrap sets it)
+        self.inquiry: PasInquiry | None = None  # Claim/$inquire (bootstrap sets it)
+
+    async def inquire(self, body: Any, *, guard: Guard = UNRESTRICTED) -> dict[str, Any]:
+        """`Claim/$inquire` (PAS): Parameters with a PAS Inquiry Response Bundle per match."""
+        assert self.inquiry is not None, "bootstrap wires the PAS inquiry"
+        return await self.inquiry.inquire(body, guard=guard)
+
+    def requested_service(
+        self, claim: dict[str, Any], entries: list[dict[str, Any]], resolved: BundleReferences
+    ) -> int | None:
+        return self._requested_service(claim, entries, resolved)
+
+    def kept_entries(
+        self, entries: list[dict[str, Any]], resolved: BundleReferences
+    ) -> list[dict[str, Any]]:
+        return self._kept_entries(entries, resolved)
+
+    def as_post(self, entry: dict[str, Any]) -> dict[str, Any]:
+        return self._as_post(entry)
 
     async def submit(self, body: Any, *, guard: Guard = UNRESTRICTED) -> dict[str, Any]:
         """Store and decide a PAS request Bundle; `guard` checks the caller may create each entry."""
@@ -80,6 +105,8 @@ class PriorAuthService:
         )
         if resolved.issues:
             raise UnprocessableEntityError(issues=list(resolved.issues))
+        if pas_changes.related_claim_reference(claim) is not None and self.changes is not None:
+            return await self.changes.apply(self, entries, resolved, guard=guard)
         request_index = self._requested_service(claim, entries, resolved)
         if request_index is None:
             return await self._decide_administratively(body, entries, resolved, guard=guard)
@@ -118,6 +145,9 @@ class PriorAuthService:
         }
         if request.get("priority"):
             task["priority"] = request["priority"]
+        client_id = caller_client(guard)
+        if client_id:
+            task["extension"] = [pas_changes.submitter_extension(client_id)]
         kept = self._kept_entries(entries, resolved)
         transaction = {
             "resourceType": "Bundle",
@@ -143,6 +173,12 @@ class PriorAuthService:
         outputs = [
             o["valueReference"]["reference"] for o in stored_task.content.get("output") or []
         ]
+        if not outputs and self.changes is not None:  # PAS spec-7: answer pended, not 503
+            await self.changes.workflow.pend_unanswered(task_key.split("/", 1)[1])
+            stored_task = await self.resources.read("Task", task_key.split("/", 1)[1])
+            outputs = [
+                o["valueReference"]["reference"] for o in stored_task.content.get("output") or []
+            ]
         claim_response = (
             await self.resources.read("ClaimResponse", outputs[-1].split("/", 1)[1])
             if outputs
@@ -153,6 +189,19 @@ class PriorAuthService:
                 "The request is stored; its decision is not ready. Resubmitting is safe."
             )
         to_request_urls = {key: entry["fullUrl"] for key, entry in zip(keys, kept, strict=False)}
+        return await self.answer(claim_response, claim, entries, to_request_urls, guard=guard)
+
+    async def answer(
+        self,
+        claim_response: StoredResource,
+        claim: dict[str, Any],
+        entries: list[dict[str, Any]],
+        to_request_urls: dict[str, str],
+        *,
+        guard: Guard,
+    ) -> dict[str, Any]:
+        """The PAS response Bundle: the ClaimResponse (naming what the request sent by the
+        fullUrls it sent them under) and what it references."""
         response = rewrite_references(claim_response.content, to_request_urls)
         claim_identifier = (claim.get("identifier") or [None])[0]
         if claim_identifier:
@@ -165,38 +214,13 @@ class PriorAuthService:
             "resourceType": "Bundle",
             "identifier": {"system": pas.TRACE_SYSTEM, "value": str(uuid.uuid4())},
             "type": "collection",
-            "timestamp": format_instant(now),
+            "timestamp": format_instant(self.resources.clock()),
             "entry": [{"fullUrl": response_url, "resource": response}, *referenced],
         }
 
     def _check(self, body: Any) -> list[dict[str, Any]]:
         """The PAS request Bundle rules: a collection, every entry with fullUrl and resource, Claim first."""
-        if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
-            raise InvalidRequestError(
-                "Claim/$submit takes a PAS request Bundle", expression="resourceType"
-            )
-        validate_resource(body)
-        if body.get("type") != "collection":
-            raise UnprocessableEntityError(
-                f"A PAS request Bundle is a collection, not '{body.get('type')}'",
-                expression="Bundle.type",
-            )
-        entries = body.get("entry") or []
-        if not entries:
-            raise UnprocessableEntityError(
-                "The PAS request Bundle has no entries", expression="Bundle.entry"
-            )
-        for index, entry in enumerate(entries):
-            if not entry.get("fullUrl") or not entry.get("resource"):
-                raise UnprocessableEntityError(
-                    f"Bundle.entry[{index}] needs fullUrl and resource",
-                    expression=f"Bundle.entry[{index}]",
-                )
-        if entries[0]["resource"].get("resourceType") != "Claim":
-            raise UnprocessableEntityError(
-                "The first entry of a PAS request Bundle must be the Claim (PAS invariant ClaimFirst)",
-                expression="Bundle.entry[0].resource",
-            )
+        entries = pas_entries(body, operation="Claim/$submit", bundle="PAS request Bundle")
         if entries[0]["resource"].get("use") != "preauthorization":
             raise UnprocessableEntityError(
                 "Claim.use must be 'preauthorization'", expression="Bundle.entry[0].resource.use"
@@ -330,6 +354,17 @@ class PriorAuthService:
             {"identifier": claim_identifier} if claim_identifier else {"display": "PAS Claim"}
         )
         response["patient"] = patient
+        if isinstance(claim_identifier, dict) and claim_identifier.get("value"):
+            # the submitter's own number for the request: what a later inquiry or update names
+            response["identifier"].append(
+                {k: claim_identifier[k] for k in ("system", "value") if k in claim_identifier}
+            )
+        client_id = caller_client(guard)
+        if client_id:
+            response["extension"] = [
+                *response.get("extension", []),
+                pas_changes.submitter_extension(client_id),
+            ]
         response_key = f"ClaimResponse/{self.resources.new_id()}"
         kept = {
             "resourceType": "DocumentReference",

@@ -39,7 +39,7 @@ from fhir_adapter.policy.facts import Care, Provider, RequestFacts
 from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.resources import Clock, ResourceService, WriteResult, with_meta
 from fhir_adapter.services.subscriptions import SubscriptionService
-from fhir_adapter.workflow import pas
+from fhir_adapter.workflow import pas, pas_changes
 from fhir_adapter.workflow.codes import (
     DEFAULT_PRIMARY_CARE_TAXONOMY,
     NPI,
@@ -939,6 +939,158 @@ class WorkflowService:
         log.info("Task/%s decided by a reviewer: %s", task_id, review.outcome.value)
         return response
 
+    # -- PAS changes: cancellation and updates (issue #12) -------------------------------------
+
+    async def cancel(self, task_id: str, *, reason: str) -> StoredResource:
+        """PAS cancel (certificationType 3): the Task cancelled, a new ClaimResponse version
+        saying so, the notices not yet sent withdrawn, subscribers notified; one transaction.
+        A request already finished (denied, completed, cancelled) is 409 with the reason."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            task = await self._locked_request_task(tx, task_id)
+            status = task.content.get("status")
+            if status in ("rejected", "completed", "cancelled", "failed", "entered-in-error"):
+                raise InvalidTransitionError(
+                    f"Task/{task_id} is {status}: a finished request cannot be cancelled "
+                    "(PAS: a denied request is not changed; submit a new request instead)",
+                    expression="Task.status",
+                )
+            moved = transition(
+                task.content,
+                TaskStatus.CANCELLED,
+                business_status=BusinessStatus.CANCELLED,
+                now=now,
+                status_reason=f"Cancelled by its submitter: {reason}",
+            )
+            moved.pop("meta", None)
+            stored_task = await tx.replace(task, self.resources_meta(moved, task, now), now=now)
+            await tx.set_job(task_id, state="done")
+            existing = await self._find_by_trace(tx, "ClaimResponse", task_id)
+            response = existing
+            if existing is not None:
+                body = pas_changes.cancelled_claim_response(
+                    existing.content, now=now, reason=reason
+                )
+                response = await self._write(tx, body, existing)
+                focus = _local_key(reference_of(task.content.get("focus")), self.resources.base_url)
+                withdrawn = await self._withdraw_notices(tx, focus or "", now)
+                patient = reference_of(existing.content.get("patient"))
+                request = await tx.read(*focus.split("/", 1)) if focus else None
+                requester = reference_of((request.content if request else {}).get("requester"))
+                await self._record_provenance(
+                    tx,
+                    decision_provenance(
+                        targets=[
+                            f"{response.key}/_history/{response.version_id}",
+                            f"{stored_task.key}/_history/{stored_task.version_id}",
+                        ],
+                        request=focus or task.key,
+                        plan=self.config.plan_organization,
+                        recorded=now,
+                        created=False,
+                        reviewer=None,
+                    ),
+                    now,
+                )
+                await self._notify(tx, response, patient, requester, now)
+                log.info("Task/%s cancelled; %d notice(s) withdrawn", task_id, withdrawn)
+        return response or stored_task
+
+    async def pend_unanswered(self, task_id: str) -> None:
+        """PAS spec-7/8: a request whose evaluation did not finish within the answer time (a
+        slow directory) is answered pended (A4) at once; the worker decides it, and the final
+        ClaimResponse, under the same identifiers, comes through the subscription and $inquire."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            task = await tx.read_for_update("Task", task_id)
+            if task is None or task.content.get("status") not in UNDECIDED:
+                return  # decided meanwhile
+            if await self._find_by_trace(tx, "ClaimResponse", task_id) is not None:
+                return
+            focus = _local_key(reference_of(task.content.get("focus")), self.resources.base_url)
+            request = await tx.read(*focus.split("/", 1)) if focus else None
+            if request is None:
+                return
+            decision = Decision(
+                Outcome.PENDING_DIRECTORY,
+                trail=(
+                    RuleStep(
+                        "answer_time",
+                        "PAS spec-7: the provider directory did not answer within the time a "
+                        "PAS answer allows; pended, decided when it does",
+                        Outcome.PENDING_DIRECTORY.value,
+                    ),
+                ),
+            )
+            await self._write_decision(tx, task, request, decision, now)
+            await tx.set_job(task_id, state="evaluate", next_attempt_at=now)
+        log.info("Task/%s pended: not decided within the PAS answer time", task_id)
+
+    @staticmethod
+    async def _locked_request_task(tx: StoreTransaction, task_id: str) -> StoredResource:
+        """A second-opinion request's Task, held for update; 404 for anything else."""
+        task = await tx.read_for_update("Task", task_id)
+        if task is None or not is_fulfillment_task(task.content):
+            raise NotFoundError(f"Task/{task_id} is not a second-opinion request")
+        return task
+
+    async def _withdraw_notices(self, tx: StoreTransaction, request_key: str, now: datetime) -> int:
+        """Notices about this request still waiting for delivery: their outbox items
+        withdrawn, the Communications `not-done` with the reason (never `entered-in-error`:
+        they were right when written, they are just no longer to be sent)."""
+        query = self.resources.parse_query(
+            "Communication",
+            [("based-on", request_key), ("status", "in-progress"), ("_count", "50")],
+        )
+        page = await tx.search(query)
+        ids = await tx.withdraw_outbox([m.id for m in page.matches], now=now)
+        for match in page.matches:
+            if match.id not in ids:
+                continue
+            current = await tx.read_for_update("Communication", match.id)
+            if current is None:
+                continue
+            updated = {
+                **current.content,
+                "status": "not-done",
+                "statusReason": {
+                    "text": "withdrawn: the request was cancelled before this notice was sent"
+                },
+            }
+            updated.pop("meta", None)
+            await tx.replace(current, self.resources_meta(updated, current, now), now=now)
+        return len(ids)
+
+    async def amend(self, task_id: str, *, note: str) -> StoredResource:
+        """PAS update of a pended request: the Task's next version records it (one history), and
+        the request is evaluated again at once (the worker retries what this leaves)."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            task = await self._locked_request_task(tx, task_id)
+            if task.content.get("status") not in UNDECIDED:
+                status = task.content.get("status")
+                raise InvalidTransitionError(
+                    f"Task/{task_id} is {status}: only a pended request is updated; PAS: "
+                    "submit a new request",
+                    expression="Task.status",
+                )
+            updated = dict(task.content)
+            updated["lastModified"] = format_instant(now)
+            updated["note"] = [
+                *(updated.get("note") or []),
+                {"time": format_instant(now), "text": note},
+            ]
+            updated.pop("meta", None)
+            stored = await tx.replace(task, self.resources_meta(updated, task, now), now=now)
+            await tx.set_job(task_id, state="evaluate", next_attempt_at=now)
+        try:
+            await asyncio.wait_for(
+                self.evaluate(task_id), timeout=self.config.answer_within_seconds
+            )
+        except Exception as exc:  # stored; the worker evaluates it again
+            log.warning("re-evaluation of Task/%s failed (%s)", task_id, type(exc).__name__)
+        return stored
+
     async def _write_decision(
         self,
         tx: StoreTransaction,
@@ -1033,6 +1185,18 @@ class WorkflowService:
         moved.pop("meta", None)
         stored = await tx.replace(task, self.resources_meta(moved, task, now), now=now)
         await self._send_letters(tx, task.id, request, decision, claim_response, now, note)
+        await self._notify(tx, claim_response, patient, requester, now)
+        return stored
+
+    async def _notify(
+        self,
+        tx: StoreTransaction,
+        claim_response: StoredResource,
+        patient: str | None,
+        requester: str | None,
+        now: datetime,
+    ) -> None:
+        """Subscribers of decisions (and of the PAS topic) hear of this ClaimResponse change."""
         if self.subscriptions is not None:
             await self.subscriptions.notify(
                 tx,
@@ -1041,7 +1205,6 @@ class WorkflowService:
                 org_identifiers=lambda: self._org_identifiers(tx, requester),
                 now=now,
             )
-        return stored
 
     async def _org_identifiers(self, tx: StoreTransaction, requester: str | None) -> set[str]:
         """PAS `org-identifier`: the identifiers of the requesting organization (or of the

@@ -595,6 +595,25 @@ class SqlTransaction:
             values["delivered_at"] = delivered_at
         await self._execute(update(outbox).where(outbox.c.id == item_id).values(**values))
 
+    async def withdraw_outbox(
+        self, communication_ids: Iterable[str], *, now: datetime
+    ) -> list[str]:
+        ids = list(communication_ids)
+        if not ids:
+            return []
+        c = outbox.c
+        statement = (
+            update(outbox)
+            .where(
+                c.communication_id.in_(ids),
+                c.state == "pending",
+                or_(c.leased_until.is_(None), c.leased_until < now),
+            )
+            .values(state="withdrawn", leased_until=None, last_error="withdrawn: request cancelled")
+            .returning(c.communication_id)
+        )
+        return sorted({row[0] for row in await self._execute(statement)})
+
     async def list_outbox(self, *, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
         statement = select(*_OUTBOX_COLUMNS).order_by(outbox.c.created_at).limit(limit)
         if state:

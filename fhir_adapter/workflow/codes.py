@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 CANONICAL = "https://fhir-adapter.org/fhir"
 SECOND_OPINION_SYSTEM = f"{CANONICAL}/CodeSystem/second-opinion"
@@ -56,6 +57,7 @@ class BusinessStatus(StrEnum):
     PENDING_REVIEW = "pending-review"
     PENDING_DIRECTORY = "pending-directory"
     COMPLETED = "completed"
+    CANCELLED = "cancelled"  # withdrawn by its submitter (PAS certificationType 3)
 
 
 class ReviewAction(StrEnum):
@@ -134,3 +136,16 @@ DEFAULT_PRIMARY_CARE_TAXONOMY: frozenset[str] = frozenset(
 )
 
 EXPEDITED_PRIORITIES = frozenset({"urgent", "asap", "stat"})
+
+
+def review_action_codes(claim_response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The PAS reviewAction `code` parts of a ClaimResponse, item by item (first item first)."""
+    return [
+        part
+        for item in claim_response.get("item") or []
+        for adjudication in item.get("adjudication") or []
+        for extension in adjudication.get("extension") or []
+        if extension.get("url") == PAS_REVIEW_ACTION
+        for part in extension.get("extension") or []
+        if part.get("url") == PAS_REVIEW_ACTION_CODE
+    ]

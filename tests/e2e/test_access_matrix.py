@@ -38,7 +38,7 @@ from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container
 from tests.conftest import BASE_URL, count_rows
 from tests.e2e.test_operations import decide_params
-from tests.factories import example_request
+from tests.factories import example_request, pas_inquiry
 from tests.tokens import ADMIN_SCOPE, bearer
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -530,6 +530,14 @@ ROWS: tuple[Row, ...] = (
         right=f"{PAS_CREATES} system/ClaimResponse.r",
         wrong=f"{PAS_CREATES}",  # cannot read the ClaimResponse it would answer with
         writes=True,
+    ),
+    Row(
+        "Claim/$inquire",
+        ("POST", "/fhir/Claim/$inquire"),
+        lambda w: Call("POST", "/Claim/$inquire", json=pas_inquiry(_pas_request())),
+        right="system/ClaimResponse.r",
+        wrong="system/ClaimResponse.s",
+        other_patient=200,  # a member may inquire: about their own requests only (none here)
     ),
     Row(
         "Task/$decide",

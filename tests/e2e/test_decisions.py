@@ -680,7 +680,11 @@ async def test_a_pended_request_past_the_warning_share_is_flagged_once(
 
 # -- 2. the PAS IG's own example request Bundles ---------------------------------------------------
 
-IG_EXAMPLES = sorted((EXAMPLES / "pas" / "ig").glob("Bundle-*.json"))
+IG_EXAMPLES = sorted(  # the new requests: the update and the inquiry are issue #12's
+    p
+    for p in (EXAMPLES / "pas" / "ig").glob("Bundle-*.json")
+    if "Inquiry" not in p.name and "Update" not in p.name
+)
 
 
 @pytest.mark.parametrize("path", IG_EXAMPLES, ids=[p.stem for p in IG_EXAMPLES])

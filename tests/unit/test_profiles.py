@@ -51,6 +51,11 @@ from fhir_adapter.workflow.codes import (
     ReviewReason,
 )
 from fhir_adapter.workflow.deadlines import Track
+from fhir_adapter.workflow.pas_changes import (
+    CLIENT_ID_SYSTEM,
+    SUBMITTER_EXTENSION,
+    submitter_extension,
+)
 from fhir_adapter.workflow.states import TaskStatus, transition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,6 +91,7 @@ def test_the_documented_artifacts_are_all_there() -> None:
             "initial-opinion-provider",
             "decision-rule",
             "decision-timeframe-extension",
+            "submitting-client",
         },
         "CodeSystem": {
             "second-opinion",
@@ -106,7 +112,13 @@ def test_the_documented_artifacts_are_all_there() -> None:
             "pa-event",
         },
         "Measure": {"pa-metrics"},
-        "OperationDefinition": {"Task-decide", "MeasureReport-pa-metrics", "Task-record-appeal"},
+        "OperationDefinition": {
+            "Task-decide",
+            "MeasureReport-pa-metrics",
+            "Task-record-appeal",
+            "Claim-submit",
+            "Claim-inquire",
+        },
     }
     for resource_type, ids in expected.items():
         present = {r["id"] for r in RESOURCES.values() if r["resourceType"] == resource_type}
@@ -243,6 +255,17 @@ def test_review_action_value_set_is_the_review_actions() -> None:
 
 
 # -- extensions ---------------------------------------------------------------------------------
+
+
+def test_the_submitting_client_extension_is_defined_for_task_and_claim_response() -> None:
+    extension = sd("submitting-client")
+    assert extension["url"] == SUBMITTER_EXTENSION
+    assert extension["context"] == [
+        {"type": "element", "expression": "Task"},
+        {"type": "element", "expression": "ClaimResponse"},
+    ]
+    assert element(extension, "Extension.value[x]")["type"] == [{"code": "Identifier"}]
+    assert submitter_extension("c-1")["valueIdentifier"]["system"] == CLIENT_ID_SYSTEM
 
 
 @pytest.mark.parametrize(

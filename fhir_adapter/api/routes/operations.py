@@ -1,4 +1,4 @@
-"""FHIR operations: `Claim/$submit` (Da Vinci PAS), `Task/{id}/$decide` (reviewer decisions),
+"""FHIR operations: `Claim/$submit` and `Claim/$inquire` (Da Vinci PAS), `Task/{id}/$decide` (reviewer decisions),
 `MeasureReport/$pa-metrics` (CMS-0057-F metrics) and the Subscription backport operations."""
 
 from __future__ import annotations
@@ -27,6 +27,16 @@ async def submit(request: Request, container: ContainerDep, guard: GuardDep) -> 
     guard.require("ClaimResponse", "r")
     body = await read_resource_body(request)
     answer = await container.prior_auth.submit(body, guard=guard)
+    return FhirResponse(answer, pretty=is_pretty(request))
+
+
+@router.post(
+    "/Claim/$inquire", summary="Da Vinci PAS: ask where a prior-authorization request stands"
+)
+async def inquire(request: Request, container: ContainerDep, guard: GuardDep) -> Response:
+    guard.require("ClaimResponse", "r")  # a member's own token may ask about their requests
+    body = await read_resource_body(request)
+    answer = await container.prior_auth.inquire(body, guard=guard)
     return FhirResponse(answer, pretty=is_pretty(request))
 
 
