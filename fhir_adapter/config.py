@@ -92,6 +92,17 @@ class Settings(BaseSettings):
     cors_origins: str = Field(default="", description="comma-separated; empty: CORS off")
     audit_flush_seconds: float = Field(default=0.5, gt=0, le=60)
 
+    # The review workspace at /review (issue #15).
+    review_warning_share: float = Field(
+        default=0.75,
+        gt=0,
+        le=1,
+        description="share of the time allowed after which a request is marked",
+    )
+    review_max_failures: int = Field(default=5, ge=1, description="wrong passwords before lock-out")
+    review_lockout_seconds: float = Field(default=900.0, gt=0)
+    review_session_seconds: float = Field(default=8 * 3600.0, gt=0)
+
     @field_validator("database_url")
     @classmethod
     def _use_async_driver(cls, url: str) -> str:
