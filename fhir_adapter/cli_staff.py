@@ -71,8 +71,12 @@ def staff_add(
     if role not in {r.value for r in Role}:
         typer.echo("error: --role must be reviewer or auditor", err=True)
         raise typer.Exit(code=2)
-    if role == Role.REVIEWER.value and not credentials:
-        typer.echo("error: a reviewer needs --credentials (they go on every decision)", err=True)
+    if role == Role.REVIEWER.value and not (credentials and specialty):
+        typer.echo(
+            "error: a reviewer needs --credentials and --specialty (42 CFR 438.210(b)(3): they"
+            " go on every decision)",
+            err=True,
+        )
         raise typer.Exit(code=2)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")

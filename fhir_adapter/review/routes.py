@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 from fhir_adapter.access.audit import StaffAuditRecord
 from fhir_adapter.bootstrap import Container
-from fhir_adapter.errors import InvalidTransitionError, NotFoundError
+from fhir_adapter.errors import AdapterError, InvalidTransitionError, NotFoundError
 from fhir_adapter.fhir.references import ID_PATTERN
 from fhir_adapter.metrics.core import Period
 from fhir_adapter.metrics.render import html_context
@@ -379,6 +379,15 @@ async def decide(request: Request, task_id: str) -> Response:
     except NotFoundError:
         _audit(request, "decide", 404, session, entity)
         return _not_found(request, session)
+    except AdapterError as refused:  # e.g. a provider reference that is not a reference
+        _audit(request, "decide", refused.status_code, session, entity)
+        return await _request_page(
+            request,
+            session,
+            task_id,
+            status=422,
+            error=f"The decision was not recorded: {refused.issues[0].diagnostics}",
+        )
     _audit(request, "decide", 200, session, entity)
     return RedirectResponse(f"/review/requests/{task_id}?decided=1", status_code=303)
 
@@ -407,10 +416,9 @@ def _review(form: dict[str, str], session: Session) -> tuple[ReviewerDecision | 
         except ValueError:
             return None, "Set the end of the authorization period (a date, YYYY-MM-DD)."
         until = datetime.combine(end, time(23, 59, 59), tzinfo=UTC)
-    specialty = {
-        "coding": [{"system": NUCC, "code": staff.specialty}] if staff.specialty else [],
-        "text": staff.credentials or "reviewer",
-    }
+    specialty: dict[str, Any] = {"text": staff.credentials or "reviewer"}
+    if staff.specialty:
+        specialty["coding"] = [{"system": NUCC, "code": staff.specialty}]
     code = DENIAL_CODES.get(form.get("denial_code", ""))
     if outcome is Outcome.DENIED and code is None:
         return None, "Choose the coded reason for the denial."
