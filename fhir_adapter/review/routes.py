@@ -33,7 +33,13 @@ from fhir_adapter.review.accounts import (
     StaffAccounts,
     same_token,
 )
-from fhir_adapter.review.workspace import DENIAL_CODES, WHY_TEXT, Workspace, notice_pdf
+from fhir_adapter.review.workspace import (
+    DENIAL_CODES,
+    WHY_SHORT,
+    WHY_TEXT,
+    Workspace,
+    notice_pdf,
+)
 from fhir_adapter.workflow.codes import NUCC, Reason
 from fhir_adapter.workflow.review import ReviewerDecision
 
@@ -281,6 +287,7 @@ async def queue(request: Request) -> Response:
         },
         reasons=[r.value for r in Reason],
         why_text=WHY_TEXT,
+        why_short=WHY_SHORT,
         warning_percent=round(settings.review_warning_share * 100),
     )
 
@@ -497,6 +504,6 @@ async def numbers(request: Request) -> Response:
         start=start.isoformat(),
         end=end.isoformat(),
         timeliness=timeliness,
-        why_text=WHY_TEXT,
+        why_short=WHY_SHORT,
         **html_context(report),
     )

@@ -44,6 +44,12 @@ DENIAL_CODES = {
     "insufficient-information": "The information sent does not allow a decision",
     "other": "Another reason (explain below)",
 }
+WHY_SHORT = {
+    ReviewReason.NO_LISTED_REASON.value: "no listed reason",
+    ReviewReason.NO_QUALIFIED_PROVIDER.value: "no qualified provider",
+    ReviewReason.SPECIALTY_UNKNOWN.value: "specialty unknown",
+    DIRECTORY_DOWN: "directory unreachable",
+}
 PENDED = (BusinessStatus.PENDING_REVIEW.value, BusinessStatus.PENDING_DIRECTORY.value)
 
 

@@ -8,12 +8,15 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container
+from fhir_adapter.cli import app
 from fhir_adapter.review.accounts import Role, StaffAccounts
 from tests.e2e.test_operations import decide_params, pended_task
 from tests.fakes import FrozenClock
@@ -346,3 +349,54 @@ async def test_views_and_decisions_are_audited_with_the_staff_member_as_agent(
     assert decide["agent"][0]["who"]["identifier"]["value"] == "alice"
     text = str(found)
     assert "Member Example" not in text and "Reviewed; not needed" not in text  # no PHI
+
+
+async def test_a_decision_without_a_session_goes_to_sign_in_and_changes_nothing(
+    ws: Workspace,
+) -> None:
+    task = await pended_task(ws.fhir)
+    answer = await ws.http.post(
+        f"/review/requests/{task['id']}/decide",
+        data={"decision": "denied", "denial_code": "other", "reason": "no"},
+    )
+    assert answer.status_code == 303 and "/review/sign-in" in answer.headers["location"]
+    assert (await ws.fhir.get(f"/Task/{task['id']}")).json()["status"] == "on-hold"
+
+
+async def test_sign_in_never_redirects_off_the_workspace(ws: Workspace) -> None:
+    form = await ws.http.get("/review/sign-in", params={"next": "https://evil.example/x"})
+    assert 'name="next" value="/review"' in form.text
+    answer = await ws.http.post(
+        "/review/sign-in",
+        data={
+            "csrf": hidden(form.text, "csrf"),
+            "name": "alice",
+            "password": PASSWORD,
+            "next": "//evil.example/x",
+        },
+    )
+    assert answer.headers["location"] == "/review"
+
+
+def test_the_staff_commands_add_list_and_disable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FHIR_ADAPTER_DATABASE_URL", f"sqlite:///{tmp_path / 'staff.db'}")
+    runner = CliRunner()
+    base = ["staff", "add", "dr.lee", "--role", "reviewer", "--password-stdin"]
+    missing = runner.invoke(app, base, input=f"{PASSWORD}\n")
+    assert missing.exit_code == 2 and "--credentials and --specialty" in missing.output
+    full = [*base, "--credentials", "MD", "--specialty", "207R00000X"]
+    short = runner.invoke(app, full, input="short\n")
+    assert short.exit_code == 2 and "12 characters" in short.output
+    added = runner.invoke(app, full, input=f"{PASSWORD}\n")
+    assert added.exit_code == 0, added.output
+    again = runner.invoke(app, full, input=f"{PASSWORD}\n")
+    assert again.exit_code == 2 and "exists already" in again.output
+    wrong_role = runner.invoke(app, ["staff", "add", "x", "--role", "admin", "--password-stdin"])
+    assert wrong_role.exit_code == 2
+    listed = runner.invoke(app, ["staff", "list"])
+    assert "dr.lee  reviewer  MD" in listed.output and PASSWORD not in listed.output
+    assert runner.invoke(app, ["staff", "disable", "dr.lee"]).exit_code == 0
+    assert "disabled" in runner.invoke(app, ["staff", "list"]).output
+    assert runner.invoke(app, ["staff", "disable", "nobody"]).exit_code == 2
