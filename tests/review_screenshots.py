@@ -105,7 +105,7 @@ async def _photograph(origin: str, out: Path) -> list[Path]:
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/review")
     for shot in asyncio.run(take(out)):
-        print(shot)
+        sys.stdout.write(f"{shot}\n")
 
 
 if __name__ == "__main__":
