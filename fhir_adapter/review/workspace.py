@@ -27,7 +27,7 @@ from fhir_adapter.workflow.codes import (
     ReviewReason,
 )
 from fhir_adapter.workflow.deadlines import track_for
-from fhir_adapter.workflow.intake import listed_reasons, reference_of
+from fhir_adapter.workflow.intake import is_fulfillment_task, listed_reasons, reference_of
 
 DEFAULT_WARNING_SHARE = 0.75  # of the time allowed; FHIR_ADAPTER_REVIEW_WARNING_SHARE
 DIRECTORY_DOWN = "directory-unavailable"
@@ -259,10 +259,7 @@ class Workspace:
         """Everything the request page shows, or None when there is no such request."""
         async with self.container.store.transaction(write=False) as tx:
             task = await tx.read("Task", task_id)
-            if (
-                task is None
-                or (task.content.get("code") or {}).get("coding", [{}])[0].get("code") != "fulfill"
-            ):
+            if task is None or not is_fulfillment_task(task.content):
                 return None
             history = await tx.history("Task", task_id)
             request = await self._read(tx, reference_of(task.content.get("focus"))) or {}

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.e2e.test_live_server import (
     FHIR_JSON,
@@ -66,7 +67,10 @@ def add_staff(env: dict[str, str], workdir: Path, name: str, *options: str) -> N
 
 
 @pytest.fixture
-async def served(database_url: str, tmp_path: Path) -> AsyncIterator[LiveServer]:
+async def served(
+    database_url: str, engine: AsyncEngine, tmp_path: Path
+) -> AsyncIterator[LiveServer]:
+    """The server over a migrated, emptied database (`engine`), with a reviewer and an auditor."""
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
     port = free_port()
