@@ -5,12 +5,12 @@ birth date, address or contact details."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from fhir_adapter.bootstrap import Container
+from fhir_adapter.fhir.plannet import display_name
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.policy.facts import Provider
 from fhir_adapter.ports import StoredResource, StoreTransaction
@@ -137,18 +137,11 @@ def _codes(node: Any, system: str) -> list[str]:
 
 
 def person_name(resource: dict[str, Any] | None) -> str:
-    for name in (resource or {}).get("name") or []:
-        if isinstance(name, str):  # Organization.name
-            return name
-        if name.get("text"):
-            return str(name["text"])
-        parts = [*(name.get("prefix") or []), *(name.get("given") or []), name.get("family") or ""]
-        text = " ".join(p for p in parts if p)
-        if text:
-            return text
-    if isinstance((resource or {}).get("name"), str):
-        return str(resource["name"])  # type: ignore[index]
-    return "(no name recorded)"
+    """A person's name as recorded (an Organization's `name` is a string)."""
+    name = (resource or {}).get("name")
+    if isinstance(name, str):
+        return name
+    return display_name(resource) or "(no name recorded)"
 
 
 def member_id(patient: dict[str, Any] | None) -> str | None:
@@ -174,18 +167,7 @@ class Workspace:
     async def _search(
         self, tx: StoreTransaction, resource_type: str, params: list[tuple[str, str]]
     ) -> list[StoredResource]:
-        resources = self.container.resources
-        query = resources.parse_query(
-            resource_type, [*params, ("_count", str(resources.limits.max_count))]
-        )
-        query = dataclasses.replace(query, with_total=False)
-        found: list[StoredResource] = []
-        while True:
-            page = await tx.search(query)
-            found += page.matches
-            if page.next_cursor is None:
-                return found
-            query = dataclasses.replace(query, cursor=page.next_cursor)
+        return await self.container.resources.search_all(tx, resource_type, params)
 
     async def _read(self, tx: StoreTransaction, reference: str | None) -> dict[str, Any] | None:
         key = self._key(reference)
