@@ -246,6 +246,24 @@ def outbox_retry(
     typer.echo(f"{asyncio.run(run())} delivery(ies) queued again")
 
 
+@app.command("deadlines")
+def deadlines() -> None:
+    """How many undecided requests are past FHIR_ADAPTER_DEADLINE_WARNING_SHARE of their window
+    (for monitoring; exit code 1 when there are any, so a check can alert on it)."""
+    from fhir_adapter.bootstrap import build_container
+
+    async def run() -> int:
+        container = await build_container(Settings())
+        try:
+            return await container.workflow.nearing_deadline_count()
+        finally:
+            await container.aclose()
+
+    count = asyncio.run(run())
+    typer.echo(f"{count} undecided request(s) past the warning share of their window")
+    raise typer.Exit(code=1 if count else 0)
+
+
 @clients_app.command("add")
 def clients_add(
     name: str = typer.Argument(..., help="a name for the system, e.g. 'payer-um'"),

@@ -71,6 +71,15 @@ class Settings(BaseSettings):
     )
     worker_interval_seconds: float = Field(default=2.0, gt=0)
     retry_base_seconds: float = Field(default=30.0, gt=0)
+    candidates_offered: int = Field(
+        default=5, ge=1, le=50, description="providers a decision offers the member, best first"
+    )
+    deadline_warning_share: float = Field(
+        default=0.75,
+        gt=0,
+        lt=1,
+        description="a pended request past this share of its decision window is flagged",
+    )
 
     # Security (issue #5). Without an external issuer the built-in SMART Backend Services
     # authorization server issues the tokens (`fhir-adapter clients add`).
@@ -93,12 +102,6 @@ class Settings(BaseSettings):
     audit_flush_seconds: float = Field(default=0.5, gt=0, le=60)
 
     # The review workspace at /review (issue #15).
-    review_warning_share: float = Field(
-        default=0.75,
-        gt=0,
-        le=1,
-        description="share of the time allowed after which a request is marked",
-    )
     review_max_failures: int = Field(default=5, ge=1, description="wrong passwords before lock-out")
     review_lockout_seconds: float = Field(default=900.0, gt=0)
     review_session_seconds: float = Field(default=8 * 3600.0, gt=0)

@@ -41,6 +41,7 @@ DEFAULT_PATHS = (
     "denied",
     "review",
     "expedited",
+    "representative",
 )
 
 

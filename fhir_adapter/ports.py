@@ -146,6 +146,11 @@ class StoreTransaction(Protocol):
 
     async def get_job(self, task_id: str) -> WorkflowJob | None: ...
 
+    async def undecided_jobs(self, *, due_before: datetime, limit: int) -> list[WorkflowJob]:
+        """Jobs of requests not yet decided and due by `due_before`, soonest first (the
+        early-warning sweep)."""
+        ...
+
     async def add_outbox(self, item: OutboxItem) -> None:
         """Owe a delivery; written with the Communication it delivers, in this transaction."""
         ...

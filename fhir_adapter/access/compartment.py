@@ -15,6 +15,8 @@ from fhir_adapter.fhir.search import index_rows
 PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
     "Coverage": ("beneficiary", "subscriber"),
     "Condition": ("subject",),
+    "RelatedPerson": ("patient",),
+    "CareTeam": ("subject",),
     "ServiceRequest": ("subject",),
     "Task": ("subject",),  # Task.for
     "Claim": ("patient",),

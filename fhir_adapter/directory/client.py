@@ -1,12 +1,14 @@
 """DirectoryClient: the Plan-Net searches of contract §5 over HTTP, with timeouts, bounded retries
-with backoff, `next` links followed to a limit, and a short-lived cache of answers."""
+with backoff, narrow searches whose `next` links are followed until enough candidates are found
+(a directory's size is never an outage; a `next` link that repeats is), and a short-lived cache."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from contextlib import aclosing
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +36,8 @@ class DirectoryClient:
         network: str,
         attempts: int = 3,
         backoff_seconds: float = 0.2,
-        max_pages: int = 20,
+        max_pages: int = 1000,
+        page_size: int = 100,
         cache_seconds: float = 60.0,
         cache_size: int = 1024,
     ) -> None:
@@ -43,7 +46,8 @@ class DirectoryClient:
         self.network = network
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
-        self.max_pages = max_pages
+        self.max_pages = max_pages  # a safety net against a directory that pages forever
+        self.page_size = page_size
         self._cache: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=cache_size, ttl=cache_seconds)
         # The URL each search builds: httpx takes longer to build one than the cache to answer.
         self._urls: TTLCache[tuple[Any, ...], str] = TTLCache(maxsize=cache_size, ttl=cache_seconds)
@@ -53,18 +57,51 @@ class DirectoryClient:
         return self.network if "://" in self.network else f"{self.base_url}/{self.network}"
 
     async def providers_with_specialty(
-        self, specialties: Iterable[str], *, today: datetime
+        self,
+        specialties: Iterable[str],
+        *,
+        today: datetime,
+        enough: int | None = None,
+        out_of_network: bool = False,
     ) -> list[Provider]:
-        """Every active PractitionerRole with one of the specialties, in network or not."""
-        params = {"specialty": _specialty_param(specialties), "active": "true"}
-        return await self._roles(params, today=today)
+        """Active PractitionerRoles with one of the specialties, in network or not; with `enough`,
+        the search stops once it has that many (out-of-network ones, with `out_of_network`)."""
+        params = {
+            "specialty": _specialty_param(specialties),
+            "active": "true",
+            "_count": str(self.page_size),
+        }
+
+        def counted(p: Provider) -> bool:
+            return not (out_of_network and p.in_network)
+
+        return await self._roles(params, today=today, enough=enough, counted=counted)
 
     async def in_network_providers(
-        self, specialties: Iterable[str], *, today: datetime
+        self,
+        specialties: Iterable[str],
+        *,
+        today: datetime,
+        organization: str | None = None,
+        enough: int | None = None,
     ) -> list[Provider]:
-        """Contract §5: PractitionerRole?specialty=…&network=… with endpoints and practitioners."""
-        params = {"specialty": _specialty_param(specialties), "network": self.network}
-        return [p for p in await self._roles(params, today=today) if p.in_network]
+        """Contract §5: PractitionerRole?specialty=…&network=…&active=true (of one organization,
+        when given) with practitioners, endpoints, organizations and locations; with `enough`, the
+        search stops once it has that many in-network roles."""
+        params = {
+            "specialty": _specialty_param(specialties),
+            "network": self.network,
+            "active": "true",
+            "_count": str(self.page_size),
+        }
+        if organization:
+            params["organization"] = organization.removeprefix(self.base_url + "/")
+
+        def counted(p: Provider) -> bool:
+            return p.in_network
+
+        found = await self._roles(params, today=today, enough=enough, counted=counted)
+        return [p for p in found if p.in_network]
 
     async def provider(self, reference: str, *, today: datetime) -> Provider | None:
         """The Provider for a PractitionerRole or Practitioner reference (absolute, or relative to the
@@ -117,12 +154,26 @@ class DirectoryClient:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    async def _roles(self, params: Mapping[str, str], *, today: datetime) -> list[Provider]:
-        query = {
-            **params,
-            "_include": ["PractitionerRole:practitioner", "PractitionerRole:endpoint"],
-        }
-        entries = await self._search_all("PractitionerRole", query)
+    async def _roles(
+        self,
+        params: Mapping[str, str],
+        *,
+        today: datetime,
+        enough: int | None = None,
+        counted: Callable[[Provider], bool] = lambda p: True,
+    ) -> list[Provider]:
+        """The matching roles, page by page (each page carries what its roles include), until the
+        last page or until `enough` of them are `counted`."""
+        query = {**params, "_include": _ROLE_INCLUDES}
+        providers: list[Provider] = []
+        async with aclosing(self._pages("PractitionerRole", query)) as pages:
+            async for page in pages:
+                providers += self._providers(page, today=today)
+                if enough is not None and sum(1 for p in providers if counted(p)) >= enough:
+                    break
+        return providers
+
+    def _providers(self, entries: list[dict[str, Any]], *, today: datetime) -> list[Provider]:
         resolve: dict[str, Mapping[str, Any]] = {}
         roles: list[tuple[str, Mapping[str, Any]]] = []
         for entry in entries:
@@ -145,29 +196,24 @@ class DirectoryClient:
             for url, role in roles
         ]
 
-    async def _search_all(
+    async def _pages(
         self, resource_type: str, params: Mapping[str, Any]
-    ) -> list[dict[str, Any]]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Each page's entries, following `next` links. A link that repeats, or more pages than
+        any directory could need, is a broken directory (unavailable); size alone never is."""
         bundle = await self._get(resource_type, params)
-        entries = list(bundle.get("entry") or [])
-        for _ in range(self.max_pages - 1):
-            next_url = next(
-                (
-                    link.get("url")
-                    for link in bundle.get("link") or []
-                    if link.get("relation") == "next"
-                ),
-                None,
-            )
-            if not next_url:
-                return entries
+        yield list(bundle.get("entry") or [])
+        followed: set[str] = set()
+        while next_url := _next_link(bundle):
+            if next_url in followed:
+                raise DirectoryUnavailableError("the directory kept paging: its next link repeats")
+            if len(followed) + 1 >= self.max_pages:
+                raise DirectoryUnavailableError(
+                    f"the directory kept paging past {self.max_pages} pages"
+                )
+            followed.add(next_url)
             bundle = await self._get_url(next_url)
-            entries += bundle.get("entry") or []
-        if any(link.get("relation") == "next" for link in bundle.get("link") or []):
-            raise DirectoryUnavailableError(
-                f"the directory kept paging past {self.max_pages} pages"
-            )
-        return entries
+            yield list(bundle.get("entry") or [])
 
     async def _get(self, resource_type: str, params: Mapping[str, Any]) -> dict[str, Any]:
         key = (
@@ -214,6 +260,25 @@ class DirectoryClient:
                 await asyncio.sleep(delay * (0.5 + random.random()))  # jitter spreads retries out
         log.warning("directory unavailable after %d attempts: %s", self.attempts, last_problem)
         raise DirectoryUnavailableError(f"the directory is unavailable ({last_problem})")
+
+
+_ROLE_INCLUDES = [
+    "PractitionerRole:practitioner",
+    "PractitionerRole:endpoint",
+    "PractitionerRole:organization",
+    "PractitionerRole:location",
+]
+
+
+def _next_link(bundle: Mapping[str, Any]) -> str | None:
+    return next(
+        (
+            str(link["url"])
+            for link in bundle.get("link") or []
+            if link.get("relation") == "next" and link.get("url")
+        ),
+        None,
+    )
 
 
 def _parse_bundle(content: bytes) -> dict[str, Any] | None:

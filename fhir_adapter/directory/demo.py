@@ -21,6 +21,7 @@ _INCLUDES = {
     "PractitionerRole:practitioner": "practitioner",
     "PractitionerRole:organization": "organization",
     "PractitionerRole:endpoint": "endpoint",
+    "PractitionerRole:location": "location",
     "PractitionerRole:network": "network",
 }
 
@@ -88,6 +89,7 @@ _SEARCH: dict[str, dict[str, Matcher]] = {
         "endpoint": lambda r, v: _ref_match(v, _refs(r, "endpoint")),
         "active": lambda r, v: _token_match(v, [r.get("active", True)]),
         "role": lambda r, v: _token_match(v, r.get("code") or []),
+        "location": lambda r, v: _ref_match(v, _refs(r, "location")),
     },
     "Practitioner": {
         "identifier": lambda r, v: _token_match(v, r.get("identifier") or []),
@@ -109,7 +111,9 @@ DEMO_ORIGIN = (
 )
 
 
-def directory_router(data: DirectoryData, *, page_size: int = 10) -> APIRouter:
+def directory_router(
+    data: DirectoryData, *, page_size: int = 10, max_page_size: int | None = None
+) -> APIRouter:
     """Routes for `GET {dir}/{type}` (search) and `GET {dir}/{type}/{id}` (read).
 
     Endpoint addresses in the seed data point at the demo EHR inboxes of this same server; they are
@@ -118,7 +122,9 @@ def directory_router(data: DirectoryData, *, page_size: int = 10) -> APIRouter:
     router = APIRouter(tags=["demo directory"])
 
     def base(request: Request) -> str:
-        return str(request.base_url).rstrip("/") + "/directory/fhir"
+        """Where this router is mounted (the demo directory at /directory/fhir, or elsewhere)."""
+        mounted = request.url.path.rsplit("/", 1)[0]
+        return str(request.base_url).rstrip("/") + mounted
 
     def localized(resource: dict[str, Any], request: Request) -> dict[str, Any]:
         address = resource.get("address")
@@ -143,6 +149,7 @@ def directory_router(data: DirectoryData, *, page_size: int = 10) -> APIRouter:
                 offset = int(value) if value.isdigit() else 0
             elif name == "_count":
                 count = int(value) if value.isdigit() and int(value) > 0 else page_size
+                count = min(count, max_page_size or count)  # servers cap _count
             elif name == "_id":
                 matches = [m for m in matches if m["id"] in value.split(",")]
             elif name in matchers:

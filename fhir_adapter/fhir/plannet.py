@@ -11,6 +11,7 @@ from fhir_adapter.policy.facts import Provider
 from fhir_adapter.workflow.codes import (
     ENDPOINT_CONNECTION_SYSTEM,
     NETWORK_REFERENCE_EXTENSION,
+    NEW_PATIENTS_EXTENSION,
     NPI,
     NUCC,
 )
@@ -89,6 +90,11 @@ def provider_from_role(
         if candidate and _is_fhir_rest(candidate) and candidate.get("status", "active") == "active":
             endpoint = candidate.get("address")
             break
+    organization = _resolved(role.get("organization"), resolve)
+    locations = [
+        loc for loc in (_resolved(ref, resolve) for ref in role.get("location") or []) if loc
+    ]
+    location = locations[0] if locations else None
     return Provider(
         role_reference=role_url,
         specialties=specialties(role),
@@ -106,7 +112,87 @@ def provider_from_role(
             for coding in concept.get("coding") or []
             if coding.get("system") == NUCC and coding.get("display")
         ),
+        organization_name=_text((organization or {}).get("name")),
+        address=address_lines(location) or address_lines(organization),
+        phone=phone_of(role) or phone_of(location) or phone_of(organization),
+        accepting_new_patients=accepting_new_patients(role),
+        languages=languages(practitioner),
+        position=position_of(location),
     )
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value else None
+
+
+def _resolved(reference: Any, resolve: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    ref = reference.get("reference") if isinstance(reference, dict) else None
+    return resolve.get(ref) if isinstance(ref, str) else None
+
+
+def address_lines(holder: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The first address as printable lines: `text`, or its lines and `City, ST 99999`."""
+    raw = (holder or {}).get("address")
+    addresses = raw if isinstance(raw, list) else [raw] if isinstance(raw, dict) else []
+    for address in addresses:
+        if not isinstance(address, dict):
+            continue
+        if address.get("text"):
+            return tuple(str(address["text"]).splitlines())
+        lines = [str(line) for line in address.get("line") or []]
+        place = ", ".join(str(address[k]) for k in ("city", "state") if address.get(k))
+        last = " ".join(p for p in (place, str(address.get("postalCode") or "")) if p)
+        if lines or last:
+            return (*lines, last) if last else tuple(lines)
+    return ()
+
+
+def phone_of(holder: Mapping[str, Any] | None) -> str | None:
+    for point in (holder or {}).get("telecom") or []:
+        if point.get("system") == "phone" and point.get("value"):
+            return str(point["value"])
+    return None
+
+
+def accepting_new_patients(role: Mapping[str, Any]) -> bool | None:
+    """Plan-Net `newpatients` (acceptingPatients: newpt yes; nopt / existptonly no); None when
+    the directory does not say."""
+    for extension in role.get("extension") or []:
+        if extension.get("url") != NEW_PATIENTS_EXTENSION:
+            continue
+        for part in extension.get("extension") or []:
+            if part.get("url") != "acceptingPatients":
+                continue
+            if isinstance(part.get("valueBoolean"), bool):
+                return bool(part["valueBoolean"])
+            codes = {
+                c.get("code") for c in (part.get("valueCodeableConcept") or {}).get("coding") or []
+            }
+            if codes & {"newpt", "existptfam"}:
+                return True
+            if codes & {"nopt", "existptonly"}:
+                return False
+    return None
+
+
+def languages(practitioner: Mapping[str, Any] | None) -> frozenset[str]:
+    """Practitioner.communication as primary language tags ("es" for "es-MX")."""
+    return frozenset(
+        str(coding["code"]).split("-")[0].lower()
+        for concept in (practitioner or {}).get("communication") or []
+        for coding in (concept.get("coding") or [] if isinstance(concept, dict) else [])
+        if isinstance(coding.get("code"), str)
+    )
+
+
+def position_of(location: Mapping[str, Any] | None) -> tuple[float, float] | None:
+    position = (location or {}).get("position")
+    if not isinstance(position, dict):
+        return None
+    latitude, longitude = position.get("latitude"), position.get("longitude")
+    if isinstance(latitude, int | float) and isinstance(longitude, int | float):
+        return float(latitude), float(longitude)
+    return None
 
 
 def _is_fhir_rest(endpoint: Mapping[str, Any]) -> bool:

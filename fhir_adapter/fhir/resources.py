@@ -35,6 +35,8 @@ SERVED_TYPES: tuple[str, ...] = (
     "Organization",
     "Coverage",
     "Condition",
+    "RelatedPerson",  # an authorized representative asking for the member (HSC 1383.15)
+    "CareTeam",  # who treats the member: evidence for a professional's request
     "ServiceRequest",
     "Task",
     "Claim",

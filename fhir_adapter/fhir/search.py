@@ -99,6 +99,19 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
         _tok("clinical-status", "clinicalStatus"),
         _tok("category"),
     ),
+    "RelatedPerson": (
+        _tok("identifier"),
+        _ref("patient", targets=_PATIENT),
+        _tok("relationship"),
+        _tok("active"),
+    ),
+    "CareTeam": (
+        _tok("identifier"),
+        _ref("patient", "subject", targets=_PATIENT),
+        _ref("subject"),
+        _ref("participant", "participant.member"),
+        _tok("status"),
+    ),
     "ServiceRequest": (
         _tok("identifier"),
         _ref("patient", "subject", targets=_PATIENT),

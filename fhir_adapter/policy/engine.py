@@ -10,6 +10,14 @@ from fhir_adapter.policy.rules import POLICY_RULES, Rule
 
 
 def evaluate(facts: RequestFacts, rules: Iterable[Rule] = POLICY_RULES) -> Decision:
+    decision = first_decision(facts, rules)
+    if decision is None:
+        raise RuntimeError("the rule list must end with a rule that always decides")
+    return decision
+
+
+def first_decision(facts: RequestFacts, rules: Iterable[Rule]) -> Decision | None:
+    """The first rule's decision, with the trail of every rule run; None when all pass."""
     trail: list[RuleStep] = []
     for rule in rules:
         basis = (rule.__doc__ or "").strip().split(":")[0]
@@ -19,4 +27,4 @@ def evaluate(facts: RequestFacts, rules: Iterable[Rule] = POLICY_RULES) -> Decis
             continue
         trail.append(RuleStep(rule.__name__, basis, decision.outcome.value))
         return decision.with_trail(tuple(trail))
-    raise RuntimeError("the rule list must end with a rule that always decides")
+    return None

@@ -21,6 +21,13 @@ class Provider:
     in_network: bool = False
     fhir_endpoint: str | None = None
     specialty_names: tuple[str, ...] = ()  # the directory's displays, for letters
+    organization_name: str | None = None
+    address: tuple[str, ...] = ()  # printable address lines
+    phone: str | None = None
+    # What ranking looks at, where the directory says (None / empty: it does not say).
+    accepting_new_patients: bool | None = None
+    languages: frozenset[str] = frozenset()  # BCP-47 primary tags, lower case ("es")
+    position: tuple[float, float] | None = None  # (latitude, longitude) of its location
 
     def is_same_professional(self, other: Provider | None) -> bool:
         if other is None:
@@ -42,7 +49,7 @@ class Care(StrEnum):
     SPECIALIST = "specialist-care"
 
 
-RequesterKind = Literal["member", "professional", "other"]
+RequesterKind = Literal["member", "professional", "representative", "other"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +77,9 @@ class RequestFacts:
     pcp_organization: str | None = None
     in_network: tuple[Provider, ...] = field(default_factory=tuple)
     out_of_network: tuple[Provider, ...] = field(default_factory=tuple)
+    payor_unsettled: bool = False  # a payor only the (unreachable) directory could identify
+    requester_is_treating: bool = False  # care team or the request's own references say so
+    requester_represents_member: bool = False  # a RelatedPerson for this member
+    candidates_offered: int = 5
+    member_language: str | None = None
+    member_position: tuple[float, float] | None = None

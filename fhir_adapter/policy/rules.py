@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from fhir_adapter.policy.decision import Decision, Outcome
 from fhir_adapter.policy.facts import Care, Provider, RequestFacts
+from fhir_adapter.policy.ranking import rank_providers
 from fhir_adapter.workflow.codes import DenialReason, Reason, ReviewReason
 
 Rule = Callable[[RequestFacts], Decision | None]
@@ -26,21 +27,29 @@ def coverage_is_active(facts: RequestFacts) -> Decision | None:
 
 
 def coverage_is_with_the_plan(facts: RequestFacts) -> Decision | None:
-    """Policy (coverage statement): the coverage is this plan's (Coverage.payor is the plan)."""
+    """Policy (coverage statement): the coverage is this plan's (Coverage.payor is the plan); a
+    payor only the unreachable directory could identify pends (contract §5: never deny for it)."""
     if facts.plan_reference in facts.coverage_payors:
         return None
+    if facts.payor_unsettled:
+        return Decision(Outcome.PENDING_DIRECTORY)
     return Decision.deny(DenialReason.NOT_PLAN_MEMBER)
 
 
 def requester_is_member_or_treating_professional(facts: RequestFacts) -> Decision | None:
-    """HSC 1383.15; policy: the member, or a participating professional treating the member, asks."""
-    if facts.requester_kind == "member" and facts.requester_is_the_member:
+    """HSC 1383.15; policy: the member, the member's authorized representative, or a professional
+    treating the member (PCP, initial provider, care team, the request's own references) asks.
+    42 CFR 438.210(b)(3): what the data cannot settle goes to a reviewer, never to a denial."""
+    kind = facts.requester_kind
+    if kind == "member" and facts.requester_is_the_member:
         return None
-    if facts.requester_kind == "professional" and (
-        facts.requester_is_pcp or facts.requester_is_initial_provider
+    if kind == "representative" and facts.requester_represents_member:
+        return None
+    if kind == "professional" and (
+        facts.requester_is_pcp or facts.requester_is_initial_provider or facts.requester_is_treating
     ):
         return None
-    return Decision.deny(DenialReason.REQUESTER_NOT_ELIGIBLE)
+    return Decision.review(ReviewReason.REQUESTER_UNSETTLED)
 
 
 def directory_answered(facts: RequestFacts) -> Decision | None:
@@ -51,12 +60,13 @@ def directory_answered(facts: RequestFacts) -> Decision | None:
 
 
 def requesting_professional_participates(facts: RequestFacts) -> Decision | None:
-    """HSC 1383.15; policy: a professional's request counts only from a participating provider."""
+    """HSC 1383.15; policy: a professional's request counts from a participating provider; one the
+    directory does not list as participating is for a reviewer (42 CFR 438.210(b)(3))."""
     if facts.requester_kind != "professional":
         return None
     if facts.requester is not None and facts.requester.in_network:
         return None
-    return Decision.deny(DenialReason.REQUESTER_NOT_PARTICIPATING)
+    return Decision.review(ReviewReason.REQUESTER_NOT_PARTICIPATING)
 
 
 def reason_is_listed(facts: RequestFacts) -> Decision | None:
@@ -82,14 +92,14 @@ def member_selected_provider_qualifies(facts: RequestFacts) -> Decision | None:
 
 
 def in_network_provider_available(facts: RequestFacts) -> Decision | None:
-    """Policy III-IV: a qualified in-network professional gives it, with no authorization needed
-    (PCP care: the PCP's own physician organization first, per HSC 1383.15 EOC practice)."""
+    """Policy III-IV: a qualified in-network professional gives it, with no authorization needed;
+    the member is offered the best-ranked few (the PCP's own medical group first, per HSC 1383.15
+    EOC practice)."""
     qualified = [p for p in facts.in_network if p.in_network and _qualifies(p, facts)]
     if not qualified:
         return None
-    if facts.care is Care.PRIMARY and facts.pcp_organization:
-        qualified.sort(key=lambda p: p.organization_reference != facts.pcp_organization)
-    return Decision(Outcome.APPROVED_IN_NETWORK, providers=tuple(qualified))
+    ranked = _ranked(qualified, facts)[: max(facts.candidates_offered, 1)]
+    return Decision(Outcome.APPROVED_IN_NETWORK, providers=tuple(ranked))
 
 
 def out_of_network_authorized(facts: RequestFacts) -> Decision | None:
@@ -101,12 +111,21 @@ def out_of_network_authorized(facts: RequestFacts) -> Decision | None:
     qualified = [p for p in facts.out_of_network if not p.in_network and _qualifies(p, facts)]
     if not qualified:
         return None
-    return Decision(Outcome.APPROVED_OUT_OF_NETWORK, providers=(qualified[0],))
+    return Decision(Outcome.APPROVED_OUT_OF_NETWORK, providers=(_ranked(qualified, facts)[0],))
 
 
 def nobody_qualifies(facts: RequestFacts) -> Decision | None:
     """Policy IV: with no qualified provider anywhere, a reviewer must find one."""
     return Decision.review(ReviewReason.NO_QUALIFIED_PROVIDER)
+
+
+def _ranked(providers: list[Provider], facts: RequestFacts) -> list[Provider]:
+    return rank_providers(
+        providers,
+        pcp_organization=facts.pcp_organization,
+        member_language=facts.member_language,
+        member_position=facts.member_position,
+    )
 
 
 def _qualifies(provider: Provider, facts: RequestFacts) -> bool:

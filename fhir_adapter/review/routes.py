@@ -272,7 +272,7 @@ async def queue(request: Request) -> Response:
     reason = params.get("reason") or None
     why = params.get("why") or None
     settings = _container(request).settings
-    workspace = Workspace(_container(request), warning_share=settings.review_warning_share)
+    workspace = Workspace(_container(request), warning_share=settings.deadline_warning_share)
     found = await workspace.queue(_now(request), expedited=expedited, reason=reason, why=why)
     _audit(request, "view-queue", 200, session)
     return _page(
@@ -288,7 +288,7 @@ async def queue(request: Request) -> Response:
         reasons=[r.value for r in Reason],
         why_text=WHY_TEXT,
         why_short=WHY_SHORT,
-        warning_percent=round(settings.review_warning_share * 100),
+        warning_percent=round(settings.deadline_warning_share * 100),
     )
 
 
@@ -306,7 +306,7 @@ async def _request_page(
     if not ID_PATTERN.match(task_id):
         return _not_found(request, session)
     settings = _container(request).settings
-    workspace = Workspace(_container(request), warning_share=settings.review_warning_share)
+    workspace = Workspace(_container(request), warning_share=settings.deadline_warning_share)
     view = await workspace.request(task_id, _now(request))
     if view is None:
         _audit(request, "view-request", 404, session)
@@ -492,7 +492,7 @@ async def numbers(request: Request) -> Response:
         start, end = today.replace(day=1), today
     container = _container(request)
     report = await container.metrics.report(Period(start, end))
-    workspace = Workspace(container, warning_share=container.settings.review_warning_share)
+    workspace = Workspace(container, warning_share=container.settings.deadline_warning_share)
     timeliness = await workspace.timeliness(now)
     _audit(request, "view-numbers", 200, session)
     return _page(

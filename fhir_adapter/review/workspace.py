@@ -26,10 +26,10 @@ from fhir_adapter.workflow.codes import (
     BusinessStatus,
     ReviewReason,
 )
-from fhir_adapter.workflow.deadlines import track_for
+from fhir_adapter.workflow.deadlines import is_flagged, past_warning_share, track_for
 from fhir_adapter.workflow.intake import is_fulfillment_task, listed_reasons, reference_of
 
-DEFAULT_WARNING_SHARE = 0.75  # of the time allowed; FHIR_ADAPTER_REVIEW_WARNING_SHARE
+DEFAULT_WARNING_SHARE = 0.75  # of the time allowed; FHIR_ADAPTER_DEADLINE_WARNING_SHARE
 DIRECTORY_DOWN = "directory-unavailable"
 WHY_TEXT = {
     **{reason.value: text for reason, text in REVIEW_TEXT.items()},
@@ -159,6 +159,10 @@ class Workspace:
         self.container = container
         self.warning_share = warning_share
 
+    def _warned(self, task: dict[str, Any], now: datetime) -> bool:
+        """Past the early-warning share of its window, or flagged by the deadline sweep."""
+        return past_warning_share(task, self.warning_share, now) or is_flagged(task)
+
     def _key(self, reference: str | None) -> str | None:
         if not reference:
             return None
@@ -214,7 +218,7 @@ class Workspace:
                         received=received,
                         due=due,
                         share_elapsed=share,
-                        warned=share is not None and share >= self.warning_share,
+                        warned=self._warned(task.content, now),
                         seconds_left=left,
                     )
                 )
@@ -261,7 +265,7 @@ class Workspace:
             )
         period = (task.content.get("restriction") or {}).get("period") or {}
         received, due = _instant(period.get("start")), _instant(period.get("end"))
-        share, left = deadline_share(received, due, now)
+        _, left = deadline_share(received, due, now)
         reasons = sorted(listed_reasons(request))
         return {
             "task": task.content,
@@ -301,7 +305,7 @@ class Workspace:
             "received": received,
             "due": due,
             "time_left": format_left(left),
-            "warned": share is not None and share >= self.warning_share,
+            "warned": self._warned(task.content, now),
             "history": [
                 {
                     "version": v.version_id,

@@ -24,7 +24,13 @@ async def run_background(
     """Until `stop` is set: one pass of each kind of work, then a pause (each pass is idempotent)."""
     while not stop.is_set():
         heartbeats = delivery.subscriptions.queue_heartbeats if delivery.subscriptions else None
-        for work in (workflow.expire_overdue, workflow.run_due_jobs, heartbeats, delivery.run_due):
+        for work in (
+            workflow.expire_overdue,
+            workflow.flag_nearing_deadline,
+            workflow.run_due_jobs,
+            heartbeats,
+            delivery.run_due,
+        ):
             if work is None:
                 continue
             try:

@@ -15,8 +15,15 @@ from fhir_adapter.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
+    UnprocessableEntityError,
 )
 from fhir_adapter.fhir import bundles
+from fhir_adapter.fhir.bundle_references import (
+    BundleReferences,
+    duplicate_fullurl_issues,
+    resolve_bundle_references,
+    rewrite_entry_references,
+)
 from fhir_adapter.fhir.outcome import Issue, make_outcome
 from fhir_adapter.fhir.references import ID_PATTERN, rewrite_references
 from fhir_adapter.fhir.validation import validate_resource
@@ -199,18 +206,22 @@ class BundleService:
         self, entries: list[_Entry], return_resources: bool, guard: Guard
     ) -> dict[str, Any]:
         self._check_identities(entries)
+        resolved = self._resolve(entries)
+        if resolved.issues:
+            raise UnprocessableEntityError(issues=list(resolved.issues))
         service = self.resources
         writes = sorted((e for e in entries if e.method != "GET"), key=lambda e: _ORDER[e.method])
         async with service.store.transaction() as tx:
-            mapping = await self._assign_ids(tx, entries, guard)
+            mapping = await self._assign_ids(tx, entries, guard, resolved)
             pending = frozenset(
                 f"{e.resource_type}/{e.id}"
                 for e in entries
                 if e.method in ("POST", "PUT") and e.id and not e.response
             )
+            keys = _entry_keys(entries)
             for entry in entries:
-                if entry.resource is not None and mapping:
-                    entry.resource = rewrite_references(entry.resource, mapping)
+                if entry.resource is not None:
+                    entry.resource = _rewritten(entry, resolved, keys, mapping)
             for entry in writes:
                 await self._execute(tx, entry, pending, return_resources, guard, validate=False)
             await self._run_hooks(tx, writes, return_resources)
@@ -240,21 +251,19 @@ class BundleService:
                 include_resource=return_resources,
             )
 
+    def _resolve(self, entries: list[_Entry]) -> BundleReferences:
+        """R4 bundle.html#references over the entries (positions in `entries` = their indexes)."""
+        return resolve_bundle_references(
+            [(e.full_url, e.resource) for e in entries], server_base=self.resources.base_url
+        )
+
     def _check_identities(self, entries: list[_Entry]) -> None:
+        duplicates = duplicate_fullurl_issues([e.full_url for e in entries])
+        if duplicates:
+            raise UnprocessableEntityError(issues=duplicates)
         issues: list[Issue] = []
-        full_urls: dict[str, int] = {}
         targets: dict[str, int] = {}
         for entry in entries:
-            if entry.full_url:
-                if entry.full_url in full_urls:
-                    issues.append(
-                        Issue(
-                            "invalid",
-                            f"{entry.path}.fullUrl '{entry.full_url}' repeats entry {full_urls[entry.full_url]}",
-                            f"{entry.path}.fullUrl",
-                        )
-                    )
-                full_urls.setdefault(entry.full_url, entry.index)
             if entry.method == "PUT":
                 key = f"{entry.resource_type}/{entry.id}"
                 if key in targets:
@@ -270,7 +279,11 @@ class BundleService:
             raise InvalidRequestError(issues=issues)
 
     async def _assign_ids(
-        self, tx: StoreTransaction, entries: list[_Entry], guard: Guard
+        self,
+        tx: StoreTransaction,
+        entries: list[_Entry],
+        guard: Guard,
+        resolved: BundleReferences | None = None,
     ) -> dict[str, str]:
         """Give every POST an id (or the resource its condition matches); map fullUrls to `Type/id`.
 
@@ -283,10 +296,12 @@ class BundleService:
             if e.method == "PUT" and e.full_url
         }
         fresh: set[str] = set()  # keys given to new resources here: nothing stored names them yet
-        for entry in _reference_order([e for e in entries if e.method == "POST"]):
+        resolved = resolved or BundleReferences()
+        posts = [e for e in entries if e.method == "POST"]
+        for entry in _reference_order(posts, resolved):
             assert entry.resource is not None
             criteria = entry.if_none_exist or self.resources.hooks.implicit_condition(
-                rewrite_references(entry.resource, mapping) if mapping else entry.resource
+                _rewritten(entry, resolved, _entry_keys(entries), mapping)
             )
             existing = None
             if criteria:
@@ -406,13 +421,23 @@ class BundleService:
     async def _batch(
         self, entries: list[_Entry], return_resources: bool, guard: Guard
     ) -> dict[str, Any]:
+        resolved = self._resolve(entries)
+        problems = resolved.issues + tuple(duplicate_fullurl_issues([e.full_url for e in entries]))
+        written: dict[int, str] = {}  # entries stored so far: a later entry may reference them
         for entry in entries:
             if entry.response:  # failed while parsing
                 continue
             try:
                 _authorize(entry, guard)
+                own = [i for i in problems if (i.expression or "").startswith(f"{entry.path}.")]
+                if own:
+                    raise UnprocessableEntityError(issues=own)
                 async with self.resources.store.transaction(write=entry.method != "GET") as tx:
                     await self._assign_ids(tx, [entry], guard)
+                    if entry.resource is not None:
+                        entry.resource = _rewritten(
+                            entry, resolved, {**written, **_entry_keys([entry])}, {}
+                        )
                     await self._execute(
                         tx, entry, frozenset(), return_resources, guard, validate=True
                     )
@@ -422,6 +447,7 @@ class BundleService:
                 entry.response = _failure_response(_located(exc, entry))
                 entry.result = None
             if entry.result is not None:
+                written[entry.index] = entry.result.resource.key
                 await self.resources.hooks.after_commit([entry.result])
         failed = sum(
             1
@@ -462,35 +488,43 @@ def _located(exc: AdapterError, entry: _Entry) -> AdapterError:
     return exc
 
 
-def _reference_order(entries: list[_Entry]) -> list[_Entry]:
-    """Entries ordered so that one comes after the entries whose fullUrls it references (bundle
-    order where there is no dependency, or a cycle)."""
-    by_url = {e.full_url: e for e in entries if e.full_url}
-    needs = {id(e): (_strings(e.resource) & by_url.keys()) - {e.full_url} for e in entries}
+def _reference_order(posts: list[_Entry], resolved: BundleReferences) -> list[_Entry]:
+    """POST entries ordered so that one comes after the entries its references resolve to
+    (bundle order where there is no dependency, or a cycle)."""
+    among = {e.index for e in posts}
+    needs = {
+        e.index: {t for (p, _), t in resolved.targets.items() if p == e.index} & among - {e.index}
+        for e in posts
+    }
     ordered: list[_Entry] = []
-    placed: set[str] = set()
-    remaining = list(entries)
+    placed: set[int] = set()
+    remaining = list(posts)
     while remaining:
-        ready = next((e for e in remaining if needs[id(e)] <= placed), remaining[0])
+        ready = next((e for e in remaining if needs[e.index] <= placed), remaining[0])
         remaining.remove(ready)
         ordered.append(ready)
-        if ready.full_url:
-            placed.add(ready.full_url)
+        placed.add(ready.index)
     return ordered
 
 
-def _strings(value: Any) -> set[str]:
-    found: set[str] = set()
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, str) and node.startswith("urn:"):
-            found.add(node)
-    return found
+def _entry_keys(entries: list[_Entry]) -> dict[int, str]:
+    """Entry index -> the `Type/id` the entry is (being) stored as, once it has one."""
+    return {
+        e.index: f"{e.resource_type}/{e.id}"
+        for e in entries
+        if e.method in ("POST", "PUT") and e.id
+    }
+
+
+def _rewritten(
+    entry: _Entry, resolved: BundleReferences, keys: dict[int, str], mapping: dict[str, str]
+) -> Any:
+    """The entry's resource with its references to other entries naming their stored keys, and
+    `urn:` fullUrls rewritten wherever else they appear (uri elements, narrative links)."""
+    resource = entry.resource
+    if resolved.targets:
+        resource = rewrite_entry_references(resource, entry.index, resolved, keys)
+    return rewrite_references(resource, mapping) if mapping else resource
 
 
 def _without_resource(entry: Any) -> Any:

@@ -7,8 +7,12 @@ ClaimResponse that opens the response Bundle.
 
 from __future__ import annotations
 
+import base64
 import uuid
+from datetime import datetime
 from typing import Any
+
+import orjson
 
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
 from fhir_adapter.errors import (
@@ -16,15 +20,26 @@ from fhir_adapter.errors import (
     TemporarilyUnavailableError,
     UnprocessableEntityError,
 )
+from fhir_adapter.fhir.bundle_references import (
+    BundleReferences,
+    resolve_bundle_references,
+    rewrite_entry_references,
+)
 from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.references import rewrite_references
+from fhir_adapter.fhir.resources import SERVED_TYPES
 from fhir_adapter.fhir.search import identifier_condition
 from fhir_adapter.fhir.validation import validate_resource
+from fhir_adapter.policy.decision import Decision
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import ResourceService
 from fhir_adapter.workflow import pas
+from fhir_adapter.workflow.administrative import administrative_decision
 from fhir_adapter.workflow.codes import PAS_REQUESTED_SERVICE, TASK_CODE_SYSTEM
+from fhir_adapter.workflow.intake import is_second_opinion_request
+from fhir_adapter.workflow.plan import PayorVerdict, identifiers_of, payor_verdict, plan_references
 
 SUBMIT_OPERATION = "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-submit"
 # Matched by their first identifier, so a resubmission (or the same resources sent by a transaction
@@ -46,37 +61,68 @@ class PriorAuthService:
         resources: ResourceService,
         bundles: BundleService,
         referenced: ReferencedResources,
+        *,
+        plan_organization: str = "Organization/demo-plan",
+        directory_url: str | None = None,
     ) -> None:
         self.resources = resources
         self.bundles = bundles
         self.referenced = referenced
+        self.plan_organization = plan_organization
+        self.directory_url = directory_url
 
     async def submit(self, body: Any, *, guard: Guard = UNRESTRICTED) -> dict[str, Any]:
         """Store and decide a PAS request Bundle; `guard` checks the caller may create each entry."""
         entries = self._check(body)
-        claim_entry = entries[0]
-        claim = claim_entry["resource"]
-        request_url = self._requested_service(claim, entries)
-        request = next(e["resource"] for e in entries if e["fullUrl"] == request_url)
+        claim = entries[0]["resource"]
+        resolved = resolve_bundle_references(
+            [(e["fullUrl"], e["resource"]) for e in entries], server_base=self.resources.base_url
+        )
+        if resolved.issues:
+            raise UnprocessableEntityError(issues=list(resolved.issues))
+        request_index = self._requested_service(claim, entries, resolved)
+        if request_index is None:
+            return await self._decide_administratively(body, entries, resolved, guard=guard)
+        request_url = entries[request_index]["fullUrl"]
+        request = entries[request_index]["resource"]
         now = self.resources.clock()
         task_url = f"urn:uuid:{uuid.uuid4()}"
-        requester = request.get("requester") or claim.get("provider")
+
+        def as_written_in_task(value: Any, holder: int) -> Any:
+            """A reference copied from entry `holder` into the Task (whose fullUrl is a urn)
+            must name its target by fullUrl, or it would resolve against another base."""
+            if not isinstance(value, dict) or not isinstance(value.get("reference"), str):
+                return value
+            target = resolved.target(holder, value["reference"])
+            return value if target is None else {"reference": entries[target]["fullUrl"]}
+
+        requester = (
+            as_written_in_task(request["requester"], request_index)
+            if request.get("requester")
+            else as_written_in_task(claim.get("provider"), 0)
+        )
+        subject = (
+            as_written_in_task(request["subject"], request_index)
+            if request.get("subject")
+            else as_written_in_task(claim.get("patient"), 0)
+        )
         task = {
             "resourceType": "Task",
             "status": "requested",
             "intent": "order",
             "code": {"coding": [{"system": TASK_CODE_SYSTEM, "code": "fulfill"}]},
             "focus": {"reference": request_url},
-            "for": request.get("subject") or claim.get("patient"),
+            "for": subject,
             "requester": requester,
             "authoredOn": format_instant(now),
         }
         if request.get("priority"):
             task["priority"] = request["priority"]
+        kept = self._kept_entries(entries, resolved)
         transaction = {
             "resourceType": "Bundle",
             "type": "transaction",
-            "entry": [self._as_post(e) for e in entries]
+            "entry": [self._as_post(e) for e in kept]
             + [
                 {
                     "fullUrl": task_url,
@@ -86,9 +132,10 @@ class PriorAuthService:
             ],
         }
         for index, entry in enumerate(entries):
-            guard.require(
-                entry["resource"]["resourceType"], "c", expression=f"Bundle.entry[{index}]"
-            )
+            if entry["resource"]["resourceType"] in SERVED_TYPES:
+                guard.require(
+                    entry["resource"]["resourceType"], "c", expression=f"Bundle.entry[{index}]"
+                )
         answer = await self.bundles.process(transaction)
         keys = [e["response"]["location"].split("/_history")[0] for e in answer["entry"]]
         task_key = keys[-1]
@@ -105,7 +152,7 @@ class PriorAuthService:
             raise TemporarilyUnavailableError(
                 "The request is stored; its decision is not ready. Resubmitting is safe."
             )
-        to_request_urls = {key: entry["fullUrl"] for key, entry in zip(keys, entries, strict=False)}
+        to_request_urls = {key: entry["fullUrl"] for key, entry in zip(keys, kept, strict=False)}
         response = rewrite_references(claim_response.content, to_request_urls)
         claim_identifier = (claim.get("identifier") or [None])[0]
         if claim_identifier:
@@ -156,24 +203,215 @@ class PriorAuthService:
             )
         return list(entries)
 
-    def _requested_service(self, claim: dict[str, Any], entries: list[dict[str, Any]]) -> str:
-        requests = {
-            e["fullUrl"] for e in entries if e["resource"].get("resourceType") == "ServiceRequest"
-        }
-        for i, item in enumerate(claim.get("item") or []):
+    def _requested_service(
+        self, claim: dict[str, Any], entries: list[dict[str, Any]], resolved: BundleReferences
+    ) -> int | None:
+        """The index of the second-opinion ServiceRequest the Claim's requestedService names
+        (resolved by the R4 rules: a relative reference against the Claim's fullUrl base); None
+        when the Claim asks for something else (the IG's referrals, home care, surgery, ...)."""
+        for item in claim.get("item") or []:
             for extension in item.get("extension") or []:
                 if extension.get("url") == PAS_REQUESTED_SERVICE:
                     ref = (extension.get("valueReference") or {}).get("reference")
-                    if ref in requests:
-                        return str(ref)
-                    raise UnprocessableEntityError(
-                        f"Claim.item[{i}] requestedService '{ref}' is not a ServiceRequest in the Bundle",
-                        expression=f"Bundle.entry[0].resource.item[{i}].extension",
-                    )
-        raise UnprocessableEntityError(
-            "The Claim names no requested service (item.extension requestedService -> the ServiceRequest)",
-            expression="Bundle.entry[0].resource.item",
+                    target = resolved.target(0, ref) if isinstance(ref, str) else None
+                    if target is not None and is_second_opinion_request(
+                        entries[target]["resource"]
+                    ):
+                        return target
+        return None
+
+    async def _decide_administratively(
+        self,
+        body: dict[str, Any],
+        entries: list[dict[str, Any]],
+        resolved: BundleReferences,
+        *,
+        guard: Guard,
+    ) -> dict[str, Any]:
+        """A PAS request that is not a second-opinion request (issue #10: the IG's own examples):
+        the coverage it names is still checked, and an administrative fact (coverage inactive or
+        not with this plan) is a decision, recorded with the request it answers. A request of this
+        plan's member for anything else is not this adapter's to decide: 422, nothing stored."""
+        guard.require("Claim", "c", expression="Bundle.entry[0]")
+        claim = entries[0]["resource"]
+        insurance = next(
+            (i for i in claim.get("insurance") or [] if i.get("focal")),
+            (claim.get("insurance") or [{}])[0],
         )
+        where = "Bundle.entry[0].resource.insurance"
+        coverage_ref = (insurance.get("coverage") or {}).get("reference")
+        target = resolved.target(0, coverage_ref) if isinstance(coverage_ref, str) else None
+        coverage = entries[target]["resource"] if target is not None else None
+        if (
+            target is None
+            or not isinstance(coverage, dict)
+            or coverage.get("resourceType") != "Coverage"
+        ):
+            raise UnprocessableEntityError(
+                f"{where}: the focal coverage must be a Coverage in the Bundle", expression=where
+            )
+        now = self.resources.clock()
+        plan_ids = await self._plan_identifiers()
+        verdicts = [
+            self._payor_verdict(payor, target, entries, resolved, plan_ids)
+            for payor in coverage.get("payor") or []
+        ]
+        decision = administrative_decision(
+            now=now,
+            coverage=coverage,
+            plan_reference=self.plan_organization,
+            payor_is_plan="plan" in verdicts,
+            payor_unsettled="ask-directory" in verdicts,
+        )
+        if decision is None or not decision.outcome.is_final:
+            if decision is not None:  # a payor only the unreachable directory could identify
+                raise TemporarilyUnavailableError(
+                    "The provider directory cannot say whether the payor is this plan; "
+                    "nothing was stored and resubmitting is safe."
+                )
+            raise UnprocessableEntityError(
+                "Bundle.entry[0].resource.item: this adapter decides second-opinion requests; the "
+                "Claim's requestedService must name a ServiceRequest with the second-opinion category",
+                expression="Bundle.entry[0].resource.item",
+            )
+        patient = _logical(claim.get("patient"), entries, resolved)
+        return await self._record_administrative(
+            body, decision, now, claim=claim, patient=patient, guard=guard
+        )
+
+    def _payor_verdict(
+        self,
+        payor: dict[str, Any],
+        holder: int,
+        entries: list[dict[str, Any]],
+        resolved: BundleReferences,
+        plan_ids: frozenset[tuple[str | None, str]],
+    ) -> PayorVerdict:
+        """Whether one Coverage.payor (in entry `holder`) names the plan, in any of its forms."""
+        reference = payor.get("reference")
+        in_bundle = resolved.target(holder, reference) if isinstance(reference, str) else None
+        names = plan_references(
+            self.plan_organization,
+            base_url=self.resources.base_url,
+            directory_url=self.directory_url,
+        )
+        return payor_verdict(
+            payor,
+            plan_names=names,
+            plan_identifiers=plan_ids,
+            resolve=lambda _: entries[in_bundle]["resource"] if in_bundle is not None else None,
+            directory_url=self.directory_url,
+        )
+
+    async def _record_administrative(
+        self,
+        body: dict[str, Any],
+        decision: Decision,
+        now: datetime,
+        *,
+        claim: dict[str, Any],
+        patient: dict[str, Any],
+        guard: Guard,
+    ) -> dict[str, Any]:
+        """The ClaimResponse (naming the submitter's Claim and member logically: their resources
+        are not ours to keep) and the submitted Bundle itself, kept as a DocumentReference."""
+        trace = str(uuid.uuid4())
+        response = pas.build_claim_response(
+            decision,
+            task_id=trace,
+            claim_key="Claim/placeholder",
+            patient="Patient/placeholder",
+            insurer=self.plan_organization,
+            requestor=None,
+            now=now,
+        )
+        claim_identifier = (claim.get("identifier") or [None])[0]
+        response["request"] = (
+            {"identifier": claim_identifier} if claim_identifier else {"display": "PAS Claim"}
+        )
+        response["patient"] = patient
+        response_key = f"ClaimResponse/{self.resources.new_id()}"
+        kept = {
+            "resourceType": "DocumentReference",
+            "status": "current",
+            "type": {"text": "Da Vinci PAS request Bundle, as submitted"},
+            "subject": patient,
+            "date": format_instant(now),
+            "content": [
+                {
+                    "attachment": {
+                        "contentType": "application/fhir+json",
+                        "data": base64.b64encode(orjson.dumps(body)).decode(),
+                    }
+                }
+            ],
+            "context": {"related": [{"reference": response_key}]},
+        }
+        async with (
+            self.resources.store.transaction() as tx
+        ):  # the answer and its request, or neither
+            validate_resource(response)
+            validate_resource(kept)
+            stored = await self.resources.create_in(
+                tx,
+                response,
+                path="ClaimResponse",
+                pending=frozenset({response_key}),
+                id=response_key.split("/", 1)[1],
+            )
+            await self.resources.create_in(
+                tx, kept, path="DocumentReference", pending=frozenset({response_key})
+            )
+        response_url = f"{self.resources.base_url}/{stored.resource.key}"
+        referenced = await self.referenced.collect(
+            stored.resource.content, response_url, sent={}, guard=guard
+        )
+        return {
+            "resourceType": "Bundle",
+            "identifier": {"system": pas.TRACE_SYSTEM, "value": trace},
+            "type": "collection",
+            "timestamp": format_instant(now),
+            "entry": [{"fullUrl": response_url, "resource": stored.resource.content}, *referenced],
+        }
+
+    async def _plan_identifiers(self) -> frozenset[tuple[str | None, str]]:
+        """The identifiers of the plan's Organization as stored here (bootstrap stores it)."""
+        if "://" in self.plan_organization or self.plan_organization.count("/") != 1:
+            return frozenset()
+        async with self.resources.store.transaction(write=False) as tx:
+            plan = await tx.read(*self.plan_organization.split("/", 1))
+        return identifiers_of(plan.content if plan else None)
+
+    @staticmethod
+    def _kept_entries(
+        entries: list[dict[str, Any]], resolved: BundleReferences
+    ) -> list[dict[str, Any]]:
+        """The entries this server stores. An entry of a type it does not hold (a Location, an
+        Encounter) stays where its absolute fullUrl says it lives, and the references to it name
+        that URL; one with only a `urn:` fullUrl could not be found again: 422."""
+        elsewhere = {
+            i: e["fullUrl"]
+            for i, e in enumerate(entries)
+            if e["resource"]["resourceType"] not in SERVED_TYPES
+        }
+        issues = [
+            Issue(
+                "not-supported",
+                f"Bundle.entry[{i}]: a {entries[i]['resource']['resourceType']} is not stored "
+                "here; give it its absolute fullUrl on the server that holds it",
+                f"Bundle.entry[{i}].fullUrl",
+            )
+            for i, url in elsewhere.items()
+            if not url.startswith(("http://", "https://"))
+            and any(t == i for t in resolved.targets.values())
+        ]
+        if issues:
+            raise UnprocessableEntityError(issues=issues)
+        return [
+            {**e, "resource": rewrite_entry_references(e["resource"], i, resolved, elsewhere)}
+            for i, e in enumerate(entries)
+            if i not in elsewhere
+        ]
 
     @staticmethod
     def _as_post(entry: dict[str, Any]) -> dict[str, Any]:
@@ -193,3 +431,16 @@ class PriorAuthService:
                     str(identifier["system"]), str(identifier["value"])
                 )
         return {"fullUrl": entry["fullUrl"], "resource": resource, "request": request}
+
+
+def _logical(
+    reference: Any, entries: list[dict[str, Any]], resolved: BundleReferences
+) -> dict[str, Any]:
+    """A logical reference (identifier) to the resource the Claim's reference names."""
+    ref = reference.get("reference") if isinstance(reference, dict) else None
+    target = resolved.target(0, ref) if isinstance(ref, str) else None
+    resource = entries[target]["resource"] if target is not None else {}
+    identifier = (resource.get("identifier") or [None])[0]
+    if isinstance(identifier, dict) and identifier.get("value"):
+        return {"identifier": {k: identifier[k] for k in ("system", "value") if k in identifier}}
+    return {"display": "the member named in the PAS request"}

@@ -30,7 +30,7 @@ from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.notices import PlanContact, render
 from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
 from fhir_adapter.policy.engine import evaluate
-from fhir_adapter.policy.facts import Care, Provider, RequesterKind, RequestFacts
+from fhir_adapter.policy.facts import Care, Provider, RequestFacts
 from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.resources import Clock, ResourceService, WriteResult, with_meta
 from fhir_adapter.services.subscriptions import SubscriptionService
@@ -44,7 +44,14 @@ from fhir_adapter.workflow.codes import (
     BusinessStatus,
     DenialReason,
 )
-from fhir_adapter.workflow.deadlines import due_at, track_for
+from fhir_adapter.workflow.deadlines import (
+    due_at,
+    flag_for_review,
+    is_flagged,
+    past_warning_share,
+    track_for,
+    warning_horizon,
+)
 from fhir_adapter.workflow.intake import (
     check_coverage,
     check_member,
@@ -58,6 +65,12 @@ from fhir_adapter.workflow.intake import (
     reference_of,
 )
 from fhir_adapter.workflow.letters import letters_for, notice_communication
+from fhir_adapter.workflow.plan import (
+    PayorVerdict,
+    identifiers_of,
+    payor_verdict,
+    plan_references,
+)
 from fhir_adapter.workflow.provenance import decision_provenance
 from fhir_adapter.workflow.reports import (
     CONSULT_NOTE,
@@ -66,6 +79,13 @@ from fhir_adapter.workflow.reports import (
     check_report_subject,
     is_consultation_report,
     report_communication,
+)
+from fhir_adapter.workflow.requester import (
+    address_position,
+    preferred_language,
+    related_person_patient,
+    requester_kind,
+    treating_references,
 )
 from fhir_adapter.workflow.review import ReviewerDecision
 from fhir_adapter.workflow.states import UNDECIDED, TaskStatus, transition
@@ -89,16 +109,28 @@ class Directory(Protocol):
     """What the workflow asks of the provider directory (implemented by DirectoryClient)."""
 
     async def in_network_providers(
-        self, specialties: Iterable[str], *, today: datetime
+        self,
+        specialties: Iterable[str],
+        *,
+        today: datetime,
+        organization: str | None = None,
+        enough: int | None = None,
     ) -> list[Provider]: ...
 
     async def providers_with_specialty(
-        self, specialties: Iterable[str], *, today: datetime
+        self,
+        specialties: Iterable[str],
+        *,
+        today: datetime,
+        enough: int | None = None,
+        out_of_network: bool = False,
     ) -> list[Provider]: ...
 
     async def provider(self, reference: str, *, today: datetime) -> Provider | None: ...
 
     async def roles_by_npi(self, npi: str, *, today: datetime) -> list[Provider]: ...
+
+    async def read(self, reference: str) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +145,9 @@ class WorkflowConfig:
     plan_contact: PlanContact = field(
         default_factory=lambda: PlanContact("Health plan", "-", "711", (), "-", "-")
     )
+    directory_url: str | None = None  # the plan is also named by its reference there
+    candidates_offered: int = 5  # providers a decision offers the member, best-ranked first
+    warn_at_share: float = 0.75  # a pended request past this share of its window is flagged
 
 
 @dataclass(slots=True)
@@ -124,7 +159,9 @@ class _Request:
     patient: dict[str, Any] | None
     coverage: dict[str, Any] | None
     local: dict[str, dict[str, Any]] = field(default_factory=dict)  # other local resources by key
-    plan_aliases: set[str] = field(default_factory=set)  # payor references that name the plan
+    payors: list[tuple[str, PayorVerdict]] = field(default_factory=list)  # (as named, verdict)
+    plan_identifiers: frozenset[tuple[str | None, str]] = frozenset()
+    treating: list[str] = field(default_factory=list)  # who the member's records say treats them
 
 
 class WorkflowService:
@@ -498,13 +535,27 @@ class WorkflowService:
                 reference_of(content.get("requester")),
                 initial_provider_reference(content),
                 *(reference_of(p) for p in content.get("performer") or []),
+                *(reference_of(r) for r in content.get("reasonReference") or []),
                 self.config.plan_organization,
             ]
             found = await _read_keys(tx, first, base)
             patient = found.get(_local_key(first[0], base) or "")
             coverage = found.get(_local_key(first[1], base) or "")
-            second = [reference_of(p) for p in (patient or {}).get("generalPractitioner") or []]
-            second += [reference_of(p) for p in (coverage or {}).get("payor") or []]
+            pcp_refs = [reference_of(p) for p in (patient or {}).get("generalPractitioner") or []]
+            settled = (
+                first[2] in (first[3], *pcp_refs) or requester_kind(first[2]) != "professional"
+            )
+            care_teams = [] if settled else await self._care_teams(tx, _local_key(first[0], base))
+            conditions = [
+                found[key]
+                for key in (
+                    _local_key(reference_of(r), base) for r in content.get("reasonReference") or []
+                )
+                if key in found and found[key].get("resourceType") == "Condition"
+            ]
+            treating = treating_references(care_teams, conditions)
+            second = [*pcp_refs, *(reference_of(p) for p in (coverage or {}).get("payor") or [])]
+            second += treating
             found |= await _read_keys(
                 tx, [r for r in second if _local_key(r, base) not in found], base
             )
@@ -517,32 +568,59 @@ class WorkflowService:
                 tx, [r for r in practitioners if _local_key(r, base) not in found], base
             )
         loaded = _Request(task, request, patient, coverage, found)
-        loaded.plan_aliases = self._plan_aliases(
-            found.get(self.config.plan_organization), coverage, found
-        )
+        loaded.plan_identifiers = identifiers_of(found.get(self.config.plan_organization))
+        loaded.payors = self._payors(loaded.plan_identifiers, coverage, found)
+        loaded.treating = treating
         return loaded
 
-    def _plan_aliases(
+    async def _care_teams(
+        self, tx: StoreTransaction, patient_key: str | None
+    ) -> list[dict[str, Any]]:
+        """The member's care teams, as stored (evidence of who treats the member)."""
+        if not patient_key:
+            return []
+        query = self.resources.parse_query("CareTeam", [("subject", patient_key), ("_count", "50")])
+        page = await tx.search(query)
+        return [m.content for m in page.matches]
+
+    def _payors(
         self,
-        plan: dict[str, Any] | None,
+        plan_ids: frozenset[tuple[str | None, str]],
         coverage: dict[str, Any] | None,
         local: dict[str, dict[str, Any]],
-    ) -> set[str]:
-        """Payor references that name the plan: the plan's own, or an Organization carrying one of
-        the plan Organization's identifiers (PAS and other submitters send their own copy)."""
-        aliases = {self.config.plan_organization}
-        plan_ids = {
-            (i.get("system"), i.get("value"))
-            for i in (plan or {}).get("identifier") or []
-            if i.get("value")
+    ) -> list[tuple[str, PayorVerdict]]:
+        """Each Coverage.payor and whether it names the plan, in any of the four forms, with no
+        directory call (contract §4.2; issue #10)."""
+        base = self.resources.base_url
+        anchors = {
+            f"#{c.get('id')}": c for c in (coverage or {}).get("contained") or [] if c.get("id")
         }
+        names = plan_references(
+            self.config.plan_organization, base_url=base, directory_url=self.config.directory_url
+        )
+        payors = []
         for payor in (coverage or {}).get("payor") or []:
-            key = _local_key(reference_of(payor), self.resources.base_url)
-            org = local.get(key or "")
-            ids = {(i.get("system"), i.get("value")) for i in (org or {}).get("identifier") or []}
-            if key and plan_ids & ids:
-                aliases.add(key)
-        return aliases
+            verdict = payor_verdict(
+                payor,
+                plan_names=names,
+                plan_identifiers=plan_ids,
+                resolve=lambda ref: anchors.get(ref) or local.get(_local_key(ref, base) or ""),
+                directory_url=self.config.directory_url,
+            )
+            named = _normalize(reference_of(payor), base) or "Coverage.payor.identifier"
+            payors.append((named, verdict))
+        return payors
+
+    async def _payors_asked(self, loaded: _Request) -> tuple[str, ...]:
+        """Coverage.payor as the rules see them (the plan's reference for each naming the plan);
+        the directory settles the ones only it knows (raises DirectoryUnavailableError)."""
+        named = []
+        for reference, verdict in loaded.payors:
+            if verdict == "ask-directory":
+                listed = await self.directory.read(reference)
+                verdict = "plan" if identifiers_of(listed) & loaded.plan_identifiers else "other"
+            named.append(self.config.plan_organization if verdict == "plan" else reference)
+        return tuple(named)
 
     async def _facts(self, loaded: _Request) -> RequestFacts:
         now = self.clock()
@@ -550,14 +628,7 @@ class WorkflowService:
         coverage = loaded.coverage or {}
         span = period_range(coverage.get("period") or {}) if coverage.get("period") else None
         requester_ref = reference_of(request.get("requester"))
-        requester_type = (requester_ref or "").split("?")[0].split("/")[-2:-1]
-        kind: RequesterKind = (
-            "member"
-            if requester_type == ["Patient"]
-            else "professional"
-            if requester_type in (["Practitioner"], ["PractitionerRole"])
-            else "other"
-        )
+        kind = requester_kind(requester_ref)
         pcp_refs = [
             reference_of(p) for p in (loaded.patient or {}).get("generalPractitioner") or []
         ]
@@ -569,18 +640,25 @@ class WorkflowService:
             "coverage_status": coverage.get("status"),
             "coverage_start": span[0] if span else None,
             "coverage_end": span[1] if span else None,
-            "coverage_payors": tuple(
-                self.config.plan_organization
-                if _normalize(reference_of(p), self.resources.base_url) in loaded.plan_aliases
-                else _normalize(reference_of(p), self.resources.base_url) or ""
-                for p in coverage.get("payor") or []
-            ),
             "requester_kind": kind,
             "requester_is_the_member": kind == "member"
             and requester_ref == reference_of(request.get("subject")),
+            "requester_represents_member": kind == "representative"
+            and self._represents_member(requester_ref, loaded),
             "reasons": listed_reasons(request),
             "primary_care_taxonomy": self.config.primary_care_taxonomy,
+            "candidates_offered": self.config.candidates_offered,
+            "member_language": preferred_language(loaded.patient),
+            "member_position": address_position(loaded.patient),
         }
+        try:  # only a payor named by another of the directory's Organizations needs it
+            base["coverage_payors"] = await self._payors_asked(loaded)
+        except DirectoryUnavailableError:
+            base["coverage_payors"] = tuple(
+                self.config.plan_organization if verdict == "plan" else reference
+                for reference, verdict in loaded.payors
+            )
+            base["payor_unsettled"] = any(v == "ask-directory" for _, v in loaded.payors)
         # Who asked is settled from the request itself (references, NPIs), so that a directory
         # outage never turns into a wrong answer about eligibility.
         requester_npi = self._local_npi(requester_ref, loaded)
@@ -594,6 +672,12 @@ class WorkflowService:
             _same_reference(requester_ref, initial_ref)
             or (requester_npi is not None and requester_npi == initial_npi)
         )
+        requester_key = _normalize(requester_ref, self.resources.base_url)
+        base["requester_is_treating"] = kind == "professional" and any(
+            _same_reference(requester_key, _normalize(r, self.resources.base_url))
+            or (requester_npi is not None and requester_npi == self._local_npi(r, loaded))
+            for r in loaded.treating
+        )
         try:
             requester = (
                 await self._provider(requester_ref, loaded) if kind == "professional" else None
@@ -606,9 +690,9 @@ class WorkflowService:
             in_network: list[Provider] = []
             out_of_network: list[Provider] = []
             if care is not None and (needed or care is Care.PRIMARY):
-                in_network = await self.directory.in_network_providers(codes, today=now)
-                everyone = await self.directory.providers_with_specialty(codes, today=now)
-                out_of_network = [p for p in everyone if not p.in_network]
+                in_network, out_of_network = await self._candidates(
+                    codes, group=pcp.organization_reference if pcp else None, initial=initial
+                )
         except DirectoryUnavailableError:
             return RequestFacts(
                 **base,
@@ -633,6 +717,48 @@ class WorkflowService:
             in_network=tuple(in_network),
             out_of_network=tuple(out_of_network),
         )
+
+    async def _candidates(
+        self, codes: set[str], *, group: str | None, initial: Provider | None
+    ) -> tuple[list[Provider], list[Provider]]:
+        """Narrow directory searches that stop once there are enough to rank (issue #10): the
+        PCP's medical group first, then the whole network; out of network only if nobody in it
+        can give the opinion (policy IV)."""
+        now = self.clock()
+        enough = 4 * max(self.config.candidates_offered, 1) + 1  # +1: the initial provider
+        found: list[Provider] = []
+        if group:
+            found = await self.directory.in_network_providers(
+                codes, today=now, organization=group, enough=enough
+            )
+        seen = {p.role_reference for p in found}
+        found += [
+            p
+            for p in await self.directory.in_network_providers(codes, today=now, enough=enough)
+            if p.role_reference not in seen
+        ]
+        if any(p.in_network and not p.is_same_professional(initial) for p in found):
+            return found, []
+        everyone = await self.directory.providers_with_specialty(
+            codes, today=now, enough=enough, out_of_network=True
+        )
+        return found, [p for p in everyone if not p.in_network]
+
+    def _represents_member(self, reference: str | None, loaded: _Request) -> bool:
+        """An authorized representative: an active RelatedPerson (in the request, contained, or
+        stored) whose `patient` is the member the request is for."""
+        request = loaded.request.content
+        if reference and reference.startswith("#"):
+            related = next(
+                (c for c in request.get("contained") or [] if f"#{c.get('id')}" == reference),
+                None,
+            )
+        else:
+            related = loaded.local.get(_local_key(reference, self.resources.base_url) or "")
+        patient = related_person_patient(related)
+        subject = reference_of(request.get("subject"))
+        base = self.resources.base_url
+        return bool(patient and _normalize(patient, base) == _normalize(subject, base))
 
     def _local_npi(self, reference: str | None, loaded: _Request) -> str | None:
         """The NPI of a locally stored Practitioner or PractitionerRole's practitioner."""
@@ -809,7 +935,9 @@ class WorkflowService:
         content = request.content
         patient = reference_of(content.get("subject")) or ""
         requester = reference_of(content.get("requester"))
-        provider = requester if requester and not requester.startswith("Patient/") else None
+        # Claim.provider and ClaimResponse.requestor name professionals and organizations only
+        professional = requester if requester_kind(requester) == "professional" else None
+        provider = professional
         provider = provider or initial_provider_reference(content) or self.config.plan_organization
         expedited = track_for(content.get("priority"), listed_reasons(content)).value == "expedited"
         # Both look-ups first, so that no search has to wait for this transaction's own writes.
@@ -835,7 +963,7 @@ class WorkflowService:
             claim_key=claim.key,
             patient=patient,
             insurer=self.config.plan_organization,
-            requestor=requester if requester and not requester.startswith("Patient/") else None,
+            requestor=professional,
             now=now,
             reviewer=reviewer,
             note=note,
@@ -931,9 +1059,9 @@ class WorkflowService:
         )
         patient = await tx.read(*patient_key.split("/", 1)) if patient_key else None
         requester = reference_of(content.get("requester"))
-        professional = (
+        professional = (  # a representative reads the member's notice; no provider endpoint
             _local_key(requester, self.resources.base_url)
-            if requester and not requester.startswith("Patient/")
+            if requester_kind(requester) == "professional"
             else None
         )
         letters = letters_for(
@@ -1012,6 +1140,50 @@ class WorkflowService:
                 log.warning("retry of Task/%s failed (%s)", job.task_id, type(exc).__name__)
         return len(jobs)
 
+    async def flag_nearing_deadline(self, *, limit: int = 200) -> int:
+        """Issue #10: a request still undecided past `warn_at_share` of its window is flagged once
+        (Task priority raised, the warning recorded on the Task, a WARNING with its id) so that a
+        reviewer decides it before 42 CFR 438.404(c)(5) makes it a denial. Returns how many."""
+        now = self.clock()
+        share = self.config.warn_at_share
+        flagged = 0
+        async with self.store.transaction() as tx:
+            horizon = warning_horizon(now, share)
+            for job in await tx.undecided_jobs(due_before=horizon, limit=limit):
+                if job.due_at <= now:
+                    continue  # the deadline sweep's now
+                seen = await tx.read("Task", job.task_id)
+                if seen is None or not _needs_warning(seen.content, share, now):
+                    continue
+                task = await tx.read_for_update("Task", job.task_id)  # lock only to flag
+                if task is None or not _needs_warning(task.content, share, now):
+                    continue
+                raised = flag_for_review(task.content, now)
+                raised.pop("meta", None)
+                await tx.replace(task, self.resources_meta(raised, task, now), now=now)
+                flagged += 1
+                log.warning(
+                    "Task/%s is undecided past %d%% of its window (due %s): a reviewer must decide",
+                    task.id,
+                    round(share * 100),
+                    format_instant(job.due_at),
+                )
+        return flagged
+
+    async def nearing_deadline_count(self, *, limit: int = 10_000) -> int:
+        """For monitoring: undecided requests past the warning share of their window."""
+        now = self.clock()
+        async with self.store.transaction(write=False) as tx:
+            horizon = warning_horizon(now, self.config.warn_at_share)
+            jobs = await tx.undecided_jobs(due_before=horizon, limit=limit)
+            tasks = await tx.read_many(("Task", j.task_id) for j in jobs)
+        return sum(
+            1
+            for t in tasks.values()
+            if t.content.get("status") in UNDECIDED
+            and past_warning_share(t.content, self.config.warn_at_share, now)
+        )
+
     async def expire_overdue(self, *, limit: int = 50) -> int:
         """Regulatory §6: an undecided request whose deadline passed is a denial, that day."""
         now = self.clock()
@@ -1041,6 +1213,14 @@ class WorkflowService:
                 expired += 1
                 log.info("Task/%s denied: deadline expired", job.task_id)
         return expired
+
+
+def _needs_warning(task: dict[str, Any], share: float, now: datetime) -> bool:
+    return (
+        task.get("status") in UNDECIDED
+        and not is_flagged(task)
+        and past_warning_share(task, share, now)
+    )
 
 
 def _business_status(task: dict[str, Any]) -> str | None:

@@ -401,6 +401,18 @@ class SqlTransaction:
             else None
         )
 
+    async def undecided_jobs(self, *, due_before: datetime, limit: int) -> list[WorkflowJob]:
+        jobs = workflow_jobs.c
+        rows = await self._execute(
+            select(jobs.task_id, jobs.state, jobs.due_at, jobs.next_attempt_at, jobs.attempts)
+            .where(jobs.state != "done", jobs.due_at <= due_before)
+            .order_by(jobs.due_at, jobs.task_id)
+            .limit(limit)
+        )
+        return [
+            WorkflowJob(r.task_id, r.state, r.due_at, r.next_attempt_at, r.attempts) for r in rows
+        ]
+
     # -- outbox --------------------------------------------------------------------------------
 
     async def add_outbox(self, item: OutboxItem) -> None:

@@ -20,6 +20,7 @@ MEMBER_ID_TYPE = ("http://terminology.hl7.org/CodeSystem/v2-0203", "MB")
 
 PLAN_NET = "http://hl7.org/fhir/us/davinci-pdex-plan-net"
 NETWORK_REFERENCE_EXTENSION = f"{PLAN_NET}/StructureDefinition/network-reference"
+NEW_PATIENTS_EXTENSION = f"{PLAN_NET}/StructureDefinition/newpatients"
 ENDPOINT_CONNECTION_SYSTEM = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 
 PAS = "http://hl7.org/fhir/us/davinci-pas"
@@ -83,6 +84,8 @@ class ReviewReason(StrEnum):
     NO_LISTED_REASON = "no-listed-reason"
     NO_QUALIFIED_PROVIDER = "no-qualified-provider"
     SPECIALTY_UNKNOWN = "specialty-unknown"
+    REQUESTER_UNSETTLED = "requester-unsettled"
+    REQUESTER_NOT_PARTICIPATING = "requester-not-participating"
 
 
 DENIAL_TEXT: dict[DenialReason, str] = {
@@ -106,6 +109,13 @@ REVIEW_TEXT: dict[ReviewReason, str] = {
     ReviewReason.NO_LISTED_REASON: "The request names none of the five listed reasons; a reviewer decides.",
     ReviewReason.NO_QUALIFIED_PROVIDER: "No qualified provider was found in or out of network.",
     ReviewReason.SPECIALTY_UNKNOWN: "The specialty needed could not be determined from the request.",
+    ReviewReason.REQUESTER_UNSETTLED: (
+        "The request does not show that the requester is the member, the member's authorized "
+        "representative or a professional treating the member; a reviewer checks."
+    ),
+    ReviewReason.REQUESTER_NOT_PARTICIPATING: (
+        "The directory does not list the requesting professional as participating; a reviewer checks."
+    ),
 }
 
 # NUCC taxonomy codes treated as primary care (contract §3: configurable).

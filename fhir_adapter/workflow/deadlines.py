@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import holidays
 
-from fhir_adapter.workflow.codes import EXPEDITED_PRIORITIES, Reason
+from fhir_adapter.fhir.dates import format_instant, period_range
+from fhir_adapter.workflow.codes import CANONICAL, EXPEDITED_PRIORITIES, Reason
+
+DEADLINE_WARNING_EXTENSION = f"{CANONICAL}/StructureDefinition/deadline-warning"
 
 CALIFORNIA = ZoneInfo("America/Los_Angeles")
 
@@ -64,3 +68,41 @@ def due_at(received: datetime, track: Track, closed: Container[date]) -> datetim
     day = min(business, calendar)
     wall = datetime.combine(day, local.time().replace(tzinfo=None), tzinfo=CALIFORNIA)
     return wall
+
+
+# -- early warning (issue #10): no pended request reaches its deadline silently -----------------
+
+LONGEST_WINDOW = timedelta(days=7)  # the standard track's cap; expedited is 72 hours
+
+
+def warning_horizon(now: datetime, share: float) -> datetime:
+    """No request due later than this can be past `share` of its window yet: only those due by
+    then need a look (a window is at most LONGEST_WINDOW)."""
+    return now + LONGEST_WINDOW * (1 - share)
+
+
+_RAISED_PRIORITY = {"routine": "urgent", "urgent": "asap", "asap": "stat", "stat": "stat"}
+
+
+def past_warning_share(task: Mapping[str, Any], share: float, now: datetime) -> bool:
+    """Whether `now` is past `share` of the Task's decision window (restriction.period)."""
+    span = period_range((task.get("restriction") or {}).get("period") or {})
+    if span is None:
+        return False
+    start, due = span
+    return now >= start + (due - start) * share
+
+
+def is_flagged(task: Mapping[str, Any]) -> bool:
+    return any(e.get("url") == DEADLINE_WARNING_EXTENSION for e in task.get("extension") or [])
+
+
+def flag_for_review(task: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """A copy of the Task with its priority raised one step and the warning recorded on it."""
+    flagged = dict(task)
+    flagged["priority"] = _RAISED_PRIORITY.get(str(task.get("priority") or "routine"), "urgent")
+    flagged["extension"] = [
+        *(task.get("extension") or []),
+        {"url": DEADLINE_WARNING_EXTENSION, "valueDateTime": format_instant(now)},
+    ]
+    return flagged

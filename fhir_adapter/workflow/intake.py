@@ -182,14 +182,19 @@ def check_request(request: Mapping[str, Any], path: str) -> list[Issue]:
     need(
         requester_type is not None,
         "requester",
-        "is required: the member or the treating professional",
+        "is required: the member, the member's representative or the treating professional",
     )
-    if requester_type is not None and requester_type not in ("Patient", *_PROFESSIONAL_TYPES):
+    if requester_type is not None and requester_type not in (
+        "Patient",
+        "RelatedPerson",  # HSC 1383.15: an authorized representative acting for the member
+        *_PROFESSIONAL_TYPES,
+    ):
         issues.append(
             Issue(
                 "business-rule",
                 f"{path}.requester: a {requester_type} cannot request a second opinion; only the "
-                "member (Patient) or a professional (Practitioner, PractitionerRole) can",
+                "member (Patient), the member's representative (RelatedPerson) or a professional "
+                "(Practitioner, PractitionerRole) can",
                 f"{path}.requester",
             )
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.policy.decision import Decision, Outcome
+from fhir_adapter.policy.facts import Provider
 from fhir_adapter.workflow.codes import (
     ADJUDICATION_SYSTEM,
     CLAIM_TYPE_SYSTEM,
@@ -166,6 +167,7 @@ def build_claim_response(
             "end": format_instant(authorized_until or now + timedelta(days=AUTHORIZATION_DAYS)),
         }
     notes = [disposition(decision)] if decision.denial_reason or decision.review_reason else []
+    notes += [line for p in decision.providers if (line := contact_line(p))]
     if note:
         notes.append(note)
     if notes:
@@ -177,6 +179,19 @@ def build_claim_response(
     if not response["extension"]:
         del response["extension"]
     return response
+
+
+def contact_line(provider: Provider) -> str | None:
+    """How to reach an offered provider, as the directory lists them (directory data, not PHI)."""
+    parts = [
+        provider.organization_name,
+        ", ".join(provider.address) if provider.address else None,
+        f"phone {provider.phone}" if provider.phone else None,
+    ]
+    known = [p for p in parts if p]
+    if not known:
+        return None
+    return f"{provider.display or provider.role_reference}: " + "; ".join(known)
 
 
 def reviewer_extension(

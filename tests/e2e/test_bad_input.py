@@ -618,7 +618,7 @@ PATIENT_URN = "urn:uuid:0f7a5c1e-2b0d-4c55-9a41-3c1b2d4e5f60"
 OTHER_URN = "urn:uuid:9d2e4f6a-8b1c-4d3e-a5f7-0b1c2d3e4f50"
 
 
-async def test_transaction_with_unmatched_urn_reference_is_400(
+async def test_transaction_with_unmatched_urn_reference_is_422(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
     before = await count_rows(engine)
@@ -628,8 +628,9 @@ async def test_transaction_with_unmatched_urn_reference_is_400(
         entry(task(**{"for": {"reference": OTHER_URN}})),
     )
     response = await client.post("", json=body)
+    # A reference the Bundle cannot resolve (issue #10): 422 naming the entry and element.
     assert_outcome(
-        response, 400, code="invalid", expression="Bundle.entry[1].resource.for.reference"
+        response, 422, code="processing", expression="Bundle.entry[1].resource.for.reference"
     )
     assert await count_rows(engine) == before
 
@@ -654,7 +655,7 @@ async def test_transaction_with_missing_reference_is_rejected_whole(
     assert await count_rows(engine) == before
 
 
-async def test_transaction_with_duplicate_full_urls_is_400(
+async def test_transaction_with_duplicate_full_urls_is_422(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
     before = await count_rows(engine)
@@ -665,7 +666,8 @@ async def test_transaction_with_duplicate_full_urls_is_400(
         entry(patient("Three"), fullUrl=PATIENT_URN),
     )
     response = await client.post("", json=body)
-    issues = assert_outcome(response, 400, code="invalid", expression="Bundle.entry[2].fullUrl")
+    # Two entries with one fullUrl make references to it ambiguous (issue #10): 422.
+    issues = assert_outcome(response, 422, code="processing", expression="Bundle.entry[2].fullUrl")
     assert "Bundle.entry[1].fullUrl" not in expressions(issues)
     assert await count_rows(engine) == before
 

@@ -146,3 +146,12 @@ def test_rotate_signing_key_gives_the_next_start_a_new_key(
     kid = result.output.split()[3].rstrip(":")
     assert kid != before
     assert asyncio.run(started_kid()) == kid
+
+
+def test_deadlines_counts_requests_past_the_warning_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FHIR_ADAPTER_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    counted = CliRunner().invoke(app, ["deadlines"])
+    assert counted.exit_code == 0, counted.output  # nothing pending: nothing to alert on
+    assert "0 undecided request(s) past the warning share" in counted.output

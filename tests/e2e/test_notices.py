@@ -65,7 +65,8 @@ async def test_denial_notices_to_member_and_requester(client: httpx.AsyncClient)
         assert "January 24, 2027" in text  # appeal by: the notice date (2026-11-25) + 60 days
         assert "December 5, 2026" in text  # continuing services: + 10 days
         assert "State Hearing" in text and "grievance" in text.lower()
-    assert "requester_is_member_or_treating_professional" in pdf_text or "HSC 1383.15" in pdf_text
+    # Only an administrative fact denies by machine: here, coverage that ended before the request.
+    assert "coverage_is_active" in pdf_text or "42 CFR 438.210" in pdf_text
     requester = sent["requester"]
     assert requester["recipient"][0]["reference"].startswith("PractitionerRole/")
     assert requester["status"] == "in-progress"  # on its way to the requester's endpoint

@@ -59,8 +59,9 @@ def providers(claim_response: dict[str, Any]) -> list[str]:
     [
         ("in-network-pcp-care", "accepted", "approved-in-network", "NA",
          ["PractitionerRole/brooks-role", "PractitionerRole/chen-role"], "2026-12-02T18:00:00.000Z"),
+        # Garcia first: the PCP's own medical group ranks first (issue #10).
         ("in-network-specialist-care", "accepted", "approved-in-network", "NA",
-         ["PractitionerRole/patel-role", "PractitionerRole/garcia-role"], "2026-12-02T18:00:00.000Z"),
+         ["PractitionerRole/garcia-role", "PractitionerRole/patel-role"], "2026-12-02T18:00:00.000Z"),
         ("member-selected-provider", "accepted", "approved-in-network", "NA",
          ["PractitionerRole/garcia-role"], "2026-12-02T18:00:00.000Z"),
         ("out-of-network", "accepted", "approved-out-of-network", "A1",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
@@ -24,6 +22,7 @@ from fhir_adapter.bootstrap import demo_directory_file
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.directory.demo import DEMO_ORIGIN, DirectoryData, directory_router, load_directory
 from fhir_adapter.errors import DirectoryUnavailableError
+from tests.loopback import serve_on_loopback
 
 TODAY = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 NETWORK = "Organization/medi-cal-network"
@@ -88,46 +87,11 @@ def build_app(hits: Counter[str]) -> FastAPI:
     return app
 
 
-def _wait_until_accepting(port: int, server: uvicorn.Server, thread: threading.Thread) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if not thread.is_alive():
-            raise RuntimeError("the directory server thread died while starting")
-        if server.started:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return
-            except OSError:
-                pass
-        time.sleep(0.02)
-    raise RuntimeError("the directory server did not start within 10 s")
-
-
 @pytest.fixture(scope="module")
 def live_directory() -> Iterator[LiveDirectory]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     hits: Counter[str] = Counter()
-    config = uvicorn.Config(
-        build_app(hits),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        _wait_until_accepting(port, server, thread)
-        yield LiveDirectory(f"http://127.0.0.1:{port}", load_directory(demo_directory_file()), hits)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
-        sock.close()
-    assert not thread.is_alive(), "the directory server did not stop"
+    with serve_on_loopback(build_app(hits)) as root:
+        yield LiveDirectory(root, load_directory(demo_directory_file()), hits)
 
 
 @pytest.fixture
@@ -216,7 +180,9 @@ async def test_demo_directory_paging_is_followed(
     expected = sorted(id for id, r in data["PractitionerRole"].items() if r.get("active", True))
     assert len(expected) > PAGE_SIZE, "the demo data no longer needs a second page"
 
-    found = await demo_client(live_directory, http).providers_with_specialty(codes, today=TODAY)
+    found = await demo_client(live_directory, http, page_size=PAGE_SIZE).providers_with_specialty(
+        codes, today=TODAY
+    )
 
     assert sorted(role_id(p.role_reference) for p in found) == expected
     pages = -(-len(expected) // PAGE_SIZE)
@@ -325,9 +291,9 @@ async def test_an_endlessly_paging_directory_is_unavailable(
         await asyncio.wait_for(client.in_network_providers([ORTHO], today=TODAY), timeout=5)
 
     served = live_directory.hits["endless"] - before
-    assert 1 <= served <= 5
+    assert 1 <= served <= 2
     if cache_seconds == 0:
-        assert served == 5
+        assert served == 2  # the repeating next link is noticed at once
 
 
 async def test_an_unreachable_directory_is_unavailable(http: httpx.AsyncClient) -> None:

@@ -77,13 +77,30 @@ def test_the_trail_lists_every_rule_run_up_to_the_decision() -> None:
         ({"coverage_status": "cancelled"}, DenialReason.COVERAGE_INACTIVE),
         ({"coverage_end": datetime(2026, 6, 30, tzinfo=UTC)}, DenialReason.COVERAGE_INACTIVE),
         ({"coverage_payors": ("Organization/other-plan",)}, DenialReason.NOT_PLAN_MEMBER),
+    ],
+    ids=["inactive", "expired", "other-plan"],
+)
+def test_denials_carry_a_specific_reason(overrides: dict, reason: DenialReason) -> None:
+    decision = evaluate(facts(**overrides))
+    assert decision.outcome is Outcome.DENIED
+    assert decision.denial_reason is reason
+    assert decision.outcome.review_action == "A3"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
         (
             {"requester_kind": "professional", "requester_is_the_member": False},
-            DenialReason.REQUESTER_NOT_ELIGIBLE,
+            ReviewReason.REQUESTER_UNSETTLED,
         ),
         (
             {"requester_kind": "other", "requester_is_the_member": False},
-            DenialReason.REQUESTER_NOT_ELIGIBLE,
+            ReviewReason.REQUESTER_UNSETTLED,
+        ),
+        (
+            {"requester_kind": "representative", "requester_is_the_member": False},
+            ReviewReason.REQUESTER_UNSETTLED,
         ),
         (
             {
@@ -91,23 +108,69 @@ def test_the_trail_lists_every_rule_run_up_to_the_decision() -> None:
                 "requester_is_pcp": True,
                 "requester": prov("pcp", FAMILY, in_network=False),
             },
-            DenialReason.REQUESTER_NOT_PARTICIPATING,
+            ReviewReason.REQUESTER_NOT_PARTICIPATING,
         ),
     ],
     ids=[
-        "inactive",
-        "expired",
-        "other-plan",
         "unrelated-professional",
         "other-requester",
+        "representative-of-someone-else",
         "non-participating-pcp",
     ],
 )
-def test_denials_carry_a_specific_reason(overrides: dict, reason: DenialReason) -> None:
+def test_only_administrative_facts_deny_the_rest_pends_for_a_reviewer(
+    overrides: dict, reason: ReviewReason
+) -> None:
+    """42 CFR 438.210(b)(3): who may ask is not an administrative fact when the data cannot
+    settle it; a person decides (A4), with the rule trail saying why."""
     decision = evaluate(facts(**overrides))
-    assert decision.outcome is Outcome.DENIED
-    assert decision.denial_reason is reason
-    assert decision.outcome.review_action == "A3"
+    assert decision.outcome is Outcome.PENDING_REVIEW
+    assert decision.review_reason is reason
+    assert decision.outcome.review_action == "A4"
+    assert decision.trail[-1].result == "pending-review"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"requester_kind": "representative", "requester_represents_member": True},
+        {
+            "requester_kind": "professional",
+            "requester_is_treating": True,
+            "requester": prov("treating", ORTHO),
+        },
+    ],
+    ids=["authorized-representative", "treating-specialist"],
+)
+def test_a_representative_and_a_treating_professional_may_ask(overrides: dict) -> None:
+    decision = evaluate(facts(requester_is_the_member=False, **overrides))
+    assert decision.outcome is Outcome.APPROVED_IN_NETWORK
+
+
+def test_a_payor_only_the_unreachable_directory_knows_pends_and_never_denies() -> None:
+    decision = evaluate(
+        facts(coverage_payors=("http://dir/fhir/Organization/x",), payor_unsettled=True)
+    )
+    assert decision.outcome is Outcome.PENDING_DIRECTORY
+
+
+def test_the_offer_is_ranked_and_cut_to_the_configured_number() -> None:
+    group = "http://dir/fhir/Organization/group"
+    far = replace(prov("far-in"), position=(38.58, -121.49), accepting_new_patients=True)
+    near = replace(prov("near"), position=(34.06, -118.25), accepting_new_patients=True)
+    closed = replace(prov("closed"), accepting_new_patients=False)
+    spanish = replace(prov("es"), languages=frozenset({"es"}), accepting_new_patients=True)
+    same_group = replace(prov("group"), organization_reference=group, accepting_new_patients=False)
+    decision = evaluate(
+        facts(
+            in_network=(closed, far, near, spanish, same_group),
+            pcp_organization=group,
+            member_language="es-MX",
+            member_position=(34.05, -118.24),
+            candidates_offered=3,
+        )
+    )
+    assert [p.npi for p in decision.providers] == ["npi-group", "npi-es", "npi-near"]
 
 
 def test_treating_professionals_may_ask() -> None:

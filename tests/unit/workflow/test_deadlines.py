@@ -105,3 +105,20 @@ def test_business_days_skip_weekends_and_holidays() -> None:
 def test_naive_receipt_time_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         due_at(datetime(2026, 11, 25, 10), Track.STANDARD, CLOSED)
+
+
+def test_the_early_warning_comes_at_the_configured_share_of_the_window() -> None:
+    from fhir_adapter.workflow.deadlines import flag_for_review, is_flagged, past_warning_share
+
+    task = {
+        "priority": "routine",
+        "restriction": {"period": {"start": "2026-11-25T18:00:00Z", "end": "2026-12-02T18:00:00Z"}},
+    }
+    assert not past_warning_share(task, 0.75, datetime(2026, 11, 30, 23, 0, tzinfo=UTC))
+    assert past_warning_share(task, 0.75, datetime(2026, 12, 1, 0, 1, tzinfo=UTC))
+    flagged = flag_for_review(task, datetime(2026, 12, 1, tzinfo=UTC))
+    assert flagged["priority"] == "urgent" and is_flagged(flagged) and not is_flagged(task)
+    assert (
+        flag_for_review({"priority": "stat"}, datetime(2026, 12, 1, tzinfo=UTC))["priority"]
+        == "stat"
+    )
