@@ -48,6 +48,8 @@ WHY_SHORT = {
     ReviewReason.NO_LISTED_REASON.value: "no listed reason",
     ReviewReason.NO_QUALIFIED_PROVIDER.value: "no qualified provider",
     ReviewReason.SPECIALTY_UNKNOWN.value: "specialty unknown",
+    ReviewReason.REQUESTER_UNSETTLED.value: "requester to check",
+    ReviewReason.REQUESTER_NOT_PARTICIPATING.value: "requester not participating",
     DIRECTORY_DOWN: "directory unreachable",
 }
 PENDED = (BusinessStatus.PENDING_REVIEW.value, BusinessStatus.PENDING_DIRECTORY.value)
