@@ -363,6 +363,12 @@ def _candidate(provider: Provider, role: dict[str, Any] | None) -> dict[str, Any
         for t in (role or {}).get("telecom") or []
         if t.get("value")
     ]
+    if provider.phone and not any(provider.phone in t for t in telecom):
+        telecom.append(f"phone: {provider.phone}")
+    if provider.address:
+        telecom.append(", ".join(provider.address))
+    if provider.organization_name:
+        telecom.insert(0, provider.organization_name)
     return {
         "reference": provider.role_reference,
         "name": provider.display or provider.role_reference,

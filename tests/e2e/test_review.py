@@ -189,6 +189,11 @@ async def test_the_request_page_shows_what_a_reviewer_needs_and_no_more(ws: Work
     # the rule trail, each rule with its legal basis
     assert re.search(r"reason_is_listed</th><td>pending-review</td><td>Policy II A-E", page)
     assert "History of the request" in page and "on-hold" in page
+    # the directory's candidates, with how to reach them
+    assert re.search(
+        r"<th scope=\"row\">Dr\. [A-Z][a-z]+ [A-Z][a-z]+</th><td>In network</td>", page
+    )
+    assert "phone" in page
     assert 'name="csrf"' in page
 
 
