@@ -395,3 +395,14 @@ def test_the_staff_commands_add_list_and_disable(
     assert runner.invoke(app, ["staff", "disable", "dr.lee"]).exit_code == 0
     assert "disabled" in runner.invoke(app, ["staff", "list"]).output
     assert runner.invoke(app, ["staff", "disable", "nobody"]).exit_code == 2
+
+
+async def test_over_https_the_session_cookie_is_secure(ws: Workspace) -> None:
+    transport = httpx.ASGITransport(app=create_app(container=ws.container))
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as https:
+        answer = await sign_in(https, "alice")
+    assert answer.status_code == 303
+    cookie = next(
+        c for c in answer.headers.get_list("set-cookie") if c.startswith("review_session=")
+    )
+    assert "Secure" in cookie and "HttpOnly" in cookie
