@@ -12,11 +12,13 @@ from typing import Any
 import httpx
 
 from fhir_adapter.config import Settings
+from fhir_adapter.delivery.guarded import public_only_client
 from fhir_adapter.delivery.http import HttpDeliverer
 from fhir_adapter.directory.client import DirectoryClient
-from fhir_adapter.notices import PlanContact
+from fhir_adapter.notices import PlanContact, RightsContacts
+from fhir_adapter.notices.catalog import load_taglines
 from fhir_adapter.ports import ResourceStore
-from fhir_adapter.security.issuer import BuiltInIssuer, IssuerUrls
+from fhir_adapter.security.issuer import BuiltInIssuer, IssuerUrls, RegisteredClients
 from fhir_adapter.security.ratelimit import RateLimiter
 from fhir_adapter.security.tokens import KeySource, RemoteKeys, StaticKeys, TokenVerifier
 from fhir_adapter.services.audit import AuditTrail
@@ -32,6 +34,7 @@ from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore, create_engine
 from fhir_adapter.workflow.codes import DEFAULT_PRIMARY_CARE_TAXONOMY
 from fhir_adapter.workflow.deadlines import california_holidays
+from fhir_adapter.workflow.subscriptions import parse_allowed_hosts
 
 
 def examples_dir() -> Path:
@@ -102,9 +105,11 @@ async def build_container(
         limits=SearchLimits(settings.default_page_size, settings.max_page_size),
         clock=clock,
     )
+    allowed_hosts = parse_allowed_hosts(settings.subscription_allowed_hosts)
     if deliverer is None:
         http.append(httpx.AsyncClient(timeout=settings.delivery_timeout_seconds))
-        deliverer = HttpDeliverer(http[-1])
+        http.append(public_only_client(allowed_hosts, timeout=settings.delivery_timeout_seconds))
+        deliverer = HttpDeliverer(http[-2], notify_http=http[-1])
     # What a PAS ClaimResponse references, for $submit answers and PAS notifications alike.
     referenced = ReferencedResources(
         resources, directory if isinstance(directory, DirectoryReader) else None
@@ -128,15 +133,21 @@ async def build_container(
             directory_url=settings.effective_directory_url,
             candidates_offered=settings.candidates_offered,
             warn_at_share=settings.deadline_warning_share,
+            subscription_allowed_hosts=allowed_hosts,
             plan_contact=PlanContact(
                 name=settings.plan_name,
                 phone=settings.plan_phone,
                 tty=settings.plan_tty,
-                address_lines=tuple(
-                    line.strip() for line in settings.plan_address.split(";") if line.strip()
-                ),
+                address_lines=_lines(settings.plan_address),
                 website=settings.plan_website,
                 hours=settings.plan_hours,
+                hours_es=settings.plan_hours_es,
+            ),
+            rights_contacts=rights_contacts(settings),
+            taglines=load_taglines(
+                settings.notice_taglines_file.read_text(encoding="utf-8")
+                if settings.notice_taglines_file
+                else None
             ),
         ),
         closed_days=lambda: _closed_days(ignore),
@@ -162,6 +173,7 @@ async def build_container(
         subscriptions=subscriptions,
     )
     issuer, tokens = await build_authentication(settings, store, http)
+    subscriptions.client_registered = tokens.registered
     container = Container(
         settings=settings,
         store=store,
@@ -231,6 +243,7 @@ async def build_authentication(
         issuer=issuer.urls.issuer,
         audience=audience,
         leeway_seconds=settings.auth_leeway_seconds,
+        registered=RegisteredClients(store, cache_seconds=settings.auth_client_check_seconds),
     )
     return issuer, verifier
 
@@ -260,3 +273,28 @@ async def ensure_plan_organization(container: Container) -> None:
         await container.resources.create_in(
             tx, body, path=resource_type, pending=frozenset(), id=id
         )
+
+
+def rights_contacts(settings: Settings) -> RightsContacts:
+    """The State Hearing, DMHC, Ombudsman and legal-help contacts from FHIR_ADAPTER_NOTICE_*."""
+    return RightsContacts(
+        hearing_phone=settings.notice_hearing_phone,
+        hearing_tdd=settings.notice_hearing_tdd,
+        hearing_address=_lines(settings.notice_hearing_address),
+        hearing_online=settings.notice_hearing_online,
+        hearing_fax=settings.notice_hearing_fax,
+        legal_help_phone=settings.notice_legal_help_phone,
+        legal_help_tdd=settings.notice_legal_help_tdd,
+        dmhc_phone=settings.notice_dmhc_phone,
+        dmhc_tdd=settings.notice_dmhc_tdd,
+        dmhc_website=settings.notice_dmhc_website,
+        ombudsman_phone=settings.notice_ombudsman_phone,
+        dhcs_civil_rights_phone=settings.notice_dhcs_civil_rights_phone,
+        hhs_civil_rights_phone=settings.notice_hhs_civil_rights_phone,
+        hhs_civil_rights_tdd=settings.notice_hhs_civil_rights_tdd,
+    )
+
+
+def _lines(text: str) -> tuple[str, ...]:
+    """An address setting's lines: split at `;`, blanks left out."""
+    return tuple(line.strip() for line in text.split(";") if line.strip())

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     plan_organization: str = "Organization/demo-plan"
 
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # Issue #16: what an unauthenticated or slow client can make the server hold.
+    max_header_bytes: int = Field(default=16 * 1024, ge=4096)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_concurrent_bodies: int = Field(default=64, ge=1)
     max_json_depth: int = Field(default=100, ge=8, le=1000)
     max_bundle_entries: int = Field(default=1000, ge=1)
     default_page_size: int = Field(default=50, ge=1)
@@ -54,6 +58,31 @@ class Settings(BaseSettings):
     )
     plan_website: str = "https://demo-plan.example.org"
     plan_hours: str = "Monday to Friday, 8 a.m. to 6 p.m."
+    plan_hours_es: str | None = "lunes a viernes, de 8 a. m. a 6 p. m."  # plan_hours in Spanish
+    # Issue #11: the contacts every denial notice prints, set to what the plan's DHCS-approved
+    # template says. The defaults' sources are in fhir_adapter/notices/contacts.py (not imported
+    # here, to keep the CLI's start light; tests/unit/notices/test_catalog.py keeps them equal).
+    notice_hearing_phone: str = "1-800-743-8525"
+    notice_hearing_tdd: str = "1-800-952-8349"
+    notice_hearing_address: str = Field(
+        default="California Department of Social Services; State Hearings Division; P.O. Box 944243, Mail Station 9-17-37; Sacramento, CA 94244-2430",
+        description="lines separated by ';'",
+    )
+    notice_hearing_online: str = "https://www.cdss.ca.gov/hearing-requests"
+    notice_hearing_fax: str = "916-651-5210 or 916-651-2789"
+    notice_legal_help_phone: str = "1-800-952-5253"
+    notice_legal_help_tdd: str = "1-800-952-8349"
+    notice_dmhc_phone: str = "1-888-466-2219"
+    notice_dmhc_tdd: str = "1-877-688-9891"
+    notice_dmhc_website: str = "www.dmhc.ca.gov"
+    notice_ombudsman_phone: str = "1-888-452-8609"
+    notice_dhcs_civil_rights_phone: str = "916-440-7370"
+    notice_hhs_civil_rights_phone: str = "1-800-368-1019"
+    notice_hhs_civil_rights_tdd: str = "1-800-537-7697"
+    notice_taglines_file: Path | None = Field(
+        default=None,
+        description="JSON object of language code to tagline ({phone}, {tty}), over the built-in",
+    )
     delivery_max_attempts: int = Field(default=8, ge=1)
     delivery_backoff_base_seconds: float = Field(default=10.0, gt=0)
     delivery_backoff_max_seconds: float = Field(default=3600.0, gt=0)
@@ -95,11 +124,28 @@ class Settings(BaseSettings):
     auth_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
     auth_token_lifetime_seconds: int = Field(default=300, ge=30, le=3600)
     auth_jwks_refresh_seconds: float = Field(default=60.0, ge=0)
+    auth_client_check_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=300,
+        description="how long a client's registration is trusted before it is looked up again "
+        "(`clients remove` takes effect within this time)",
+    )
     rate_limit: str = Field(
         default="3000/minute", description="per client, `limits` notation; `off`: no limit"
     )
     cors_origins: str = Field(default="", description="comma-separated; empty: CORS off")
     audit_flush_seconds: float = Field(default=0.5, gt=0, le=60)
+    demo: bool = Field(
+        default=False,
+        description="serve the demo EHR inboxes at /ehr (loopback only, in memory); "
+        "`fhir-adapter demo` sets it for its own server; never in production",
+    )
+    subscription_allowed_hosts: str = Field(
+        default="",
+        description="comma-separated host or host:port that rest-hook Subscriptions may reach "
+        "over plain http or at a non-public address (issue #16); empty: https to public hosts only",
+    )
 
     # The review workspace at /review (issue #15).
     review_max_failures: int = Field(default=5, ge=1, description="wrong passwords before lock-out")

@@ -67,6 +67,7 @@ async def in_process_service() -> AsyncIterator[tuple[str, ClientCredentials]]:
             database_url=f"sqlite+aiosqlite:///{Path(folder) / 'demo.db'}",
             directory_url=None,
             base_url=None,
+            demo=True,  # the demo EHR inboxes the demo directory's Endpoints point to
             _env_file=None,
         )
         server = uvicorn.Server(
@@ -156,16 +157,9 @@ async def _close_the_loop(
 ) -> None:
     """Policy VI: the second-opinion provider's Consultation Report goes to the PCP and the member."""
     say("\n== consultation report for the in-network specialist-care request")
-    report = {
-        "resourceType": "DiagnosticReport",
-        "status": "final",
-        "code": {
-            "coding": [{"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"}]
-        },
-        "subject": {"reference": keys["Patient"]},
-        "basedOn": [{"reference": keys["ServiceRequest"]}],
-        "conclusion": "Second opinion: surgery is reasonable; physical therapy first is an option.",
-    }
+    report = consultation_report(
+        keys, "Second opinion: surgery is reasonable; physical therapy first is an option."
+    )
     answer = await client.post("/DiagnosticReport", json=report)
     say(f"   report    POST /fhir/DiagnosticReport -> HTTP {answer.status_code}")
     if answer.status_code != 201:
@@ -197,6 +191,21 @@ async def _close_the_loop(
         inbox = await client.get(f"{address}/Communication")
         if inbox.status_code == 200 and inbox.json()["total"]:
             say(f"   PCP EHR   {address} holds {inbox.json()['total']} Communication(s)")
+
+
+def consultation_report(keys: dict[str, str], conclusion: str, **extra: Any) -> dict[str, Any]:
+    """A final Consultation Report (LOINC 11488-4) for the request and member in `keys`."""
+    return {
+        "resourceType": "DiagnosticReport",
+        "status": "final",
+        "code": {
+            "coding": [{"system": "http://loinc.org", "code": "11488-4", "display": "Consult note"}]
+        },
+        "subject": {"reference": keys["Patient"]},
+        "basedOn": [{"reference": keys["ServiceRequest"]}],
+        "conclusion": conclusion,
+        **extra,
+    }
 
 
 async def _one(

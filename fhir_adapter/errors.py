@@ -109,6 +109,13 @@ class NotAcceptableError(AdapterError):
     issue_code = "not-supported"
 
 
+class RequestTimeoutError(AdapterError):
+    """The client sent its body too slowly (issue #16: stalled uploads hold memory)."""
+
+    status_code = 408
+    issue_code = "timeout"
+
+
 class ConflictError(AdapterError):
     status_code = 409
     issue_code = "conflict"
@@ -136,6 +143,11 @@ class UnsupportedMediaTypeError(AdapterError):
 class UnprocessableEntityError(AdapterError):
     status_code = 422
     issue_code = "processing"
+
+
+class HeadersTooLargeError(AdapterError):
+    status_code = 431
+    issue_code = "too-long"
 
 
 class TooManyRequestsError(AdapterError):

@@ -205,6 +205,10 @@ class StoreTransaction(Protocol):
 
     async def add_client(self, client: ClientRecord, *, now: datetime) -> None: ...
 
+    async def remove_client(self, client_id: str) -> bool:
+        """Unregister a client (issue #16: its tokens are refused from then on); False if unknown."""
+        ...
+
     async def use_assertion(
         self, client_id: str, jti: str, *, expires_at: datetime, now: datetime
     ) -> bool:

@@ -96,6 +96,8 @@ def settings(database_url: str) -> Settings:
         base_url=BASE_URL,
         max_body_bytes=64 * 1024,
         max_bundle_entries=100,
+        # issue #16: rest-hook receivers in tests are on loopback or in process over plain http
+        subscription_allowed_hosts="127.0.0.1,payer.test",
     )
 
 

@@ -97,6 +97,10 @@ async def submit(
     """Submit an example request received at `when`; its Task id."""
     clock.now = when
     bundle = example_request(name, f"-y{uuid.uuid4().hex[:8]}")
+    if name == "denied":  # the example's denial is coverage that ended before the request
+        for entry in bundle["entry"]:
+            if entry["resource"]["resourceType"] == "Coverage":
+                entry["resource"]["period"]["end"] = (when - timedelta(days=1)).date().isoformat()
     if urgent:
         for entry in bundle["entry"]:
             if entry["resource"]["resourceType"] in ("ServiceRequest", "Task"):

@@ -27,6 +27,8 @@ class Receiver:
         self.app.post("/notices")(self.transaction)
         self.app.post("/hooks/{name}")(self.hook)
         self.notifications: list[dict[str, Any]] = []
+        self.mails_on: str | None = None  # as a mailing service: the mailing date it answers
+        self.hook_headers: list[dict[str, str]] = []
 
     def of_type(self, resource_type: str) -> list[dict[str, Any]]:
         # a copy: the receiver's server thread may be storing while the test reads
@@ -63,9 +65,19 @@ class Receiver:
             return JSONResponse(
                 {"error": "lost"}, status_code=500
             )  # stored, but the answer is lost
-        return JSONResponse(
-            {"resourceType": "Bundle", "type": "transaction-response", "entry": entries}
-        )
+        answer: dict[str, Any] = {
+            "resourceType": "Bundle",
+            "type": "transaction-response",
+            "entry": entries,
+        }
+        if self.mails_on and request.url.path == "/notices":
+            answer["extension"] = [
+                {
+                    "url": "https://fhir-adapter.org/fhir/StructureDefinition/notice-mailed-on",
+                    "valueDate": self.mails_on,
+                }
+            ]
+        return JSONResponse(answer)
 
     async def hook(self, name: str, request: Request) -> Response:
         """A rest-hook subscriber: keeps every notification Bundle it accepts."""
@@ -73,4 +85,5 @@ class Receiver:
         if self.refusing:
             return JSONResponse({"error": "down"}, status_code=503)
         self.notifications.append(await request.json())
+        self.hook_headers.append(dict(request.headers))
         return Response(status_code=200)

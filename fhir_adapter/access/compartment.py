@@ -46,6 +46,13 @@ def other_patients(content: dict[str, Any], patient_id: str, *, base_url: str | 
     }
 
 
+def compartment_patients(content: dict[str, Any], *, base_url: str | None) -> set[str]:
+    """The ids of the Patients whose compartments `content` is in."""
+    if content.get("resourceType") == "Patient":
+        return {str(content["id"])} if content.get("id") else set()
+    return other_patients(content, "", base_url=base_url)
+
+
 def in_compartment(content: dict[str, Any], patient_id: str, *, base_url: str | None) -> bool:
     """Whether `content` belongs to Patient/`patient_id`."""
     resource_type = content.get("resourceType")

@@ -17,9 +17,10 @@ from fhir_adapter.access.compartment import (
     in_compartment,
     other_patients,
 )
+from fhir_adapter.access.owners import OWNER_SYSTEM, owned_by
 from fhir_adapter.access.scopes import Access, Interaction, Reach
 from fhir_adapter.errors import ForbiddenError
-from fhir_adapter.fhir.search import SearchQuery
+from fhir_adapter.fhir.search import SearchQuery, parse_search
 from fhir_adapter.ports import StoredResource
 
 _NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -27,6 +28,11 @@ _NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search
 
 class Guard(Protocol):
     patient_bound: bool  # acting for one patient: what it may see is narrower than what exists
+
+    @property
+    def access(self) -> Access | None:
+        """The caller's grants; None for the adapter itself."""
+        ...
 
     def require(
         self, resource_type: str, interaction: Interaction, *, expression: str | None = None
@@ -60,11 +66,17 @@ class Guard(Protocol):
         """Raise 403 for callers acting for one patient: `what` is a plan or provider action."""
         ...
 
+    def plan_staff(self, resource_type: str, interaction: Interaction) -> bool:
+        """Whether the caller acts for the plan on `resource_type`: may write what the plan owns
+        (decisions, the record of them) outside the workflow operations."""
+        ...
+
 
 class Unrestricted:
     """The adapter itself."""
 
     patient_bound = False
+    access: Access | None = None
 
     def require(
         self, resource_type: str, interaction: Interaction, *, expression: str | None = None
@@ -91,12 +103,17 @@ class Unrestricted:
     def require_system(self, resource_type: str, interaction: Interaction, what: str) -> None:
         return None
 
+    def plan_staff(self, resource_type: str, interaction: Interaction) -> bool:
+        return True
+
 
 UNRESTRICTED = Unrestricted()
 
 
 class AccessGuard:
     """A caller's SMART grants, applied."""
+
+    access: Access
 
     def __init__(self, access: Access, *, base_url: str | None) -> None:
         self.access = access
@@ -132,6 +149,8 @@ class AccessGuard:
             reach = self._reach(resource_type, "s")
         if reach is Reach.NONE:
             return False
+        if resource_type == "Subscription":  # issue #16: owners see their own alone
+            return owned_by(content, self.access.client_id)
         if reach is Reach.ALL:
             return True
         assert self.access.patient is not None
@@ -156,12 +175,23 @@ class AccessGuard:
 
     def may_change(self, content: dict[str, Any], interaction: Interaction) -> bool:
         reach = self._reach(str(content.get("resourceType")), interaction)
+        if content.get("resourceType") == "Subscription" and reach is not Reach.NONE:
+            return owned_by(content, self.access.client_id)
         if reach is not Reach.COMPARTMENT:
             return reach is Reach.ALL
         assert self.access.patient is not None
         return in_compartment(content, self.access.patient, base_url=self.base_url)
 
     def restrict(self, query: SearchQuery, interaction: Interaction = "s") -> SearchQuery:
+        if query.resource_type == "Subscription":
+            mine = parse_search(
+                "Subscription",
+                [("_tag", f"{OWNER_SYSTEM}|{self.access.client_id}")],
+                base_url=self.base_url,
+                default_count=query.count,
+                max_count=max(query.count, 1),
+            )
+            return dataclasses.replace(query, filters=(*query.filters, *mine.filters))
         if not self._compartment_only(query.resource_type, interaction):
             return query
         assert self.access.patient is not None
@@ -177,3 +207,13 @@ class AccessGuard:
                 f"{what} needs a system or user scope allowing {_NAMES[interaction]} on "
                 f"{resource_type}; patient scopes do not"
             )
+
+    def plan_staff(self, resource_type: str, interaction: Interaction) -> bool:
+        """Plan staff hold a system or user scope that names the type itself (`system/*.cruds`,
+        an EHR's usual grant, does not make it the plan)."""
+        return any(
+            g.level != "patient"
+            and g.resource_type == resource_type
+            and interaction in g.interactions
+            for g in self.access.grants
+        )

@@ -74,6 +74,7 @@ class Access:
     client_id: str
     grants: tuple[ScopeGrant, ...]
     patient: str | None = None  # the `patient` claim: a Patient id
+    registered: bool = False  # issued by the built-in token endpoint to a registered client
 
     def reach(self, resource_type: str, interaction: Interaction) -> Reach:
         """System and user scopes reach every resource; patient scopes only the patient's own,

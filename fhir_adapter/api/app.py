@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,6 +29,8 @@ from fhir_adapter.directory.demo import directory_router, load_directory
 from fhir_adapter.directory.demo_ehr import ehr_router
 from fhir_adapter.review import routes as review
 from fhir_adapter.services.background import run_background
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
@@ -98,13 +101,27 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     include(review.router, prefix="/review")
     if settings.directory_url is None:  # contract §1: the built-in demo directory
         include(directory_router(load_directory(demo_directory_file())), prefix="/directory/fhir")
-        include(ehr_router(), prefix="/ehr")  # where the demo Endpoints point
+    if (
+        settings.demo
+    ):  # issue #16: the demo EHR inboxes (where the demo Endpoints point), on request
+        include(ehr_router(), prefix="/ehr")
+        log.warning(
+            "FHIR_ADAPTER_DEMO is on: demo EHR inboxes at /ehr (loopback only, in memory); "
+            "not for production"
+        )
     app.add_middleware(CatchUnexpected)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        timeout_seconds=settings.body_timeout_seconds,
+        max_concurrent=settings.max_concurrent_bodies,
+    )
     app.add_middleware(  # outside the body limit, so that 413 refusals are audited too
         AuditLog,
         trail=lambda: getattr(getattr(app.state, "container", None), "audit", None),
         clock=lambda: (app.state.container.workflow.clock)(),
+        tokens=lambda: getattr(getattr(app.state, "container", None), "tokens", None),
     )
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless configured

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -10,7 +11,13 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhir_adapter.access.audit import AuditRecord
-from fhir_adapter.errors import PayloadTooLargeError
+from fhir_adapter.errors import (
+    AdapterError,
+    HeadersTooLargeError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    TemporarilyUnavailableError,
+)
 from fhir_adapter.fhir.capability import OPERATIONS
 from fhir_adapter.fhir.references import ID_PATTERN
 from fhir_adapter.fhir.resources import is_known_type
@@ -20,48 +27,90 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 class BodySizeLimit:
-    """Refuse bodies over `max_bytes` with a 413 OperationOutcome before anything parses them."""
+    """Bounds what a request may make the server hold (issue #16): headers over
+    `max_header_bytes` are a 431, a declared body over `max_bytes` a 413 before anything is read.
+    The body itself is never buffered here: the app reads it after the token is checked, through
+    a `receive` that counts bytes (413 past the limit), gives up on a stalled sender after
+    `timeout_seconds` (408), and lets at most `max_concurrent` bodies be received at once (503)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        max_header_bytes: int = 16 * 1024,
+        timeout_seconds: float = 30.0,
+        max_concurrent: int = 64,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_header_bytes = max_header_bytes
+        self.timeout = timeout_seconds
+        self.max_concurrent = max_concurrent
+        self.receiving = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if sum(len(name) + len(value) for name, value in scope["headers"]) > self.max_header_bytes:
+            await self._refuse(
+                send,
+                HeadersTooLargeError(
+                    f"The request headers are larger than the limit of {self.max_header_bytes} bytes"
+                ),
+            )
+            return
+        if scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(send, self._too_large())
             return
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        delivered = False
+        state = {"size": 0, "slot": False, "done": False}
 
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+        async def limited() -> Message:
+            if state["done"]:
+                return await receive()  # the body is in; what follows is a disconnect
+            if not state["slot"]:
+                if self.receiving >= self.max_concurrent:
+                    raise TemporarilyUnavailableError(
+                        "The server is receiving too many request bodies at once; retry shortly"
+                    )
+                self.receiving += 1
+                state["slot"] = True
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"The request body did not arrive within {self.timeout:g} seconds"
+                ) from None
+            if message["type"] == "http.request":
+                state["size"] += len(message.get("body", b""))
+                if state["size"] > self.max_bytes:
+                    raise self._too_large()
+                state["done"] = not message.get("more_body", False)
+            if state["done"] or message["type"] == "http.disconnect":
+                release()
+            return message
 
-        await self.app(scope, replay, send)
+        def release() -> None:
+            if state["slot"]:
+                state["slot"] = False
+                self.receiving -= 1
 
-    async def _refuse(self, send: Send) -> None:
-        error = PayloadTooLargeError(
+        try:
+            await self.app(scope, limited, send)
+        finally:
+            release()
+
+    def _too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(
             f"The request body is larger than the limit of {self.max_bytes} bytes"
         )
+
+    async def _refuse(self, send: Send, error: AdapterError) -> None:
         body = orjson.dumps(error.operation_outcome())
         await send(
             {
@@ -192,16 +241,17 @@ class AuditLog:
 
     _PUBLIC = ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
 
-    def __init__(self, app: ASGIApp, *, trail: Any, clock: Any) -> None:
+    def __init__(self, app: ASGIApp, *, trail: Any, clock: Any, tokens: Any = None) -> None:
         self.app = app
         self.trail = trail  # services.audit.AuditTrail, or a callable returning it
         self.clock = clock
+        self.tokens = tokens  # a callable returning the TokenVerifier: who sent a refused request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         if (
             scope["type"] != "http"
-            or not path.startswith("/fhir")
+            or not path.startswith(("/fhir", "/ehr/"))  # /ehr: the demo EHR inboxes (PHI)
             or path in self._PUBLIC
             or scope["method"] == "OPTIONS"  # CORS preflight: no data moves
         ):
@@ -220,10 +270,25 @@ class AuditLog:
         try:
             await self.app(scope, receive, capture)
         finally:
-            self._record(scope, status["code"], status["location"])
+            access = scope.get("state", {}).get("access")
+            if access is None and status["code"] != 401:
+                access = await self._caller(scope)
+            self._record(scope, status["code"], status["location"], access)
 
-    def _record(self, scope: Scope, status: int, location: str | None) -> None:
-        access = scope.get("state", {}).get("access")
+    async def _caller(self, scope: Scope) -> Any:
+        """Issue #16: a request refused before authentication (405, 406, 413, 415) is still
+        recorded under the client whose valid token it carried."""
+        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        verifier = self.tokens() if callable(self.tokens) else None
+        if scheme.lower() != "bearer" or not token.strip() or verifier is None:
+            return None
+        try:
+            return await verifier.verify(token.strip())
+        except AdapterError:
+            return None
+
+    def _record(self, scope: Scope, status: int, location: str | None, access: Any) -> None:
         interaction, resource_type, resource_id, operation = classify(
             scope["method"], scope["path"], location
         )
@@ -271,6 +336,11 @@ _OPERATIONS = frozenset(f"${name}" for ops in OPERATIONS.values() for name, _ in
 def _classify(
     method: str, path: str, location: str | None
 ) -> tuple[str, str | None, str | None, str | None]:
+    if path.startswith("/ehr/"):  # the demo EHR: /ehr/{organization}/fhir[/{type}]
+        parts = [p for p in path.split("/")[3:] if p]
+        if method == "POST":
+            return "transaction", None, None, None
+        return "search-type", parts[1] if len(parts) > 1 else None, None, None
     parts = [p for p in path.split("/")[2:] if p]
     operation = next((p for p in parts if p.startswith("$")), None)
     if operation:

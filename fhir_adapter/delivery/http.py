@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
 import orjson
 
+from fhir_adapter.delivery.guarded import failure_category
 from fhir_adapter.services.delivery import DeliveryAttempt
 from fhir_adapter.services.subscriptions import NotificationAttempt
+from fhir_adapter.workflow.letters import NOTICE_MAILED_ON_URL
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class HttpDeliverer:
     """Implements services.delivery.Deliverer with one long-lived httpx.AsyncClient."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, *, notify_http: httpx.AsyncClient | None = None
+    ) -> None:
         self.http = http
+        self.notify_http = notify_http or http  # rest-hooks: public_only_client in production
 
     async def post_transaction(self, base_url: str, bundle: dict[str, Any]) -> DeliveryAttempt:
         try:
@@ -48,20 +56,34 @@ class HttpDeliverer:
         ]
         if len(statuses) != len(entries) or not all(s.startswith("2") for s in statuses):
             return DeliveryAttempt(False, "an entry was not stored")
-        return DeliveryAttempt(True, None)
+        return DeliveryAttempt(True, None, mailed_on=_mailed_on(answer, entries))
 
     async def post_notification(
         self, url: str, bundle: dict[str, Any], headers: dict[str, str]
     ) -> NotificationAttempt:
         """A rest-hook notification: any 2xx means the subscriber has it."""
         try:
-            response = await self.http.post(
+            response = await self.notify_http.post(
                 url,
                 content=orjson.dumps(bundle),
                 headers={**headers, "Content-Type": "application/fhir+json"},
             )
         except httpx.HTTPError as exc:
-            return NotificationAttempt(False, type(exc).__name__)
+            return NotificationAttempt(False, failure_category(exc))
         if 200 <= response.status_code < 300:
             return NotificationAttempt(True, None)
-        return NotificationAttempt(False, f"HTTP {response.status_code}")
+        return NotificationAttempt(False, "delivery failed: the endpoint refused it")
+
+
+def _mailed_on(answer: dict[str, Any], entries: list[Any]) -> str | None:
+    """A member-notice mailing service may say when it mails the letter: the notice-mailed-on
+    extension (profiles/) on its transaction-response or on an entry's response."""
+    holders = [answer, *((e.get("response") or {}) for e in entries if isinstance(e, dict))]
+    for holder in holders:
+        for extension in holder.get("extension") or [] if isinstance(holder, dict) else []:
+            if not isinstance(extension, dict) or extension.get("url") != NOTICE_MAILED_ON_URL:
+                continue
+            value = extension.get("valueDate")
+            if isinstance(value, str) and _DATE.fullmatch(value):
+                return value
+    return None

@@ -207,6 +207,7 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
         _str("criteria"),
         _str("url", "channel.endpoint"),
         _tok("type", "channel.type"),
+        _tok("_tag", "meta.tag", doc="Tags; the owner's client id is one (issue #16)"),
     ),
     "AuditEvent": (
         _date("date", "recorded"),
@@ -227,6 +228,12 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
         _date("recorded"),
     ),
 }
+
+# Issue #16: bounds on one search, so that no search reaches a database's limits (SQLite's
+# expression depth, PostgreSQL's 32,767 bind parameters) and answers 500.
+MAX_SEARCH_PARAMS = 100
+MAX_SEARCH_VALUE_LENGTH = 4096
+MAX_OR_VALUES = 100
 
 _CONTROL_PARAMS = {"_count", "_cursor", "_include", "_format", "_summary", "_total", "_pretty"}
 
@@ -425,6 +432,11 @@ def parse_search(
     strict: bool = False,
 ) -> SearchQuery:
     """Read search parameters into a SearchQuery; unknown parameters are ignored unless `strict`."""
+    params = list(params)
+    if len(params) > MAX_SEARCH_PARAMS:
+        raise InvalidRequestError(
+            f"The search has {len(params)} parameters; the limit is {MAX_SEARCH_PARAMS}"
+        )
     known = params_for(resource_type)
     filters: list[Filter] = []
     includes: list[Include] = []
@@ -433,6 +445,16 @@ def parse_search(
     for raw_name, raw_value in params:
         if CONTROL_CHARACTERS.search(raw_name) or CONTROL_CHARACTERS.search(raw_value):
             raise InvalidRequestError("Search parameters may not hold control characters")
+        if len(raw_name) + len(raw_value) > MAX_SEARCH_VALUE_LENGTH:
+            raise InvalidRequestError(
+                f"Search parameter '{raw_name[:40]}' is longer than the limit of "
+                f"{MAX_SEARCH_VALUE_LENGTH} characters"
+            )
+        if raw_value.count(",") >= MAX_OR_VALUES and len(_split_or(raw_value)) > MAX_OR_VALUES:
+            raise InvalidRequestError(
+                f"Search parameter '{raw_name[:40]}' lists more than the limit of "
+                f"{MAX_OR_VALUES} values"
+            )
         name, _, modifier = raw_name.partition(":")
         if name in _CONTROL_PARAMS:
             if name == "_count":

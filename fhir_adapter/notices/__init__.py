@@ -4,8 +4,14 @@ Build a `NoticeContext`, pass it to `render()`; `choose_language()` picks the la
 member's Patient resource, and `reason_sentence()` gives the standard wording of a denial reason.
 """
 
+from fhir_adapter.notices.contacts import DEFAULT_RIGHTS_CONTACTS, RightsContacts
 from fhir_adapter.notices.formatting import format_date
-from fhir_adapter.notices.language import choose_language, preferred_language_code
+from fhir_adapter.notices.language import (
+    choose_language,
+    choose_notice_language,
+    preferred_language_code,
+    wants_large_print,
+)
 from fhir_adapter.notices.model import (
     APPEAL_DAYS,
     CONTINUING_SERVICES_DAYS,
@@ -22,11 +28,12 @@ from fhir_adapter.notices.model import (
     PlanContact,
 )
 from fhir_adapter.notices.reasons import reason_sentence
-from fhir_adapter.notices.render import RenderedNotice, pdf_safe, render
+from fhir_adapter.notices.render import RenderedNotice, render
 
 __all__ = [
     "APPEAL_DAYS",
     "CONTINUING_SERVICES_DAYS",
+    "DEFAULT_RIGHTS_CONTACTS",
     "EXPEDITED_APPEAL_HOURS",
     "LANGUAGES",
     "NOTICE_KINDS",
@@ -39,10 +46,12 @@ __all__ = [
     "NoticeProvider",
     "PlanContact",
     "RenderedNotice",
+    "RightsContacts",
     "choose_language",
+    "choose_notice_language",
     "format_date",
-    "pdf_safe",
     "preferred_language_code",
     "reason_sentence",
     "render",
+    "wants_large_print",
 ]

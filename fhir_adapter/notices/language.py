@@ -38,6 +38,47 @@ def choose_language(patient: Mapping[str, Any] | None) -> Language:
     return DEFAULT_LANGUAGE
 
 
+LARGE_PRINT_URL = "https://fhir-adapter.org/fhir/StructureDefinition/notice-large-print"
+
+
+def choose_notice_language(patient: Mapping[str, Any] | None) -> tuple[Language, str | None]:
+    """The template language for the member's letters, and the member's most preferred
+    language code when it is not that one (a translation is then owed: the letter goes out in
+    the template language with taglines, never silently in English alone)."""
+    language = choose_language(patient)
+    preferred = next(iter(_entries_in_preference_order(patient)), None)
+    if preferred is None or _supported_language(preferred) == language:
+        return language, None
+    code = next(
+        (
+            str(c["code"]).strip().lower().replace("_", "-")
+            for c in _codings(preferred)
+            if isinstance(c.get("code"), str) and c["code"].strip()
+        ),
+        None,
+    )
+    if code is None:
+        concept = preferred.get("language")
+        text = concept.get("text") if isinstance(concept, Mapping) else None
+        code = str(text).strip().lower() if isinstance(text, str) and text.strip() else None
+    return language, code
+
+
+def wants_large_print(patient: Mapping[str, Any] | None) -> bool:
+    """The member asked for large print: the notice-large-print extension (profiles/) on the
+    Patient or on one of its `communication` entries."""
+    if not isinstance(patient, Mapping):
+        return False
+    holders = [patient, *(e for e in patient.get("communication") or [] if isinstance(e, Mapping))]
+    return any(
+        isinstance(ext, Mapping)
+        and ext.get("url") == LARGE_PRINT_URL
+        and ext.get("valueBoolean") is True
+        for holder in holders
+        for ext in holder.get("extension") or []
+    )
+
+
 def preferred_language_code(patient: Mapping[str, Any] | None) -> str | None:
     """The member's most preferred language code as sent (lower-cased), supported or not."""
     for entry in _entries_in_preference_order(patient):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Literal, get_args
 
+from fhir_adapter.notices.contacts import DEFAULT_RIGHTS_CONTACTS, RightsContacts
 from fhir_adapter.policy.decision import Outcome
 from fhir_adapter.workflow.codes import DenialReason
 
-NoticeKind = Literal["denial-member", "denial-requester", "approval-member", "approval-requester"]
+NoticeKind = Literal[
+    "denial-member", "denial-requester", "approval-member", "approval-requester", "report-member"
+]
 Language = Literal["en", "es"]
 Audience = Literal["member", "requester"]
 
@@ -53,6 +57,7 @@ class NoticeProvider:
     specialty: str
     organization: str
     phone: str | None = None
+    address: tuple[str, ...] = ()  # printable address lines, from the directory
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,19 @@ class NoticeContext:
     authorization_number: str | None = None
     authorization_valid_until: date | None = None
     expedited: bool = False
+    member_id: str = ""
+    mailing_date: date | None = None  # default: the notice date
+    # The member's preferred language when no approved template exists for it: the letter is
+    # in `language` plus taglines, and a translation is owed (42 CFR 438.10(d)).
+    requested_language: str | None = None
+    large_print: bool = False  # 18 pt (regulatory.md §5.6)
+    rights: RightsContacts = DEFAULT_RIGHTS_CONTACTS
+    taglines: Mapping[str, str] | None = None  # language code -> tagline; None: built-in
+    # A consultation report letter: what the second opinion found and recommends.
+    report_conclusion: str = ""
+    report_text: str = ""
+    report_performer: str = ""
+    report_date: date | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in NOTICE_KINDS:
@@ -88,7 +106,10 @@ class NoticeContext:
             raise ValueError("a notice names the member")
         if not self.request_reference.strip():
             raise ValueError("a notice names the request it answers")
-        if self.is_denial:
+        if self.kind == "report-member":
+            if not (self.report_conclusion.strip() or self.report_text.strip()):
+                raise ValueError("a report letter needs the report's conclusion or text")
+        elif self.is_denial:
             self._check_denial()
         else:
             self._check_approval()
@@ -125,6 +146,15 @@ class NoticeContext:
     @property
     def is_out_of_network(self) -> bool:
         return self.outcome is Outcome.APPROVED_OUT_OF_NETWORK
+
+    @property
+    def mailed_on(self) -> date:
+        """The mailing date the letter prints: deadlines still count from the notice date."""
+        return self.mailing_date or self.notice_date
+
+    @property
+    def translation_owed(self) -> bool:
+        return bool(self.requested_language) and self.audience == "member"
 
     @property
     def appeal_deadline(self) -> date:

@@ -7,6 +7,8 @@ same thing:
 
     # Title            (the first line)
     ## Heading
+    ! bold text        (consecutive ones form one bold paragraph: statements the law wants bold)
+    %page              (the next block starts a new page)
     - bullet item      (plain lines right after an item continue it)
     | kept line        (consecutive ones keep their line breaks: address, reference numbers)
     plain lines        (consecutive ones form one paragraph; a blank line ends a block)
@@ -19,16 +21,19 @@ from __future__ import annotations
 
 import re
 import textwrap
-import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from functools import cache
-from typing import Literal
 
 import jinja2
-from fpdf import FPDF
-from fpdf.enums import XPos, YPos
 
+from fhir_adapter.notices.blocks import Block, BlockKind
+from fhir_adapter.notices.catalog import (
+    BUILT_IN_TAGLINES,
+    ENGLISH_TAGLINE,
+    THRESHOLD_LANGUAGES,
+    specialty_name,
+)
 from fhir_adapter.notices.formatting import format_date
 from fhir_adapter.notices.model import (
     APPEAL_DAYS,
@@ -39,12 +44,11 @@ from fhir_adapter.notices.model import (
     Language,
     NoticeContext,
 )
+from fhir_adapter.notices.pdf import BODY_PT, LARGE_PRINT_PT, to_pdf
 
 TEXT_WIDTH = 78
 _VALUE_MARK = "\ue000"  # a private-use character: never in real data, removed after parsing
 _WHITESPACE = re.compile(r"\s+")
-
-BlockKind = Literal["heading", "paragraph", "bullets", "lines"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,24 +74,14 @@ class RenderedNotice:
         return "application/pdf"
 
 
-@dataclass(frozen=True, slots=True)
-class _Block:
-    kind: BlockKind
-    lines: tuple[str, ...]
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.lines)
-
-
 def render(context: NoticeContext) -> RenderedNotice:
     """The notice `context` describes, in its language, as text, HTML and PDF."""
     title, blocks = _parse(_markup(context))
     return RenderedNotice(
         title=title,
         text=_to_text(title, blocks),
-        html=_to_html(title, blocks, context.language),
-        pdf=_to_pdf(title, blocks, context),
+        html=_to_html(title, blocks, context),
+        pdf=to_pdf(title, blocks, context),
         language=context.language,
     )
 
@@ -135,12 +129,31 @@ def _markup(context: NoticeContext) -> str:
     def long_date(value: date) -> str:
         return format_date(value, language)
 
+    def specialty(name: str) -> str:
+        return specialty_name(name, language)
+
+    catalog = BUILT_IN_TAGLINES if context.taglines is None else context.taglines
+    member = context.audience == "member"
+    lead = None
+    if member and context.requested_language:
+        primary = context.requested_language.split("-")[0]
+        lead = catalog.get(context.requested_language) or catalog.get(primary) or ENGLISH_TAGLINE
+    taglines = [ENGLISH_TAGLINE] if language != "en" else []
+    taglines += [
+        catalog[t.code] for t in THRESHOLD_LANGUAGES if t.code != language and t.code in catalog
+    ]
+    numbers = {"phone": context.plan.phone, "tty": context.plan.tty}
     template = _text_environment().get_template(f"{language}/{context.kind}.txt.j2")
     return template.render(
         c=context,
         plan=context.plan,
+        rights=context.rights,
         hours=context.plan.hours_for(language),
         date=long_date,
+        specialty=specialty,
+        paragraphs=_paragraphs,
+        lead_tagline=lead.format(**numbers) if lead else None,
+        taglines=[t.format(**numbers) for t in taglines] if member else [],
         APPEAL_DAYS=APPEAL_DAYS,
         CONTINUING_SERVICES_DAYS=CONTINUING_SERVICES_DAYS,
         EXPEDITED_APPEAL_HOURS=EXPEDITED_APPEAL_HOURS,
@@ -149,16 +162,21 @@ def _markup(context: NoticeContext) -> str:
     )
 
 
-def _parse(markup: str) -> tuple[str, tuple[_Block, ...]]:
+def _paragraphs(text: str) -> list[str]:
+    """A text's paragraphs: the parts between blank lines."""
+    return [part for part in re.split(r"\n\s*\n", text) if part.strip()]
+
+
+def _parse(markup: str) -> tuple[str, tuple[Block, ...]]:
     title = ""
-    blocks: list[_Block] = []
+    blocks: list[Block] = []
     kind: BlockKind | None = None
     lines: list[str] = []
 
     def flush() -> None:
         nonlocal kind, lines
         if kind and lines:
-            blocks.append(_Block(kind, tuple(lines)))
+            blocks.append(Block(kind, tuple(lines)))
         kind, lines = None, []
 
     def start(new_kind: BlockKind) -> None:
@@ -176,7 +194,13 @@ def _parse(markup: str) -> tuple[str, tuple[_Block, ...]]:
             title = _squeeze(line[2:])
         elif line.startswith("## "):
             flush()
-            blocks.append(_Block("heading", (_squeeze(line[3:]),)))
+            blocks.append(Block("heading", (_squeeze(line[3:]),)))
+        elif line == "%page":
+            flush()
+            blocks.append(Block("page", ("",)))
+        elif line.startswith("! "):
+            start("strong")
+            lines.append(_squeeze(line[2:]))
         elif line.startswith("- "):
             start("bullets")
             lines.append(_squeeze(line[2:]))
@@ -191,13 +215,13 @@ def _parse(markup: str) -> tuple[str, tuple[_Block, ...]]:
     flush()
     if not title:
         raise ValueError("a notice template must start with a '# ' title line")
-    return title, tuple(block for block in blocks if any(block.lines))
+    return title, tuple(block for block in blocks if block.kind == "page" or any(block.lines))
 
 
 # -- plain text ----------------------------------------------------------------------------------
 
 
-def _to_text(title: str, blocks: tuple[_Block, ...]) -> str:
+def _to_text(title: str, blocks: tuple[Block, ...]) -> str:
     out = [title, "=" * len(title)]
     after_heading = False
     for block in blocks:
@@ -206,8 +230,10 @@ def _to_text(title: str, blocks: tuple[_Block, ...]) -> str:
         after_heading = block.kind == "heading"
         if block.kind == "heading":
             out += [block.text, "-" * len(block.text)]
-        elif block.kind == "paragraph":
+        elif block.kind in ("paragraph", "strong"):
             out.append(_wrap(block.text))
+        elif block.kind == "page":
+            out.append("\f")
         elif block.kind == "bullets":
             out += [_wrap(item, first="- ", rest="  ") for item in block.lines]
         else:
@@ -229,187 +255,11 @@ def _wrap(text: str, *, first: str = "", rest: str = "") -> str:
 # -- HTML ----------------------------------------------------------------------------------------
 
 
-def _to_html(title: str, blocks: tuple[_Block, ...], language: Language) -> str:
+def _to_html(title: str, blocks: tuple[Block, ...], context: NoticeContext) -> str:
     template = _html_environment().get_template("notice.html.j2")
-    return template.render(title=title, blocks=blocks, language=language)
-
-
-# -- PDF -----------------------------------------------------------------------------------------
-
-_PDF_FONT = "Helvetica"
-_PDF_REPLACEMENTS = {
-    "\u2018": "'",
-    "\u2019": "'",
-    "\u201c": '"',
-    "\u201d": '"',
-    "\u2013": "-",
-    "\u2014": "-",
-    "\u2022": "-",
-    "\u2026": "...",
-    "\u00a0": " ",
-}
-_PAGE_LABEL: dict[Language, str] = {
-    "en": "Page {page} of {pages}",
-    "es": "Página {page} de {pages}",
-}
-
-
-def pdf_safe(text: str) -> str:
-    """`text` as the PDF's built-in Latin-1 fonts can print it: letters outside Latin-1 lose
-    their accents (`Nguyễn` → `Nguyen`), and what has no Latin-1 form becomes `?`.
-
-    The text and HTML forms keep every character; only the PDF form needs this.
-    """
-    if text.isascii():  # nearly every line of a notice: nothing to replace
-        return text
-    out: list[str] = []
-    for char in text:
-        char = _PDF_REPLACEMENTS.get(char, char)
-        if _is_latin1(char):
-            out.append(char)
-            continue
-        base = "".join(
-            part for part in unicodedata.normalize("NFKD", char) if not unicodedata.combining(part)
-        )
-        out.append(base if base and _is_latin1(base) else "?")
-    return "".join(out)
-
-
-def _is_latin1(text: str) -> bool:
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-class _NoticePdf(FPDF):
-    def __init__(self, page_label: str) -> None:
-        super().__init__(orientation="portrait", unit="mm", format="letter")
-        self._page_label = page_label
-
-    def footer(self) -> None:
-        self.set_y(-15)
-        self.set_font(_PDF_FONT, size=8)
-        label = self._page_label.format(page=self.page_no(), pages="{nb}")
-        self.cell(0, 10, pdf_safe(label), align="C")
-
-
-def _to_pdf(title: str, blocks: tuple[_Block, ...], context: NoticeContext) -> bytes:
-    pdf = _NoticePdf(_PAGE_LABEL[context.language])
-    pdf.set_margins(20, 20, 20)
-    pdf.set_auto_page_break(auto=True, margin=20)
-    # Fixed metadata: the same notice always gives the same bytes.
-    pdf.set_creation_date(datetime.combine(context.notice_date, datetime.min.time(), tzinfo=UTC))
-    pdf.set_title(pdf_safe(title))
-    pdf.set_author(pdf_safe(context.plan.name))
-    pdf.set_lang(context.language)
-    pdf.add_page()
-
-    pdf.set_font(_PDF_FONT, style="B", size=15)
-    _write(pdf, 7, title)
-    for block in blocks:
-        pdf.ln(3)
-        if block.kind == "heading":
-            if pdf.get_y() > pdf.page_break_trigger - 30:
-                pdf.add_page()  # keep a heading with the text under it
-            else:
-                pdf.ln(1)
-            pdf.set_font(_PDF_FONT, style="B", size=12)
-            _write(pdf, 6, block.text)
-            continue
-        pdf.set_font(_PDF_FONT, size=10.5)
-        if block.kind == "paragraph":
-            _write(pdf, 5, block.text)
-        elif block.kind == "bullets":
-            for item in block.lines:
-                pdf.cell(5, 5, "-")
-                _write(pdf, 5, item)
-                pdf.ln(1)
-        else:
-            for line in block.lines:
-                _write(pdf, 5, line)
-    return bytes(pdf.output())
-
-
-def _write(pdf: FPDF, height: float, text: str) -> None:
-    """Left-aligned (ragged right reads more easily), wrapped, then back to the left margin."""
-    text = pdf_safe(text)
-    lines = _break_lines(pdf, text)
-    if lines is None:
-        pdf.multi_cell(0, height, text, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        return
-    for number, line in enumerate(lines, start=1):
-        last = number == len(lines)
-        pdf.cell(
-            0,
-            height,
-            line,
-            align="L",
-            new_x=XPos.LMARGIN if last else XPos.LEFT,
-            new_y=YPos.NEXT,
-        )
-
-
-# Characters that fpdf2's line breaker treats specially (other spaces, soft hyphen, line breaks):
-# text holding one goes to `multi_cell` itself.
-_SPECIAL = frozenset("\u00a0\u00ad\t\n\r\f\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007")
-_TOLERANCE = 1e-9  # fpdf.util.FloatTolerance
-
-
-def _break_lines(pdf: FPDF, text: str) -> list[str] | None:
-    """The lines `multi_cell(0, h, text, align="L")` would print, found in linear time.
-
-    fpdf2 re-measures the whole line for every character it adds, which made the letters cost
-    tens of milliseconds each. This follows its rule exactly (same widths, same float arithmetic,
-    same tolerance) for the one case the notices use: one core font, no character spacing or
-    stretching, single spaces. For anything else it returns None and `multi_cell` does the work.
-    """
-    font = pdf.current_font
-    widths = getattr(font, "cw", None)
-    if (
-        not text
-        or pdf.is_ttf_font
-        or not isinstance(widths, dict)
-        or pdf.char_spacing
-        or pdf.font_stretching != 100
-        or any(char in _SPECIAL or char not in widths for char in text)
-    ):
-        return None
-    size, k = pdf.font_size_pt, pdf.k
-    max_width = pdf.w - pdf.r_margin - pdf.x
-    max_width -= pdf.c_margin  # fpdf2 takes the cell margin off once for each side
-    max_width -= pdf.c_margin
-    lines: list[str] = []
-    start, count = 0, len(text)
-    while start < count:
-        units = 0  # the line's width in font units: exact, as fpdf2 sums them
-        space = -1  # index of the line's last space
-        index = start
-        broken = False
-        while index < count:
-            char = text[index]
-            char_width = widths[char] * size * 0.001 / k
-            if (units * size * 0.001 / k + char_width) - max_width > _TOLERANCE:
-                broken = True
-                if char == " ":  # an overflowing space is dropped
-                    lines.append(text[start:index])
-                    start = index + 1
-                elif space >= 0:  # back to the last space, which is dropped
-                    lines.append(text[start:space])
-                    start = space + 1
-                else:  # one word wider than the line: cut it
-                    if index == start:
-                        return None  # not even one character fits; let fpdf2 raise
-                    lines.append(text[start:index])
-                    start = index
-                break
-            if char == " ":
-                space = index
-            units += widths[char]
-            index += 1
-        if not broken:
-            if units:
-                lines.append(text[start:])
-            break
-    return lines or None
+    return template.render(
+        title=title,
+        blocks=blocks,
+        language=context.language,
+        body_pt=LARGE_PRINT_PT if context.large_print else BODY_PT,
+    )

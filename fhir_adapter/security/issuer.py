@@ -24,7 +24,13 @@ from jwt.algorithms import ECAlgorithm
 
 from fhir_adapter.access.scopes import grantable, parse_scopes
 from fhir_adapter.ports import ClientRecord, ResourceStore, SigningKey
-from fhir_adapter.security.tokens import StaticKeys, has_private_members, key_fits, parse_jwks
+from fhir_adapter.security.tokens import (
+    REGISTERED_CLAIM,
+    StaticKeys,
+    has_private_members,
+    key_fits,
+    parse_jwks,
+)
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ("RS384", "ES384")
@@ -61,6 +67,34 @@ def new_signing_key() -> SigningKey:
         serialization.NoEncryption(),
     ).decode()
     return SigningKey(uuid.uuid4().hex, TOKEN_ALGORITHM, pem)
+
+
+class RegisteredClients:
+    """Whether a client is still registered, asked of the store at most every `cache_seconds` per
+    client (issue #16: `clients remove` in another process takes effect within that time)."""
+
+    def __init__(
+        self,
+        store: ResourceStore,
+        *,
+        cache_seconds: float = 30.0,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.cache_seconds = cache_seconds
+        self.now = now
+        self._seen: dict[str, tuple[bool, float]] = {}
+
+    async def __call__(self, client_id: str) -> bool:
+        cached = self._seen.get(client_id)
+        if cached is not None and self.now() < cached[1]:
+            return cached[0]
+        async with self.store.transaction(write=False) as tx:
+            found = await tx.get_client(client_id) is not None
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[client_id] = (found, self.now() + self.cache_seconds)
+        return found
 
 
 class BuiltInIssuer:
@@ -108,8 +142,11 @@ class BuiltInIssuer:
     def key_source(self) -> StaticKeys:
         return StaticKeys(self.jwks())
 
-    def mint(self, client_id: str, scope: str, *, patient: str | None = None) -> str:
-        """A signed access token for `client_id` (also used by tests and the CLI's `clients token`)."""
+    def mint(
+        self, client_id: str, scope: str, *, patient: str | None = None, registered: bool = False
+    ) -> str:
+        """A signed access token for `client_id` (also used by tests). `registered`: the token
+        endpoint issued it to a registered client, so it is refused once that client is removed."""
         now = int(self.now())
         claims: dict[str, Any] = {
             "iss": self.urls.issuer,
@@ -124,6 +161,8 @@ class BuiltInIssuer:
         }
         if patient:
             claims["patient"] = patient
+        if registered:
+            claims[REGISTERED_CLAIM] = True
         return jwt.encode(
             claims, self._private, algorithm=self.algorithm, headers={"kid": self.kid}
         )
@@ -144,7 +183,7 @@ class BuiltInIssuer:
             raise OAuthError(
                 "invalid_scope", "none of the requested scopes is allowed for this client"
             )
-        token = self.mint(client.client_id, granted, patient=client.patient)
+        token = self.mint(client.client_id, granted, patient=client.patient, registered=True)
         answer: dict[str, Any] = {
             "access_token": token,
             "token_type": "bearer",

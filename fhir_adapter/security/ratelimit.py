@@ -23,11 +23,11 @@ class RateLimiter:
         self.item: RateLimitItem | None = None if off else parse(limit)
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
-    async def check(self, key: str) -> None:
-        """Count one request for `key`; 429 with Retry-After once the window is full."""
-        if self.item is None:
+    async def check(self, key: str, *, cost: int = 1) -> None:
+        """Count `cost` requests for `key`; 429 with Retry-After once the window is full."""
+        if self.item is None or cost < 1:
             return
-        if await self.limiter.hit(self.item, key):
+        if await self.limiter.hit(self.item, key, cost=cost):
             return
         stats = await self.limiter.get_window_stats(self.item, key)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))

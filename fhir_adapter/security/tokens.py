@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import httpx
@@ -19,6 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fhir_adapter.access.scopes import Access, parse_scopes
 from fhir_adapter.errors import AuthenticationError
+
+# Tokens the token endpoint issues carry it: on use, their client must still be registered.
+REGISTERED_CLAIM = "https://fhir-adapter.org/registered-client"
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +133,15 @@ class TokenVerifier:
     """Turns a bearer token into the caller's Access, or a 401."""
 
     def __init__(
-        self, keys: KeySource, *, issuer: str, audience: str, leeway_seconds: float = 30.0
+        self,
+        keys: KeySource,
+        *,
+        issuer: str,
+        audience: str,
+        leeway_seconds: float = 30.0,
+        registered: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
+        self.registered = registered  # the built-in issuer's client registry (issue #16)
         self.keys = keys
         self.issuer = issuer
         self.audience = audience
@@ -182,7 +193,14 @@ class TokenVerifier:
             raise AuthenticationError(
                 "The access token's signature or claims are invalid"
             ) from None
-        return access_from_claims(claims)
+        access = access_from_claims(claims)
+        if (
+            claims.get(REGISTERED_CLAIM) is True
+            and self.registered is not None
+            and not await self.registered(access.client_id)
+        ):
+            raise AuthenticationError("The access token's client is no longer registered")
+        return access
 
 
 def access_from_claims(claims: dict[str, Any]) -> Access:
@@ -195,4 +213,5 @@ def access_from_claims(claims: dict[str, Any]) -> Access:
         client_id=str(client_id)[:64],
         grants=parse_scopes(str(scope)),
         patient=str(patient) if isinstance(patient, str) and patient else None,
+        registered=claims.get(REGISTERED_CLAIM) is True,
     )

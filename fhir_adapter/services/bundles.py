@@ -314,6 +314,9 @@ class BundleService:
             if existing is not None:
                 try:
                     check_match_visible(guard, existing)
+                    self.resources.check_same_patient(  # issue #16: no link across patients
+                        existing, rewrite_references(entry.resource, mapping), entry.path
+                    )
                 except AdapterError as exc:
                     raise _located(exc, entry) from exc
                 entry.id = existing.id

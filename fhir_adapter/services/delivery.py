@@ -21,6 +21,7 @@ from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.services.workflow import Directory
 from fhir_adapter.workflow.codes import NPI
+from fhir_adapter.workflow.letters import mailing_proof
 from fhir_adapter.workflow.provenance import delivery_provenance
 from fhir_adapter.workflow.reports import delivery_bundle, notice_bundle
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 class DeliveryAttempt:
     delivered: bool
     error: str | None  # a short code ("HTTP 503", "ConnectTimeout"); never content
+    mailed_on: str | None = None  # the mailing date a member-notice mailing service returned
 
 
 class Deliverer(Protocol):
@@ -204,6 +206,10 @@ class DeliveryService:
                 await tx.set_outbox(item.id, state="delivered", delivered_at=now)
                 updated = {**current.content, "status": "completed", "sent": format_instant(now)}
                 updated.pop("statusReason", None)
+                if item.destination == "member-notice-url":
+                    updated["extension"] = mailing_proof(
+                        updated.get("extension") or [], accepted=now, mailed_on=attempt.mailed_on
+                    )
                 log.info("delivery %s of Communication/%s done", item.id, current.id)
             elif item.attempts >= self.config.max_attempts:
                 await tx.set_outbox(item.id, state="failed", error=attempt.error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import uuid
@@ -11,8 +12,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
+from fhir_adapter.access.compartment import compartment_patients
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
+from fhir_adapter.access.owners import with_owner, without_headers
+from fhir_adapter.access.scopes import Interaction, Reach
 from fhir_adapter.errors import (
+    ConflictError,
     ForbiddenError,
     InvalidRequestError,
     MethodNotAllowedError,
@@ -28,6 +33,9 @@ from fhir_adapter.fhir.resources import SERVED_TYPES, is_known_type
 from fhir_adapter.fhir.search import Filter, ReferenceCriterion, SearchQuery, parse_search
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.ports import ResourceStore, SearchPage, StoredResource, StoreTransaction
+from fhir_adapter.workflow.ownership import APPEND_ONLY, plan_owned_part
+from fhir_adapter.workflow.provenance import change_provenance
+from fhir_adapter.workflow.subscriptions import view
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +141,14 @@ class ResourceService:
                 existing = await self.find_conditional(tx, resource_type, criteria, guard=guard)
                 if existing is not None:
                     check_match_visible(guard, existing)
+                    self.check_same_patient(existing, body, resource_type)
                     return WriteResult(existing, created=False, path=resource_type)
             result = await self.create_in(
                 tx, body, path=resource_type, pending=frozenset(), guard=guard
             )
             [result] = await self.hooks.after_writes(tx, [result])
         await self.hooks.after_commit([result])
-        return result
+        return shown_result(guard, result)
 
     async def update(
         self,
@@ -167,7 +176,7 @@ class ResourceService:
             )
             [result] = await self.hooks.after_writes(tx, [result])
         await self.hooks.after_commit([result])
-        return result
+        return shown_result(guard, result)
 
     async def read(
         self, resource_type: str, id: str, *, guard: Guard = UNRESTRICTED
@@ -179,7 +188,7 @@ class ResourceService:
             found = await tx.read(resource_type, id)
         if found is None or not guard.visible(found.content):
             raise NotFoundError(f"{resource_type}/{id} is not known")
-        return found
+        return shown(guard, found)
 
     async def vread(
         self, resource_type: str, id: str, version: str, *, guard: Guard = UNRESTRICTED
@@ -196,7 +205,7 @@ class ResourceService:
             found = await tx.vread(resource_type, id, int(version))
         if found is None or not guard.visible(found.content):
             raise NotFoundError(f"{resource_type}/{id} has no version {version}")
-        return found
+        return shown(guard, found)
 
     async def history(
         self, resource_type: str, id: str, *, guard: Guard = UNRESTRICTED
@@ -208,7 +217,7 @@ class ResourceService:
             versions = await tx.history(resource_type, id)
         if not versions or not guard.visible(versions[0].content):
             raise NotFoundError(f"{resource_type}/{id} is not known")
-        return [v for v in versions if guard.visible(v.content)]
+        return [shown(guard, v) for v in versions if guard.visible(v.content)]
 
     def parse_query(
         self, resource_type: str, params: Iterable[tuple[str, str]], *, strict: bool = False
@@ -282,6 +291,19 @@ class ResourceService:
             )
         return page.matches[0] if page.matches else None
 
+    def check_same_patient(self, existing: StoredResource, body: dict[str, Any], path: str) -> None:
+        """Issue #16 (identifier squatting): a conditional match or a resubmission that lands on
+        another patient's resource is a conflict, never a link across patients."""
+        base = self.base_url
+        sent = compartment_patients(body, base_url=base)
+        stored = compartment_patients(existing.content, base_url=base)
+        if sent and stored and sent != stored:
+            raise ConflictError(
+                f"{path}: the {existing.resource_type} these identifiers or criteria match "
+                "belongs to another patient; use identifiers of this patient's own request",
+                expression=path,
+            )
+
     async def create_in(
         self,
         tx: StoreTransaction,
@@ -294,11 +316,17 @@ class ResourceService:
     ) -> WriteResult:
         """Create inside `tx`; `pending` lists `Type/id` keys the same transaction is writing."""
         guard.check_write(body, "c", expression=path)
+        staff = check_plan_owned(guard, None, body, "c", path)
+        if guard.patient_bound and body.get("resourceType") == "ServiceRequest":
+            await check_member_identifiers(tx, body, path)
+        body = as_subscriber_wrote(guard, None, body, path)
         await self.check_references(tx, body, path=path, pending=pending, guard=guard)
         now = self.clock()
         content = with_meta(body, id or self.new_id(), 1, now)
         stored = await tx.insert(content, now=now)
         log.info("created %s version 1", stored.key)
+        if staff:
+            await self._staff_provenance(tx, stored, guard, now)
         return WriteResult(stored, created=True, path=path)
 
     async def update_in(
@@ -313,9 +341,17 @@ class ResourceService:
     ) -> WriteResult:
         resource_type, id = body["resourceType"], body["id"]
         current = await tx.read_for_update(resource_type, id)
-        if current is not None and not guard.may_change(current.content, "u"):
+        # Issue #16 (existence oracle): for a member's token, another member's id and an id
+        # nobody has get the same answer; members create with POST, the server picks the id.
+        if (current is None and _compartment_only(guard, resource_type)) or (
+            current is not None and not guard.may_change(current.content, "u")
+        ):
             raise NotFoundError(f"{resource_type}/{id} is not known", expression=f"{path}.id")
         guard.check_write(body, "u", expression=path)
+        staff = False
+        if current is not None:
+            staff = check_plan_owned(guard, current.content, body, "u", path)
+            body = as_subscriber_wrote(guard, current.content, body, path)
         expected = parse_if_match(if_match) if if_match else None
         if expected is not None and (current is None or current.version_id != expected):
             have = f"version {current.version_id}" if current else "no version"
@@ -329,7 +365,22 @@ class ResourceService:
         content = with_meta(body, id, current.version_id + 1, now)
         stored = await tx.replace(current, content, now=now)
         log.info("updated %s to version %d", stored.key, stored.version_id)
+        if staff:
+            await self._staff_provenance(tx, stored, guard, now)
         return WriteResult(stored, created=False, path=path)
+
+    async def _staff_provenance(
+        self, tx: StoreTransaction, stored: StoredResource, guard: Guard, now: datetime
+    ) -> None:
+        """Plan staff changed what the plan owns over REST: that leaves a Provenance too."""
+        assert guard.access is not None
+        provenance = change_provenance(
+            target=f"{stored.key}/_history/{stored.version_id}",
+            recorded=now,
+            activity="changed by plan staff",
+            client_id=guard.access.client_id,
+        )
+        await tx.insert(with_meta(provenance, self.new_id(), 1, now), now=now)
 
     async def check_references(
         self,
@@ -417,11 +468,77 @@ async def search_guarded(tx: StoreTransaction, query: SearchQuery, guard: Guard)
     patient scopes, and `_include`d resources they may not read left out."""
     guard.require(query.resource_type, "s")
     page = await tx.search(guard.restrict(query))
+    matches = [shown(guard, r) for r in page.matches]
     if not page.included:
-        return page
-    return SearchPage(
-        page.matches, guard.filter_included(page.included), page.total, page.next_cursor
+        return SearchPage(matches, page.included, page.total, page.next_cursor)
+    return SearchPage(matches, guard.filter_included(page.included), page.total, page.next_cursor)
+
+
+async def check_member_identifiers(tx: StoreTransaction, body: dict[str, Any], path: str) -> None:
+    """Issue #16: a member's token may not file requests under an identifier system that
+    organizations submit requests in (so it cannot take an identifier an EHR will use)."""
+    for index, identifier in enumerate(body.get("identifier") or []):
+        system = identifier.get("system") if isinstance(identifier, dict) else None
+        if not isinstance(system, str) or not system or "|" in system:
+            continue
+        query = parse_search(
+            "ServiceRequest",
+            [("identifier", f"{system}|")],
+            base_url=None,
+            default_count=50,
+            max_count=50,
+        )
+        page = await tx.search(dataclasses.replace(query, with_total=False))
+        for found in page.matches:
+            requester = str((found.content.get("requester") or {}).get("reference") or "")
+            if requester and not requester.startswith(("Patient/", "RelatedPerson/")):
+                where = f"{path}.identifier[{index}].system"
+                raise ForbiddenError(
+                    f"{where}: '{system}' is an identifier system organizations submit "
+                    "requests in; a member's token cannot use it",
+                    expression=where,
+                )
+
+
+def _compartment_only(guard: Guard, resource_type: str) -> bool:
+    """Whether the caller updates `resource_type` under patient scopes alone."""
+    access = guard.access
+    return (
+        guard.patient_bound
+        and access is not None
+        and access.reach(resource_type, "u") is Reach.COMPARTMENT
     )
+
+
+def shown(guard: Guard, stored: StoredResource) -> StoredResource:
+    """A stored resource as a client sees it: a Subscription's `channel.header` is write-only."""
+    if guard.access is None or stored.resource_type != "Subscription":
+        return stored
+    return dataclasses.replace(stored, content=without_headers(stored.content))
+
+
+def shown_result(guard: Guard, result: WriteResult) -> WriteResult:
+    return dataclasses.replace(result, resource=shown(guard, result.resource))
+
+
+def as_subscriber_wrote(
+    guard: Guard, current: dict[str, Any] | None, body: dict[str, Any], path: str
+) -> dict[str, Any]:
+    """Issue #16: a Subscription belongs to the client that writes it, and tells it only what it
+    may read. Headers left out of an update are kept (clients never see them to send back)."""
+    if body.get("resourceType") != "Subscription" or guard.access is None:
+        return body
+    if view(body).content != "empty":
+        guard.require(
+            "ClaimResponse",
+            "r",
+            expression=f"{path}.channel.payload",
+        )
+    channel = body.get("channel")
+    kept = ((current or {}).get("channel") or {}).get("header")
+    if isinstance(channel, dict) and "header" not in channel and kept:
+        body = {**body, "channel": {**channel, "header": kept}}
+    return with_owner(body, guard.access)
 
 
 def check_match_visible(guard: Guard, existing: StoredResource) -> None:
@@ -430,6 +547,32 @@ def check_match_visible(guard: Guard, existing: StoredResource) -> None:
         raise ForbiddenError(
             f"The conditional create matches a {existing.resource_type} this access token may not see"
         )
+
+
+def check_plan_owned(
+    guard: Guard,
+    current: dict[str, Any] | None,
+    body: dict[str, Any],
+    interaction: Interaction,
+    path: str,
+) -> bool:
+    """Issue #16: what the plan owns changes through the workflow or by plan staff, and the
+    record of what happened (Provenance) is never rewritten."""
+    resource_type = str(body.get("resourceType"))
+    if current is not None and resource_type in APPEND_ONLY:
+        raise ForbiddenError(
+            f"{resource_type} is append-only: a recorded version is never replaced",
+            expression=path,
+        )
+    part = plan_owned_part(resource_type, current, body)
+    if part is not None and not guard.plan_staff(resource_type, interaction):
+        raise ForbiddenError(
+            f"{part}: it changes only through the workflow operations ($submit, $decide, "
+            "consultation reports) or by plan staff (a scope naming the resource type)",
+            expression=path,
+        )
+    # Plan staff over REST (the workflow records its own Provenance).
+    return part is not None and guard.access is not None and resource_type != "Provenance"
 
 
 SERVER_WRITTEN = frozenset({"AuditEvent"})

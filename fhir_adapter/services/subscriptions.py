@@ -10,6 +10,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from fhir_adapter.access.guard import AccessGuard
+from fhir_adapter.access.owners import owner_of
+from fhir_adapter.access.scopes import Access
 from fhir_adapter.errors import NotFoundError
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
@@ -54,6 +57,8 @@ class SubscriptionService:
         self.notifier = notifier
         self.clock = clock
         self.referenced = referenced
+        # The built-in issuer's registry: a removed client's Subscriptions carry nothing more.
+        self.client_registered: Callable[[str], Awaitable[bool]] | None = None
 
     def url_of(self, subscription_id: str) -> str:
         return f"{self.resources.base_url}/Subscription/{subscription_id}"
@@ -81,8 +86,7 @@ class SubscriptionService:
             if attempt.delivered:
                 updated.pop("error", None)
             else:
-                updated["error"] = f"handshake failed: {attempt.error}"
-            updated.pop("meta", None)
+                updated["error"] = f"handshake failed; {attempt.error or 'delivery failed'}"
             now = self.clock()
             await tx.replace(
                 current, with_meta(updated, current.id, current.version_id + 1, now), now=now
@@ -116,6 +120,9 @@ class SubscriptionService:
                 identifiers = await org_identifiers()
             if not matches(subscribed, patient=patient, org_identifiers=identifiers):
                 continue
+            owner = self._owner_guard(found.content)
+            if owner is not None and owner.patient_bound and not owner.visible(focus.content):
+                continue  # a member's app hears of the member's own decisions alone
             locked = await tx.read_for_update("Subscription", found.id)  # numbers stay consecutive
             if locked is None:
                 continue
@@ -123,6 +130,18 @@ class SubscriptionService:
             await _queue(tx, found.id, focus.id, number, now)
             sent += 1
         return sent
+
+    async def _still_registered(self, owner: Access) -> bool:
+        """Whether the owner, if its token came from the built-in issuer, is registered still."""
+        if not owner.registered or self.client_registered is None:
+            return True
+        return await self.client_registered(owner.client_id)
+
+    def _owner_guard(self, subscription: dict[str, Any]) -> AccessGuard | None:
+        """The owner's grants as recorded when the Subscription was written; None when no client
+        owns it (then notifications carry no resource)."""
+        owner = owner_of(subscription)
+        return AccessGuard(owner, base_url=self.resources.base_url) if owner else None
 
     async def queue_heartbeats(self, *, limit: int = 100) -> int:
         """Backport heartbeats: a Subscription with a heartbeat period that has heard nothing for that
@@ -171,12 +190,18 @@ class SubscriptionService:
         subscription_url = self.url_of(subscription.id)
         focus_url = f"{self.resources.base_url}/{events[0].focus}"  # readable by GET
         focus_content = focus.content if focus else None
+        # Issue #16: only what the owner may read now travels; otherwise the event alone.
+        owner = self._owner_guard(subscription.content)
+        if owner is not None and not await self._still_registered(owner.access):
+            owner = None
+        if focus_content is None or owner is None or not owner.visible(focus_content):
+            subscribed, focus_content = replace(subscribed, content="empty"), None
         payload_url = None
-        if subscribed.topic == PAS_TOPIC and focus_content is not None:
+        if subscribed.topic == PAS_TOPIC and focus_content is not None and owner is not None:
             # PAS spec-60: the notification carries a full PAS response Bundle, ClaimResponse first.
             # Everything the ClaimResponse references travels with it (spec-30 applies to it too).
             others = (
-                await self.referenced.collect(focus_content, focus_url)
+                await self.referenced.collect(focus_content, focus_url, guard=owner)
                 if self.referenced is not None
                 else []
             )
@@ -252,20 +277,13 @@ class SubscriptionService:
         )
         status = bundle["entry"][0]["resource"]
         for event in found:
-            status["parameter"].append(
-                {
-                    "name": "notification-event",
-                    "part": [
-                        {"name": "event-number", "valueString": str(event.event_number)},
-                        {
-                            "name": "focus",
-                            "valueReference": {
-                                "reference": f"{self.resources.base_url}/{event.focus}"
-                            },
-                        },
-                    ],
-                }
-            )
+            part: list[dict[str, Any]] = [
+                {"name": "event-number", "valueString": str(event.event_number)}
+            ]
+            if subscribed.content != "empty":  # as in the notifications themselves (issue #16)
+                reference = f"{self.resources.base_url}/{event.focus}"
+                part.append({"name": "focus", "valueReference": {"reference": reference}})
+            status["parameter"].append({"name": "notification-event", "part": part})
         return bundle
 
     async def _with_count(self, subscription_id: str) -> tuple[StoredResource, int]:

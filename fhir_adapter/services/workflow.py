@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
@@ -27,7 +27,12 @@ from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.fhir.search import identifier_condition
 from fhir_adapter.fhir.validation import validate_resource
-from fhir_adapter.notices import PlanContact, render
+from fhir_adapter.notices import (
+    DEFAULT_RIGHTS_CONTACTS,
+    PlanContact,
+    RightsContacts,
+    render,
+)
 from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
 from fhir_adapter.policy.engine import evaluate
 from fhir_adapter.policy.facts import Care, Provider, RequestFacts
@@ -64,14 +69,20 @@ from fhir_adapter.workflow.intake import (
     listed_reasons,
     reference_of,
 )
-from fhir_adapter.workflow.letters import letters_for, notice_communication
+from fhir_adapter.workflow.letters import (
+    letters_for,
+    notice_communication,
+    report_letter,
+    translation_flags,
+    with_letter,
+)
 from fhir_adapter.workflow.plan import (
     PayorVerdict,
     identifiers_of,
     payor_verdict,
     plan_references,
 )
-from fhir_adapter.workflow.provenance import decision_provenance
+from fhir_adapter.workflow.provenance import change_provenance, decision_provenance
 from fhir_adapter.workflow.reports import (
     CONSULT_NOTE,
     LOINC,
@@ -142,12 +153,15 @@ class WorkflowConfig:
     lease_seconds: float = 120.0
     member_notice_url: str | None = None
     answer_within_seconds: float = 10.0
+    subscription_allowed_hosts: frozenset[str] = frozenset()  # issue #16: http and private hosts
     plan_contact: PlanContact = field(
         default_factory=lambda: PlanContact("Health plan", "-", "711", (), "-", "-")
     )
     directory_url: str | None = None  # the plan is also named by its reference there
     candidates_offered: int = 5  # providers a decision offers the member, best-ranked first
     warn_at_share: float = 0.75  # a pended request past this share of its window is flagged
+    rights_contacts: RightsContacts = DEFAULT_RIGHTS_CONTACTS
+    taglines: Mapping[str, str] | None = None  # None: the built-in catalog
 
 
 @dataclass(slots=True)
@@ -240,7 +254,9 @@ class WorkflowService:
         for result in results:
             if result.resource.resource_type == "Subscription":
                 subscription = result.resource.content
-                issues += check_subscription(subscription, result.path)
+                issues += check_subscription(
+                    subscription, result.path, self.config.subscription_allowed_hosts
+                )
                 if result.created and subscription.get("status") != "requested":
                     where = f"{result.path}.status"
                     issues.append(
@@ -391,7 +407,18 @@ class WorkflowService:
             },
         ]
         completed.pop("meta", None)
-        await tx.replace(task, self.resources_meta(completed, task, now), now=now)
+        stored = await tx.replace(task, self.resources_meta(completed, task, now), now=now)
+        await self._record_provenance(
+            tx,
+            change_provenance(
+                target=f"{stored.key}/_history/{stored.version_id}",
+                recorded=now,
+                activity="second-opinion completed by its consultation report",
+                plan=self.config.plan_organization,
+                source=report.key,
+            ),
+            now,
+        )
         patient_key = (
             _local_key(reference_of(request.content.get("subject")), self.resources.base_url) or ""
         )
@@ -429,6 +456,18 @@ class WorkflowService:
                 delivered_now=destination is None,
                 now=now,
             )
+            if recipient == patient_key:  # the member's copy is a letter they can read
+                context = report_letter(
+                    report.content,
+                    request=request.content,
+                    request_key=request.key,
+                    patient=patient.content if patient else None,
+                    plan=self.config.plan_contact,
+                    now=now,
+                    rights=self.config.rights_contacts,
+                    taglines=self.config.taglines,
+                )
+                communication = with_letter(communication, render(context), context)
             await self._send(tx, communication, destination, now)
         log.info("Task/%s completed with %s", task.id, report.key)
 
@@ -1073,6 +1112,8 @@ class WorkflowService:
             patient_key=patient_key,
             professional_requester=professional,
             plan=self.config.plan_contact,
+            rights=self.config.rights_contacts,
+            taglines=self.config.taglines,
             expedited=track_for(content.get("priority"), listed_reasons(content)).value
             == "expedited",
             now=now,
@@ -1087,6 +1128,7 @@ class WorkflowService:
             )
             communication = notice_communication(
                 render(letter.context),
+                flags=translation_flags(letter.context),
                 communication_id=str(uuid.uuid4()),
                 recipient=letter.recipient,
                 patient_key=patient_key,

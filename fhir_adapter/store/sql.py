@@ -466,6 +466,12 @@ class SqlTransaction:
             )
         )
 
+    async def remove_client(self, client_id: str) -> bool:
+        result = await self._execute(
+            delete(auth_clients).where(auth_clients.c.client_id == client_id)
+        )
+        return bool(result.rowcount)
+
     async def use_assertion(
         self, client_id: str, jti: str, *, expires_at: datetime, now: datetime
     ) -> bool:

@@ -4,25 +4,36 @@ carrying the rendered letter as HTML and PDF (pure)."""
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.notices import (
+    DEFAULT_RIGHTS_CONTACTS,
     NoticeContext,
     NoticeProvider,
     PlanContact,
     RenderedNotice,
-    choose_language,
+    RightsContacts,
+    choose_notice_language,
     reason_sentence,
+    wants_large_print,
 )
 from fhir_adapter.policy.decision import Decision, Outcome
+from fhir_adapter.policy.facts import Provider
 from fhir_adapter.workflow.codes import CANONICAL
 from fhir_adapter.workflow.pas import AUTHORIZATION_DAYS, authorization_number
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 NOTICE_ID_SYSTEM = f"{CANONICAL}/sid/notice"
+NOTICE_FLAG_SYSTEM = f"{CANONICAL}/CodeSystem/notice-flag"
+TRANSLATION_OWED = "translation-owed"
+REQUESTED_LANGUAGE_URL = f"{CANONICAL}/StructureDefinition/notice-requested-language"
+NOTICE_MAILING_URL = f"{CANONICAL}/StructureDefinition/notice-mailing"
+NOTICE_MAILED_ON_URL = f"{CANONICAL}/StructureDefinition/notice-mailed-on"
 _NOTIFICATION = {
     "coding": [
         {
@@ -51,6 +62,27 @@ def member_name(patient: Mapping[str, Any] | None) -> str:
     return "Member"
 
 
+def member_id(patient: Mapping[str, Any] | None) -> str:
+    """The member's plan id: the identifier typed MB (member number), else the first one."""
+    identifiers = [i for i in (patient or {}).get("identifier") or [] if i.get("value")]
+    for identifier in identifiers:
+        codes = {c.get("code") for c in (identifier.get("type") or {}).get("coding") or []}
+        if "MB" in codes:
+            return str(identifier["value"])
+    return str(identifiers[0]["value"]) if identifiers else ""
+
+
+def notice_provider(provider: Provider) -> NoticeProvider:
+    """A directory provider as a letter lists it: name, specialty, organization, address, phone."""
+    return NoticeProvider(
+        display_name=provider.display or provider.role_reference.rsplit("/", 1)[-1],
+        specialty=", ".join(provider.specialty_names),
+        organization=provider.organization_name or "",
+        phone=provider.phone,
+        address=provider.address,
+    )
+
+
 def request_reference(request: Mapping[str, Any], fallback: str) -> str:
     for identifier in request.get("identifier") or []:
         if identifier.get("value"):
@@ -71,6 +103,8 @@ def letters_for(
     expedited: bool,
     now: datetime,
     note: str | None = None,
+    rights: RightsContacts = DEFAULT_RIGHTS_CONTACTS,
+    taglines: Mapping[str, str] | None = None,
 ) -> list[Letter]:
     """Every denial: a notice to the member and a shorter one to the requester; every approval:
     the member and the requester are told which providers the member may see."""
@@ -78,21 +112,15 @@ def letters_for(
         return []
     denied = decision.outcome is Outcome.DENIED
     step = decision.deciding_rule
-    providers = tuple(
-        NoticeProvider(
-            display_name=p.display or p.role_reference.rsplit("/", 1)[-1],
-            specialty=", ".join(p.specialty_names),
-            organization="",
-        )
-        for p in decision.providers
-    )
+    providers = tuple(notice_provider(p) for p in decision.providers)
+    member_language, requested = choose_notice_language(patient)
     out_of_network = decision.outcome is Outcome.APPROVED_OUT_OF_NETWORK
     audiences: list[tuple[str, str]] = [(patient_key, "member")]
     if professional_requester:
         audiences.append((professional_requester, "requester"))
     letters = []
     for recipient, audience in audiences:
-        language = choose_language(patient) if audience == "member" else "en"
+        language = member_language if audience == "member" else "en"
         reason = ""
         if denied and decision.denial_reason:
             reason = reason_sentence(decision.denial_reason, language, audience)  # type: ignore[arg-type]
@@ -101,11 +129,8 @@ def letters_for(
         context = NoticeContext(
             kind=f"{'denial' if denied else 'approval'}-{audience}",  # type: ignore[arg-type]
             language=language,
-            notice_date=now.date(),
-            member_display_name=member_name(patient),
-            request_reference=request_reference(request, request_key),
             outcome=decision.outcome,
-            plan=plan,
+            **_letter_fields(patient, request, request_key, plan, now, rights, taglines),
             denial_reason=decision.denial_reason,
             reason_text=reason,
             rule=step.rule if step else "",
@@ -116,9 +141,100 @@ def letters_for(
             if out_of_network
             else None,
             expedited=expedited,
+            requested_language=requested if audience == "member" else None,
+            large_print=audience == "member" and wants_large_print(patient),
         )
         letters.append(Letter(recipient, context))
     return letters
+
+
+def report_letter(
+    report: Mapping[str, Any],
+    *,
+    request: Mapping[str, Any],
+    request_key: str,
+    patient: Mapping[str, Any] | None,
+    plan: PlanContact,
+    now: datetime,
+    rights: RightsContacts = DEFAULT_RIGHTS_CONTACTS,
+    taglines: Mapping[str, str] | None = None,
+) -> NoticeContext:
+    """The member's copy of a Consultation Report as a letter in the member's language: what
+    the second opinion found and recommends (policy VI; HSC 1383.15)."""
+    language, requested = choose_notice_language(patient)
+    performer = next(
+        (str(p["display"]) for p in report.get("performer") or [] if p.get("display")), ""
+    )
+    issued = str(report.get("issued") or report.get("effectiveDateTime") or "")[:10]
+    return NoticeContext(
+        kind="report-member",
+        language=language,
+        outcome=Outcome.APPROVED_IN_NETWORK,
+        **_letter_fields(patient, request, request_key, plan, now, rights, taglines),
+        requested_language=requested,
+        large_print=wants_large_print(patient),
+        report_conclusion=str(report.get("conclusion") or ""),
+        report_text=presented_text(report),
+        report_performer=performer,
+        report_date=date.fromisoformat(issued) if _ISO_DATE.fullmatch(issued) else None,
+    )
+
+
+def _letter_fields(
+    patient: Mapping[str, Any] | None,
+    request: Mapping[str, Any],
+    request_key: str,
+    plan: PlanContact,
+    now: datetime,
+    rights: RightsContacts,
+    taglines: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """What every letter about one request prints the same way, whoever it is for."""
+    return {
+        "notice_date": now.date(),
+        "member_display_name": member_name(patient),
+        "member_id": member_id(patient),
+        "request_reference": request_reference(request, request_key),
+        "plan": plan,
+        "rights": rights,
+        "taglines": taglines,
+    }
+
+
+def presented_text(report: Mapping[str, Any]) -> str:
+    """The report's own words, from its plain-text presentedForm attachments (other formats
+    stay with the report, which the member can ask for)."""
+    texts = []
+    for form in report.get("presentedForm") or []:
+        if str(form.get("contentType", "")).split(";")[0].strip() != "text/plain":
+            continue
+        try:
+            texts.append(base64.b64decode(form.get("data") or "", validate=True).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return "\n\n".join(t.strip() for t in texts if t.strip())
+
+
+def translation_flags(context: NoticeContext) -> dict[str, Any]:
+    """What a member's Communication carries when its letter is not in the member's language:
+    the `translation-owed` category and the language owed (`fhir-adapter notices
+    pending-translation` lists them; 42 CFR 438.10(d))."""
+    if not context.translation_owed:
+        return {}
+    return {
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": NOTICE_FLAG_SYSTEM,
+                        "code": TRANSLATION_OWED,
+                        "display": "Translation owed",
+                    }
+                ]
+            }
+        ],
+        "extension": [{"url": REQUESTED_LANGUAGE_URL, "valueCode": context.requested_language}],
+    }
 
 
 def notice_communication(
@@ -131,8 +247,10 @@ def notice_communication(
     claim_response_key: str,
     delivered_now: bool,
     now: datetime,
+    flags: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The notice as a Communication: the letter's title, then the letter as HTML and as PDF."""
+    """The notice as a Communication: the letter's title, then the letter as HTML and as PDF;
+    `flags` (from `translation_flags`) adds a category and extensions."""
     communication: dict[str, Any] = {
         "resourceType": "Communication",
         "identifier": [{"system": NOTICE_ID_SYSTEM, "value": communication_id}],
@@ -152,9 +270,35 @@ def notice_communication(
             {"contentAttachment": _attachment("application/pdf", rendered.pdf, rendered)},
         ],
     }
+    for key, values in (flags or {}).items():
+        communication[key] = [*communication.get(key, []), *values]
     if delivered_now:
         communication["sent"] = format_instant(now)
     return communication
+
+
+def with_letter(
+    communication: Mapping[str, Any], rendered: RenderedNotice, context: NoticeContext
+) -> dict[str, Any]:
+    """A Communication that also carries a letter: its title first, then the letter as HTML and
+    PDF after the existing payload, plus the translation flags."""
+    payload = list(communication.get("payload") or [])
+    result = {
+        **communication,
+        "payload": [
+            {"contentString": rendered.title},
+            *payload[1:],
+            {
+                "contentAttachment": _attachment(
+                    "text/html; charset=utf-8", rendered.html.encode(), rendered
+                )
+            },
+            {"contentAttachment": _attachment("application/pdf", rendered.pdf, rendered)},
+        ],
+    }
+    for key, values in translation_flags(context).items():
+        result[key] = [*result.get(key, []), *values]
+    return result
 
 
 def _attachment(content_type: str, data: bytes, rendered: RenderedNotice) -> dict[str, Any]:
@@ -164,3 +308,15 @@ def _attachment(content_type: str, data: bytes, rendered: RenderedNotice) -> dic
         "data": base64.b64encode(data).decode(),
         "title": rendered.title,
     }
+
+
+def mailing_proof(
+    extensions: list[dict[str, Any]], *, accepted: datetime, mailed_on: str | None
+) -> list[dict[str, Any]]:
+    """Issue #11: when the mailing service took the member's letter, and the mailing date it
+    gave, on the Communication, so the notice's timeliness can be shown (profiles/)."""
+    kept = [e for e in extensions if e.get("url") not in (NOTICE_MAILING_URL, NOTICE_MAILED_ON_URL)]
+    kept.append({"url": NOTICE_MAILING_URL, "valueDateTime": format_instant(accepted)})
+    if mailed_on:
+        kept.append({"url": NOTICE_MAILED_ON_URL, "valueDate": mailed_on})
+    return kept

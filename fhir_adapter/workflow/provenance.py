@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from fhir_adapter.access.audit import CLIENT_ID_SYSTEM
 from fhir_adapter.fhir.dates import format_instant
 
 _PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
@@ -48,6 +49,42 @@ def decision_provenance(
     if reviewer:
         provenance["agent"] = [_agent("verifier", reviewer, plan), *provenance["agent"]]
     provenance["entity"] = [{"role": "source", "what": {"reference": request}}]
+    return provenance
+
+
+def change_provenance(
+    *,
+    target: str,
+    recorded: datetime,
+    activity: str,
+    plan: str | None = None,
+    client_id: str | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """Any other change to what the plan owns (issue #16): the workflow completing a Task on a
+    report (`plan`), or plan staff writing over REST (`client_id`, the token's client)."""
+    if client_id is not None:
+        who: dict[str, Any] = {
+            "type": {"coding": [{"system": _PARTICIPANT, "code": "author"}]},
+            "who": {
+                "identifier": {"system": CLIENT_ID_SYSTEM, "value": client_id},
+                "display": f"client {client_id}",
+            },
+        }
+    else:
+        who = _agent("author", plan or "")
+    provenance: dict[str, Any] = {
+        "resourceType": "Provenance",
+        "target": [{"reference": target}],
+        "recorded": format_instant(recorded),
+        "activity": {
+            "coding": [{"system": _DATA_OPERATION, "code": "UPDATE"}],
+            "text": activity,
+        },
+        "agent": [who],
+    }
+    if source:
+        provenance["entity"] = [{"role": "source", "what": {"reference": source}}]
     return provenance
 
 

@@ -179,6 +179,8 @@ def delivery_bundle(
         {"contentReference": {"reference": report_url}},
     ]
     payload += [{"contentReference": {"reference": url}} for url, _, _ in proposal_entries]
+    # The member's copy carries its letter (HTML and PDF) for the mailing service.
+    payload += [p for p in communication["payload"] if "contentAttachment" in p]
     communication_copy["payload"] = payload
     identifier = communication["identifier"][0]
     entries = [

@@ -3,6 +3,8 @@ Bundles we send them (fhir.md §3.4, §1.9) (pure)."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ TOPICS = {
     PAS_TOPIC: "Da Vinci PAS result available",
 }
 _CONTENTS = {"empty", "id-only", "full-resource"}
+MIN_HEARTBEAT_SECONDS = 60  # issue #16: a heartbeat every second is a flood, not a liveness check
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,69 @@ def view(subscription: Mapping[str, Any]) -> SubscriptionView:
     )
 
 
-def check_subscription(subscription: Mapping[str, Any], path: str) -> list[Issue]:
+def parse_allowed_hosts(setting: str) -> frozenset[str]:
+    """FHIR_ADAPTER_SUBSCRIPTION_ALLOWED_HOSTS: comma-separated `host` or `host:port`."""
+    return frozenset(h.strip().lower().strip("[]") for h in setting.split(",") if h.strip())
+
+
+def host_allowed(host: str, port: int | None, allowed: frozenset[str]) -> bool:
+    host = host.lower().strip("[]")
+    return host in allowed or (port is not None and f"{host}:{port}" in allowed)
+
+
+def is_public_address(address: str) -> bool:
+    """A global unicast address: not loopback, private, link-local, unspecified or reserved."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+_INET_ATON = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}")
+
+
+def _is_numeric_host(host: str) -> bool:
+    """An address literal, including the forms resolvers accept (`2130706433`, `0x7f.1`)."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return _INET_ATON.fullmatch(host) is not None
+    return True
+
+
+def _endpoint_issue(endpoint: str, allowed: frozenset[str], where: str) -> Issue | None:
+    """Issue #16 (SSRF): https to a public host, or a host the operator allow-listed."""
+    try:
+        parts = urlsplit(endpoint)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        host, port, parts = "", None, urlsplit("")
+    if parts.scheme not in ("http", "https") or not host:
+        return Issue("value", f"{where}: an https URL is required", where)
+    if parts.username is not None or parts.password is not None:
+        return Issue("value", f"{where}: credentials belong in channel.header, not the URL", where)
+    listed = host_allowed(host, port or (443 if parts.scheme == "https" else 80), allowed)
+    if parts.scheme == "http" and not listed:
+        return Issue(
+            "value",
+            f"{where}: an https URL is required (plain http only for hosts on "
+            "FHIR_ADAPTER_SUBSCRIPTION_ALLOWED_HOSTS)",
+            where,
+        )
+    literal = host.strip("[]")
+    if not listed and _is_numeric_host(literal) and not is_public_address(literal):
+        return Issue(
+            "value", f"{where}: the endpoint must be a public address or an allowed host", where
+        )
+    return None
+
+
+def check_subscription(
+    subscription: Mapping[str, Any], path: str, allowed_hosts: frozenset[str] = frozenset()
+) -> list[Issue]:
     """What a rest-hook Subscription must say for us to serve it."""
     issues: list[Issue] = []
     subscribed = view(subscription)
@@ -95,15 +160,9 @@ def check_subscription(subscription: Mapping[str, Any], path: str) -> list[Issue
                 f"{path}.channel.type",
             )
         )
-    endpoint = urlsplit(subscribed.endpoint)
-    if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
-        issues.append(
-            Issue(
-                "value",
-                f"{path}.channel.endpoint: an http(s) URL is required",
-                f"{path}.channel.endpoint",
-            )
-        )
+    endpoint_issue = _endpoint_issue(subscribed.endpoint, allowed_hosts, f"{path}.channel.endpoint")
+    if endpoint_issue is not None:
+        issues.append(endpoint_issue)
     if (channel.get("payload") or "").split(";")[0].strip() not in (
         "application/fhir+json",
         "application/json",
@@ -132,6 +191,18 @@ def check_subscription(subscription: Mapping[str, Any], path: str) -> list[Issue
                     f"{path}.criteria",
                 )
             )
+    if (
+        subscribed.heartbeat_seconds is not None
+        and subscribed.heartbeat_seconds < MIN_HEARTBEAT_SECONDS
+    ):
+        issues.append(
+            Issue(
+                "value",
+                f"{path}.channel.extension: the heartbeat period must be at least "
+                f"{MIN_HEARTBEAT_SECONDS} seconds",
+                f"{path}.channel.extension",
+            )
+        )
     if subscribed.topic == PAS_TOPIC and subscribed.content != "full-resource":
         issues.append(
             Issue(

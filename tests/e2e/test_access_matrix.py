@@ -133,6 +133,7 @@ class World:
     b: Member
     pended_task: str
     subscription: str
+    plan_owned: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def client(self, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -627,7 +628,8 @@ def app_routes(app: Any) -> Iterator[tuple[str, str]]:
 
 
 async def test_every_route_has_a_matrix_row(container: Container) -> None:
-    routes = set(app_routes(create_app(container=container)))
+    demo = container.settings.model_copy(update={"demo": True})  # every route: the demo's too
+    routes = set(app_routes(create_app(demo, container=container)))
     assert ("GET", "/fhir/{resource_type}") in routes  # the enumeration sees included routers
     covered = {row.route for row in ROWS}
     missing = sorted(r for r in routes if r not in covered and r not in OUTSIDE_FHIR)
@@ -1089,9 +1091,10 @@ async def test_patient_scoped_writes_stay_in_the_members_compartment(world: Worl
         update = await member.put(f"/{w.b.patient}", json=b_patient)
         assert update.status_code == 404, update.text
         assert not leaked(w.b, update, json.dumps(b_patient))
-        # Creating a Patient that is not the member (update-as-create with a new id): refused.
+        # Update-as-create with a new id: a member's token cannot choose ids (issue #16: a fresh
+        # id answers as another member's does, 404, so neither tells whether the id exists).
         stranger = {"resourceType": "Patient", "id": f"stranger-{uuid.uuid4().hex[:8]}"}
-        assert (await member.put(f"/Patient/{stranger['id']}", json=stranger)).status_code == 403
+        assert (await member.put(f"/Patient/{stranger['id']}", json=stranger)).status_code == 404
         # A conditional create that matches member B's Patient must not hand it over.
         conditional = await member.post(
             "/Patient",
@@ -1264,3 +1267,127 @@ async def test_a_members_writes_do_not_reveal_which_of_other_members_ids_exist(
             "basedOn": [{"reference": f"ServiceRequest/{w.a.one('ServiceRequest')}"}],
         }
         assert (await member.post("/Communication", json=own)).status_code == 201
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue #16: Subscriptions belong to their owner; what the plan owns is not written over REST.
+
+
+async def test_subscriptions_are_seen_by_their_owner_alone(world: World) -> None:
+    w = world
+    assert w.container.issuer is not None
+    own = await w.admin.get(f"/Subscription/{w.subscription}")
+    assert own.status_code == 200, own.text
+    for scope in ("system/Subscription.cruds", "system/*.cruds", "user/Subscription.rs"):
+        token = w.container.issuer.mint("another-system", scope)
+        async with w.client({"authorization": f"Bearer {token}"}) as other:
+            listed = await other.get("/Subscription")
+            assert listed.status_code == 200 and listed.json()["total"] == 0, listed.text
+            for url in (
+                f"/Subscription/{w.subscription}",
+                f"/Subscription/{w.subscription}/_history",
+                f"/Subscription/{w.subscription}/$status",
+                f"/Subscription/{w.subscription}/$events",
+            ):
+                answer = await other.get(url)
+                assert answer.status_code == 404, (scope, url, answer.text)
+                assert_outcome(answer, "not-found")
+            taken = {**own.json(), "reason": "taken over"}
+            put = await other.put(f"/Subscription/{w.subscription}", json=taken)
+            assert put.status_code == (403 if scope.endswith(".rs") else 404), put.text
+
+
+def _plan_owned_writes(w: World, provenance: dict[str, Any]) -> list[tuple[str, Call]]:
+    """Every way a client might rewrite what the plan decided, on member A's record."""
+
+    def current(resource_type: str) -> dict[str, Any]:
+        return w.plan_owned[resource_type]
+
+    response, task = current("ClaimResponse"), current("Task")
+    notice, claim = current("Communication"), current("Claim")
+    fresh_response = {k: v for k, v in response.items() if k not in ("id", "meta")}
+    return [
+        (
+            "PUT ClaimResponse",
+            Call("PUT", f"/ClaimResponse/{response['id']}", {**response, "preAuthRef": "X"}),
+        ),
+        (
+            "POST ClaimResponse",
+            Call("POST", "/ClaimResponse", {**fresh_response, "outcome": "complete"}),
+        ),
+        ("PUT Claim", Call("PUT", f"/Claim/{claim['id']}", {**claim, "status": "cancelled"})),
+        ("cancel Task", Call("PUT", f"/Task/{task['id']}", {**task, "status": "cancelled"})),
+        (
+            "Task output",
+            Call("PUT", f"/Task/{task['id']}", {k: v for k, v in task.items() if k != "output"}),
+        ),
+        (
+            "PUT notice",
+            Call("PUT", f"/Communication/{notice['id']}", {**notice, "status": "stopped"}),
+        ),
+        ("PUT Provenance", Call("PUT", f"/Provenance/{provenance['id']}", provenance)),
+        (
+            "POST Provenance",
+            Call(
+                "POST",
+                "/Provenance",
+                {k: v for k, v in provenance.items() if k not in ("id", "meta")},
+            ),
+        ),
+    ]
+
+
+async def test_what_the_plan_owns_is_not_written_over_rest(world: World) -> None:
+    w = world
+    w.plan_owned = {}
+    for resource_type in ("ClaimResponse", "Task", "Claim"):
+        w.plan_owned[resource_type] = (
+            await w.admin.get(f"/{resource_type}/{w.a.one(resource_type)}")
+        ).json()
+    w.plan_owned["Communication"] = next(
+        e["resource"]
+        for e in (await w.admin.get("/Communication", params={"patient": w.a.patient})).json()[
+            "entry"
+        ]
+        if any("/sid/notice" in i.get("system", "") for i in e["resource"].get("identifier", []))
+    )
+    provenance = (await w.admin.get("/Provenance", params={"_count": "1"})).json()["entry"][0][
+        "resource"
+    ]
+    callers = {
+        "member": patient_headers(w, w.a, "patient/*.cruds"),
+        "EHR": bearer(w.container, "system/*.cruds"),
+        "admin": bearer(w.container),
+    }
+    before = await count_rows(w.engine)
+    problems = []
+    for who, headers in callers.items():
+        for name, call in _plan_owned_writes(w, provenance):
+            answer = await send(w, call, headers)
+            # The decision's Provenance is in no member's compartment: unknown to a member.
+            unseen = who == "member" and name == "PUT Provenance"
+            if answer.status_code != (404 if unseen else 403):
+                problems.append(f"{who} / {name}: {answer.status_code} {answer.text[:200]}")
+                continue
+            assert_outcome(answer, "not-found" if unseen else "forbidden")
+    assert not problems, "\n".join(problems)
+    assert await count_rows(w.engine) == before
+
+
+async def test_put_answers_another_members_id_as_it_answers_a_fresh_one(world: World) -> None:
+    """Issue #16, finding 13: PUT under a member's token does not tell which ids exist."""
+    w = world
+    answers = []
+    async with w.client(patient_headers(w, w.a, "patient/*.cruds")) as member:
+        for target in (w.b.one("Communication"), f"fresh-{uuid.uuid4().hex[:8]}"):
+            body = {**_communication(w.a.patient), "id": target}
+            answer = await member.put(f"/Communication/{target}", json=body)
+            assert not leaked(w.b, answer, target)
+            answers.append(
+                (
+                    answer.status_code,
+                    answer.json()["issue"][0]["diagnostics"].replace(target, "<id>"),
+                )
+            )
+    assert answers[0] == answers[1], answers
+    assert answers[0][0] == 404

@@ -62,6 +62,7 @@ def settings(database_url: str) -> Settings:
         max_body_bytes=64 * 1024,
         max_bundle_entries=100,
         rate_limit="",
+        subscription_allowed_hosts="payer.test",  # the fuzz's rest-hook receiver (issue #16)
     )
 
 

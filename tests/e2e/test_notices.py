@@ -11,6 +11,7 @@ import httpx
 import pypdf
 
 from fhir_adapter.bootstrap import Container
+from fhir_adapter.services.notices import pending_translations
 from fhir_adapter.workflow.pas import authorization_number
 from tests.factories import example_request
 from tests.fakes import FrozenClock
@@ -53,6 +54,20 @@ def letter(notice: dict[str, Any]) -> tuple[str, str]:
     return html, text
 
 
+def speaking(bundle: dict[str, Any], language: str) -> dict[str, Any]:
+    """The Bundle's Patient, made to prefer `language`."""
+    patient: dict[str, Any] = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    patient["communication"] = [
+        {
+            "language": {"coding": [{"system": "urn:ietf:bcp:47", "code": language}]},
+            "preferred": True,
+        }
+    ]
+    return patient
+
+
 async def test_denial_notices_to_member_and_requester(client: httpx.AsyncClient) -> None:
     keys = await submit(client, example_request("denied"))
     sent = await notices(client, keys["ServiceRequest"])
@@ -66,8 +81,13 @@ async def test_denial_notices_to_member_and_requester(client: httpx.AsyncClient)
         assert "December 5, 2026" in text  # continuing services: + 10 days
         assert "State Hearing" in text and "grievance" in text.lower()
     # Only an administrative fact denies by machine: here, coverage that ended before the request.
-    assert "coverage_is_active" in pdf_text or "42 CFR 438.210" in pdf_text
+    # The rule trail stays on the ClaimResponse and the provider's copy, not the member's letter.
+    assert "coverage_is_active" not in pdf_text and "Rule:" not in pdf_text
+    for contact in ("1-888-466-2219", "1-877-688-9891", "www.dmhc.ca.gov", "1-888-452-8609"):
+        assert contact in pdf_text
     requester = sent["requester"]
+    _, requester_text = letter(requester)
+    assert "coverage_is_active" in requester_text
     assert requester["recipient"][0]["reference"].startswith("PractitionerRole/")
     assert requester["status"] == "in-progress"  # on its way to the requester's endpoint
 
@@ -89,15 +109,7 @@ async def test_member_notice_in_spanish_when_the_member_prefers_it(
     client: httpx.AsyncClient,
 ) -> None:
     bundle = example_request("denied", "-es")
-    patient = next(
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
-    )
-    patient["communication"] = [
-        {
-            "language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "es-MX"}]},
-            "preferred": True,
-        }
-    ]
+    speaking(bundle, "es-MX")
     keys = await submit(client, bundle)
     member = (await notices(client, keys["ServiceRequest"]))["member"]
     html, pdf_text = letter(member)
@@ -118,4 +130,43 @@ async def test_deadline_denial_is_noticed_the_day_it_expires(
     member = (await notices(client, keys["ServiceRequest"]))["member"]
     assert member["sent"].startswith("2026-12-02")
     _, pdf_text = letter(member)
-    assert "deadline_expired" in pdf_text or "time allowed" in pdf_text
+    assert "We did not make a decision within the time the law allows." in pdf_text
+    assert "deadline_expired" not in pdf_text
+
+
+async def test_a_member_whose_language_has_no_template_gets_english_taglines_and_a_flag(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    bundle = example_request("denied", "-vi")
+    patient = speaking(bundle, "vi")
+    patient["extension"] = [
+        {
+            "url": "https://fhir-adapter.org/fhir/StructureDefinition/notice-large-print",
+            "valueBoolean": True,
+        }
+    ]
+    keys = await submit(client, bundle)
+    sent = await notices(client, keys["ServiceRequest"])
+    member = sent["member"]
+    _, pdf_text = letter(member)
+    # English, with the Vietnamese tagline before the letter itself: never silently English.
+    assert pdf_text.index("CHÚ Ý") < pdf_text.index("has denied your request")
+    flags = [c for category in member["category"] for c in category["coding"]]
+    assert {
+        "system": "https://fhir-adapter.org/fhir/CodeSystem/notice-flag",
+        "code": "translation-owed",
+        "display": "Translation owed",
+    } in flags
+    assert {
+        "url": "https://fhir-adapter.org/fhir/StructureDefinition/notice-requested-language",
+        "valueCode": "vi",
+    } in member["extension"]
+    assert "translation-owed" not in str(sent["requester"].get("category"))
+    # Large print, as the member asked.
+    html = base64.b64decode(member["payload"][1]["contentAttachment"]["data"]).decode()
+    assert "font-size: 18.0pt" in html
+    # The operator's list of letters owed in another language.
+    owed = await pending_translations(container.store)
+    assert [(o.communication, o.language) for o in owed] == [
+        (f"Communication/{member['id']}", "vi")
+    ]

@@ -247,6 +247,17 @@ async def test_pas_resubmission_matches_identifiers_with_search_syntax_character
         for entry in bundle["entry"]:
             if entry["resource"]["resourceType"] == "Patient":
                 entry["resource"]["identifier"][0]["value"] = value
+    # Another member's request: its own Claim, Coverage and request identifiers too (issue #16:
+    # reusing the first member's would be a conflict, never a link across patients).
+    for entry in second["entry"]:
+        if entry["resource"]["resourceType"] not in (
+            "Patient",
+            "Practitioner",
+            "PractitionerRole",
+            "Organization",
+        ):
+            for identifier in entry["resource"].get("identifier", []):
+                identifier["value"] += "-other-member"
     assert (await client.post("/Claim/$submit", json=first)).status_code == 200
     assert (await client.post("/Claim/$submit", json=second)).status_code == 200
     assert (await client.post("/Claim/$submit", json=first)).status_code == 200  # resubmitted

@@ -3,10 +3,13 @@ FHIR endpoint exactly once, and the member, through the transactional outbox."""
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pypdf
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -82,6 +85,17 @@ async def approved_request(
     return keys
 
 
+def member_pdf_text(communication: dict[str, Any]) -> str:
+    """The text of the PDF letter a Communication carries."""
+    pdf = next(
+        p["contentAttachment"]["data"]
+        for p in communication["payload"]
+        if p.get("contentAttachment", {}).get("contentType") == "application/pdf"
+    )
+    reader = pypdf.PdfReader(io.BytesIO(base64.b64decode(pdf)))
+    return " ".join(" ".join((page.extract_text() or "").split()) for page in reader.pages)
+
+
 def report(request_key: str, patient_key: str, **extra: Any) -> dict[str, Any]:
     return {
         "resourceType": "DiagnosticReport",
@@ -150,6 +164,11 @@ async def test_report_completes_the_task_and_reaches_pcp_and_member(
     assert any(
         p.startswith("ServiceRequest/") for p in payload
     )  # the recommended procedure travels too
+    # The member's copy is a letter: what the second opinion found, in the member's language.
+    member_letter = member_pdf_text(by_recipient["Patient"])
+    assert "The results of your second opinion" in member_letter
+    assert "What the second opinion found and recommends" in member_letter
+    assert "Agree with the recommended procedure." in member_letter
     assert (
         await loop_container.delivery.run_due() == 2
     )  # the report, and the requester's approval notice
@@ -349,8 +368,25 @@ async def test_member_copy_is_posted_to_the_notice_url_when_set(
             ).json()["entry"]
             assert {c["resource"]["status"] for c in to_member} == {"in-progress"}  # notice, report
             # The PCP's report, the requester's notice, and the member's notice and report.
+            receiver.mails_on = "2026-11-27"
             assert await container.delivery.run_due() == 4
             for communication in to_member:
-                current = await api.get(f"/Communication/{communication['resource']['id']}")
-                assert current.json()["status"] == "completed"
+                current = (
+                    await api.get(f"/Communication/{communication['resource']['id']}")
+                ).json()
+                assert current["status"] == "completed"
+                # Mailing proof: when the mailing service took it, and the date it mails it.
+                proof = {e["url"].rsplit("/", 1)[-1]: e for e in current["extension"]}
+                assert proof["notice-mailing"]["valueDateTime"] == current["sent"]
+                assert current["sent"].startswith(clock().date().isoformat())
+                assert proof["notice-mailed-on"]["valueDate"] == "2026-11-27"
+    # The mailing service gets the member's letters themselves.
+    mailed = [
+        c
+        for c in receiver.of_type("Communication")
+        if c["subject"] and any("contentAttachment" in p for p in c["payload"])
+    ]
+    titles = {c["payload"][0].get("contentString") for c in mailed}
+    assert "The results of your second opinion" in titles  # the member's report letter
+    assert len(mailed) == 3  # and the two approval notices
     assert len(receiver.of_type("Communication")) == 4

@@ -9,7 +9,9 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from fhir_adapter.access.audit import AuditRecord
 from fhir_adapter.api.deps import ContainerDep
+from fhir_adapter.errors import AdapterError
 from fhir_adapter.security.issuer import ASSERTION_ALGORITHMS, OAuthError
 
 discovery = APIRouter(tags=["security"])
@@ -79,8 +81,26 @@ async def token(request: Request, container: ContainerDep) -> Response:
         await container.rate_limiter.check(f"token:{address}")
         answer = await issuer.exchange(form)
     except OAuthError as exc:
+        _audit_refusal(container, exc.status_code, address)
         return _json(exc.body(), exc.status_code)
+    except AdapterError as exc:  # 429
+        _audit_refusal(container, exc.status_code, address)
+        raise
     return _json(answer)
+
+
+def _audit_refusal(container: ContainerDep, status: int, address: str) -> None:
+    """Issue #16: refused token requests are on the audit trail (who tried, from where)."""
+    container.audit.record(
+        AuditRecord(
+            interaction="operation",
+            status=status,
+            recorded=container.workflow.clock(),
+            client_id=None,
+            address=address,
+            operation="token",
+        )
+    )
 
 
 @authorization.get("/jwks", summary="The built-in issuer's public keys")

@@ -91,8 +91,7 @@ def _date_param(request: Request, name: str) -> date:
 async def subscription_status(
     id: str, request: Request, container: ContainerDep, guard: GuardDep
 ) -> Response:
-    guard.require("Subscription", "r")
-    check_id(id)
+    await container.resources.read("Subscription", id, guard=guard)  # owners only (issue #16)
     return FhirResponse(await container.subscriptions.status(id), pretty=is_pretty(request))
 
 
@@ -100,8 +99,7 @@ async def subscription_status(
 async def subscription_events(
     id: str, request: Request, container: ContainerDep, guard: GuardDep
 ) -> Response:
-    guard.require("Subscription", "r")
-    check_id(id)
+    await container.resources.read("Subscription", id, guard=guard)  # owners only (issue #16)
     since = _event_number(request, "eventsSinceNumber", 1) or 1
     until = _event_number(request, "eventsUntilNumber", None)
     return FhirResponse(

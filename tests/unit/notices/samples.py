@@ -28,7 +28,11 @@ PLAN = PlanContact(
     hours_es="lunes a viernes, de 8 a. m. a 6 p. m.",
 )
 ORTHO_A = NoticeProvider(
-    "Dr. Ana Ruiz", "Orthopaedic Surgery", "Valley Orthopaedic Group", "559-555-0101"
+    "Dr. Ana Ruiz",
+    "Orthopaedic Surgery",
+    "Valley Orthopaedic Group",
+    "559-555-0101",
+    ("1200 Fulton Street, Suite 300", "Fresno, CA 93721"),
 )
 ORTHO_B = NoticeProvider("Dr. Bo Lee", "Orthopaedic Surgery", "Fresno Bone and Joint", None)
 ORTHO_C = NoticeProvider("Dr. Carla Diaz", "Orthopaedic Surgery", "", "559-555-0103")
@@ -39,6 +43,10 @@ RULE = "rule_coverage_active"
 BASIS = "Policy (coverage statement); 42 CFR 438.210"
 AUTHORIZATION = "SMO-4F2A9C1D7E3B"
 VALID_UNTIL = date(2027, 4, 26)
+REPORT_CONCLUSION = (
+    "The MRI shows a partial tear of the rotator cuff. Surgery is not needed now: six weeks of "
+    "physical therapy are recommended, then a follow-up visit."
+)
 
 
 def context(kind: NoticeKind, language: Language, **overrides: Any) -> NoticeContext:
@@ -62,6 +70,13 @@ def context(kind: NoticeKind, language: Language, **overrides: Any) -> NoticeCon
             "reason_text": reason_sentence(DenialReason.COVERAGE_INACTIVE, language, audience),
             "rule": RULE,
             "basis": BASIS,
+        }
+    if kind == "report-member":
+        fields |= {
+            "providers": (),
+            "report_conclusion": REPORT_CONCLUSION,
+            "report_performer": "Dr. Omar Haddad",
+            "report_date": date(2027, 2, 10),
         }
     if overrides.get("outcome") is Outcome.APPROVED_OUT_OF_NETWORK:
         fields |= {
