@@ -15,7 +15,7 @@ import httpx
 from playwright.async_api import async_playwright
 
 from tests.e2e.test_live_server import _server_env, _wait_until_up, free_port, start_server
-from tests.e2e.test_review_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, add_staff
+from tests.e2e.test_review_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, REVIEWER, add_staff
 from tests.factories import example_request
 from tests.tokens import live_token
 
@@ -41,17 +41,7 @@ async def take(out: Path) -> list[Path]:
         database_url = f"sqlite+aiosqlite:///{workdir / 'screens.db'}"
         port = free_port()
         env = _server_env(port, database_url)
-        add_staff(
-            env,
-            workdir,
-            "dr.lee",
-            "--role",
-            "reviewer",
-            "--credentials",
-            "MD, Internal Medicine",
-            "--specialty",
-            "207R00000X",
-        )
+        add_staff(env, workdir, "dr.lee", *REVIEWER)
         server = start_server(port, env, workdir)
         try:
             await _wait_until_up(server)

@@ -23,16 +23,13 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.e2e.test_live_server import (
-    FHIR_JSON,
+from tests.e2e.test_live_server import (  # the fixtures too, for this module's tests
     LiveServer,
     _server_env,
-    _wait_until_up,
-    free_port,
-    start_server,
+    live,  # noqa: F401
+    live_server,  # noqa: F401
 )
 from tests.factories import example_request
-from tests.tokens import live_token
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -66,49 +63,37 @@ def add_staff(env: dict[str, str], workdir: Path, name: str, *options: str) -> N
     assert done.returncode == 0, done.stderr.decode()
 
 
+REVIEWER = (
+    "--role",
+    "reviewer",
+    "--credentials",
+    "MD, Internal Medicine",
+    "--specialty",
+    "207R00000X",
+)
+
+
 @pytest.fixture
 async def served(
-    database_url: str, engine: AsyncEngine, tmp_path: Path
-) -> AsyncIterator[LiveServer]:
-    """The server over a migrated, emptied database (`engine`), with a reviewer and an auditor."""
+    database_url: str,
+    engine: AsyncEngine,
+    live_server: LiveServer,  # noqa: F811 (test_live_server's fixture)
+    tmp_path: Path,
+) -> LiveServer:
+    """`fhir-adapter serve` over a migrated, emptied database (`engine` comes first), with a
+    reviewer and an auditor added by the CLI as an administrator would (no restart needed)."""
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    port = free_port()
-    env = _server_env(port, database_url)
-    add_staff(
-        env,
-        tmp_path,
-        "alice",
-        "--role",
-        "reviewer",
-        "--credentials",
-        "MD, Internal Medicine",
-        "--specialty",
-        "207R00000X",
-    )
+    env = _server_env(live_server.port, database_url)
+    add_staff(env, tmp_path, "alice", *REVIEWER)
     add_staff(env, tmp_path, "bob", "--role", "auditor")
-    server = start_server(port, env, tmp_path)
-    try:
-        await _wait_until_up(server)
-        server.token = await live_token(database_url, f"http://127.0.0.1:{port}")
-        yield server
-    finally:
-        server.stop()
-    assert "Traceback" not in server.log(), server.log()
+    return live_server
 
 
 @pytest.fixture
-async def fhir(served: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=served.base_url,
-        headers={
-            "content-type": FHIR_JSON,
-            "accept": FHIR_JSON,
-            "authorization": f"Bearer {served.token}",
-        },
-        timeout=15.0,
-    ) as client:
-        yield client
+def fhir(served: LiveServer, live: httpx.AsyncClient) -> httpx.AsyncClient:  # noqa: F811
+    """The FHIR API of the served process, with a token (test_live_server's `live`)."""
+    return live
 
 
 @pytest.fixture
