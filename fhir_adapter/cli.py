@@ -57,6 +57,16 @@ def _install_metrics_commands() -> None:
 _install_metrics_commands()
 
 
+def _install_staff_commands() -> None:
+    """`staff add|list|disable` (the review workspace) live in cli_staff.py."""
+    from fhir_adapter.cli_staff import install
+
+    install(app)
+
+
+_install_staff_commands()
+
+
 @app.command()
 def serve(
     host: str = typer.Option(None, help="Listen address (FHIR_ADAPTER_HOST, default 127.0.0.1)"),

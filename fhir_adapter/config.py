@@ -147,6 +147,11 @@ class Settings(BaseSettings):
         "over plain http or at a non-public address (issue #16); empty: https to public hosts only",
     )
 
+    # The review workspace at /review (issue #15).
+    review_max_failures: int = Field(default=5, ge=1, description="wrong passwords before lock-out")
+    review_lockout_seconds: float = Field(default=900.0, gt=0)
+    review_session_seconds: float = Field(default=8 * 3600.0, gt=0)
+
     @field_validator("database_url")
     @classmethod
     def _use_async_driver(cls, url: str) -> str:

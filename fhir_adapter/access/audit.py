@@ -115,3 +115,75 @@ def audit_event(record: AuditRecord) -> dict[str, Any]:
     if entities:
         event["entity"] = entities
     return event
+
+
+# -- the review workspace (fhir_adapter/review/): staff members, not API clients, as agents -----
+
+STAFF_SYSTEM = "https://fhir-adapter.org/fhir/sid/staff"
+_DICOM = "http://dicom.nema.org/resources/ontology/DCM"
+_SIGN_IN_OUT = {"sign-in": ("110122", "Login"), "sign-out": ("110123", "Logout")}
+_STAFF_ACTION = {"decide": "U", "sign-in": "E", "sign-out": "E"}
+
+
+@dataclass(frozen=True, slots=True)
+class StaffAuditRecord:
+    """One page view, decision or sign-in of the review workspace."""
+
+    action: str  # view-queue, view-request, view-notice, view-numbers, decide, sign-in, sign-out
+    status: int
+    recorded: datetime
+    staff: str | None  # the staff member's account name; None: not signed in
+    role: str | None
+    address: str | None
+    entity: str | None = None  # e.g. "Task/123", "Communication/456"
+
+
+def staff_audit_event(record: StaffAuditRecord) -> dict[str, Any]:
+    agent: dict[str, Any] = {"requestor": True}
+    if record.staff:
+        agent["altId"] = record.staff
+        agent["who"] = {
+            "identifier": {"system": STAFF_SYSTEM, "value": record.staff},
+            "display": f"staff {record.staff}",
+        }
+        if record.role:
+            agent["role"] = [{"text": record.role}]
+    else:
+        agent["who"] = {"display": "unauthenticated caller"}
+    if record.address:
+        agent["network"] = {"address": record.address, "type": "2"}
+    if record.action in _SIGN_IN_OUT:
+        code, display = _SIGN_IN_OUT[record.action]
+        kind = {"system": _DICOM, "code": "110114", "display": "User Authentication"}
+        subtype = {"system": _DICOM, "code": code, "display": display}
+    else:
+        kind = {
+            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "code": "rest",
+            "display": "RESTful Operation",
+        }
+        interaction = "operation" if record.action == "decide" else "read"
+        subtype = {"system": _RESTFUL, "code": interaction}
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": kind,
+        "subtype": [subtype],
+        "action": _STAFF_ACTION.get(record.action, "R"),
+        "recorded": format_instant(record.recorded),
+        "outcome": outcome_code(record.status),
+        "outcomeDesc": f"review workspace: {record.action}, HTTP {record.status}",
+        "agent": [agent],
+        "source": {
+            "observer": {"display": "fhir-adapter review workspace"},
+            "type": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+                    "code": "3",
+                    "display": "Web Server",
+                }
+            ],
+        },
+    }
+    if record.entity:
+        event["entity"] = [{"what": {"reference": record.entity}}]
+    return event

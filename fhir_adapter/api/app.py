@@ -27,6 +27,7 @@ from fhir_adapter.bootstrap import Container, build_container, demo_directory_fi
 from fhir_adapter.config import Settings
 from fhir_adapter.directory.demo import directory_router, load_directory
 from fhir_adapter.directory.demo_ehr import ehr_router
+from fhir_adapter.review import routes as review
 from fhir_adapter.services.background import run_background
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     include(system.router, prefix="/fhir", dependencies=protected)
     include(operations.router, prefix="/fhir", dependencies=protected)
     include(resources.router, prefix="/fhir", dependencies=protected)
+    # The review workspace: staff pages with their own cookie sessions (fhir_adapter/review/).
+    app.mount("/review/static", review.static_files, name="review-static")
+    include(review.router, prefix="/review")
     if settings.directory_url is None:  # contract §1: the built-in demo directory
         include(directory_router(load_directory(demo_directory_file())), prefix="/directory/fhir")
     if (

@@ -188,6 +188,14 @@ class AccessLog:
             )
 
 
+# The review workspace's pages (fhir_adapter/review/): scripts and styles only from this server's
+# own files (no inline script or style), forms post only here, never framed.
+REVIEW_CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    b"connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
 class SecurityHeaders:
     """Headers every answer carries: PHI is never cached, sniffed, framed or sent as a referrer."""
 
@@ -215,7 +223,9 @@ class SecurityHeaders:
                 headers.extend(h for h in self.headers if h[0] not in present)
                 if b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
-                if not docs:  # the API docs page loads its scripts; the FHIR API loads none
+                if scope["path"].startswith("/review"):
+                    headers.append((b"content-security-policy", REVIEW_CSP))
+                elif not docs:  # the API docs page loads its scripts; the FHIR API loads none
                     headers.append(
                         (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
                     )

@@ -233,6 +233,15 @@ def _environment() -> jinja2.Environment:
 
 def to_html(report: MetricsReport, *, plan_name: str) -> str:
     """The page a plan posts: per metric a sentence, a table and a bar chart; no script."""
+    return (
+        _environment()
+        .get_template("metrics.html.j2")
+        .render(plan_name=plan_name, **html_context(report))
+    )
+
+
+def html_context(report: MetricsReport) -> dict[str, Any]:
+    """What metrics_sections.html.j2 shows (the review workspace's numbers page includes it)."""
     headline = Population.AUTHORIZATION_REQUIRED
     sections = [
         {
@@ -273,21 +282,16 @@ def to_html(report: MetricsReport, *, plan_name: str) -> str:
         }
         for population in Population
     ]
-    return (
-        _environment()
-        .get_template("metrics.html.j2")
-        .render(
-            plan_name=plan_name,
-            period=report.period,
-            as_of=report.as_of.date().isoformat(),
-            counting=COUNTING,
-            sections=sections,
-            populations=populations,
-            metric_titles=[TITLES[m] for m in Metric],
-            chart_left=CHART_LEFT,
-            chart_width=CHART_WIDTH,
-        )
-    )
+    return {
+        "period": report.period,
+        "as_of": report.as_of.date().isoformat(),
+        "counting": COUNTING,
+        "sections": sections,
+        "populations": populations,
+        "metric_titles": [TITLES[m] for m in Metric],
+        "chart_left": CHART_LEFT,
+        "chart_width": CHART_WIDTH,
+    }
 
 
 FORMATS = ("json", "csv", "html")

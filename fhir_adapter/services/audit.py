@@ -13,7 +13,12 @@ import logging
 import uuid
 from typing import Any
 
-from fhir_adapter.access.audit import AuditRecord, audit_event
+from fhir_adapter.access.audit import (
+    AuditRecord,
+    StaffAuditRecord,
+    audit_event,
+    staff_audit_event,
+)
 from fhir_adapter.ports import ResourceStore
 from fhir_adapter.services.resources import Clock, utc_now, with_meta
 
@@ -33,6 +38,10 @@ class AuditTrail:
     def record(self, record: AuditRecord) -> None:
         """Queue one event for the next flush."""
         self._queue.append(audit_event(record))
+
+    def record_staff(self, record: StaffAuditRecord) -> None:
+        """Queue one event of the review workspace (a staff member as the agent)."""
+        self._queue.append(staff_audit_event(record))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every `flush_seconds` until `stop`, then once more (the app's lifespan runs it)."""

@@ -152,17 +152,7 @@ class MetricsService:
     async def _search_all(
         self, tx: StoreTransaction, resource_type: str, code: str
     ) -> list[StoredResource]:
-        query = self.resources.parse_query(
-            resource_type, [("code", code), ("_count", str(self.resources.limits.max_count))]
-        )
-        query = dataclasses.replace(query, with_total=False)
-        found: list[StoredResource] = []
-        while True:
-            page = await tx.search(query)
-            found += page.matches
-            if page.next_cursor is None:
-                return found
-            query = dataclasses.replace(query, cursor=page.next_cursor)
+        return await self.resources.search_all(tx, resource_type, [("code", code)])
 
     def _key(self, reference: str | None) -> str | None:
         if not reference:

@@ -7,7 +7,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -235,6 +235,20 @@ class ResourceService:
     async def search(self, query: SearchQuery, *, guard: Guard = UNRESTRICTED) -> SearchPage:
         async with self.store.transaction(write=False) as tx:
             return await search_guarded(tx, query, guard)
+
+    async def search_all(
+        self, tx: StoreTransaction, resource_type: str, params: Iterable[tuple[str, str]]
+    ) -> list[StoredResource]:
+        """Every match of an internal search, page after page (metrics, the review workspace)."""
+        query = self.parse_query(resource_type, [*params, ("_count", str(self.limits.max_count))])
+        query = replace(query, with_total=False)
+        found: list[StoredResource] = []
+        while True:
+            page = await tx.search(query)
+            found += page.matches
+            if page.next_cursor is None:
+                return found
+            query = replace(query, cursor=page.next_cursor)
 
     # -- building blocks shared with Bundle processing ----------------------------------------
 

@@ -547,6 +547,15 @@ class WorkflowService:
         await self._record(loaded, decision, facts)
         return decision
 
+    async def candidates(self, task_id: str) -> tuple[tuple[Provider, ...], tuple[Provider, ...]]:
+        """The directory's qualified providers for a request (in network, out of network), for
+        the review workspace's decision form: the same facts the rules decided on."""
+        loaded = await self._load(task_id)
+        if loaded is None:
+            return (), ()
+        facts = await self._facts(loaded)
+        return facts.in_network, facts.out_of_network
+
     async def _load(self, task_id: str) -> _Request | None:
         """The Task, its request and everything the request names, in a few batched reads."""
         base = self.resources.base_url
@@ -928,10 +937,20 @@ class WorkflowService:
                 trail=(RuleStep("reviewer_decision", REVIEWER_BASIS, review.outcome.value),),
             )
             reviewer = pas.reviewer_extension(
-                review.reviewer, review.reviewer_npi, review.reviewer_specialty
+                review.reviewer,
+                review.reviewer_npi,
+                review.reviewer_specialty,
+                display=review.reviewer_display,
             )
             await self._write_decision(
-                tx, task, request, decision, now, reviewer=reviewer, note=review.reason
+                tx,
+                task,
+                request,
+                decision,
+                now,
+                reviewer=reviewer,
+                note=review.reason,
+                authorized_until=review.authorized_until,
             )
             await tx.set_job(task_id, state="done")
             response = await self._find_by_trace(tx, "ClaimResponse", task_id)
@@ -1101,6 +1120,7 @@ class WorkflowService:
         *,
         reviewer: dict[str, Any] | None = None,
         note: str | None = None,
+        authorized_until: datetime | None = None,
     ) -> StoredResource:
         """Claim (once), ClaimResponse (created or updated), and the Task moved to match."""
         content = request.content
@@ -1138,6 +1158,7 @@ class WorkflowService:
             now=now,
             reviewer=reviewer,
             note=note,
+            authorized_until=authorized_until,
         )
         claim_response = await self._write(tx, response_body, existing)
         status = _TASK_FOR_OUTCOME[decision.outcome]

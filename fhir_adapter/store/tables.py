@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -199,6 +200,34 @@ auth_used_assertions = Table(
     Column("expires_at", UtcDateTime, nullable=False, index=True),
 )
 
+# The review workspace (fhir_adapter/review/): staff accounts and their signed-in sessions.
+staff_accounts = Table(
+    "staff_accounts",
+    metadata,
+    Column("staff_id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # reviewer | auditor
+    Column("credentials", String(200), nullable=False),  # e.g. "MD, Internal Medicine"
+    Column("npi", String(10)),
+    Column("specialty", String(20)),  # NUCC taxonomy code
+    Column("practitioner", String(400)),  # the reviewer's Practitioner reference
+    Column("password_hash", Text, nullable=False),  # argon2id
+    Column("disabled", Boolean, nullable=False),
+    Column("failed_sign_ins", Integer, nullable=False),
+    Column("locked_until", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+staff_sessions = Table(
+    "staff_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # sha256 of the cookie's token
+    Column("staff_id", String(36), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+)
+
 INDEX_TABLES = (search_token, search_reference, search_date, search_string)
 ALL_TABLES = (
     resources,
@@ -210,4 +239,6 @@ ALL_TABLES = (
     auth_keys,
     auth_clients,
     auth_used_assertions,
+    staff_accounts,
+    staff_sessions,
 )

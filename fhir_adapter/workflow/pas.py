@@ -93,6 +93,7 @@ def build_claim_response(
     now: datetime,
     reviewer: dict[str, Any] | None = None,
     note: str | None = None,
+    authorized_until: datetime | None = None,
 ) -> dict[str, Any]:
     """The ClaimResponse that records `decision`: review action, providers, reason, rule trail,
     and for a reviewer's decision who decided and the reason they gave."""
@@ -163,7 +164,7 @@ def build_claim_response(
         response["preAuthRef"] = authorization_number(task_id)
         response["preAuthPeriod"] = {
             "start": format_instant(now),
-            "end": format_instant(now + timedelta(days=AUTHORIZATION_DAYS)),
+            "end": format_instant(authorized_until or now + timedelta(days=AUTHORIZATION_DAYS)),
         }
     notes = [disposition(decision)] if decision.denial_reason or decision.review_reason else []
     notes += [line for p in decision.providers if (line := contact_line(p))]
@@ -193,11 +194,15 @@ def contact_line(provider: Provider) -> str | None:
     return f"{provider.display or provider.role_reference}: " + "; ".join(known)
 
 
-def reviewer_extension(reviewer: str, npi: str | None, specialty: dict[str, Any]) -> dict[str, Any]:
-    """PAS claimResponseReviewer: a person decided, with their NPI and specialty."""
+def reviewer_extension(
+    reviewer: str, npi: str | None, specialty: dict[str, Any], *, display: str | None = None
+) -> dict[str, Any]:
+    """PAS claimResponseReviewer: a person decided, with their NPI and specialty (and, from the
+    review workspace, their name and credentials as the reference's display)."""
+    who: dict[str, Any] = {"reference": reviewer, **({"display": display} if display else {})}
     parts: list[dict[str, Any]] = [
         {"url": "wasHumanReviewedFlag", "valueBoolean": True},
-        {"url": "reviewer", "valueReference": {"reference": reviewer}},
+        {"url": "reviewer", "valueReference": who},
         {"url": "reviewerSpecialty", "valueCodeableConcept": specialty},
     ]
     if npi:

@@ -7,6 +7,7 @@ reviewer and their specialty are required and recorded on the ClaimResponse.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from fhir_adapter.errors import InvalidRequestError, UnprocessableEntityError
@@ -30,6 +31,8 @@ class ReviewerDecision:
     reviewer: str
     reviewer_npi: str | None
     reviewer_specialty: dict[str, Any]
+    reviewer_display: str | None = None  # name and credentials (the review workspace sets it)
+    authorized_until: datetime | None = None  # out of network: the authorization's end
 
 
 def parse_review(body: Any) -> ReviewerDecision:

@@ -608,6 +608,23 @@ OUTSIDE_FHIR = {
     ("GET", "/directory/fhir/{resource_type}/{id}"): "the built-in demo provider directory",
     ("POST", "/ehr/{organization}/fhir"): "the demo EHR inboxes (see the report on issue #5)",
     ("GET", "/ehr/{organization}/fhir/{resource_type}"): "the demo EHR inboxes",
+    # The review workspace: staff pages behind a cookie session, not bearer tokens, so the
+    # matrix's token kinds do not apply. Their own matrix (no session, reviewer, auditor, CSRF,
+    # lock-out) is tests/e2e/test_review.py and the browser tests.
+    ("GET", "/review/sign-in"): "review workspace: the sign-in form (no data)",
+    ("POST", "/review/sign-in"): "review workspace: sign-in (test_review.py)",
+    ("POST", "/review/sign-out"): "review workspace: sign-out (test_review.py)",
+    ("GET", "/review"): "review workspace: the queue, staff session (test_review.py)",
+    ("GET", "/review/requests/{task_id}"): "review workspace: a request (test_review.py)",
+    (
+        "POST",
+        "/review/requests/{task_id}/decide",
+    ): "review workspace: reviewers only (test_review.py)",
+    (
+        "GET",
+        "/review/notices/{communication_id}.pdf",
+    ): "review workspace: a notice (test_review.py)",
+    ("GET", "/review/numbers"): "review workspace: the plan's numbers (test_review.py)",
 }
 
 

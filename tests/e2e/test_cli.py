@@ -17,7 +17,7 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("FHIR_ADAPTER_DATABASE_URL", f"sqlite:///{database}")
     result = CliRunner().invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "database at revision 0005" in result.output
+    assert "database at revision 0006" in result.output
     assert database.exists()
 
 
