@@ -716,7 +716,15 @@ class SqlTransaction:
         if query.compartment is not None:
             conditions.append(_compartment_condition(query.resource_type, *query.compartment))
         total = -1
-        if query.with_total or query.summary_count:
+        # A first page counts its matches in the same statement (issue #18: one round trip, not
+        # two): a window count is taken over every match before LIMIT cuts the page.
+        counted_here = (
+            query.with_total
+            and not query.summary_count
+            and query.count > 0
+            and query.cursor is None
+        )
+        if (query.with_total or query.summary_count) and not counted_here:
             total = (
                 await self._execute(select(func.count()).select_from(resources).where(*conditions))
             ).scalar_one()
@@ -725,19 +733,24 @@ class SqlTransaction:
         page_conditions = list(conditions)
         if query.cursor is not None:
             page_conditions.append(resources.c.pk > query.cursor)
+        columns: list[Any] = [
+            resources.c.pk,
+            resources.c.id,
+            resources.c.version_id,
+            resources.c.last_updated,
+            resources.c.content,
+        ]
+        if counted_here:
+            columns.append(func.count().over().label("total"))
         statement: Select[Any] = (
-            select(
-                resources.c.pk,
-                resources.c.id,
-                resources.c.version_id,
-                resources.c.last_updated,
-                resources.c.content,
-            )
+            select(*columns)
             .where(*page_conditions)
             .order_by(resources.c.pk)
             .limit(query.count + 1)
         )
         rows = (await self._execute(statement)).all()
+        if counted_here:
+            total = int(rows[0].total) if rows else 0
         next_cursor = rows[query.count - 1].pk if len(rows) > query.count else None
         rows = rows[: query.count]
         matches = [self._seen(_stored(query.resource_type, row)) for row in rows]

@@ -142,7 +142,7 @@ async def test_the_common_reads_use_their_indexes(postgres_database_url: str) ->
         )
     finally:
         await engine.dispose()
-    assert len(plans) >= 9, plans  # a read, then a count and a page for each search
+    assert len(plans) >= 5, plans  # a read, then each search (a first page counts in it)
     for statement, plan in plans:
         assert "Seq Scan" not in plan, f"{statement}\n{plan}"
         assert "Index" in plan, f"{statement}\n{plan}"
