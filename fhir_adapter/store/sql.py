@@ -716,13 +716,16 @@ class SqlTransaction:
         if query.compartment is not None:
             conditions.append(_compartment_condition(query.resource_type, *query.compartment))
         total = -1
-        # A first page counts its matches in the same statement (issue #18: one round trip, not
-        # two): a window count is taken over every match before LIMIT cuts the page.
+        # A filtered first page counts its matches in the same statement (issue #18: one round
+        # trip, not two): a window count is taken over every match before LIMIT cuts the page.
+        # A whole type is counted apart: the window would read every row of the type, where
+        # COUNT(*) reads only the (resource_type, last_updated) index.
         counted_here = (
             query.with_total
             and not query.summary_count
             and query.count > 0
             and query.cursor is None
+            and bool(query.filters or query.compartment is not None)
         )
         if (query.with_total or query.summary_count) and not counted_here:
             total = (
