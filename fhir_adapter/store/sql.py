@@ -278,7 +278,11 @@ class SqlTransaction:
             updated: datetime = row["last_updated"]
             return self._seen(
                 StoredResource(
-                    resource_type, row["id"], row["version_id"], updated.astimezone(UTC), row["content"]
+                    resource_type,
+                    row["id"],
+                    row["version_id"],
+                    updated.astimezone(UTC),
+                    row["content"],
                 )
             )
         row = (await self._execute(_CURRENT, {"p_type": resource_type, "p_id": id})).first()
@@ -758,10 +762,7 @@ class SqlTransaction:
         if counted_here:
             columns.append(func.count().over().label("total"))
         statement: Select[Any] = (
-            select(*columns)
-            .where(*page_conditions)
-            .order_by(resources.c.pk)
-            .limit(query.count + 1)
+            select(*columns).where(*page_conditions).order_by(resources.c.pk).limit(query.count + 1)
         )
         rows = (await self._execute(statement)).all()
         if counted_here:
