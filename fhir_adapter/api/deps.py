@@ -9,7 +9,9 @@ from fastapi import Depends, Request
 from fhir_adapter.bootstrap import Container
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
+    """Async on purpose, as every dependency on the read path: FastAPI runs a plain `def`
+    dependency in a worker thread, a thread hop per request (issue #18)."""
     container: Container = request.app.state.container
     return container
 

@@ -49,7 +49,7 @@ class FhirResponse(Response):
         self.headers["content-type"] = self.media_type
 
 
-def check_negotiation(request: Request) -> None:
+async def check_negotiation(request: Request) -> None:
     """JSON is all we speak: `_format` and Accept asking for anything else get a 406."""
     requested = request.query_params.get("_format")
     if requested is not None:

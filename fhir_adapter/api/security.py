@@ -45,7 +45,7 @@ async def authenticate(request: Request, container: ContainerDep) -> Access:
 AccessDep = Annotated[Access, Depends(authenticate)]
 
 
-def get_guard(access: AccessDep, container: ContainerDep) -> Guard:
+async def get_guard(access: AccessDep, container: ContainerDep) -> Guard:
     return AccessGuard(access, base_url=container.settings.fhir_base_url)
 
 

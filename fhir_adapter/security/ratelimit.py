@@ -1,4 +1,9 @@
-"""Per-client request limits (the `limits` library, moving window, in this process's memory).
+"""Per-client request limits (the `limits` library, sliding window counter, in this process's
+memory).
+
+A sliding window counter costs the same at any limit: two counters per key, the previous
+window's weighted by how much of it still overlaps. The moving window kept one entry per request
+and shifted that list on every hit, so a high limit made every request dearer (issue #18).
 
 Each process counts on its own: behind N processes a client gets up to N times the limit. That
 bounds a runaway client cheaply; a shared limit would need a shared store such as Redis.
@@ -11,7 +16,7 @@ import time
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from fhir_adapter.errors import TooManyRequestsError
 
@@ -21,7 +26,7 @@ class RateLimiter:
         """`limit` in the library's notation, e.g. "600/minute"; "off" (or empty) turns it off."""
         off = limit.strip().lower() in ("", "off")
         self.item: RateLimitItem | None = None if off else parse(limit)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
 
     async def check(self, key: str, *, cost: int = 1) -> None:
         """Count `cost` requests for `key`; 429 with Retry-After once the window is full."""

@@ -4,11 +4,19 @@ Only asymmetric algorithms are accepted, so neither `alg: none` nor an HMAC "sig
 issuer's public key can pass. Keys come from a JWKS (file, URL, or the built-in issuer's own);
 a token naming a key we do not know makes us fetch the JWKS again, at most once per
 `refresh_seconds`, so the issuer can rotate keys without a restart.
+
+Each token's signature is checked once (issue #18): an accepted token's checked Access is kept,
+keyed by the SHA-256 of its bytes, until its `exp` and never longer. A refused token is never
+kept, and a token whose bytes differ in any way has another digest, so the cache can only
+answer for a token that passed every check. A cached token's client is still asked for at every
+use (`registered`, itself cached per client for `auth_client_check_seconds`), so `clients
+remove` in any process refuses it within that bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +24,7 @@ from typing import Any, Protocol
 
 import httpx
 import jwt
+from cachetools import LRUCache
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fhir_adapter.access.scopes import Access, parse_scopes
@@ -140,14 +149,40 @@ class TokenVerifier:
         audience: str,
         leeway_seconds: float = 30.0,
         registered: Callable[[str], Awaitable[bool]] | None = None,
+        cache_size: int = 10_000,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.registered = registered  # the built-in issuer's client registry (issue #16)
         self.keys = keys
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway_seconds
+        self.now = now
+        # sha256(token) -> (exp, Access): tokens that passed every check, until their exp
+        self._verified: LRUCache[bytes, tuple[float, Access]] = LRUCache(maxsize=cache_size)
 
     async def verify(self, token: str) -> Access:
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._verified.get(digest)
+        if cached is not None and self.now() < cached[0]:
+            access = cached[1]
+        else:
+            if cached is not None:
+                self._verified.pop(digest, None)
+            access, expires = await self._check(token)
+            if self.now() < expires:
+                self._verified[digest] = (expires, access)
+        if (
+            access.registered
+            and self.registered is not None
+            and not await self.registered(access.client_id)
+        ):
+            self._verified.pop(digest, None)
+            raise AuthenticationError("The access token's client is no longer registered")
+        return access
+
+    async def _check(self, token: str) -> tuple[Access, float]:
+        """The Access a token grants and its `exp`, after checking its signature and claims."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -193,14 +228,10 @@ class TokenVerifier:
             raise AuthenticationError(
                 "The access token's signature or claims are invalid"
             ) from None
-        access = access_from_claims(claims)
-        if (
-            claims.get(REGISTERED_CLAIM) is True
-            and self.registered is not None
-            and not await self.registered(access.client_id)
-        ):
-            raise AuthenticationError("The access token's client is no longer registered")
-        return access
+        expires = float(claims["exp"])
+        if expires + self.leeway <= self.now():  # PyJWT reads the wall clock; so do we, once
+            raise AuthenticationError("The access token has expired")
+        return access_from_claims(claims), expires
 
 
 def access_from_claims(claims: dict[str, Any]) -> Access:

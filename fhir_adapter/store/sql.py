@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from fhir_adapter.errors import ConflictError
@@ -91,16 +92,43 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         )
         _make_sqlite_transactional(engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=echo,
         hide_parameters=True,  # SQL errors must never carry patient data into logs
         json_serializer=_dumps,
         json_deserializer=orjson.loads,
-        pool_pre_ping=True,
         pool_size=10,
         max_overflow=10,
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection unused this long is pinged before it is handed out (issue #18). SQLAlchemy's
+# `pool_pre_ping` pings at every checkout: a round trip as long as the read it precedes. A busy
+# pool's connections are seconds old at most; a connection a restarted or failed-over server
+# dropped while idle is found here, and one dropped under load fails its statement, after which
+# SQLAlchemy discards the whole pool.
+IDLE_PING_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < IDLE_PING_SECONDS:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception:
+            alive = False
+        if not alive:  # the pool drops it and checks out another
+            raise DisconnectionError("an idle pooled connection no longer answers")
 
 
 def _make_sqlite_transactional(engine: AsyncEngine) -> None:
@@ -137,6 +165,7 @@ class SqlResourceStore:
         # SQLite takes one writer at a time. Queue this process's writers here, in order, rather
         # than in SQLite's busy handler, whose growing sleeps turn a queue into long stalls.
         self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._autocommit_reads = engine.dialect.name == "postgresql"
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[SqlTransaction]:
@@ -150,6 +179,16 @@ class SqlResourceStore:
     @asynccontextmanager
     async def _transaction(self, write: bool) -> AsyncIterator[SqlTransaction]:
         async with self.engine.connect() as conn:
+            if not write and self._autocommit_reads:
+                # Issue #18: under PostgreSQL's READ COMMITTED each statement sees its own
+                # snapshot, in a transaction or not; BEGIN and COMMIT would only add two round
+                # trips to a read.
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT", fhir_write=False)
+                tx = SqlTransaction(conn, base_url=self.base_url, read_only=True)
+                yield tx
+                if tx.pending():
+                    raise RuntimeError("a read-only transaction cannot write")
+                return
             conn = await conn.execution_options(fhir_write=write)
             async with conn.begin():
                 tx = SqlTransaction(conn, base_url=self.base_url)
@@ -163,8 +202,11 @@ class SqlResourceStore:
 class SqlTransaction:
     """Implements ports.StoreTransaction on one connection inside one transaction."""
 
-    def __init__(self, conn: AsyncConnection, *, base_url: str | None) -> None:
+    def __init__(
+        self, conn: AsyncConnection, *, base_url: str | None, read_only: bool = False
+    ) -> None:
         self.conn = conn
+        self.read_only = read_only  # each statement on its own: nothing here may write
         self.base_url = base_url
         self.is_postgres = conn.dialect.name == "postgresql"
         # Version and index rows are written in one batch per table when the transaction ends
@@ -181,9 +223,15 @@ class SqlTransaction:
 
     async def _execute(self, statement: Any, parameters: Any = None) -> Any:
         """Run a statement, after the queued inserts (which it may read or reference)."""
+        if self.read_only and not getattr(statement, "is_select", False):
+            raise RuntimeError("a read-only transaction cannot write")
         if self._inserts:
             await self._insert_queued()
         return await self.conn.execute(statement, parameters)
+
+    def pending(self) -> bool:
+        """Whether writes wait to be flushed."""
+        return bool(self._inserts or self._versions or self._stale or any(self._index.values()))
 
     async def _insert_queued(self) -> None:
         rows, self._inserts = self._inserts, []
@@ -221,6 +269,22 @@ class SqlTransaction:
     # -- reads ---------------------------------------------------------------------------------
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
+        if self.read_only:  # PostgreSQL, no transaction: the driver's own prepared statement
+            driver = (await self.conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            row = await driver.fetchrow(_CURRENT_SQL, resource_type, id)
+            if row is None:
+                return None
+            updated: datetime = row["last_updated"]
+            return self._seen(
+                StoredResource(
+                    resource_type,
+                    row["id"],
+                    row["version_id"],
+                    updated.astimezone(UTC),
+                    row["content"],
+                )
+            )
         row = (await self._execute(_CURRENT, {"p_type": resource_type, "p_id": id})).first()
         return self._seen(_stored(resource_type, row)) if row else None
 
@@ -687,7 +751,18 @@ class SqlTransaction:
         if query.compartment is not None:
             conditions.append(_compartment_condition(query.resource_type, *query.compartment))
         total = -1
-        if query.with_total or query.summary_count:
+        # A filtered first page counts its matches in the same statement (issue #18: one round
+        # trip, not two): a window count is taken over every match before LIMIT cuts the page.
+        # A whole type is counted apart: the window would read every row of the type, where
+        # COUNT(*) reads only the (resource_type, last_updated) index.
+        counted_here = (
+            query.with_total
+            and not query.summary_count
+            and query.count > 0
+            and query.cursor is None
+            and bool(query.filters or query.compartment is not None)
+        )
+        if (query.with_total or query.summary_count) and not counted_here:
             total = (
                 await self._execute(select(func.count()).select_from(resources).where(*conditions))
             ).scalar_one()
@@ -696,19 +771,21 @@ class SqlTransaction:
         page_conditions = list(conditions)
         if query.cursor is not None:
             page_conditions.append(resources.c.pk > query.cursor)
+        columns: list[Any] = [
+            resources.c.pk,
+            resources.c.id,
+            resources.c.version_id,
+            resources.c.last_updated,
+            resources.c.content,
+        ]
+        if counted_here:
+            columns.append(func.count().over().label("total"))
         statement: Select[Any] = (
-            select(
-                resources.c.pk,
-                resources.c.id,
-                resources.c.version_id,
-                resources.c.last_updated,
-                resources.c.content,
-            )
-            .where(*page_conditions)
-            .order_by(resources.c.pk)
-            .limit(query.count + 1)
+            select(*columns).where(*page_conditions).order_by(resources.c.pk).limit(query.count + 1)
         )
         rows = (await self._execute(statement)).all()
+        if counted_here:
+            total = int(rows[0].total) if rows else 0
         next_cursor = rows[query.count - 1].pk if len(rows) > query.count else None
         rows = rows[: query.count]
         matches = [self._seen(_stored(query.resource_type, row)) for row in rows]
@@ -791,6 +868,12 @@ _CURRENT = select(
     resources.c.id, resources.c.version_id, resources.c.last_updated, resources.c.content
 ).where(resources.c.resource_type == bindparam("p_type"), resources.c.id == bindparam("p_id"))
 _CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
+# The read by id on PostgreSQL, through asyncpg directly (issue #18): SQLAlchemy's execution and
+# result layers cost more than the statement. The JSON codec is the one SQLAlchemy installs.
+_CURRENT_SQL = (
+    "SELECT id, version_id, last_updated, content FROM resources"
+    " WHERE resource_type = $1 AND id = $2"
+)
 _EXISTING = select(resources.c.resource_type, resources.c.id).where(
     tuple_(resources.c.resource_type, resources.c.id).in_(_KEYS)
 )

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -52,3 +54,29 @@ def test_breakdown_benchmark_accounts_for_every_stage() -> None:
     # the timed stages never nest (no time counted twice): together they stay within the whole
     rest = re.search(r"^\| everything else \| \| (-?\d+\.\d+) \|", out, re.MULTILINE)
     assert rest is not None and 0 <= float(rest.group(1)) < full, out
+
+
+@pytest.mark.postgres
+def test_read_benchmark_reports_each_read_against_the_floor(postgres_database_url: str) -> None:
+    out = run_script(
+        "read_throughput.py",
+        "--seconds",
+        "1",
+        "--others",
+        "20",
+        "--concurrency",
+        "2",
+        "--database-url",
+        postgres_database_url,
+    )
+    for path in (
+        "floor: bare asyncpg read by id",
+        "read by id: Task/{id}",
+        "Task?patient=",
+        "ClaimResponse?patient=&_lastUpdated=gt",
+        "a page of 50: Task?_count=50",
+        "floor, measured again last",
+    ):
+        assert re.search(
+            rf"\| {re.escape(path)} \| \d+\.\d \| [\d.]+ \| [\d.]+ \| \d\.\d{{3}} \|", out
+        ), out

@@ -1,0 +1,229 @@
+"""Reads per second of the adapter against a same-run floor: a bare FastAPI endpoint reading the
+same row by id with the same driver (asyncpg). Both are real servers (uvicorn, one process each)
+on loopback over PostgreSQL; the load comes from wrk (one thread, `--concurrency` connections,
+a Lua script adds the bearer token), or from an httpx client when wrk is not installed (it says
+so: httpx costs the client more CPU, on the same cores).
+
+    .venv/bin/python benchmarks/read_throughput.py [--seconds 10] [--concurrency 8]
+        [--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from submit_throughput import adapter_token, free_port, wait_ready
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+async def seed(database_url: str, run: str, others: int) -> datetime:
+    """The rows read: for this run's member, three Tasks and three ClaimResponses; `others`
+    Tasks and ClaimResponses of other members around them. Returns a time before them all."""
+    from fhir_adapter.store.migrate import upgrade_database
+    from fhir_adapter.store.sql import SqlResourceStore, create_engine
+
+    engine = create_engine(database_url)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    try:
+        await upgrade_database(engine)
+        store = SqlResourceStore(engine)
+        async with store.transaction() as tx:
+            for n in range(others + 3):
+                patient = f"{run}-member" if n < 3 else f"{run}-other{n % 97}"
+                now = start + timedelta(seconds=n)
+                await tx.insert(
+                    {
+                        "resourceType": "Task",
+                        "id": f"{run}-t{n}",
+                        "status": "requested",
+                        "intent": "order",
+                        "for": {"reference": f"Patient/{patient}"},
+                    },
+                    now=now,
+                )
+                await tx.insert(
+                    {
+                        "resourceType": "ClaimResponse",
+                        "id": f"{run}-c{n}",
+                        "status": "active",
+                        "type": {"coding": [{"code": "professional"}]},
+                        "use": "preauthorization",
+                        "patient": {"reference": f"Patient/{patient}"},
+                        "created": start.date().isoformat(),
+                        "insurer": {"reference": "Organization/plan"},
+                        "outcome": "complete",
+                    },
+                    now=now,
+                )
+        async with engine.begin() as conn:
+            from sqlalchemy import text
+
+            await conn.execute(text("ANALYZE"))
+    finally:
+        await engine.dispose()
+    return start
+
+
+LUA = """
+wrk.headers["Authorization"] = "Bearer {token}"
+wrk.headers["Accept"] = "application/fhir+json"
+local statuses = {{}}
+response = function(status, headers, body)
+  if status ~= 200 then statuses[status] = true end
+end
+done = function(summary, latency, requests)
+  io.write(string.format("P50 %.3f\\n", latency:percentile(50) / 1000))
+  io.write(string.format("P99 %.3f\\n", latency:percentile(99) / 1000))
+  io.write(string.format("NON200 %d\\n", summary.errors.status))
+end
+"""
+
+
+def wrk(url: str, token: str, seconds: float, concurrency: int, folder: str) -> dict[str, float]:
+    script = Path(folder) / "auth.lua"
+    script.write_text(LUA.format(token=token))
+    done = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = done.stdout
+    if int(re.search(r"NON200 (\d+)", out).group(1)) > 0:  # type: ignore[union-attr]
+        raise RuntimeError(f"{url} answered other than 200:\n{out}")
+    return {
+        "per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": float(re.search(r"P50 ([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p99_ms": float(re.search(r"P99 ([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+    }
+
+
+async def httpx_load(url: str, token: str, seconds: float, concurrency: int) -> dict[str, float]:
+    latencies: list[float] = []
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
+    stop = time.perf_counter() + seconds
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            response = await client.get(url, headers=headers)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200:
+                raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:300]}")
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return {
+        "per_second": len(ordered) / elapsed,
+        "p50_ms": ordered[len(ordered) // 2],
+        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--others", type=int, default=500, help="other members' rows")
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE)
+    parser.add_argument("--httpx", action="store_true", help="load with httpx even if wrk exists")
+    args = parser.parse_args()
+    use_wrk = shutil.which("wrk") is not None and not args.httpx
+
+    run = uuid.uuid4().hex[:8]
+    start = await seed(args.database_url, run, args.others)
+    since = (start - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    dsn = args.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    with tempfile.TemporaryDirectory() as folder:
+        adapter_port, floor_port = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
+        env.update(
+            FHIR_ADAPTER_HOST="127.0.0.1",
+            FHIR_ADAPTER_PORT=str(adapter_port),
+            FHIR_ADAPTER_DATABASE_URL=args.database_url,
+            FHIR_ADAPTER_LOG_LEVEL="WARNING",
+            FHIR_ADAPTER_RATE_LIMIT="1000000/minute",  # counted, never the limit measured
+        )
+        adapter = subprocess.Popen(
+            [sys.executable, "-m", "fhir_adapter", "serve"], env=env, cwd=folder
+        )
+        floor = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "read_floor_app.py"), str(floor_port), dsn]
+        )
+        try:
+            origin = f"http://127.0.0.1:{adapter_port}"
+            await wait_ready(f"{origin}/fhir/metadata", adapter)
+            await wait_ready(f"http://127.0.0.1:{floor_port}/ready", floor)
+            token = await adapter_token(args.database_url, origin)
+            fhir = f"{origin}/fhir"
+            floor_url = f"http://127.0.0.1:{floor_port}/floor/Task/{run}-t1"
+            paths: list[tuple[str, str]] = [
+                ("floor: bare asyncpg read by id", floor_url),
+                ("read by id: Task/{id}", f"{fhir}/Task/{run}-t1"),
+                ("Task?patient=", f"{fhir}/Task?patient={run}-member"),
+                (
+                    "ClaimResponse?patient=&_lastUpdated=gt",
+                    f"{fhir}/ClaimResponse?patient={run}-member&_lastUpdated=gt{since}",
+                ),
+                ("a page of 50: Task?_count=50", f"{fhir}/Task?_count=50"),
+            ]
+            results: list[tuple[str, dict[str, Any]]] = []
+
+            async def measure(url: str) -> dict[str, float]:
+                warm = min(2.0, args.seconds)
+                if use_wrk:
+                    wrk(url, token, warm, args.concurrency, folder)
+                    return wrk(url, token, args.seconds, args.concurrency, folder)
+                await httpx_load(url, token, warm, args.concurrency)
+                return await httpx_load(url, token, args.seconds, args.concurrency)
+
+            for name, url in paths:
+                async with httpx.AsyncClient() as check:  # each answers 200 before it is timed
+                    answer = await check.get(url, headers={"Authorization": f"Bearer {token}"})
+                    if answer.status_code != 200:
+                        raise RuntimeError(f"{url}: {answer.status_code} {answer.text[:300]}")
+                results.append((name, await measure(url)))
+            # The floor again, last: on a shared machine the load of other work drifts, so the
+            # ratios use the mean of the floor measured first and last.
+            results.append(("floor, measured again last", await measure(floor_url)))
+        finally:
+            for process in (adapter, floor):
+                process.terminate()
+                process.wait(timeout=10)
+    floor_rate = (results[0][1]["per_second"] + results[-1][1]["per_second"]) / 2
+    client = "wrk -t1" if use_wrk else "httpx (wrk not found: the client's own CPU cost is higher)"
+    print(
+        f"store: postgresql; client: {client}; {args.concurrency} connections; "
+        f"{args.seconds:g} s per path; one server process each"
+    )
+    print(f"floor (mean of first and last): {floor_rate:.1f} requests/s")
+    print("| path | requests/s | p50 ms | p99 ms | of the floor |")
+    print("|---|---|---|---|---|")
+    for name, row in results:
+        print(
+            f"| {name} | {row['per_second']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} "
+            f"| {row['per_second'] / floor_rate:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,183 @@
+"""Issue #18: the read path. A removed client's cached tokens are refused by every app instance
+on the database within the client-check bound; the common searches and the read by id use the
+tables' indexes on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fhir_adapter.api.app import create_app
+from fhir_adapter.bootstrap import Container, build_container
+from fhir_adapter.config import Settings
+from fhir_adapter.directory.client import DirectoryClient
+from fhir_adapter.security.issuer import RegisteredClients
+from fhir_adapter.store.migrate import upgrade_database
+from fhir_adapter.store.sql import _CURRENT_SQL, SqlResourceStore, create_engine
+from tests.conftest import BASE_URL
+from tests.fakes import FrozenClock
+from tests.tokens import fetch_token, register
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.at = 1000.0
+
+    def __call__(self) -> float:
+        return self.at
+
+
+@asynccontextmanager
+async def instance(
+    settings: Settings, engine: AsyncEngine, directory: DirectoryClient, clock: FrozenClock
+) -> AsyncIterator[tuple[Container, httpx.AsyncClient]]:
+    """One app instance (its own container, caches and engine) on the shared database."""
+    container = await build_container(
+        settings,
+        store=SqlResourceStore(engine, base_url=settings.fhir_base_url),
+        directory=directory,
+        clock=clock,
+    )
+    transport = httpx.ASGITransport(app=create_app(container=container))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
+            yield container, http
+    finally:
+        await container.aclose()
+
+
+async def test_a_removed_client_is_refused_by_every_instance_within_the_bound(
+    settings: Settings,
+    engine: AsyncEngine,
+    database_url: str,
+    directory: DirectoryClient,
+    clock: FrozenClock,
+) -> None:
+    assert settings.auth_client_check_seconds == 30  # the stated bound (README)
+    other_engine = create_engine(database_url)
+    monotonic = Monotonic()
+    try:
+        async with (
+            instance(settings, engine, directory, clock) as (first, one),
+            instance(settings, other_engine, directory, clock) as (second, two),
+        ):
+            for container in (first, second):
+                assert isinstance(container.tokens.registered, RegisteredClients)
+                container.tokens.registered.now = monotonic
+            credentials = await register(first.store, "system/Task.rs")
+            assert first.issuer is not None
+            token = await fetch_token(
+                one, first.issuer.urls.token_endpoint, credentials, "system/Task.rs"
+            )
+            headers = {"authorization": f"Bearer {token}"}
+            for http in (one, two):  # both instances now hold the token as checked
+                for _ in range(2):
+                    assert (await http.get("/Task", headers=headers)).status_code == 200
+            async with first.store.transaction() as tx:  # `clients remove`, anywhere
+                assert await tx.remove_client(credentials.client_id)
+            monotonic.at += 30.0
+            for http in (one, two):
+                refused = await http.get("/Task", headers=headers)
+                assert refused.status_code == 401, refused.text
+                assert "no longer registered" in refused.text
+    finally:
+        await other_engine.dispose()
+
+
+# -- EXPLAIN: the common searches use indexes ---------------------------------------------------
+
+
+def task(n: int, patient: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Task",
+        "status": ["requested", "in-progress", "completed"][n % 3],
+        "intent": "order",
+        "for": {"reference": f"Patient/{patient}"},
+    }
+
+
+def claim_response(patient: str) -> dict[str, Any]:
+    return {
+        "resourceType": "ClaimResponse",
+        "status": "active",
+        "type": {"coding": [{"code": "professional"}]},
+        "use": "preauthorization",
+        "patient": {"reference": f"Patient/{patient}"},
+        "created": "2026-11-25",
+        "insurer": {"reference": "Organization/plan"},
+        "outcome": "complete",
+    }
+
+
+@pytest.mark.postgres
+async def test_the_common_reads_use_their_indexes(postgres_database_url: str) -> None:
+    engine = create_engine(postgres_database_url)
+    await upgrade_database(engine)
+    store = SqlResourceStore(engine)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    try:
+        async with store.transaction() as tx:
+            for n in range(600):
+                now = start + timedelta(minutes=n)
+                await tx.insert({**task(n, f"p{n % 50}"), "id": f"t{n}"}, now=now)
+                await tx.insert({**claim_response(f"p{n % 50}"), "id": f"c{n}"}, now=now)
+        async with engine.begin() as conn:
+            await conn.execute(text("ANALYZE"))
+        plans = await explain_each(
+            engine,
+            store,
+            [
+                ("Task", [("patient", "p7")]),
+                ("ClaimResponse", [("patient", "p7"), ("_lastUpdated", "gt2026-11-01T05:00:00Z")]),
+                ("Task", [("status", "completed")]),
+                ("Task", [("_count", "50")]),
+            ],
+        )
+    finally:
+        await engine.dispose()
+    assert len(plans) >= 6, plans  # each search (a filtered first page counts in it), a read
+    for statement, plan in plans:
+        assert "Seq Scan" not in plan, f"{statement}\n{plan}"
+        assert "Index" in plan, f"{statement}\n{plan}"
+
+
+async def explain_each(
+    engine: AsyncEngine, store: SqlResourceStore, searches: list[tuple[str, list[Any]]]
+) -> list[tuple[str, str]]:
+    """Run a read by id and the searches through the store, then EXPLAIN each SQL statement they
+    sent, with its parameters, with sequential scans priced out (so an index that can serve the
+    query is used; one that cannot leaves a Seq Scan in the plan)."""
+    from fhir_adapter.fhir.search import parse_search
+
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        async with store.transaction(write=False) as tx:
+            assert await tx.read("Task", "t7") is not None
+            for resource_type, params in searches:
+                query = parse_search(
+                    resource_type, params, base_url=None, default_count=50, max_count=100
+                )
+                assert (await tx.search(query)).matches
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+    sent.append((_CURRENT_SQL, ("Task", "t7")))  # sent through asyncpg itself
+    plans = []
+    async with engine.connect() as conn:
+        await conn.execute(text("SET enable_seqscan = off"))
+        for statement, parameters in sent:
+            rows = await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+            plans.append((statement, "\n".join(row[0] for row in rows)))
+    return plans
