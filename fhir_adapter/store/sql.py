@@ -269,22 +269,6 @@ class SqlTransaction:
     # -- reads ---------------------------------------------------------------------------------
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
-        if self.read_only:  # PostgreSQL, no transaction: the driver's own prepared statement
-            driver = (await self.conn.get_raw_connection()).driver_connection
-            assert driver is not None
-            row = await driver.fetchrow(_CURRENT_SQL, resource_type, id)
-            if row is None:
-                return None
-            updated: datetime = row["last_updated"]
-            return self._seen(
-                StoredResource(
-                    resource_type,
-                    row["id"],
-                    row["version_id"],
-                    updated.astimezone(UTC),
-                    row["content"],
-                )
-            )
         row = (await self._execute(_CURRENT, {"p_type": resource_type, "p_id": id})).first()
         return self._seen(_stored(resource_type, row)) if row else None
 
@@ -868,12 +852,6 @@ _CURRENT = select(
     resources.c.id, resources.c.version_id, resources.c.last_updated, resources.c.content
 ).where(resources.c.resource_type == bindparam("p_type"), resources.c.id == bindparam("p_id"))
 _CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
-# The read by id on PostgreSQL, through asyncpg directly (issue #18): SQLAlchemy's execution and
-# result layers cost more than the statement. The JSON codec is the one SQLAlchemy installs.
-_CURRENT_SQL = (
-    "SELECT id, version_id, last_updated, content FROM resources"
-    " WHERE resource_type = $1 AND id = $2"
-)
 _EXISTING = select(resources.c.resource_type, resources.c.id).where(
     tuple_(resources.c.resource_type, resources.c.id).in_(_KEYS)
 )

@@ -20,7 +20,7 @@ from fhir_adapter.config import Settings
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.security.issuer import RegisteredClients
 from fhir_adapter.store.migrate import upgrade_database
-from fhir_adapter.store.sql import _CURRENT_SQL, SqlResourceStore, create_engine
+from fhir_adapter.store.sql import SqlResourceStore, create_engine
 from tests.conftest import BASE_URL
 from tests.fakes import FrozenClock
 from tests.tokens import fetch_token, register
@@ -142,7 +142,7 @@ async def test_the_common_reads_use_their_indexes(postgres_database_url: str) ->
         )
     finally:
         await engine.dispose()
-    assert len(plans) >= 6, plans  # each search (a filtered first page counts in it), a read
+    assert len(plans) >= 5, plans  # a read, then each search (a first page counts in it)
     for statement, plan in plans:
         assert "Seq Scan" not in plan, f"{statement}\n{plan}"
         assert "Index" in plan, f"{statement}\n{plan}"
@@ -173,7 +173,6 @@ async def explain_each(
                 assert (await tx.search(query)).matches
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", capture)
-    sent.append((_CURRENT_SQL, ("Task", "t7")))  # sent through asyncpg itself
     plans = []
     async with engine.connect() as conn:
         await conn.execute(text("SET enable_seqscan = off"))
