@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from fhir_adapter.codes import DEFAULT_PRIMARY_CARE_TAXONOMY
 from fhir_adapter.config import Settings
 from fhir_adapter.delivery.guarded import public_only_client
 from fhir_adapter.delivery.http import HttpDeliverer
@@ -33,7 +34,6 @@ from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.services.workflow import Directory, WorkflowConfig, WorkflowService
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore, create_engine
-from fhir_adapter.workflow.codes import DEFAULT_PRIMARY_CARE_TAXONOMY
 from fhir_adapter.workflow.deadlines import california_holidays
 from fhir_adapter.workflow.subscriptions import parse_allowed_hosts
 

@@ -142,7 +142,7 @@ def demo(
     """Submit the example second-opinion requests and print each one's way through the workflow."""
     import httpx
 
-    from fhir_adapter.demo import DEFAULT_PATHS, run_demo
+    from fhir_adapter.demo.walkthrough import DEFAULT_PATHS, run_demo
     from fhir_adapter.security.client import ClientCredentials, load_private_key
 
     configure_logging("WARNING")

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from fhir_adapter.bootstrap import examples_dir
-from fhir_adapter.demo import DEMO_SCOPE, consultation_report, in_process_service
+from fhir_adapter.demo.walkthrough import DEMO_SCOPE, consultation_report, in_process_service
 from fhir_adapter.notices.language import LARGE_PRINT_URL
 from fhir_adapter.security.client import discover_token_endpoint, request_token
 

@@ -25,8 +25,8 @@ from fhir_adapter.api.routes import auth, metadata, operations, resources, syste
 from fhir_adapter.api.security import authenticate
 from fhir_adapter.bootstrap import Container, build_container, demo_directory_file
 from fhir_adapter.config import Settings
-from fhir_adapter.directory.demo import directory_router, load_directory
-from fhir_adapter.directory.demo_ehr import ehr_router
+from fhir_adapter.demo.directory import directory_router, load_directory
+from fhir_adapter.demo.ehr import ehr_router
 from fhir_adapter.review import routes as review
 from fhir_adapter.services.background import run_background
 

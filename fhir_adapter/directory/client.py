@@ -16,10 +16,10 @@ import httpx
 import orjson
 from cachetools import TTLCache
 
+from fhir_adapter.codes import NPI, NUCC
+from fhir_adapter.directory.plannet import provider_from_role
 from fhir_adapter.errors import DirectoryUnavailableError
-from fhir_adapter.fhir.plannet import provider_from_role
 from fhir_adapter.policy.facts import Provider
-from fhir_adapter.workflow.codes import NPI, NUCC
 
 log = logging.getLogger(__name__)
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}

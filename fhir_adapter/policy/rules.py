@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from fhir_adapter.codes import DenialReason, Reason, ReviewReason
 from fhir_adapter.policy.decision import Decision, Outcome
 from fhir_adapter.policy.facts import Care, Provider, RequestFacts
 from fhir_adapter.policy.ranking import rank_providers
-from fhir_adapter.workflow.codes import DenialReason, Reason, ReviewReason
 
 Rule = Callable[[RequestFacts], Decision | None]
 

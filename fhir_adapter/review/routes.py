@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 from fhir_adapter.access.audit import StaffAuditRecord
 from fhir_adapter.bootstrap import Container
+from fhir_adapter.codes import NUCC, Reason
 from fhir_adapter.errors import AdapterError, InvalidTransitionError, NotFoundError
 from fhir_adapter.fhir.references import ID_PATTERN
 from fhir_adapter.metrics.core import Period
@@ -40,7 +41,6 @@ from fhir_adapter.review.workspace import (
     Workspace,
     notice_pdf,
 )
-from fhir_adapter.workflow.codes import NUCC, Reason
 from fhir_adapter.workflow.review import ReviewerDecision
 
 SESSION_COOKIE = "review_session"

@@ -10,12 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from fhir_adapter.bootstrap import Container
-from fhir_adapter.fhir.plannet import display_name
-from fhir_adapter.fhir.references import parse_reference
-from fhir_adapter.policy.facts import Provider
-from fhir_adapter.ports import StoredResource, StoreTransaction
-from fhir_adapter.services.referenced import DirectoryReader
-from fhir_adapter.workflow.codes import (
+from fhir_adapter.codes import (
     MEMBER_ID_TYPE,
     REASON_SYSTEM,
     REVIEW_REASON_SYSTEM,
@@ -26,6 +21,11 @@ from fhir_adapter.workflow.codes import (
     BusinessStatus,
     ReviewReason,
 )
+from fhir_adapter.directory.plannet import display_name
+from fhir_adapter.fhir.references import parse_reference
+from fhir_adapter.policy.facts import Provider
+from fhir_adapter.ports import StoredResource, StoreTransaction
+from fhir_adapter.services.referenced import DirectoryReader
 from fhir_adapter.workflow.deadlines import is_flagged, past_warning_share, track_for
 from fhir_adapter.workflow.intake import is_fulfillment_task, listed_reasons, reference_of
 

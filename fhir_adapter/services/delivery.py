@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
+from fhir_adapter.codes import NPI
 from fhir_adapter.errors import DirectoryUnavailableError
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.references import parse_reference
@@ -20,7 +21,6 @@ from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.services.workflow import Directory
-from fhir_adapter.workflow.codes import NPI
 from fhir_adapter.workflow.letters import mailing_proof
 from fhir_adapter.workflow.provenance import delivery_provenance
 from fhir_adapter.workflow.reports import delivery_bundle, notice_bundle

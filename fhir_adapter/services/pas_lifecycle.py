@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fhir_adapter.access.guard import Guard
+from fhir_adapter.codes import TASK_CODE_SYSTEM
 from fhir_adapter.errors import UnprocessableEntityError
 from fhir_adapter.fhir.bundle_references import BundleReferences, resolve_bundle_references
 from fhir_adapter.fhir.dates import date_range, format_instant, period_range
@@ -28,7 +29,6 @@ from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import ResourceService
 from fhir_adapter.services.workflow import WorkflowService
 from fhir_adapter.workflow import pas
-from fhir_adapter.workflow.codes import TASK_CODE_SYSTEM
 from fhir_adapter.workflow.pas_changes import (
     INFO_CHANGED,
     change_of,

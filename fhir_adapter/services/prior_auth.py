@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
+from fhir_adapter.codes import PAS_REQUESTED_SERVICE, TASK_CODE_SYSTEM
 from fhir_adapter.errors import (
     TemporarilyUnavailableError,
     UnprocessableEntityError,
@@ -39,7 +40,6 @@ from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import ResourceService
 from fhir_adapter.workflow import pas, pas_changes
 from fhir_adapter.workflow.administrative import administrative_decision
-from fhir_adapter.workflow.codes import PAS_REQUESTED_SERVICE, TASK_CODE_SYSTEM
 from fhir_adapter.workflow.intake import is_second_opinion_request
 from fhir_adapter.workflow.plan import PayorVerdict, identifiers_of, payor_verdict, plan_references
 

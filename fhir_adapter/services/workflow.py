@@ -16,6 +16,15 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
+from fhir_adapter.codes import (
+    DEFAULT_PRIMARY_CARE_TAXONOMY,
+    NPI,
+    NUCC,
+    STATUS_SYSTEM,
+    TASK_CODE_SYSTEM,
+    BusinessStatus,
+    DenialReason,
+)
 from fhir_adapter.errors import (
     DirectoryUnavailableError,
     InvalidTransitionError,
@@ -40,15 +49,6 @@ from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreT
 from fhir_adapter.services.resources import Clock, ResourceService, WriteResult, with_meta
 from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.workflow import pas, pas_changes
-from fhir_adapter.workflow.codes import (
-    DEFAULT_PRIMARY_CARE_TAXONOMY,
-    NPI,
-    NUCC,
-    STATUS_SYSTEM,
-    TASK_CODE_SYSTEM,
-    BusinessStatus,
-    DenialReason,
-)
 from fhir_adapter.workflow.deadlines import (
     due_at,
     flag_for_review,

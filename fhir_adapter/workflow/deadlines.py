@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import holidays
 
+from fhir_adapter.codes import CANONICAL, EXPEDITED_PRIORITIES, Reason
 from fhir_adapter.fhir.dates import format_instant, period_range
-from fhir_adapter.workflow.codes import CANONICAL, EXPEDITED_PRIORITIES, Reason
 
 DEADLINE_WARNING_EXTENSION = f"{CANONICAL}/StructureDefinition/deadline-warning"
 

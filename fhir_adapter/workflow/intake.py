@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fhir_adapter.fhir.outcome import Issue
-from fhir_adapter.fhir.references import rewrite_references
-from fhir_adapter.workflow.codes import (
+from fhir_adapter.codes import (
     INITIAL_PROVIDER_EXTENSION,
     MEMBER_ID_TYPE,
     NUCC,
@@ -20,6 +18,8 @@ from fhir_adapter.workflow.codes import (
     TASK_CODE_SYSTEM,
     Reason,
 )
+from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.fhir.references import rewrite_references
 
 _PROFESSIONAL_TYPES = ("Practitioner", "PractitionerRole")
 

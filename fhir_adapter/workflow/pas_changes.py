@@ -12,8 +12,8 @@ import copy
 from datetime import datetime
 from typing import Any, Literal
 
+from fhir_adapter.codes import X12_REVIEW_ACTION_SYSTEM, review_action_codes
 from fhir_adapter.fhir.dates import format_instant
-from fhir_adapter.workflow.codes import X12_REVIEW_ACTION_SYSTEM, review_action_codes
 
 PAS_SD = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition"
 CERTIFICATION_TYPE = f"{PAS_SD}/extension-certificationType"

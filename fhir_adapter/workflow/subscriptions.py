@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from fhir_adapter.codes import CANONICAL, PAS
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.outcome import Issue
-from fhir_adapter.workflow.codes import CANONICAL, PAS
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
 FILTER_EXTENSION = f"{BACKPORT}/StructureDefinition/backport-filter-criteria"

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_adapter.bootstrap import Container
-from fhir_adapter.workflow.codes import PAS_REVIEW_ACTION
+from fhir_adapter.codes import PAS_REVIEW_ACTION
 from fhir_adapter.workflow.pas_changes import (
     CERTIFICATION_TYPE,
     INFO_CHANGED,

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from fhir_adapter.codes import DEFAULT_PRIMARY_CARE_TAXONOMY, DenialReason, ReviewReason
 from fhir_adapter.policy.decision import Outcome
 from fhir_adapter.policy.engine import evaluate
 from fhir_adapter.policy.facts import Care, Provider, RequestFacts
-from fhir_adapter.workflow.codes import DEFAULT_PRIMARY_CARE_TAXONOMY, DenialReason, ReviewReason
 
 NOW = datetime(2026, 11, 25, 18, tzinfo=UTC)
 ORTHO = "207X00000X"

@@ -20,17 +20,17 @@ from typing import Any
 import httpx
 
 from fhir_adapter.bootstrap import examples_dir
+from fhir_adapter.codes import (
+    PAS_AUTHORIZED_PROVIDER,
+    PAS_REVIEW_ACTION,
+    RULE_TRAIL_EXTENSION,
+    STATUS_SYSTEM,
+)
 from fhir_adapter.security.client import (
     ClientCredentials,
     discover_token_endpoint,
     new_ec_key,
     request_token,
-)
-from fhir_adapter.workflow.codes import (
-    PAS_AUTHORIZED_PROVIDER,
-    PAS_REVIEW_ACTION,
-    RULE_TRAIL_EXTENSION,
-    STATUS_SYSTEM,
 )
 
 DEFAULT_PATHS = (

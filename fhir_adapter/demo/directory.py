@@ -13,8 +13,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from fhir_adapter.api.fhir_http import FhirResponse
+from fhir_adapter.directory.plannet import role_networks
 from fhir_adapter.errors import InvalidRequestError, NotFoundError
-from fhir_adapter.fhir.plannet import role_networks
 
 DirectoryData = dict[str, dict[str, dict[str, Any]]]  # type -> id -> resource
 _INCLUDES = {

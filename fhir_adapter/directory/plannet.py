@@ -6,15 +6,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from fhir_adapter.fhir.dates import period_range
-from fhir_adapter.policy.facts import Provider
-from fhir_adapter.workflow.codes import (
+from fhir_adapter.codes import (
     ENDPOINT_CONNECTION_SYSTEM,
     NETWORK_REFERENCE_EXTENSION,
     NEW_PATIENTS_EXTENSION,
     NPI,
     NUCC,
 )
+from fhir_adapter.fhir.dates import period_range
+from fhir_adapter.policy.facts import Provider
 
 
 def role_networks(role: Mapping[str, Any]) -> set[str]:
