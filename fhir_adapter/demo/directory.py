@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from fhir_adapter.api.fhir_http import FhirResponse
+from fhir_adapter.demo.responses import fhir_json
 from fhir_adapter.directory.plannet import role_networks
 from fhir_adapter.errors import InvalidRequestError, NotFoundError
 
@@ -204,13 +204,13 @@ def directory_router(
             "link": links,
             "entry": entries,
         }
-        return FhirResponse(bundle)
+        return fhir_json(bundle)
 
     @router.get("/{resource_type}/{id}")
     async def read(resource_type: str, id: str, request: Request) -> Response:
         resource = data.get(resource_type, {}).get(id)
         if resource is None:
             raise NotFoundError(f"{resource_type}/{id} is not in the demo directory")
-        return FhirResponse(localized(resource, request))
+        return fhir_json(localized(resource, request))
 
     return router

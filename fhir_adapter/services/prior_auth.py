@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -43,8 +43,30 @@ from fhir_adapter.workflow.administrative import administrative_decision
 from fhir_adapter.workflow.intake import is_second_opinion_request
 from fhir_adapter.workflow.plan import PayorVerdict, identifiers_of, payor_verdict, plan_references
 
-if TYPE_CHECKING:
-    from fhir_adapter.services.pas_lifecycle import PasChanges, PasInquiry
+
+# What submit and inquire need of the PAS lifecycle (services/pas_lifecycle.py implements these
+# and imports this module, so this module names only their shape: no import cycle).
+class _Pends(Protocol):
+    async def pend_unanswered(self, task_id: str) -> None: ...
+
+
+class PasChanges(Protocol):
+    @property
+    def workflow(self) -> _Pends: ...
+
+    async def apply(
+        self,
+        submit: PriorAuthService,
+        entries: list[dict[str, Any]],
+        resolved: BundleReferences,
+        *,
+        guard: Guard,
+    ) -> dict[str, Any]: ...
+
+
+class PasInquiry(Protocol):
+    async def inquire(self, body: Any, *, guard: Guard) -> dict[str, Any]: ...
+
 
 SUBMIT_OPERATION = "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-submit"
 # Matched by their first identifier, so a resubmission (or the same resources sent by a transaction
