@@ -16,6 +16,7 @@ from fhir_adapter.config import Settings
 from fhir_adapter.delivery.guarded import public_only_client
 from fhir_adapter.delivery.http import HttpDeliverer
 from fhir_adapter.directory.client import DirectoryClient
+from fhir_adapter.fhir.elements import ResourceKey
 from fhir_adapter.notices import PlanContact, RightsContacts
 from fhir_adapter.notices.catalog import load_taglines
 from fhir_adapter.ports import ResourceStore
@@ -263,7 +264,7 @@ async def ensure_plan_organization(container: Container) -> None:
     reference = container.settings.plan_organization
     if "://" in reference or reference.count("/") != 1:
         return
-    resource_type, id = reference.split("/")
+    resource_type, id = ResourceKey.parse(reference)
     async with container.store.transaction() as tx:
         if await tx.exists(resource_type, id):
             return

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from fhir_adapter.demo.responses import fhir_json
-from fhir_adapter.directory.plannet import role_networks
 from fhir_adapter.errors import InvalidRequestError, NotFoundError
+from fhir_adapter.fhir.elements import role_networks
 
 DirectoryData = dict[str, dict[str, dict[str, Any]]]  # type -> id -> resource
 _INCLUDES = {

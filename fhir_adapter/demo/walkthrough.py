@@ -26,6 +26,7 @@ from fhir_adapter.codes import (
     RULE_TRAIL_EXTENSION,
     STATUS_SYSTEM,
 )
+from fhir_adapter.fhir.elements import ResourceKey
 from fhir_adapter.security.client import (
     ClientCredentials,
     discover_token_endpoint,
@@ -224,8 +225,8 @@ async def _one(
         say(f"   refused   {response.json().get('issue', [{}])[0].get('diagnostics')}")
         return None
     keys = {
-        e["response"]["location"].split("/")[0]: e["response"]["location"].split("/_history")[0]
-        for e in response.json()["entry"]
+        key.type: str(key)
+        for key in (ResourceKey.parse(e["response"]["location"]) for e in response.json()["entry"])
     }
     task_key = keys["Task"]
     task = (await client.get(f"/{task_key}")).json()

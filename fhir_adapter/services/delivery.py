@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from fhir_adapter.codes import NPI
 from fhir_adapter.errors import DirectoryUnavailableError
 from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.fhir.elements import ResourceKey, codes_in, local_key, npi_of, reference_of
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
@@ -128,22 +128,17 @@ class DeliveryService:
             and p["contentReference"]["reference"].startswith("ServiceRequest/")
         ]
         async with self.store.transaction(write=False) as tx:
-            found = await tx.read_many(tuple(k.split("/", 1)) for k in [*keys, *proposals] if k)  # type: ignore[misc]
-            recipient_key = parse_reference(
-                content["recipient"][0]["reference"], base_url=base
-            ).local_key
-            recipient = await tx.read(*recipient_key.split("/", 1)) if recipient_key else None
+            found = await tx.read_many(ResourceKey.parse(k) for k in [*keys, *proposals] if k)
+            recipient_key = local_key(content["recipient"][0]["reference"], base)
+            recipient = await tx.read(*recipient_key) if recipient_key else None
             practitioner = (
                 recipient if recipient and recipient.resource_type == "Practitioner" else None
             )
             if recipient is not None and recipient.resource_type == "PractitionerRole":
-                practitioner_key = parse_reference(
-                    (recipient.content.get("practitioner") or {}).get("reference", ""),
-                    base_url=base,
-                ).local_key
-                practitioner = (
-                    await tx.read(*practitioner_key.split("/", 1)) if practitioner_key else None
+                practitioner_key = local_key(
+                    reference_of(recipient.content.get("practitioner")), base
                 )
+                practitioner = await tx.read(*practitioner_key) if practitioner_key else None
         report, patient = found.get(report_key or ""), found.get(keys[1] or "")
         if patient is None:
             return None, None, "patient missing"
@@ -172,21 +167,10 @@ class DeliveryService:
         """Contract §4.6: the endpoint the directory lists for the PCP (hl7-fhir-rest)."""
         if role is None and practitioner is None:
             return None
-        npi = next(
-            (
-                i.get("value")
-                for i in (practitioner.content if practitioner else {}).get("identifier") or []
-                if i.get("system") == NPI
-            ),
-            None,
-        )
+        npi = npi_of(practitioner.content if practitioner else None)
         if not npi:
             return None
-        specialties = {
-            c.get("code")
-            for s in (role.content if role else {}).get("specialty") or []
-            for c in s.get("coding") or []
-        }
+        specialties = set(codes_in((role.content if role else {}).get("specialty"), None))
         try:
             roles = await self.directory.roles_by_npi(npi, today=self.clock())
         except DirectoryUnavailableError:

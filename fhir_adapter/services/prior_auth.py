@@ -26,6 +26,7 @@ from fhir_adapter.fhir.bundle_references import (
     rewrite_entry_references,
 )
 from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.fhir.elements import ResourceKey
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.pas_bundle import pas_entries
 from fhir_adapter.fhir.references import rewrite_references
@@ -190,19 +191,19 @@ class PriorAuthService:
                 )
         answer = await self.bundles.process(transaction)
         keys = [e["response"]["location"].split("/_history")[0] for e in answer["entry"]]
-        task_key = keys[-1]
-        stored_task = await self.resources.read("Task", task_key.split("/", 1)[1])
+        task_id = ResourceKey.parse(keys[-1]).id
+        stored_task = await self.resources.read("Task", task_id)
         outputs = [
             o["valueReference"]["reference"] for o in stored_task.content.get("output") or []
         ]
         if not outputs and self.changes is not None:  # PAS spec-7: answer pended, not 503
-            await self.changes.workflow.pend_unanswered(task_key.split("/", 1)[1])
-            stored_task = await self.resources.read("Task", task_key.split("/", 1)[1])
+            await self.changes.workflow.pend_unanswered(task_id)
+            stored_task = await self.resources.read("Task", task_id)
             outputs = [
                 o["valueReference"]["reference"] for o in stored_task.content.get("output") or []
             ]
         claim_response = (
-            await self.resources.read("ClaimResponse", outputs[-1].split("/", 1)[1])
+            await self.resources.read("ClaimResponse", ResourceKey.parse(outputs[-1]).id)
             if outputs
             else None
         )
@@ -414,7 +415,7 @@ class PriorAuthService:
                 response,
                 path="ClaimResponse",
                 pending=frozenset({response_key}),
-                id=response_key.split("/", 1)[1],
+                id=ResourceKey.parse(response_key).id,
             )
             await self.resources.create_in(
                 tx, kept, path="DocumentReference", pending=frozenset({response_key})
@@ -436,7 +437,7 @@ class PriorAuthService:
         if "://" in self.plan_organization or self.plan_organization.count("/") != 1:
             return frozenset()
         async with self.resources.store.transaction(write=False) as tx:
-            plan = await tx.read(*self.plan_organization.split("/", 1))
+            plan = await tx.read(*ResourceKey.parse(self.plan_organization))
         return identifiers_of(plan.content if plan else None)
 
     @staticmethod

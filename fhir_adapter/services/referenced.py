@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
 from fhir_adapter.errors import DirectoryUnavailableError, ForbiddenError, NotFoundError
+from fhir_adapter.fhir.elements import ResourceKey
 from fhir_adapter.fhir.references import iter_references, parse_reference
 from fhir_adapter.services.resources import ResourceService
 
@@ -54,7 +55,9 @@ class ReferencedResources:
                 content = sent[raw]
             elif key is not None:
                 try:
-                    content = (await self.resources.read(*key.split("/", 1), guard=guard)).content
+                    content = (
+                        await self.resources.read(*ResourceKey.parse(key), guard=guard)
+                    ).content
                 except (NotFoundError, ForbiddenError):
                     content = None
             elif parsed.kind == "absolute" and self.directory is not None:

@@ -14,7 +14,7 @@ from fhir_adapter.access.guard import AccessGuard
 from fhir_adapter.access.owners import owner_of
 from fhir_adapter.access.scopes import Access
 from fhir_adapter.errors import NotFoundError
-from fhir_adapter.fhir.references import parse_reference
+from fhir_adapter.fhir.elements import local_key
 from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
@@ -182,8 +182,8 @@ class SubscriptionService:
             )
             focus = None
             if events:
-                key = parse_reference(events[0].focus, base_url=self.resources.base_url).local_key
-                focus = await tx.read(*key.split("/", 1)) if key else None
+                key = local_key(events[0].focus, self.resources.base_url)
+                focus = await tx.read(*key) if key else None
         if subscription is None or subscription.content.get("status") != "active" or not events:
             return None, None, {}, "subscription not active"
         subscribed = view(subscription.content)
