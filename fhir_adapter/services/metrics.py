@@ -11,6 +11,7 @@ from typing import Any
 from fhir_adapter.codes import TASK_CODE_SYSTEM, ReviewAction
 from fhir_adapter.errors import ConflictError, NotFoundError, UnprocessableEntityError
 from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.fhir.elements import reference_of
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.metrics.core import (
@@ -35,7 +36,7 @@ from fhir_adapter.ports import ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.workflow import pas
 from fhir_adapter.workflow.deadlines import track_for
-from fhir_adapter.workflow.intake import is_fulfillment_task, listed_reasons, reference_of
+from fhir_adapter.workflow.intake import is_fulfillment_task, listed_reasons
 from fhir_adapter.workflow.provenance import record_provenance
 from fhir_adapter.workflow.states import UNDECIDED
 

@@ -32,6 +32,7 @@ from fhir_adapter.errors import (
     UnprocessableEntityError,
 )
 from fhir_adapter.fhir.dates import format_instant, period_range
+from fhir_adapter.fhir.elements import reference_of
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.fhir.search import identifier_condition
@@ -67,7 +68,6 @@ from fhir_adapter.workflow.intake import (
     is_fulfillment_task,
     is_second_opinion_request,
     listed_reasons,
-    reference_of,
 )
 from fhir_adapter.workflow.letters import (
     letters_for,
