@@ -36,7 +36,6 @@ from fhir_adapter.services.workflow import Directory, WorkflowConfig, WorkflowSe
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore, create_engine
 from fhir_adapter.workflow.deadlines import california_holidays
-from fhir_adapter.workflow.subscriptions import parse_allowed_hosts
 
 
 def examples_dir() -> Path:
@@ -107,10 +106,13 @@ async def build_container(
         limits=SearchLimits(settings.default_page_size, settings.max_page_size),
         clock=clock,
     )
-    allowed_hosts = parse_allowed_hosts(settings.subscription_allowed_hosts)
     if deliverer is None:
         http.append(httpx.AsyncClient(timeout=settings.delivery_timeout_seconds))
-        http.append(public_only_client(allowed_hosts, timeout=settings.delivery_timeout_seconds))
+        http.append(
+            public_only_client(
+                settings.subscription_allowed_hosts, timeout=settings.delivery_timeout_seconds
+            )
+        )
         deliverer = HttpDeliverer(http[-2], notify_http=http[-1])
     # What a PAS ClaimResponse references, for $submit answers and PAS notifications alike.
     referenced = ReferencedResources(
@@ -119,15 +121,13 @@ async def build_container(
     subscriptions = SubscriptionService(
         store, resources, deliverer, clock=clock, referenced=referenced
     )
-    primary = frozenset(c.strip() for c in settings.primary_care_taxonomy.split(",") if c.strip())
-    ignore = frozenset(n.strip() for n in settings.holiday_ignore.split(",") if n.strip())
     workflow = WorkflowService(
         store,
         resources,
         directory,
         config=WorkflowConfig(
             plan_organization=settings.plan_organization,
-            primary_care_taxonomy=primary or DEFAULT_PRIMARY_CARE_TAXONOMY,
+            primary_care_taxonomy=settings.primary_care_taxonomy or DEFAULT_PRIMARY_CARE_TAXONOMY,
             retry_base_seconds=settings.retry_base_seconds,
             member_notice_url=settings.member_notice_url,
             lease_seconds=settings.worker_lease_seconds,
@@ -135,12 +135,12 @@ async def build_container(
             directory_url=settings.effective_directory_url,
             candidates_offered=settings.candidates_offered,
             warn_at_share=settings.deadline_warning_share,
-            subscription_allowed_hosts=allowed_hosts,
+            subscription_allowed_hosts=settings.subscription_allowed_hosts,
             plan_contact=PlanContact(
                 name=settings.plan_name,
                 phone=settings.plan_phone,
                 tty=settings.plan_tty,
-                address_lines=_lines(settings.plan_address),
+                address_lines=settings.plan_address,
                 website=settings.plan_website,
                 hours=settings.plan_hours,
                 hours_es=settings.plan_hours_es,
@@ -152,7 +152,7 @@ async def build_container(
                 else None
             ),
         ),
-        closed_days=lambda: _closed_days(ignore),
+        closed_days=lambda: _closed_days(settings.holiday_ignore),
         clock=clock,
         subscriptions=subscriptions,
     )
@@ -285,7 +285,7 @@ def rights_contacts(settings: Settings) -> RightsContacts:
     return RightsContacts(
         hearing_phone=settings.notice_hearing_phone,
         hearing_tdd=settings.notice_hearing_tdd,
-        hearing_address=_lines(settings.notice_hearing_address),
+        hearing_address=settings.notice_hearing_address,
         hearing_online=settings.notice_hearing_online,
         hearing_fax=settings.notice_hearing_fax,
         legal_help_phone=settings.notice_legal_help_phone,
@@ -298,8 +298,3 @@ def rights_contacts(settings: Settings) -> RightsContacts:
         hhs_civil_rights_phone=settings.notice_hhs_civil_rights_phone,
         hhs_civil_rights_tdd=settings.notice_hhs_civil_rights_tdd,
     )
-
-
-def _lines(text: str) -> tuple[str, ...]:
-    """An address setting's lines: split at `;`, blanks left out."""
-    return tuple(line.strip() for line in text.split(";") if line.strip())

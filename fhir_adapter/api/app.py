@@ -125,11 +125,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         clock=lambda: (app.state.container.workflow.clock)(),
         tokens=lambda: getattr(getattr(app.state, "container", None), "tokens", None),
     )
-    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
-    if origins:  # off unless configured
+    if settings.cors_origins:  # off unless configured
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=origins,
+            allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "PUT"],
             allow_headers=[
                 "Authorization",

@@ -77,11 +77,6 @@ def view(subscription: Mapping[str, Any]) -> SubscriptionView:
     )
 
 
-def parse_allowed_hosts(setting: str) -> frozenset[str]:
-    """FHIR_ADAPTER_SUBSCRIPTION_ALLOWED_HOSTS: comma-separated `host` or `host:port`."""
-    return frozenset(h.strip().lower().strip("[]") for h in setting.split(",") if h.strip())
-
-
 def host_allowed(host: str, port: int | None, allowed: frozenset[str]) -> bool:
     host = host.lower().strip("[]")
     return host in allowed or (port is not None and f"{host}:{port}" in allowed)

@@ -24,6 +24,6 @@ async def metadata(request: Request, container: ContainerDep) -> Response:
         token_endpoint=container.issuer.urls.token_endpoint
         if container.issuer
         else settings.auth_token_endpoint,
-        cors=bool(settings.cors_origins.strip()),
+        cors=bool(settings.cors_origins),
     )
     return FhirResponse(statement, pretty=is_pretty(request))
