@@ -47,7 +47,11 @@ LAYERS: tuple[tuple[int, tuple[str, ...], str], ...] = (
     (14, ("api",), "the FastAPI app factory and routes; mounts review and, on request, the demo"),
     (15, ("demo.walkthrough",), "drives a whole service in-process (the app factory) like an EHR"),
     (16, ("notice_samples",), "sample letters made by walking the demo through a real service"),
-    (17, ("startup", "cli_metrics", "cli_staff"), "command helpers: checks before serving, reports"),
+    (
+        17,
+        ("startup", "cli_metrics", "cli_staff"),
+        "command helpers: checks before serving, reports",
+    ),
     (18, ("cli",), "the command line: entry points over everything"),
     (19, ("__main__",), "`python -m fhir_adapter`: runs the command line"),
 )
