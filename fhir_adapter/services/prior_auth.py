@@ -44,9 +44,11 @@ from fhir_adapter.workflow.administrative import administrative_decision
 from fhir_adapter.workflow.intake import is_second_opinion_request
 from fhir_adapter.workflow.plan import PayorVerdict, identifiers_of, payor_verdict, plan_references
 
-
 # What submit and inquire need of the PAS lifecycle (services/pas_lifecycle.py implements these
 # and imports this module, so this module names only their shape: no import cycle).
+_Entries = list[dict[str, Any]]
+
+
 class _Pends(Protocol):
     async def pend_unanswered(self, task_id: str) -> None: ...
 
@@ -58,7 +60,7 @@ class PasChanges(Protocol):
     async def apply(
         self,
         submit: PriorAuthService,
-        entries: list[dict[str, Any]],
+        entries: _Entries,
         resolved: BundleReferences,
         *,
         guard: Guard,
