@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from fhir_adapter.demo.responses import fhir_json
 from fhir_adapter.errors import InvalidRequestError, NotFoundError
-from fhir_adapter.fhir.elements import role_networks
+from fhir_adapter.fhir.elements import ResourceKey, role_networks
 
 DirectoryData = dict[str, dict[str, dict[str, Any]]]  # type -> id -> resource
 _INCLUDES = {
@@ -178,7 +178,7 @@ def directory_router(
                     else _refs(resource, element or "")
                 )
                 for ref in refs:
-                    kind, id = ref.split("/")[-2:]
+                    kind, id = ResourceKey.parse(ref)
                     target = data.get(kind, {}).get(id)
                     url = f"{root}/{kind}/{id}"
                     if target and url not in seen:
