@@ -23,7 +23,7 @@ SECTION = r"§\s?(\d+(?:\.\d+)*)"
 CITATION = re.compile(
     r"\b(contract|regulatory\.md|fhir\.md)\s+"
     + SECTION
-    + r"((?:\s*(?:,|and)\s*§\s?\d+(?:\.\d+)*|\s*[-–]\s*§?\s?\d+(?:\.\d+)*)*)"
+    + r"((?:\s*(?:,|and)\s*§\s?\d+(?:\.\d+)*|\s*[-\u2013]\s*§?\s?\d+(?:\.\d+)*)*)"
 )
 FOLLOWING = re.compile(r"(\d+(?:\.\d+)*)")
 DOCUMENTS = {
@@ -107,7 +107,7 @@ def citations() -> list[tuple[str, str, str]]:
 def test_the_citation_finder_reads_every_form_used() -> None:
     sample = (
         "contract §3-§4, contract §4.4, §4.5; regulatory.md §5.3, §5.6 and contract §1, 42 CFR;"
-        " fhir.md §1.5-1.7, fhir.md §3.4, §1.9"
+        " fhir.md §1.5-1.7, fhir.md §3.4, §1.9, contract §3\u2013§5"
     )
     found = [
         (m.group(1), m.group(2), FOLLOWING.findall(m.group(3))) for m in CITATION.finditer(sample)
@@ -119,6 +119,7 @@ def test_the_citation_finder_reads_every_form_used() -> None:
         ("contract", "1", []),
         ("fhir.md", "1.5", ["1.7"]),
         ("fhir.md", "3.4", ["1.9"]),
+        ("contract", "3", ["5"]),
     ]
 
 
@@ -185,9 +186,9 @@ def test_relative_links_reach_a_file_and_its_heading(page: Path) -> None:
         if not destination.exists():
             broken.append(f"{target}: no such file")
             continue
-        if fragment and destination.suffix == ".md":
-            if fragment not in anchors(destination.read_text(encoding="utf-8")):
-                broken.append(f"{target}: no heading #{fragment}")
+        markdown = destination.read_text(encoding="utf-8") if destination.suffix == ".md" else ""
+        if fragment and markdown and fragment not in anchors(markdown):
+            broken.append(f"{target}: no heading #{fragment}")
     assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
 
 
@@ -208,7 +209,9 @@ def test_the_configuration_page_lists_every_setting() -> None:
     page = (DOCS / "configuration.md").read_text(encoding="utf-8")
     listed = set(re.findall(r"`(FHIR_ADAPTER_[A-Z0-9_]+)`", page))
     settings = {f"FHIR_ADAPTER_{name.upper()}" for name in Settings.model_fields}
-    assert not settings - listed, f"settings missing from docs/configuration.md: {settings - listed}"
+    assert not settings - listed, (
+        f"settings missing from docs/configuration.md: {settings - listed}"
+    )
     assert not listed - settings - {"FHIR_ADAPTER_TOKEN_LIFETIME_SECONDS"}, (
         f"docs/configuration.md names settings that do not exist: {listed - settings}"
     )
