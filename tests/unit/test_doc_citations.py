@@ -1,7 +1,8 @@
 """The documentation is a map that must stay true: every "contract §N", "regulatory.md §N" and
 "fhir.md §N" the code, the tests, the profiles and the docs cite names a section of
 docs/contract.md, docs/regulatory.md or docs/fhir.md; every relative link in README.md and docs/*.md reaches a file (and its
-heading, when it names one); and docs/configuration.md lists every setting of config.py."""
+heading, when it names one); docs/configuration.md lists every setting of config.py; and the
+search parameters contract §2 promises are the server's."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from urllib.parse import unquote
 import pytest
 
 from fhir_adapter.config import Settings
+from fhir_adapter.fhir.search import params_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -215,3 +217,18 @@ def test_the_configuration_page_lists_every_setting() -> None:
     assert not listed - settings - {"FHIR_ADAPTER_TOKEN_LIFETIME_SECONDS"}, (
         f"docs/configuration.md names settings that do not exist: {listed - settings}"
     )
+
+
+def test_the_contracts_search_parameters_are_the_servers() -> None:
+    """contract §2 lists search parameters clients rely on: each is one the server has."""
+    contract = (DOCS / "contract.md").read_text(encoding="utf-8")
+    section = contract.split("\n## 2. ", 1)[1].split("\n## 3. ", 1)[0]
+    rows = re.findall(r"^\| (\w+) \| (`.*`) \|$", section, flags=re.MULTILINE)
+    assert len(rows) >= 6, rows
+    missing = [
+        f"{resource_type}?{name}"
+        for resource_type, names in rows
+        for name in re.findall(r"`([\w-]+)`", names)
+        if name not in params_for(resource_type)
+    ]
+    assert not missing, missing
