@@ -119,8 +119,10 @@ class DeliveryService:
         ]
         async with self.store.transaction(write=False) as tx:
             found = await tx.resources.read_many(
-                tuple(k.split("/", 1)) for k in [*keys, *proposals] if k
-            )  # type: ignore[misc]
+                tuple(k.split("/", 1))  # type: ignore[misc]
+                for k in [*keys, *proposals]
+                if k
+            )
             recipient_key = parse_reference(
                 content["recipient"][0]["reference"], base_url=base
             ).local_key
