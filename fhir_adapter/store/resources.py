@@ -8,7 +8,17 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, delete, insert, select, text, tuple_, update
+from sqlalchemy import (
+    BindParameter,
+    Select,
+    bindparam,
+    delete,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from fhir_adapter.errors import ConflictError
@@ -126,19 +136,8 @@ class SqlResources:
 
     async def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource | None:
         await self.flush()
-        statement = (
-            select(
-                resources.c.id,
-                resource_versions.c.version_id,
-                resource_versions.c.last_updated,
-                resource_versions.c.content,
-            )
-            .join(resources, resources.c.pk == resource_versions.c.resource_pk)
-            .where(
-                resources.c.resource_type == resource_type,
-                resources.c.id == id,
-                resource_versions.c.version_id == version_id,
-            )
+        statement = _versions_of(resource_type, id).where(
+            resource_versions.c.version_id == version_id
         )
         row = (await self._execute(statement)).first()
         return stored(resource_type, row) if row else None
@@ -157,17 +156,7 @@ class SqlResources:
         return {f.key: f for f in found}
 
     async def history(self, resource_type: str, id: str) -> list[StoredResource]:
-        statement = (
-            select(
-                resources.c.id,
-                resource_versions.c.version_id,
-                resource_versions.c.last_updated,
-                resource_versions.c.content,
-            )
-            .join(resources, resources.c.pk == resource_versions.c.resource_pk)
-            .where(resources.c.resource_type == resource_type, resources.c.id == id)
-            .order_by(resource_versions.c.version_id.desc())
-        )
+        statement = _versions_of(resource_type, id).order_by(resource_versions.c.version_id.desc())
         await self.flush()
         return [stored(resource_type, row) for row in await self._execute(statement)]
 
@@ -253,6 +242,20 @@ class SqlResources:
         ]  # fmt: skip
         for table, values in batches:
             self._index[table].extend(values)
+
+
+def _versions_of(resource_type: str, id: str) -> Select[Any]:
+    """The stored versions of one resource (id, version_id, last_updated, content)."""
+    return (
+        select(
+            resources.c.id,
+            resource_versions.c.version_id,
+            resource_versions.c.last_updated,
+            resource_versions.c.content,
+        )
+        .join(resources, resources.c.pk == resource_versions.c.resource_pk)
+        .where(resources.c.resource_type == resource_type, resources.c.id == id)
+    )
 
 
 # Statements built once: building a statement and its cache key costs more than SQLite takes to
