@@ -42,6 +42,7 @@ class SqlResources:
 
     def __init__(self, db: SqlConnection, *, base_url: str | None) -> None:
         self._db = db
+        self._execute = db.execute  # every statement: after the queued inserts
         self.base_url = base_url
         self.is_postgres = db.is_postgres
         # Version and index rows are written in one batch per table when the transaction ends
@@ -54,22 +55,16 @@ class SqlResources:
         # deleted, so reference checks need not ask again.
         self._known: set[tuple[str, str]] = set()
         # New resources wait here and go in with one INSERT when the next statement runs.
-        self._inserts: list[dict[str, Any]] = []
-        db.before_statement = self._before_statement
-
-    async def _execute(self, statement: Any, parameters: Any = None) -> Any:
-        return await self._db.execute(statement, parameters)
-
-    async def _before_statement(self) -> None:
-        if self._inserts:
-            await self._insert_queued()
+        self._inserts: list[dict[str, Any]] = db.queued
+        db.write_queued = self._insert_queued
 
     def pending(self) -> bool:
         """Whether writes wait to be flushed."""
         return bool(self._inserts or self._versions or self._stale or any(self._index.values()))
 
     async def _insert_queued(self) -> None:
-        rows, self._inserts = self._inserts, []
+        rows = list(self._inserts)
+        self._inserts.clear()  # the list the connection watches
         try:
             result = await self._db.conn.execute(_INSERT_RESOURCES, rows)
         except IntegrityError as exc:  # a failed insert fails the whole transaction
