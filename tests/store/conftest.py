@@ -13,9 +13,8 @@ from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore
 from fhir_adapter.store.tables import ALL_TABLES
+from tests.conftest import BASE_URL
 from tests.memory_store import MemoryStore
-
-BASE_URL = "http://testserver/fhir"
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

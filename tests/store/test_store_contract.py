@@ -11,7 +11,7 @@ import pytest
 from fhir_adapter.errors import ConflictError
 from fhir_adapter.fhir.search import SearchQuery, parse_search
 from fhir_adapter.ports.store import ClientRecord, OutboxItem, ResourceStore, SigningKey
-from tests.store.conftest import BASE_URL
+from tests.conftest import BASE_URL
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
