@@ -33,15 +33,10 @@ LAYERS: tuple[tuple[int, tuple[str, ...], str], ...] = (
     (8, ("security",), "tokens, clients and keys, checked against access scopes"),
     (
         9,
-        ("store", "directory", "demo"),
-        "adapters (SQL store, provider directory) and the demo's stand-ins for outside systems",
+        ("store", "directory", "delivery", "demo"),
+        "adapters (SQL store, provider directory, HTTP deliverer) and the demo's stand-ins",
     ),
     (10, ("services",), "the use cases, over ports and the pure core"),
-    (
-        11,
-        ("delivery",),
-        "the HTTP deliverer implements the services' Deliverer and returns their attempt types",
-    ),
     (12, ("bootstrap",), "the composition root: builds the Container of services and adapters"),
     (13, ("review",), "the staff review workspace (web pages over the Container)"),
     (14, ("api",), "the FastAPI app factory and routes; mounts review and, on request, the demo"),
