@@ -152,8 +152,8 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=1, ge=1, le=64, description="server processes (PostgreSQL only when over 1)"
     )
-    shutdown_timeout_seconds: float = Field(
-        default=30.0, gt=0, description="how long a stopping server lets requests in flight finish"
+    shutdown_timeout_seconds: int = Field(
+        default=30, ge=1, description="how long a stopping server lets requests in flight finish"
     )
     log_format: Literal["text", "json"] = Field(
         default="text", description="`json`: one JSON object per line"
