@@ -14,6 +14,8 @@ stop and the store closes (the app's lifespan). Exit code 0.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import os
 import shutil
@@ -22,6 +24,7 @@ import tempfile
 from types import FrameType
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 
 from fhir_adapter import startup
@@ -29,6 +32,8 @@ from fhir_adapter.config import Settings
 from fhir_adapter.telemetry.exposition import MULTIPROC_ENV
 
 log = logging.getLogger(__name__)
+
+WORKER_HEALTHCHECK_SECONDS = 30
 
 SQLITE_ONE_PROCESS = (
     "SQLite is one process: --workers {workers} (FHIR_ADAPTER_WORKERS) needs PostgreSQL; set"
@@ -76,13 +81,28 @@ def _serve_workers(settings: Settings, overrides: dict[str, Any]) -> None:
     """Workers read their settings from the environment: pass the command line's on that way."""
     for name, value in overrides.items():
         os.environ[startup.env_name(name)] = str(value)
+    asyncio.run(_prepare(settings))
     folder = tempfile.mkdtemp(prefix="fhir-adapter-metrics-")
     os.environ[MULTIPROC_ENV] = folder
+    options: dict[str, Any] = {"factory": True, "workers": settings.workers}
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.run).parameters:
+        # uvicorn kills a worker that misses a 5 s ping; a busy worker (a long PDF) is not hung.
+        options["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
     try:
-        _run("fhir_adapter.server:worker_app", settings, factory=True, workers=settings.workers)
+        _run("fhir_adapter.server:worker_app", settings, **options)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         os.environ.pop(MULTIPROC_ENV, None)
+
+
+async def _prepare(settings: Settings) -> None:
+    """What the first start writes (migrations, the plan's Organization, the built-in issuer's
+    signing key), done once here before the workers start: workers starting together on a new
+    database would each write their own (a second key: tokens one signs, another refuses)."""
+    from fhir_adapter.bootstrap import build_container
+
+    container = await build_container(settings)
+    await container.aclose()
 
 
 def worker_app() -> FastAPI:
@@ -96,8 +116,6 @@ def worker_app() -> FastAPI:
 
 
 def _run(app: FastAPI | str, settings: Settings, **options: Any) -> None:
-    import uvicorn
-
     uvicorn.run(
         app,
         host=settings.host,
