@@ -31,7 +31,8 @@ from fhir_adapter import startup
 from fhir_adapter.config import Settings
 from fhir_adapter.telemetry.exposition import MULTIPROC_ENV
 
-log = logging.getLogger(__name__)
+# The lines `serve` has always written, under the logger name operators and tests know.
+log = logging.getLogger("fhir_adapter.cli")
 
 WORKER_HEALTHCHECK_SECONDS = 30
 
@@ -56,13 +57,9 @@ def serve(*, host: str | None = None, port: int | None = None, workers: int | No
         if settings.workers > 1 and url.drivername.startswith("sqlite"):
             raise startup.StartupError(SQLITE_ONE_PROCESS.format(workers=settings.workers))
         store = startup.describe_store(url)
-        log.info(
-            "serving FHIR at %s (store: %s, %d worker%s)",
-            settings.fhir_base_url,
-            store,
-            settings.workers,
-            "s" if settings.workers > 1 else "",
-        )
+        log.info("serving FHIR at %s (store: %s)", settings.fhir_base_url, store)
+        if settings.workers > 1:
+            log.info("with %d worker processes", settings.workers)
         for warning in startup.misspelled_settings():
             log.warning(warning)
         startup.check_port(settings.host, settings.port)  # before migrations take their time
