@@ -74,12 +74,26 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+_structured = False
+
+
+def structured() -> bool:
+    """Whether a JSON formatter is installed: the access log adds its fields only then."""
+    return _structured
+
+
+def use_structured(on: bool = True) -> None:
+    global _structured
+    _structured = on
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
     """One-line logs to stderr, plain or JSON. Messages carry ids and outcomes only, never
     patient data."""
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
+        use_structured()
     else:
         handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler])  # no-op if already set up

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import secrets
@@ -12,7 +13,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fhir_adapter import telemetry
+from fhir_adapter import logs, telemetry
 from fhir_adapter.access.audit import AuditRecord
 from fhir_adapter.errors import (
     AdapterError,
@@ -195,33 +196,40 @@ class AccessLog:
             method = scope["method"]
             telemetry.observe_request(method, route, status, seconds)
             path = scope["path"]
-            access_log.log(
-                logging.DEBUG if path in _QUIET_PATHS else logging.INFO,
-                "%s %s %d %.1fms",
-                method,
-                path,
-                status,
-                seconds * 1000,
-                extra={
-                    "request_id": request_id.decode("ascii"),
-                    "method": method,
-                    "route": route,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 2),
-                },
-            )
+            level = logging.DEBUG if path in _QUIET_PATHS else logging.INFO
+            if access_log.isEnabledFor(level):
+                # The fields only the JSON format prints are built only when it is on.
+                extra = (
+                    {
+                        "request_id": request_id.decode("ascii"),
+                        "method": method,
+                        "route": route,
+                        "path": path,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 2),
+                    }
+                    if logs.structured()
+                    else None
+                )
+                access_log.log(
+                    level, "%s %s %d %.1fms", method, path, status, seconds * 1000, extra=extra
+                )
 
 
 _QUIET_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 
+# A new id: random per process, then a counter (cheaper than fresh randomness per request).
+_ID_PREFIX = secrets.token_hex(5)
+_ids = itertools.count(1)
+
+
 def _request_id(scope: Scope) -> bytes:
     for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            return value if _REQUEST_ID.fullmatch(value) else secrets.token_hex(8).encode()
-    return secrets.token_hex(8).encode()
+        if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+            return bytes(value)
+    return f"{_ID_PREFIX}{next(_ids):06x}".encode()
 
 
 def route_templates(app: Any) -> dict[int, str]:

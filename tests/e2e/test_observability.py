@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from fhir_adapter import logs
 from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container
 from fhir_adapter.logs import JsonFormatter
@@ -177,9 +178,11 @@ def json_log() -> Iterator[io.StringIO]:
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
+    logs.use_structured()
     try:
         yield stream
     finally:
+        logs.use_structured(False)
         logger.removeHandler(handler)
         logger.setLevel(level)
 
