@@ -106,36 +106,46 @@ class QueueStats(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snap = self.snapshot
-        depth = GaugeMetricFamily(
-            "fhir_adapter_queue_depth", "Rows in a work queue by state", labels=["queue", "state"]
+        yield _gauge(
+            "fhir_adapter_queue_depth",
+            "Rows in a work queue by state",
+            ["queue", "state"],
+            {key: float(count) for key, count in snap.depth.items()},
         )
-        for (queue, state), count in sorted(snap.depth.items()):
-            depth.add_metric([queue, state], count)
-        oldest = GaugeMetricFamily(
+        yield _gauge(
             "fhir_adapter_queue_oldest_due_seconds",
             "How long the oldest item that is due has been waiting (0: nothing overdue)",
-            labels=["queue"],
+            ["queue"],
+            {(queue,): seconds for queue, seconds in snap.oldest_due.items()},
         )
-        for queue, seconds in sorted(snap.oldest_due.items()):
-            oldest.add_metric([queue], seconds)
-        dead = GaugeMetricFamily(
+        yield _gauge(
             "fhir_adapter_dead_letters",
             "Deliveries given up after their last attempt (`fhir-adapter outbox retry`)",
-            labels=["queue"],
+            ["queue"],
+            {(queue,): float(count) for queue, count in snap.dead.items()},
         )
-        for queue, count in sorted(snap.dead.items()):
-            dead.add_metric([queue], count)
-        up = GaugeMetricFamily(
-            "fhir_adapter_queue_stats_up", "1 if the last read of the queues succeeded"
+        yield _gauge(
+            "fhir_adapter_queue_stats_up",
+            "1 if the last read of the queues succeeded",
+            [],
+            {(): 1.0 if snap.ok else 0.0},
         )
-        up.add_metric([], 1.0 if snap.ok else 0.0)
-        yield from (depth, oldest, dead, up)
         if snap.taken_at is not None:
-            age = GaugeMetricFamily(
-                "fhir_adapter_queue_stats_age_seconds", "Age of the queue figures above"
+            yield _gauge(
+                "fhir_adapter_queue_stats_age_seconds",
+                "Age of the queue figures above",
+                [],
+                {(): time.monotonic() - snap.taken_at},
             )
-            age.add_metric([], time.monotonic() - snap.taken_at)
-            yield age
+
+
+def _gauge(
+    name: str, documentation: str, labels: list[str], values: dict[tuple[str, ...], float]
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key), value)
+    return family
 
 
 def _aware(moment: datetime, now: datetime) -> datetime:
