@@ -22,7 +22,7 @@ from fhir_adapter import logs
 from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container
 from fhir_adapter.logs import JsonFormatter
-from fhir_adapter.store.sql import create_engine
+from fhir_adapter.store.engine import create_engine
 from fhir_adapter.telemetry import readiness
 
 ROOT = "http://testserver"
