@@ -65,9 +65,15 @@ def status_class(status: int) -> str:
     return _STATUS_CLASS.get(status // 100, "other")
 
 
+# Any token is a valid HTTP method: one a caller makes up must not become a new time series.
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     """One answered request. The label children are kept here: `labels()` checks its arguments
     on every call, and this runs on every request."""
+    if method not in _METHODS:
+        method = "other"
     key = (method, route, status_class(status))
     counter = _requests.get(key)
     if counter is None:

@@ -113,9 +113,11 @@ async def test_metrics_count_requests_by_route_template_never_by_id(
         assert (await client.get(f"/Task/{missing}")).status_code == 404
     assert (await client.get("/Task", params={"_count": "1"})).status_code == 200
     assert (await client.get(f"{ROOT}/nowhere/{missing}")).status_code == 404
+    assert (await client.request(f"X{missing[-8:].upper()}", "/Task")).status_code == 405
     response = await client.get(f"{ROOT}/metrics")
     after = samples(response.text)
     assert missing not in response.text  # ids and raw paths are never labels
+    assert missing[-8:].upper() not in response.text  # nor a method a caller made up
 
     def grew(key: tuple[str, tuple[tuple[str, str], ...]]) -> float:
         return after.get(key, 0.0) - before.get(key, 0.0)
@@ -123,6 +125,7 @@ async def test_metrics_count_requests_by_route_template_never_by_id(
     assert grew(requests_key("/fhir/{resource_type}/{id}", "4xx")) == 3
     assert grew(requests_key("/fhir/{resource_type}", "2xx")) == 1
     assert grew(requests_key("unmatched", "4xx")) == 1
+    assert grew(requests_key("/fhir/{resource_type}", "4xx", method="other")) == 1
     latency = (
         "fhir_adapter_http_request_duration_seconds_count",
         (("method", "GET"), ("route", "/fhir/{resource_type}/{id}")),
