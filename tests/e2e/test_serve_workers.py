@@ -19,7 +19,6 @@ import pytest
 from tests.e2e.test_live_server import (
     LiveServer,
     _server_env,
-    _wait_until_up,
     free_port,
     start_server,
 )
@@ -28,7 +27,8 @@ from tests.tokens import live_token
 pytestmark = pytest.mark.live
 
 # Each worker is a fresh interpreter importing the whole service: on a busy two-core machine that
-# has taken 20 s; the probe waits longer than test_live_server's one process does.
+# has taken 20 s (one process too, at a load average of 15); the probe waits longer than
+# test_live_server's does.
 WORKERS_START_TIMEOUT = 120.0
 
 
@@ -116,7 +116,7 @@ async def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'fhir.db'}"
     server: LiveServer = start_server(port, _server_env(port, database_url), tmp_path)
     try:
-        await _wait_until_up(server)
+        await wait_until_ready(server)
         token = await live_token(database_url, f"http://127.0.0.1:{port}")
         body = json.dumps({"resourceType": "Patient", "gender": "unknown"}).encode()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
