@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import signal
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import typer
 
@@ -71,38 +68,14 @@ _install_staff_commands()
 def serve(
     host: str = typer.Option(None, help="Listen address (FHIR_ADAPTER_HOST, default 127.0.0.1)"),
     port: int = typer.Option(None, help="Listen port (FHIR_ADAPTER_PORT, default 8080)"),
+    workers: int = typer.Option(
+        None, min=1, help="Server processes (FHIR_ADAPTER_WORKERS, default 1; over 1: PostgreSQL)"
+    ),
 ) -> None:
-    """Run the FHIR server; the schema is created or migrated on start."""
-    import uvicorn
+    """Run the FHIR server; the schema is created or migrated on start (fhir_adapter/server.py)."""
+    from fhir_adapter.server import serve as run
 
-    from fhir_adapter import startup
-    from fhir_adapter.api.app import create_app
-
-    overrides: dict[str, Any] = {
-        k: v for k, v in {"host": host, "port": port}.items() if v is not None
-    }
-    log = logging.getLogger(__name__)
-    with startup.reported():  # one line and exit 1 for what the operator can fix (issue #17)
-        settings = startup.load_settings(**overrides)
-        configure_logging(settings.log_level)
-        store = startup.describe_store(startup.database_url(settings))
-        log.info("serving FHIR at %s (store: %s)", settings.fhir_base_url, store)
-        for warning in startup.misspelled_settings():
-            log.warning(warning)
-        startup.check_port(settings.host, settings.port)  # before migrations take their time
-        startup.check_database(settings)
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exit 0 instead of dying by signal.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=False,  # ours (fhir_adapter.access) leaves out query strings, which may hold PHI
-        log_config=None,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,  # whose X-Forwarded-* to believe
-        h11_max_incomplete_event_size=settings.max_header_bytes,  # issue #16: header cap
-    )
+    run(host=host, port=port, workers=workers)
 
 
 @db_app.command("upgrade")

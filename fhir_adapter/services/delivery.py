@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from fhir_adapter import telemetry
 from fhir_adapter.errors import DirectoryUnavailableError
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.elements import ResourceKey, codes_in, local_key, npi_of, reference_of
@@ -182,6 +183,7 @@ class DeliveryService:
                 return
             if attempt.delivered:
                 await tx.outbox.set(item.id, state="delivered", delivered_at=now)
+                telemetry.delivery_attempted(item.destination, "delivered")
                 updated = {**current.content, "status": "completed", "sent": format_instant(now)}
                 updated.pop("statusReason", None)
                 if item.destination == "member-notice-url":
@@ -191,6 +193,7 @@ class DeliveryService:
                 log.info("delivery %s of Communication/%s done", item.id, current.id)
             elif item.attempts >= self.config.max_attempts:
                 await tx.outbox.set(item.id, state="failed", error=attempt.error)
+                telemetry.delivery_attempted(item.destination, "failed")
                 updated = {
                     **current.content,
                     "status": "not-done",
@@ -209,6 +212,7 @@ class DeliveryService:
                 await tx.outbox.set(
                     item.id, state="pending", next_attempt_at=now + delay, error=attempt.error
                 )
+                telemetry.delivery_attempted(item.destination, "retry")
                 log.info(
                     "delivery %s attempt %d failed (%s); retry in %.0fs",
                     item.id,
@@ -242,9 +246,12 @@ class DeliveryService:
         async with self.store.transaction() as tx:
             if attempt.delivered:
                 await tx.outbox.set(item.id, state="delivered", delivered_at=now)
+                telemetry.delivery_attempted(item.destination, "delivered")
             elif item.attempts >= self.config.max_attempts or problem == "subscription not active":
                 await tx.outbox.set(item.id, state="failed", error=attempt.error)
+                telemetry.delivery_attempted(item.destination, "failed")
             else:
+                telemetry.delivery_attempted(item.destination, "retry")
                 await tx.outbox.set(
                     item.id,
                     state="pending",
