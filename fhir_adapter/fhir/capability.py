@@ -6,7 +6,7 @@ from typing import Any
 
 from fhir_adapter import __version__
 from fhir_adapter.fhir.resources import FHIR_VERSION, SERVED_TYPES
-from fhir_adapter.fhir.search import SEARCH_PARAMS, params_for
+from fhir_adapter.fhir.search_parameters import SEARCH_PARAMS, params_for
 from fhir_adapter.workflow.subscriptions import TOPICS as SUBSCRIPTION_TOPICS
 
 _SEARCH_TYPE = {"id": "token", "last-updated": "date"}

@@ -46,8 +46,8 @@ from fhir_adapter.fhir.search import (
     SearchQuery,
     StringCriterion,
     TokenCriterion,
-    index_rows,
 )
+from fhir_adapter.fhir.search_index import index_rows
 from fhir_adapter.ports import (
     ClientRecord,
     OutboxItem,
