@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from fhir_adapter.errors import DirectoryUnavailableError
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.references import parse_reference
-from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource
+from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.services.workflow import Directory
@@ -105,45 +105,14 @@ class DeliveryService:
     ) -> tuple[dict[str, Any] | None, str | None, str | None]:
         content = communication.content
         base = self.resources.base_url
-        report_key = next(
-            (
-                key
-                for key in (
-                    parse_reference(p["contentReference"]["reference"], base_url=base).local_key
-                    for p in content.get("payload") or []
-                    if isinstance(p.get("contentReference"), dict)
-                )
-                if key and key.startswith("DiagnosticReport/")
-            ),
-            None,
-        )
+        report_key, proposals = _payload_keys(content, base)
         keys = [
             report_key,
             parse_reference(content["subject"]["reference"], base_url=base).local_key,
         ]
-        proposals = [
-            parse_reference(p["contentReference"]["reference"], base_url=base).local_key
-            for p in content.get("payload") or []
-            if isinstance(p.get("contentReference"), dict)
-            and p["contentReference"]["reference"].startswith("ServiceRequest/")
-        ]
         async with self.store.transaction(write=False) as tx:
             found = await tx.read_many(tuple(k.split("/", 1)) for k in [*keys, *proposals] if k)  # type: ignore[misc]
-            recipient_key = parse_reference(
-                content["recipient"][0]["reference"], base_url=base
-            ).local_key
-            recipient = await tx.read(*recipient_key.split("/", 1)) if recipient_key else None
-            practitioner = (
-                recipient if recipient and recipient.resource_type == "Practitioner" else None
-            )
-            if recipient is not None and recipient.resource_type == "PractitionerRole":
-                practitioner_key = parse_reference(
-                    (recipient.content.get("practitioner") or {}).get("reference", ""),
-                    base_url=base,
-                ).local_key
-                practitioner = (
-                    await tx.read(*practitioner_key.split("/", 1)) if practitioner_key else None
-                )
+            recipient, practitioner = await self._recipient(tx, content)
         report, patient = found.get(report_key or ""), found.get(keys[1] or "")
         if patient is None:
             return None, None, "patient missing"
@@ -165,6 +134,29 @@ class DeliveryService:
         return (
             (bundle, target, None) if target else (None, None, "no FHIR endpoint in the directory")
         )
+
+    async def _recipient(
+        self, tx: StoreTransaction, content: dict[str, Any]
+    ) -> tuple[StoredResource | None, StoredResource | None]:
+        """The Communication's recipient and the Practitioner behind it (itself, or the one a
+        PractitionerRole names)."""
+        base = self.resources.base_url
+        recipient_key = parse_reference(
+            content["recipient"][0]["reference"], base_url=base
+        ).local_key
+        recipient = await tx.read(*recipient_key.split("/", 1)) if recipient_key else None
+        practitioner = (
+            recipient if recipient and recipient.resource_type == "Practitioner" else None
+        )
+        if recipient is not None and recipient.resource_type == "PractitionerRole":
+            practitioner_key = parse_reference(
+                (recipient.content.get("practitioner") or {}).get("reference", ""),
+                base_url=base,
+            ).local_key
+            practitioner = (
+                await tx.read(*practitioner_key.split("/", 1)) if practitioner_key else None
+            )
+        return recipient, practitioner
 
     async def _pcp_endpoint(
         self, role: StoredResource | None, practitioner: StoredResource | None
@@ -287,3 +279,27 @@ class DeliveryService:
         async with self.store.transaction() as tx:
             count = await tx.retry_outbox(now=now, ids=ids)
         return count
+
+
+def _payload_keys(content: dict[str, Any], base: str) -> tuple[str | None, list[str | None]]:
+    """The Communication's consultation report (`DiagnosticReport/id`), if any, and the
+    ServiceRequests it proposes, from its payload's references."""
+    references = [
+        p["contentReference"]["reference"]
+        for p in content.get("payload") or []
+        if isinstance(p.get("contentReference"), dict)
+    ]
+    report_key = next(
+        (
+            key
+            for key in (parse_reference(r, base_url=base).local_key for r in references)
+            if key and key.startswith("DiagnosticReport/")
+        ),
+        None,
+    )
+    proposals = [
+        parse_reference(r, base_url=base).local_key
+        for r in references
+        if r.startswith("ServiceRequest/")
+    ]
+    return report_key, proposals
