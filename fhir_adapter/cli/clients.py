@@ -36,7 +36,7 @@ def clients_add(
         container = await build_container(Settings())
         try:
             async with container.store.transaction(write=False) as tx:
-                if any(c.name == name for c in await tx.list_clients()):
+                if any(c.name == name for c in await tx.auth.list_clients()):
                     raise ValueError(
                         f"a client named '{name}' is already registered (fhir-adapter clients"
                         " list); choose another name"
@@ -71,7 +71,7 @@ def clients_list() -> None:
         container = await build_container(Settings())
         try:
             async with container.store.transaction(write=False) as tx:
-                clients = await tx.list_clients()
+                clients = await tx.auth.list_clients()
         finally:
             await container.aclose()
         return [
@@ -96,7 +96,7 @@ def clients_remove(
         container = await build_container(Settings())
         try:
             async with container.store.transaction() as tx:
-                return await tx.remove_client(client_id)
+                return await tx.auth.remove_client(client_id)
         finally:
             await container.aclose()
 

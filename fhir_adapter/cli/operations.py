@@ -36,7 +36,7 @@ def outbox_list(
         container = await build_container(Settings())
         try:
             async with container.store.transaction(write=False) as tx:
-                items = await tx.list_outbox(
+                items = await tx.outbox.items(
                     state=None if state is OutboxState.all else state.value, limit=limit
                 )
         finally:

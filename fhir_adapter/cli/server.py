@@ -67,8 +67,8 @@ def serve(
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Create or migrate the schema of FHIR_ADAPTER_DATABASE_URL."""
     from fhir_adapter import startup
+    from fhir_adapter.store.engine import create_engine
     from fhir_adapter.store.migrate import current_revision, upgrade_database
-    from fhir_adapter.store.sql import create_engine
 
     with startup.reported():
         settings = startup.load_settings()
@@ -108,7 +108,7 @@ def rotate_signing_key() -> None:
         try:
             key = new_signing_key()
             async with container.store.transaction() as tx:
-                await tx.add_signing_key(key, now=datetime.now(UTC))
+                await tx.auth.add_signing_key(key, now=datetime.now(UTC))
             return key.kid
         finally:
             await container.aclose()

@@ -16,12 +16,8 @@ from fhir_adapter.errors import AdapterError, InvalidRequestError, MethodNotAllo
 from fhir_adapter.fhir.bundle_references import BundleReferences, rewrite_entry_references
 from fhir_adapter.fhir.outcome import Issue, make_outcome
 from fhir_adapter.fhir.references import ID_PATTERN, rewrite_references
-from fhir_adapter.services.resources import (
-    WriteResult,
-    check_body_type,
-    require_client_writable,
-    require_served,
-)
+from fhir_adapter.ports.hooks import WriteResult
+from fhir_adapter.services.resources import check_body_type, require_client_writable, require_served
 
 # Transaction processing order (R4 http.html#trules): DELETE, POST, PUT/PATCH, GET/HEAD.
 ORDER = {"POST": 0, "PUT": 1, "GET": 2}

@@ -22,7 +22,7 @@ from fhir_adapter.fhir.bundle_references import (
 )
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.validation import validate_resource
-from fhir_adapter.ports import StoreTransaction
+from fhir_adapter.ports.store import StoreTransaction
 from fhir_adapter.services.bundle_entries import (
     ORDER,
     Entry,
@@ -294,9 +294,9 @@ class BundleService:
             }
         assert entry.id is not None
         if entry.version is None:
-            found = await tx.read(entry.resource_type, entry.id)
+            found = await tx.resources.read(entry.resource_type, entry.id)
         elif entry.version.isdigit():
-            found = await tx.vread(entry.resource_type, entry.id, int(entry.version))
+            found = await tx.resources.vread(entry.resource_type, entry.id, int(entry.version))
         else:
             found = None
         if found is None or not guard.visible(found.content):
