@@ -29,8 +29,10 @@ from fhir_adapter.services.pas_lifecycle import PasChanges, PasInquiry, PasLooku
 from fhir_adapter.services.prior_auth import PriorAuthService
 from fhir_adapter.services.referenced import DirectoryReader, ReferencedResources
 from fhir_adapter.services.resources import Clock, ResourceService, SearchLimits, utc_now
+from fhir_adapter.services.second_opinion.context import WorkflowConfig
+from fhir_adapter.services.second_opinion.directory import Directory
+from fhir_adapter.services.second_opinion.service import SecondOpinionWorkflow
 from fhir_adapter.services.subscriptions import SubscriptionService
-from fhir_adapter.services.workflow import Directory, WorkflowConfig, WorkflowService
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore, create_engine
 from fhir_adapter.workflow.codes import DEFAULT_PRIMARY_CARE_TAXONOMY
@@ -56,7 +58,7 @@ class Container:
     store: ResourceStore
     resources: ResourceService
     bundles: BundleService
-    workflow: WorkflowService
+    workflow: SecondOpinionWorkflow
     prior_auth: PriorAuthService
     delivery: DeliveryService
     subscriptions: SubscriptionService
@@ -120,7 +122,7 @@ async def build_container(
     )
     primary = frozenset(c.strip() for c in settings.primary_care_taxonomy.split(",") if c.strip())
     ignore = frozenset(n.strip() for n in settings.holiday_ignore.split(",") if n.strip())
-    workflow = WorkflowService(
+    workflow = SecondOpinionWorkflow(
         store,
         resources,
         directory,
@@ -155,7 +157,7 @@ async def build_container(
         clock=clock,
         subscriptions=subscriptions,
     )
-    resources.hooks = workflow
+    resources.set_hooks(workflow.write_hooks())
     bundles = BundleService(resources, max_entries=settings.max_bundle_entries)
     delivery = DeliveryService(
         store,

@@ -9,13 +9,13 @@ import contextlib
 import logging
 
 from fhir_adapter.services.delivery import DeliveryService
-from fhir_adapter.services.workflow import WorkflowService
+from fhir_adapter.services.second_opinion.service import SecondOpinionWorkflow
 
 log = logging.getLogger(__name__)
 
 
 async def run_background(
-    workflow: WorkflowService,
+    workflow: SecondOpinionWorkflow,
     delivery: DeliveryService,
     stop: asyncio.Event,
     *,

@@ -18,8 +18,8 @@ from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
+from fhir_adapter.services.second_opinion.directory import Directory
 from fhir_adapter.services.subscriptions import SubscriptionService
-from fhir_adapter.services.workflow import Directory
 from fhir_adapter.workflow.codes import NPI
 from fhir_adapter.workflow.letters import mailing_proof
 from fhir_adapter.workflow.provenance import delivery_provenance

@@ -26,7 +26,7 @@ from fhir_adapter.ports import StoredResource
 from fhir_adapter.services.callers import may_see_request
 from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import ResourceService
-from fhir_adapter.services.workflow import WorkflowService
+from fhir_adapter.services.second_opinion.service import SecondOpinionWorkflow
 from fhir_adapter.workflow import pas
 from fhir_adapter.workflow.codes import TASK_CODE_SYSTEM
 from fhir_adapter.workflow.pas_changes import (
@@ -119,7 +119,7 @@ class PasChanges:
     def __init__(
         self,
         resources: ResourceService,
-        workflow: WorkflowService,
+        workflow: SecondOpinionWorkflow,
         lookup: PasLookup,
     ) -> None:
         self.resources = resources

@@ -6,10 +6,10 @@ import dataclasses
 import logging
 import re
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fhir_adapter.access.compartment import compartment_patients
@@ -33,6 +33,11 @@ from fhir_adapter.fhir.resources import SERVED_TYPES, is_known_type
 from fhir_adapter.fhir.search import Filter, ReferenceCriterion, SearchQuery, parse_search
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.ports import ResourceStore, SearchPage, StoredResource, StoreTransaction
+from fhir_adapter.services.hooks import (
+    HookChain,
+    WriteHooks,
+    WriteResult as WriteResult,  # re-exported
+)
 from fhir_adapter.workflow.ownership import APPEND_ONLY, plan_owned_part
 from fhir_adapter.workflow.provenance import change_provenance
 from fhir_adapter.workflow.subscriptions import view
@@ -46,52 +51,6 @@ def utc_now() -> datetime:
     """Now, in UTC, at the millisecond precision meta.lastUpdated carries."""
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """What a create or update did: the stored version and whether it is new (201) or not (200).
-
-    `path` is where the resource sat in the request (`Task`, `Bundle.entry[3].resource`), so that
-    later checks can name the element at fault.
-    """
-
-    resource: StoredResource
-    created: bool
-    path: str = ""
-
-
-class WriteHooks(Protocol):
-    """What a workflow adds to plain FHIR writes (the second-opinion intake implements it)."""
-
-    def implicit_condition(self, content: dict[str, Any]) -> str | None:
-        """Search criteria that make a create conditional although the client did not ask."""
-        ...
-
-    async def after_writes(
-        self, tx: StoreTransaction, results: list[WriteResult]
-    ) -> list[WriteResult]:
-        """Runs inside the write's transaction; raising rejects the whole write."""
-        ...
-
-    async def after_commit(self, results: list[WriteResult]) -> None:
-        """Runs once the write is committed; must not raise for the client's sake."""
-        ...
-
-
-class NoHooks:
-    """Plain FHIR: no conditions, checks or follow-up work."""
-
-    def implicit_condition(self, content: dict[str, Any]) -> str | None:
-        return None
-
-    async def after_writes(
-        self, tx: StoreTransaction, results: list[WriteResult]
-    ) -> list[WriteResult]:
-        return results
-
-    async def after_commit(self, results: list[WriteResult]) -> None:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,14 +70,19 @@ class ResourceService:
         limits: SearchLimits | None = None,
         clock: Clock = utc_now,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
-        hooks: WriteHooks | None = None,
+        hooks: Sequence[WriteHooks] = (),
     ) -> None:
         self.store = store
-        self.hooks: WriteHooks = hooks or NoHooks()
+        self.hooks = HookChain(hooks)
         self.base_url = base_url
         self.limits = limits or SearchLimits()
         self.clock = clock
         self.new_id = new_id
+
+    def set_hooks(self, hooks: Sequence[WriteHooks]) -> None:
+        """The write hooks, one concern each, in the order they run (the composition root sets
+        them once the workflow, which itself writes through this service, is built)."""
+        self.hooks = HookChain(hooks)
 
     # -- single-resource interactions ---------------------------------------------------------
 
