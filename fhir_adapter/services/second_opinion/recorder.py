@@ -198,7 +198,6 @@ class DecisionRecorder:
                 }
         return values
 
-    # long-function: one notice per letter, each with its recipient's destination
     async def _send_letters(
         self,
         tx: StoreTransaction,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 
 from fhir_adapter.errors import UnprocessableEntityError
 from fhir_adapter.fhir.outcome import Issue
@@ -133,7 +134,7 @@ class ReportCompletion(NoHooks):
             ),
             now,
         )
-        await self._send_copies(tx, request, report, proposals)
+        await self._send_copies(tx, request, report, proposals, now)
         log.info("Task/%s completed with %s", task.id, report.key)
 
     async def _send_copies(
@@ -142,10 +143,10 @@ class ReportCompletion(NoHooks):
         request: StoredResource,
         report: StoredResource,
         proposals: list[str],
+        now: datetime,
     ) -> None:
         """The report to the member's PCP (their endpoint) and to the member (as a letter)."""
         context = self.context
-        now = context.clock()
         patient_key = context.key(reference_of(request.content.get("subject"))) or ""
         patient = await context.read_key(tx, patient_key)
         practitioners = (patient.content if patient else {}).get("generalPractitioner") or []
