@@ -167,3 +167,25 @@ async def test_a_report_for_a_pended_request_is_refused(usecases: UseCases) -> N
     with pytest.raises(UnprocessableEntityError, match="accepted only for an approved request"):
         await usecases.resources.create("DiagnosticReport", _report(keys))
     assert (await usecases.read(keys["Task"]))["status"] == "on-hold"
+
+
+async def test_cancelling_goes_through_the_same_lock(usecases: UseCases) -> None:
+    keys = await usecases.submit("review")
+    task_id = keys["Task"].split("/")[1]
+    response = await usecases.workflow.cancel(task_id, reason="withdrawn by the member")
+    assert response.resource_type == "ClaimResponse"
+    assert (await usecases.read(keys["Task"]))["status"] == "cancelled"
+    with pytest.raises(ConflictError, match="a finished request cannot be cancelled"):
+        await usecases.workflow.cancel(task_id, reason="again")
+    with pytest.raises(NotFoundError, match="not a second-opinion request"):
+        await usecases.workflow.cancel("nobody", reason="none")
+    with pytest.raises(ConflictError, match="only a pended request is updated"):
+        await usecases.workflow.amend(task_id, note="too late")
+    assert await usecases.workflow.evaluate(task_id) is None  # nothing left to decide
+
+
+async def test_a_request_already_answered_is_not_pended_for_time(usecases: UseCases) -> None:
+    keys = await usecases.submit("review")
+    task_id = keys["Task"].split("/")[1]
+    await usecases.workflow.pend_unanswered(task_id)  # its ClaimResponse exists: nothing to do
+    assert usecases.recorder.recorded == [(task_id, "pending-review")]
