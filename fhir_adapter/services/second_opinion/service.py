@@ -75,9 +75,7 @@ class SecondOpinionWorkflow:
             ResubmissionConditions(),
             self.intake,
             self.reports,
-            SubscriptionChecks(
-                self.context.subscriptions, self.context.config.subscription_allowed_hosts
-            ),
+            SubscriptionChecks(self.context),
         ]
 
     # -- entry points, by use case --------------------------------------------------------------

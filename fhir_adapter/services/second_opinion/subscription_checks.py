@@ -9,7 +9,7 @@ from fhir_adapter.errors import UnprocessableEntityError
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.ports import StoreTransaction
 from fhir_adapter.services.hooks import NoHooks, WriteResult
-from fhir_adapter.services.subscriptions import SubscriptionService
+from fhir_adapter.services.second_opinion.context import WorkflowContext
 from fhir_adapter.workflow.subscriptions import check_subscription
 
 log = logging.getLogger(__name__)
@@ -18,11 +18,8 @@ log = logging.getLogger(__name__)
 class SubscriptionChecks(NoHooks):
     """Checks Subscriptions as they are written; shakes hands with new ones after the commit."""
 
-    def __init__(
-        self, subscriptions: SubscriptionService | None, allowed_hosts: frozenset[str]
-    ) -> None:
-        self.subscriptions = subscriptions
-        self.allowed_hosts = allowed_hosts
+    def __init__(self, context: WorkflowContext) -> None:
+        self.context = context
 
     async def after_writes(
         self, tx: StoreTransaction, results: list[WriteResult]
@@ -32,7 +29,8 @@ class SubscriptionChecks(NoHooks):
             if result.resource.resource_type != "Subscription":
                 continue
             subscription = result.resource.content
-            issues += check_subscription(subscription, result.path, self.allowed_hosts)
+            allowed = self.context.config.subscription_allowed_hosts
+            issues += check_subscription(subscription, result.path, allowed)
             if result.created and subscription.get("status") != "requested":
                 where = f"{result.path}.status"
                 text = f"{where}: a new Subscription is 'requested'; the handshake makes it active"
@@ -42,12 +40,13 @@ class SubscriptionChecks(NoHooks):
         return results
 
     async def after_commit(self, results: list[WriteResult]) -> None:
-        if self.subscriptions is None:
+        subscriptions = self.context.subscriptions
+        if subscriptions is None:
             return
         for result in results:
             if result.created and result.resource.content.get("resourceType") == "Subscription":
                 try:
-                    await self.subscriptions.handshake(result.resource.id)
+                    await subscriptions.handshake(result.resource.id)
                 except Exception as exc:  # it stays 'requested'; the client can see and retry
                     log.warning(
                         "handshake of Subscription/%s failed (%s)",
