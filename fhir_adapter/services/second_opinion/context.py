@@ -12,6 +12,7 @@ from typing import Any
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.notices import DEFAULT_RIGHTS_CONTACTS, PlanContact, RightsContacts
 from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
+from fhir_adapter.services.hooks import NoHooks
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.services.second_opinion.directory import Directory
 from fhir_adapter.services.subscriptions import SubscriptionService
@@ -117,6 +118,13 @@ class WorkflowContext:
         return await self.resources.find_conditional(  # under the Task row lock
             tx, "ClaimResponse", f"identifier={pas.TRACE_SYSTEM}|{task_id}", lock=False
         )
+
+
+class WorkflowHook(NoHooks):
+    """A write hook of the workflow: one concern, with the workflow's shared context."""
+
+    def __init__(self, context: WorkflowContext) -> None:
+        self.context = context
 
 
 def next_version(content: dict[str, Any], current: StoredResource, now: datetime) -> dict[str, Any]:

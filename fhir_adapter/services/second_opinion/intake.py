@@ -16,7 +16,7 @@ from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.search import identifier_condition
 from fhir_adapter.ports import StoreTransaction
 from fhir_adapter.services.hooks import NoHooks, WriteResult
-from fhir_adapter.services.second_opinion.context import WorkflowContext
+from fhir_adapter.services.second_opinion.context import WorkflowContext, WorkflowHook
 from fhir_adapter.services.second_opinion.evaluation import Evaluation
 from fhir_adapter.workflow.codes import TASK_CODE_SYSTEM, BusinessStatus
 from fhir_adapter.workflow.deadlines import due_at, track_for
@@ -51,11 +51,11 @@ class ResubmissionConditions(NoHooks):
         return None
 
 
-class RequestIntake(NoHooks):
+class RequestIntake(WorkflowHook):
     """Checks new second-opinion requests and receives their Tasks; evaluates them once stored."""
 
     def __init__(self, context: WorkflowContext, evaluation: Evaluation) -> None:
-        self.context = context
+        super().__init__(context)
         self.evaluation = evaluation
 
     async def after_writes(

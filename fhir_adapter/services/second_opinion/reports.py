@@ -12,8 +12,8 @@ from fhir_adapter.errors import UnprocessableEntityError
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.notices import render
 from fhir_adapter.ports import StoredResource, StoreTransaction
-from fhir_adapter.services.hooks import NoHooks, WriteResult
-from fhir_adapter.services.second_opinion.context import WorkflowContext
+from fhir_adapter.services.hooks import WriteResult
+from fhir_adapter.services.second_opinion.context import WorkflowHook
 from fhir_adapter.workflow.codes import TASK_CODE_SYSTEM, BusinessStatus
 from fhir_adapter.workflow.decisions import business_status
 from fhir_adapter.workflow.intake import is_second_opinion_request, reference_of
@@ -32,11 +32,8 @@ from fhir_adapter.workflow.states import TaskStatus, transition
 log = logging.getLogger(__name__)
 
 
-class ReportCompletion(NoHooks):
+class ReportCompletion(WorkflowHook):
     """Accepts consultation reports for approved requests and completes their Tasks."""
-
-    def __init__(self, context: WorkflowContext) -> None:
-        self.context = context
 
     async def after_writes(
         self, tx: StoreTransaction, results: list[WriteResult]

@@ -8,18 +8,15 @@ import logging
 from fhir_adapter.errors import UnprocessableEntityError
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.ports import StoreTransaction
-from fhir_adapter.services.hooks import NoHooks, WriteResult
-from fhir_adapter.services.second_opinion.context import WorkflowContext
+from fhir_adapter.services.hooks import WriteResult
+from fhir_adapter.services.second_opinion.context import WorkflowHook
 from fhir_adapter.workflow.subscriptions import check_subscription
 
 log = logging.getLogger(__name__)
 
 
-class SubscriptionChecks(NoHooks):
+class SubscriptionChecks(WorkflowHook):
     """Checks Subscriptions as they are written; shakes hands with new ones after the commit."""
-
-    def __init__(self, context: WorkflowContext) -> None:
-        self.context = context
 
     async def after_writes(
         self, tx: StoreTransaction, results: list[WriteResult]
