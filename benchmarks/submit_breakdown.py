@@ -46,8 +46,9 @@ from fhir_adapter.directory.demo import directory_router, load_directory
 from fhir_adapter.security.tokens import TokenVerifier
 from fhir_adapter.services import bundles
 from fhir_adapter.services.second_opinion import context, recorder, reports
+from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.migrate import upgrade_database
-from fhir_adapter.store.sql import SqlResourceStore, create_engine
+from fhir_adapter.store.sql import SqlResourceStore
 
 SECONDS: Counter[str] = Counter()
 CALLS: Counter[str] = Counter()

@@ -17,7 +17,8 @@ from fhir_adapter.delivery.http import HttpDeliverer
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.notices import PlanContact, RightsContacts
 from fhir_adapter.notices.catalog import load_taglines
-from fhir_adapter.ports import ResourceStore
+from fhir_adapter.ports.directory import Directory, DirectoryReader
+from fhir_adapter.ports.store import ResourceStore
 from fhir_adapter.security.issuer import BuiltInIssuer, IssuerUrls, RegisteredClients
 from fhir_adapter.security.ratelimit import RateLimiter
 from fhir_adapter.security.tokens import KeySource, RemoteKeys, StaticKeys, TokenVerifier
@@ -27,14 +28,14 @@ from fhir_adapter.services.delivery import DeliveryConfig, DeliveryService
 from fhir_adapter.services.metrics import MetricsService
 from fhir_adapter.services.pas_lifecycle import PasChanges, PasInquiry, PasLookup
 from fhir_adapter.services.prior_auth import PriorAuthService
-from fhir_adapter.services.referenced import DirectoryReader, ReferencedResources
+from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import Clock, ResourceService, SearchLimits, utc_now
 from fhir_adapter.services.second_opinion.context import WorkflowConfig
-from fhir_adapter.services.second_opinion.directory import Directory
 from fhir_adapter.services.second_opinion.service import SecondOpinionWorkflow
 from fhir_adapter.services.subscriptions import SubscriptionService
+from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.migrate import upgrade_database
-from fhir_adapter.store.sql import SqlResourceStore, create_engine
+from fhir_adapter.store.sql import SqlResourceStore
 from fhir_adapter.workflow.codes import DEFAULT_PRIMARY_CARE_TAXONOMY
 from fhir_adapter.workflow.deadlines import california_holidays
 from fhir_adapter.workflow.subscriptions import parse_allowed_hosts
@@ -267,7 +268,7 @@ async def ensure_plan_organization(container: Container) -> None:
         return
     resource_type, id = reference.split("/")
     async with container.store.transaction() as tx:
-        if await tx.exists(resource_type, id):
+        if await tx.resources.exists(resource_type, id):
             return
         body: dict[str, Any] = {"resourceType": resource_type, "id": id, "name": "Health plan"}
         seed = demo_directory_file()

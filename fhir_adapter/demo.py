@@ -88,7 +88,8 @@ async def in_process_service() -> AsyncIterator[tuple[str, ClientCredentials]]:
 
 async def _register_demo_client(database_url: str) -> ClientCredentials:
     from fhir_adapter.security.issuer import register_client
-    from fhir_adapter.store.sql import SqlResourceStore, create_engine
+    from fhir_adapter.store.engine import create_engine
+    from fhir_adapter.store.sql import SqlResourceStore
 
     private, kid, jwks = new_ec_key()
     engine = create_engine(database_url)

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.search import SearchQuery
-from fhir_adapter.ports import SearchPage, StoredResource
+from fhir_adapter.ports.store import SearchPage, StoredResource
 
 
 def etag(version_id: int) -> str:

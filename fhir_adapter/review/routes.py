@@ -456,7 +456,7 @@ async def notice(request: Request, communication_id: str) -> Response:
     if not ID_PATTERN.match(communication_id):
         return _not_found(request, session)
     async with _container(request).store.transaction(write=False) as tx:
-        found = await tx.read("Communication", communication_id)
+        found = await tx.resources.read("Communication", communication_id)
     pdf = notice_pdf(found.content) if found else None
     if pdf is None:
         _audit(request, "view-notice", 404, session)

@@ -13,8 +13,8 @@ from fhir_adapter.bootstrap import Container
 from fhir_adapter.fhir.plannet import display_name
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.policy.facts import Provider
-from fhir_adapter.ports import StoredResource, StoreTransaction
-from fhir_adapter.services.referenced import DirectoryReader
+from fhir_adapter.ports.directory import DirectoryReader
+from fhir_adapter.ports.store import StoredResource, StoreTransaction
 from fhir_adapter.workflow.codes import (
     MEMBER_ID_TYPE,
     REASON_SYSTEM,
@@ -179,7 +179,7 @@ class Workspace:
         key = self._key(reference)
         if key is None:
             return None
-        found = await tx.read(*key.split("/", 1))
+        found = await tx.resources.read(*key.split("/", 1))
         return found.content if found else None
 
     async def queue(
@@ -246,10 +246,10 @@ class Workspace:
     async def request(self, task_id: str, now: datetime) -> dict[str, Any] | None:
         """Everything the request page shows, or None when there is no such request."""
         async with self.container.store.transaction(write=False) as tx:
-            task = await tx.read("Task", task_id)
+            task = await tx.resources.read("Task", task_id)
             if task is None or not is_fulfillment_task(task.content):
                 return None
-            history = await tx.history("Task", task_id)
+            history = await tx.resources.history("Task", task_id)
             request = await self._read(tx, reference_of(task.content.get("focus"))) or {}
             patient = await self._read(tx, reference_of(request.get("subject")))
             requester = await self._read(tx, reference_of(request.get("requester")))

@@ -12,8 +12,8 @@ from fhir_adapter.access.owners import with_owner, without_headers
 from fhir_adapter.access.scopes import Interaction, Reach
 from fhir_adapter.errors import ForbiddenError, MethodNotAllowedError
 from fhir_adapter.fhir.search import SearchQuery, parse_search
-from fhir_adapter.ports import SearchPage, StoredResource, StoreTransaction
-from fhir_adapter.services.hooks import WriteResult
+from fhir_adapter.ports.hooks import WriteResult
+from fhir_adapter.ports.store import SearchPage, StoredResource, StoreTransaction
 from fhir_adapter.workflow.ownership import APPEND_ONLY, plan_owned_part
 from fhir_adapter.workflow.subscriptions import view
 
@@ -22,7 +22,7 @@ async def search_guarded(tx: StoreTransaction, query: SearchQuery, guard: Guard)
     """A search as the caller may see it: 403 without a search scope, only their compartment for
     patient scopes, and `_include`d resources they may not read left out."""
     guard.require(query.resource_type, "s")
-    page = await tx.search(guard.restrict(query))
+    page = await tx.resources.search(guard.restrict(query))
     matches = [shown(guard, r) for r in page.matches]
     if not page.included:
         return SearchPage(matches, page.included, page.total, page.next_cursor)
@@ -43,7 +43,7 @@ async def check_member_identifiers(tx: StoreTransaction, body: dict[str, Any], p
             default_count=50,
             max_count=50,
         )
-        page = await tx.search(dataclasses.replace(query, with_total=False))
+        page = await tx.resources.search(dataclasses.replace(query, with_total=False))
         for found in page.matches:
             requester = str((found.content.get("requester") or {}).get("reference") or "")
             if requester and not requester.startswith(("Patient/", "RelatedPerson/")):

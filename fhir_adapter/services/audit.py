@@ -19,7 +19,7 @@ from fhir_adapter.access.audit import (
     audit_event,
     staff_audit_event,
 )
-from fhir_adapter.ports import ResourceStore
+from fhir_adapter.ports.store import ResourceStore
 from fhir_adapter.services.resources import Clock, utc_now, with_meta
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,9 @@ class AuditTrail:
                 async with self.store.transaction() as tx:
                     for event in batch:
                         now = self.clock()
-                        await tx.insert(with_meta(event, str(uuid.uuid4()), 1, now), now=now)
+                        await tx.resources.insert(
+                            with_meta(event, str(uuid.uuid4()), 1, now), now=now
+                        )
             except Exception as exc:
                 # Put them back for the next flush rather than lose them.
                 self._queue[:0] = batch

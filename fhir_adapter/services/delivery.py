@@ -11,14 +11,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from fhir_adapter.errors import DirectoryUnavailableError
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.references import parse_reference
-from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource
+from fhir_adapter.ports.delivery import Deliverer, DeliveryAttempt
+from fhir_adapter.ports.directory import Directory
+from fhir_adapter.ports.store import OutboxItem, ResourceStore, StoredResource
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
-from fhir_adapter.services.second_opinion.directory import Directory
 from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.workflow.codes import NPI
 from fhir_adapter.workflow.letters import mailing_proof
@@ -26,17 +27,6 @@ from fhir_adapter.workflow.provenance import delivery_provenance
 from fhir_adapter.workflow.reports import delivery_bundle, notice_bundle
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryAttempt:
-    delivered: bool
-    error: str | None  # a short code ("HTTP 503", "ConnectTimeout"); never content
-    mailed_on: str | None = None  # the mailing date a member-notice mailing service returned
-
-
-class Deliverer(Protocol):
-    async def post_transaction(self, base_url: str, bundle: dict[str, Any]) -> DeliveryAttempt: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +65,7 @@ class DeliveryService:
         """Try every due delivery once; returns how many were tried."""
         now = self.clock()
         async with self.store.transaction() as tx:
-            items = await tx.claim_outbox(
+            items = await tx.outbox.claim(
                 now=now, lease_until=now + timedelta(seconds=self.config.lease_seconds), limit=limit
             )
         for item in items:
@@ -128,11 +118,17 @@ class DeliveryService:
             and p["contentReference"]["reference"].startswith("ServiceRequest/")
         ]
         async with self.store.transaction(write=False) as tx:
-            found = await tx.read_many(tuple(k.split("/", 1)) for k in [*keys, *proposals] if k)  # type: ignore[misc]
+            found = await tx.resources.read_many(
+                tuple(k.split("/", 1))  # type: ignore[misc]
+                for k in [*keys, *proposals]
+                if k
+            )
             recipient_key = parse_reference(
                 content["recipient"][0]["reference"], base_url=base
             ).local_key
-            recipient = await tx.read(*recipient_key.split("/", 1)) if recipient_key else None
+            recipient = (
+                await tx.resources.read(*recipient_key.split("/", 1)) if recipient_key else None
+            )
             practitioner = (
                 recipient if recipient and recipient.resource_type == "Practitioner" else None
             )
@@ -142,7 +138,9 @@ class DeliveryService:
                     base_url=base,
                 ).local_key
                 practitioner = (
-                    await tx.read(*practitioner_key.split("/", 1)) if practitioner_key else None
+                    await tx.resources.read(*practitioner_key.split("/", 1))
+                    if practitioner_key
+                    else None
                 )
         report, patient = found.get(report_key or ""), found.get(keys[1] or "")
         if patient is None:
@@ -199,11 +197,11 @@ class DeliveryService:
     ) -> None:
         now = self.clock()
         async with self.store.transaction() as tx:
-            current = await tx.read_for_update("Communication", communication.id)
+            current = await tx.resources.read_for_update("Communication", communication.id)
             if current is None:
                 return
             if attempt.delivered:
-                await tx.set_outbox(item.id, state="delivered", delivered_at=now)
+                await tx.outbox.set(item.id, state="delivered", delivered_at=now)
                 updated = {**current.content, "status": "completed", "sent": format_instant(now)}
                 updated.pop("statusReason", None)
                 if item.destination == "member-notice-url":
@@ -212,7 +210,7 @@ class DeliveryService:
                     )
                 log.info("delivery %s of Communication/%s done", item.id, current.id)
             elif item.attempts >= self.config.max_attempts:
-                await tx.set_outbox(item.id, state="failed", error=attempt.error)
+                await tx.outbox.set(item.id, state="failed", error=attempt.error)
                 updated = {
                     **current.content,
                     "status": "not-done",
@@ -228,7 +226,7 @@ class DeliveryService:
                 )
             else:
                 delay = self._backoff(item)
-                await tx.set_outbox(
+                await tx.outbox.set(
                     item.id, state="pending", next_attempt_at=now + delay, error=attempt.error
                 )
                 log.info(
@@ -240,7 +238,7 @@ class DeliveryService:
                 )
                 return
             updated.pop("meta", None)
-            stored = await tx.replace(
+            stored = await tx.resources.replace(
                 current, with_meta(updated, current.id, current.version_id + 1, now), now=now
             )
             provenance = delivery_provenance(
@@ -249,7 +247,7 @@ class DeliveryService:
                 recorded=now,
                 delivered=attempt.delivered,
             )
-            await tx.insert(with_meta(provenance, str(uuid.uuid4()), 1, now), now=now)
+            await tx.resources.insert(with_meta(provenance, str(uuid.uuid4()), 1, now), now=now)
 
     async def _notify_subscriber(self, item: OutboxItem) -> None:
         if self.subscriptions is None:
@@ -263,11 +261,11 @@ class DeliveryService:
         now = self.clock()
         async with self.store.transaction() as tx:
             if attempt.delivered:
-                await tx.set_outbox(item.id, state="delivered", delivered_at=now)
+                await tx.outbox.set(item.id, state="delivered", delivered_at=now)
             elif item.attempts >= self.config.max_attempts or problem == "subscription not active":
-                await tx.set_outbox(item.id, state="failed", error=attempt.error)
+                await tx.outbox.set(item.id, state="failed", error=attempt.error)
             else:
-                await tx.set_outbox(
+                await tx.outbox.set(
                     item.id,
                     state="pending",
                     next_attempt_at=now + self._backoff(item),
@@ -285,5 +283,5 @@ class DeliveryService:
         """Put failed deliveries back in the queue (`fhir-adapter outbox retry`)."""
         now = self.clock()
         async with self.store.transaction() as tx:
-            count = await tx.retry_outbox(now=now, ids=ids)
+            count = await tx.outbox.retry(now=now, ids=ids)
         return count

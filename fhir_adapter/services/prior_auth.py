@@ -32,7 +32,7 @@ from fhir_adapter.fhir.resources import SERVED_TYPES
 from fhir_adapter.fhir.search import identifier_condition
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.policy.decision import Decision
-from fhir_adapter.ports import StoredResource
+from fhir_adapter.ports.store import StoredResource
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.callers import caller_client
 from fhir_adapter.services.referenced import ReferencedResources
@@ -414,7 +414,7 @@ class PriorAuthService:
         if "://" in self.plan_organization or self.plan_organization.count("/") != 1:
             return frozenset()
         async with self.resources.store.transaction(write=False) as tx:
-            plan = await tx.read(*self.plan_organization.split("/", 1))
+            plan = await tx.resources.read(*self.plan_organization.split("/", 1))
         return identifiers_of(plan.content if plan else None)
 
     @staticmethod

@@ -11,7 +11,7 @@ from fhir_adapter.errors import InvalidRequestError, UnprocessableEntityError
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.references import contained_ids, iter_references, parse_reference
 from fhir_adapter.fhir.resources import SERVED_TYPES, is_known_type
-from fhir_adapter.ports import StoreTransaction
+from fhir_adapter.ports.store import StoreTransaction
 
 LocalReference = tuple[str, str, tuple[str, str]]  # (expression, as written, (type, id))
 
@@ -67,10 +67,10 @@ async def check_references(
 ) -> None:
     """400 for a malformed reference, 422 for one that points nowhere."""
     issues, local_refs = reference_issues(body, path=path, base_url=base_url, pending=pending)
-    found = await tx.existing(key for _, _, key in local_refs)
+    found = await tx.resources.existing(key for _, _, key in local_refs)
     if found and guard.patient_bound:
         # A member's own writes must not tell them which of other members' ids exist.
-        stored = await tx.read_many(found)
+        stored = await tx.resources.read_many(found)
         visible = {key for key, resource in stored.items() if guard.visible(resource.content)}
         found = {k for k in found if f"{k[0]}/{k[1]}" in visible}
     for expression, raw, key in local_refs:

@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
 from fhir_adapter.errors import DirectoryUnavailableError, ForbiddenError, NotFoundError
 from fhir_adapter.fhir.references import iter_references, parse_reference
+from fhir_adapter.ports.directory import DirectoryReader
 from fhir_adapter.services.resources import ResourceService
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class DirectoryReader(Protocol):
-    """Reads one directory resource by reference (implemented by DirectoryClient)."""
-
-    async def read(self, reference: str) -> dict[str, Any] | None: ...
 
 
 class ReferencedResources:

@@ -21,7 +21,8 @@ from fhir_adapter.errors import (
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.search import Filter, ReferenceCriterion, SearchQuery, parse_search
 from fhir_adapter.fhir.validation import validate_resource
-from fhir_adapter.ports import ResourceStore, SearchPage, StoredResource, StoreTransaction
+from fhir_adapter.ports.hooks import WriteHooks, WriteResult as WriteResult
+from fhir_adapter.ports.store import ResourceStore, SearchPage, StoredResource, StoreTransaction
 from fhir_adapter.services.access_rules import (
     SERVER_WRITTEN as SERVER_WRITTEN,  # re-exported
     as_subscriber_wrote,
@@ -34,11 +35,7 @@ from fhir_adapter.services.access_rules import (
     shown,
     shown_result,
 )
-from fhir_adapter.services.hooks import (
-    HookChain,
-    WriteHooks,
-    WriteResult as WriteResult,  # re-exported
-)
+from fhir_adapter.services.hooks import HookChain
 from fhir_adapter.services.reference_check import check_references
 from fhir_adapter.services.request_checks import (
     check_body_type as check_body_type,
@@ -155,7 +152,7 @@ class ResourceService:
         guard.require(resource_type, "r")
         check_id(id)
         async with self.store.transaction(write=False) as tx:
-            found = await tx.read(resource_type, id)
+            found = await tx.resources.read(resource_type, id)
         if found is None or not guard.visible(found.content):
             raise NotFoundError(f"{resource_type}/{id} is not known")
         return shown(guard, found)
@@ -169,10 +166,10 @@ class ResourceService:
         if not version.isdigit():
             raise NotFoundError(f"{resource_type}/{id} has no version '{version}'")
         async with self.store.transaction(write=False) as tx:
-            current = await tx.read(resource_type, id)
+            current = await tx.resources.read(resource_type, id)
             if current is None or not guard.visible(current.content):
                 raise NotFoundError(f"{resource_type}/{id} is not known")
-            found = await tx.vread(resource_type, id, int(version))
+            found = await tx.resources.vread(resource_type, id, int(version))
         if found is None or not guard.visible(found.content):
             raise NotFoundError(f"{resource_type}/{id} has no version {version}")
         return shown(guard, found)
@@ -184,7 +181,7 @@ class ResourceService:
         guard.require(resource_type, "r")
         check_id(id)
         async with self.store.transaction(write=False) as tx:
-            versions = await tx.history(resource_type, id)
+            versions = await tx.resources.history(resource_type, id)
         if not versions or not guard.visible(versions[0].content):
             raise NotFoundError(f"{resource_type}/{id} is not known")
         return [shown(guard, v) for v in versions if guard.visible(v.content)]
@@ -214,7 +211,7 @@ class ResourceService:
         query = replace(query, with_total=False)
         found: list[StoredResource] = []
         while True:
-            page = await tx.search(query)
+            page = await tx.resources.search(query)
             found += page.matches
             if page.next_cursor is None:
                 return found
@@ -248,8 +245,8 @@ class ResourceService:
         if new_keys and any(_requires_one_of(f, new_keys) for f in query.filters):
             return None
         if lock:
-            await tx.lock(f"{resource_type}?{sorted(query.applied)}")
-        page = await tx.search(
+            await tx.resources.lock(f"{resource_type}?{sorted(query.applied)}")
+        page = await tx.resources.search(
             guard.restrict(
                 SearchQuery(resource_type, query.filters, 2, None, (), False, query.applied, False),
                 "c",
@@ -297,7 +294,7 @@ class ResourceService:
         await self.check_references(tx, body, path=path, pending=pending, guard=guard)
         now = self.clock()
         content = with_meta(body, id or self.new_id(), 1, now)
-        stored = await tx.insert(content, now=now)
+        stored = await tx.resources.insert(content, now=now)
         log.info("created %s version 1", stored.key)
         if staff:
             await self._staff_provenance(tx, stored, guard, now)
@@ -314,7 +311,7 @@ class ResourceService:
         guard: Guard = UNRESTRICTED,
     ) -> WriteResult:
         resource_type, id = body["resourceType"], body["id"]
-        current = await tx.read_for_update(resource_type, id)
+        current = await tx.resources.read_for_update(resource_type, id)
         # Issue #16 (existence oracle): for a member's token, another member's id and an id
         # nobody has get the same answer; members create with POST, the server picks the id.
         if (current is None and compartment_only(guard, resource_type)) or (
@@ -337,7 +334,7 @@ class ResourceService:
             return await self.create_in(tx, body, path=path, pending=pending, id=id, guard=guard)
         now = self.clock()
         content = with_meta(body, id, current.version_id + 1, now)
-        stored = await tx.replace(current, content, now=now)
+        stored = await tx.resources.replace(current, content, now=now)
         log.info("updated %s to version %d", stored.key, stored.version_id)
         if staff:
             await self._staff_provenance(tx, stored, guard, now)
@@ -368,7 +365,7 @@ class ResourceService:
             activity="changed by plan staff",
             client_id=guard.access.client_id,
         )
-        await tx.insert(with_meta(provenance, self.new_id(), 1, now), now=now)
+        await tx.resources.insert(with_meta(provenance, self.new_id(), 1, now), now=now)
 
 
 def _requires_one_of(flt: Filter, keys: Collection[str]) -> bool:

@@ -21,7 +21,7 @@ from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container, build_container
 from fhir_adapter.config import Settings
 from fhir_adapter.directory.client import DirectoryClient
-from fhir_adapter.ports import StoreTransaction
+from fhir_adapter.ports.store import StoreTransaction
 from fhir_adapter.security.issuer import ASSERTION_TYPE
 from fhir_adapter.store.sql import SqlResourceStore
 from tests.conftest import BASE_URL

@@ -504,7 +504,7 @@ async def test_cancelling_a_finished_request_is_409_with_the_reason(
 
 async def _outbox_states(container: Container) -> dict[str, str]:
     async with container.store.transaction(write=False) as tx:
-        items = await tx.list_outbox(limit=500)
+        items = await tx.outbox.items(limit=500)
     return {item.communication_id: item.state for item in items}
 
 

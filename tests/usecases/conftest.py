@@ -19,14 +19,15 @@ import pytest
 from fhir_adapter.bootstrap import demo_directory_file
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.policy.decision import Decision
-from fhir_adapter.ports import ResourceStore, StoredResource, StoreTransaction
+from fhir_adapter.ports.store import ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.resources import ResourceService
 from fhir_adapter.services.second_opinion.context import WorkflowConfig
 from fhir_adapter.services.second_opinion.recorder import DecisionRecorder
 from fhir_adapter.services.second_opinion.service import SecondOpinionWorkflow
+from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.migrate import upgrade_database
-from fhir_adapter.store.sql import SqlResourceStore, create_engine
+from fhir_adapter.store.sql import SqlResourceStore
 from fhir_adapter.workflow.codes import STATUS_SYSTEM
 from fhir_adapter.workflow.deadlines import california_holidays
 from tests.conftest import BASE_URL

@@ -35,7 +35,7 @@ async def test_intake_receives_the_request_and_starts_its_clock(usecases: UseCas
     assert period["start"] == "2026-11-25T18:00:00.000Z"
     assert period["end"] == "2026-12-02T18:00:00.000Z"  # 5 business days, Thanksgiving closed
     async with usecases.store.transaction(write=False) as tx:
-        job = await tx.get_job(keys["Task"].split("/")[1])
+        job = await tx.jobs.get(keys["Task"].split("/")[1])
     assert job is not None and job.state == "done"  # decided at once after the commit
     again = await usecases.submit("in-network-pcp-care")
     assert again["Task"] == keys["Task"] and again["ServiceRequest"] == keys["ServiceRequest"]
@@ -106,7 +106,7 @@ async def test_a_reviewer_decision_goes_through_the_recorder(usecases: UseCases)
     task = await usecases.read(keys["Task"])
     assert (task["status"], business_status(task)) == ("accepted", "approved-in-network")
     async with usecases.store.transaction(write=False) as tx:
-        job = await tx.get_job(task_id)
+        job = await tx.jobs.get(task_id)
     assert job is not None and job.state == "done"
 
 

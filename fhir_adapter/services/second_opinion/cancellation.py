@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from fhir_adapter.ports import StoredResource, StoreTransaction
+from fhir_adapter.ports.store import StoredResource, StoreTransaction
 from fhir_adapter.services.second_opinion.context import WorkflowContext
 from fhir_adapter.services.second_opinion.locking import lock_request_task
 from fhir_adapter.services.second_opinion.recorder import DecisionRecorder
@@ -47,7 +47,7 @@ class Cancellation:
                 status_reason=f"Cancelled by its submitter: {reason}",
             )
             stored_task = await context.replace(tx, task, moved, now)
-            await tx.set_job(task_id, state="done")
+            await tx.jobs.set(task_id, state="done")
             existing = await context.decision_of(tx, task_id)
             if existing is None:
                 return stored_task
@@ -99,12 +99,12 @@ class Cancellation:
             "Communication",
             [("based-on", request_key), ("status", "in-progress"), ("_count", "50")],
         )
-        page = await tx.search(query)
-        ids = await tx.withdraw_outbox([m.id for m in page.matches], now=now)
+        page = await tx.resources.search(query)
+        ids = await tx.outbox.withdraw([m.id for m in page.matches], now=now)
         for match in page.matches:
             if match.id not in ids:
                 continue
-            current = await tx.read_for_update("Communication", match.id)
+            current = await tx.resources.read_for_update("Communication", match.id)
             if current is None:
                 continue
             updated = {

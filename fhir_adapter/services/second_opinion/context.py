@@ -11,10 +11,10 @@ from typing import Any
 
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.notices import DEFAULT_RIGHTS_CONTACTS, PlanContact, RightsContacts
-from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
+from fhir_adapter.ports.directory import Directory
+from fhir_adapter.ports.store import OutboxItem, ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.hooks import NoHooks
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
-from fhir_adapter.services.second_opinion.directory import Directory
 from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.workflow import pas
 from fhir_adapter.workflow.codes import DEFAULT_PRIMARY_CARE_TAXONOMY
@@ -59,14 +59,14 @@ class WorkflowContext:
 
     async def read_key(self, tx: StoreTransaction, key: str | None) -> StoredResource | None:
         """The stored resource a `Type/id` key names (None for no key)."""
-        return await tx.read(*key.split("/", 1)) if key else None
+        return await tx.resources.read(*key.split("/", 1)) if key else None
 
     async def replace(
         self, tx: StoreTransaction, current: StoredResource, content: dict[str, Any], now: datetime
     ) -> StoredResource:
         """The next version of `current` (the content's own meta dropped)."""
         content = {k: v for k, v in content.items() if k != "meta"}
-        return await tx.replace(current, next_version(content, current, now), now=now)
+        return await tx.resources.replace(current, next_version(content, current, now), now=now)
 
     async def write(
         self, tx: StoreTransaction, body: dict[str, Any], existing: StoredResource | None
@@ -79,13 +79,13 @@ class WorkflowContext:
                 tx, body, path=body["resourceType"], pending=frozenset()
             )
             return result.resource
-        return await tx.replace(existing, next_version(body, existing, now), now=now)
+        return await tx.resources.replace(existing, next_version(body, existing, now), now=now)
 
     async def record_provenance(
         self, tx: StoreTransaction, provenance: dict[str, Any], now: datetime
     ) -> None:
         """Provenance names versions, some of them written in this transaction: stored as is."""
-        await tx.insert(with_meta(provenance, self.resources.new_id(), 1, now), now=now)
+        await tx.resources.insert(with_meta(provenance, self.resources.new_id(), 1, now), now=now)
 
     async def send(
         self,
@@ -97,7 +97,7 @@ class WorkflowContext:
         """Store a Communication and, when it must travel, owe its delivery in the same transaction."""
         stored = await self.write(tx, communication, None)
         if destination is not None:
-            await tx.add_outbox(
+            await tx.outbox.add(
                 OutboxItem(
                     id=str(uuid.uuid4()),
                     communication_id=stored.id,

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from fhir_adapter.policy.decision import Decision, Outcome
 from fhir_adapter.policy.engine import evaluate
 from fhir_adapter.policy.facts import Provider
-from fhir_adapter.ports import StoreTransaction
+from fhir_adapter.ports.store import StoreTransaction
 from fhir_adapter.services.second_opinion.context import WorkflowContext
 from fhir_adapter.services.second_opinion.gathering import FactGathering, LoadedRequest
 from fhir_adapter.services.second_opinion.recorder import DecisionRecorder
@@ -51,7 +51,7 @@ class Evaluation:
         now = self.context.clock()
         task_id = loaded.task.id
         async with self.context.store.transaction() as tx:
-            task = await tx.read_for_update("Task", task_id)
+            task = await tx.resources.read_for_update("Task", task_id)
             if task is None or task.content.get("status") not in UNDECIDED:
                 return  # decided meanwhile (another worker, a reviewer, the deadline sweep)
             await self.recorder.record(tx, task, loaded.request, decision, now)
@@ -70,15 +70,15 @@ class Evaluation:
         one pended for review, and nothing more for a decided one."""
         if decision.outcome is Outcome.PENDING_DIRECTORY:
             config = self.context.config
-            job = await tx.get_job(task_id)
+            job = await tx.jobs.get(task_id)
             attempts = job.attempts if job else 1
             delay = min(
                 config.retry_base_seconds * 2 ** max(attempts - 1, 0), config.retry_max_seconds
             )
-            await tx.set_job(
+            await tx.jobs.set(
                 task_id, state="evaluate", next_attempt_at=now + timedelta(seconds=delay)
             )
         elif decision.outcome is Outcome.PENDING_REVIEW:
-            await tx.set_job(task_id, state="review")
+            await tx.jobs.set(task_id, state="review")
         else:
-            await tx.set_job(task_id, state="done")
+            await tx.jobs.set(task_id, state="done")

@@ -9,7 +9,7 @@ from typing import Any
 
 from fhir_adapter.errors import DirectoryUnavailableError
 from fhir_adapter.policy.facts import Care, Provider, RequestFacts
-from fhir_adapter.ports import StoredResource, StoreTransaction
+from fhir_adapter.ports.store import StoredResource, StoreTransaction
 from fhir_adapter.services.second_opinion.context import WorkflowContext
 from fhir_adapter.workflow.intake import initial_provider_reference, reference_of
 from fhir_adapter.workflow.plan import Identifier, identifiers_of
@@ -46,7 +46,7 @@ async def _read_keys(
     tx: StoreTransaction, context: WorkflowContext, references: Iterable[str | None]
 ) -> dict[str, dict[str, Any]]:
     keys = [k for k in (context.key(r) for r in references) if k]
-    found = await tx.read_many(tuple(k.split("/", 1)) for k in keys)  # type: ignore[misc]
+    found = await tx.resources.read_many(tuple(k.split("/", 1)) for k in keys)  # type: ignore[misc]
     return {key: stored.content for key, stored in found.items()}
 
 
@@ -60,7 +60,7 @@ class FactGathering:
         """The Task, its request and everything the request names; None if decided meanwhile."""
         context = self.context
         async with context.store.transaction(write=False) as tx:
-            task = await tx.read("Task", task_id)
+            task = await tx.resources.read("Task", task_id)
             if task is None or task.content.get("status") not in UNDECIDED:
                 return None
             request = await context.read_key(
@@ -128,7 +128,7 @@ class FactGathering:
         query = self.context.resources.parse_query(
             "CareTeam", [("subject", patient_key), ("_count", "50")]
         )
-        page = await tx.search(query)
+        page = await tx.resources.search(query)
         return [m.content for m in page.matches]
 
     async def facts(self, loaded: LoadedRequest) -> RequestFacts:

@@ -14,8 +14,9 @@ from fhir_adapter.errors import UnprocessableEntityError
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.search import identifier_condition
-from fhir_adapter.ports import StoreTransaction
-from fhir_adapter.services.hooks import NoHooks, WriteResult
+from fhir_adapter.ports.hooks import WriteResult
+from fhir_adapter.ports.store import StoreTransaction
+from fhir_adapter.services.hooks import NoHooks
 from fhir_adapter.services.second_opinion.context import WorkflowContext, WorkflowHook
 from fhir_adapter.services.second_opinion.evaluation import Evaluation
 from fhir_adapter.workflow.codes import TASK_CODE_SYSTEM, BusinessStatus
@@ -155,7 +156,7 @@ class RequestIntake(WorkflowHook):
         task["owner"] = {"reference": context.config.plan_organization}
         # created in this very transaction: nobody else can see it
         stored = await context.replace(tx, result.resource, task, now)
-        await tx.add_job(stored.id, due_at=due, now=now)
+        await tx.jobs.add(stored.id, due_at=due, now=now)
         log.info("received Task/%s (%s track, due %s)", stored.id, track.value, format_instant(due))
         return WriteResult(stored, created=True, path=result.path)
 

@@ -8,7 +8,7 @@ import logging
 from datetime import datetime, timedelta
 
 from fhir_adapter.fhir.dates import format_instant
-from fhir_adapter.ports import StoreTransaction
+from fhir_adapter.ports.store import StoreTransaction
 from fhir_adapter.services.second_opinion.context import WorkflowContext
 from fhir_adapter.services.second_opinion.evaluation import Evaluation
 from fhir_adapter.services.second_opinion.recorder import DecisionRecorder
@@ -35,7 +35,7 @@ class WorkflowJobs:
         now = self.context.clock()
         lease = timedelta(seconds=self.context.config.lease_seconds)
         async with self.context.store.transaction() as tx:
-            jobs = await tx.claim_jobs(now=now, lease_until=now + lease, limit=limit)
+            jobs = await tx.jobs.claim(now=now, lease_until=now + lease, limit=limit)
         for job in jobs:
             try:
                 await self.evaluation.evaluate(job.task_id)
@@ -51,13 +51,13 @@ class WorkflowJobs:
         share = self.context.config.warn_at_share
         flagged = 0
         async with self.context.store.transaction() as tx:
-            for job in await tx.undecided_jobs(due_before=warning_horizon(now, share), limit=limit):
+            for job in await tx.jobs.undecided(due_before=warning_horizon(now, share), limit=limit):
                 if job.due_at <= now:
                     continue  # the deadline sweep's now
-                seen = await tx.read("Task", job.task_id)
+                seen = await tx.resources.read("Task", job.task_id)
                 if seen is None or not needs_warning(seen.content, share, now):
                     continue
-                task = await tx.read_for_update("Task", job.task_id)  # lock only to flag
+                task = await tx.resources.read_for_update("Task", job.task_id)  # lock only to flag
                 if task is None or not needs_warning(task.content, share, now):
                     continue
                 await self.context.replace(tx, task, flag_for_review(task.content, now), now)
@@ -75,8 +75,8 @@ class WorkflowJobs:
         now = self.context.clock()
         share = self.context.config.warn_at_share
         async with self.context.store.transaction(write=False) as tx:
-            jobs = await tx.undecided_jobs(due_before=warning_horizon(now, share), limit=limit)
-            tasks = await tx.read_many(("Task", j.task_id) for j in jobs)
+            jobs = await tx.jobs.undecided(due_before=warning_horizon(now, share), limit=limit)
+            tasks = await tx.resources.read_many(("Task", j.task_id) for j in jobs)
         return sum(
             1
             for t in tasks.values()
@@ -89,17 +89,17 @@ class WorkflowJobs:
         lease = timedelta(seconds=self.context.config.lease_seconds)
         expired = 0
         async with self.context.store.transaction() as tx:
-            jobs = await tx.claim_jobs(now=now, lease_until=now + lease, limit=limit, overdue=True)
+            jobs = await tx.jobs.claim(now=now, lease_until=now + lease, limit=limit, overdue=True)
             for job in jobs:
                 if await self._deny_overdue(tx, job.task_id, now):
                     expired += 1
                     log.info("Task/%s denied: deadline expired", job.task_id)
-                await tx.set_job(job.task_id, state="done")
+                await tx.jobs.set(job.task_id, state="done")
         return expired
 
     async def _deny_overdue(self, tx: StoreTransaction, task_id: str, now: datetime) -> bool:
         """Deny one overdue request if it is still undecided; whether it was."""
-        task = await tx.read_for_update("Task", task_id)
+        task = await tx.resources.read_for_update("Task", task_id)
         if task is None or task.content.get("status") not in UNDECIDED:
             return False
         request = await self.context.read_key(
@@ -117,7 +117,7 @@ class WorkflowJobs:
         context = self.context
         now = context.clock()
         async with context.store.transaction() as tx:
-            task = await tx.read_for_update("Task", task_id)
+            task = await tx.resources.read_for_update("Task", task_id)
             if task is None or task.content.get("status") not in UNDECIDED:
                 return  # decided meanwhile
             if await context.decision_of(tx, task_id) is not None:
@@ -128,5 +128,5 @@ class WorkflowJobs:
             if request is None:
                 return
             await self.recorder.record(tx, task, request, answer_time_pending(), now)
-            await tx.set_job(task_id, state="evaluate", next_attempt_at=now)
+            await tx.jobs.set(task_id, state="evaluate", next_attempt_at=now)
         log.info("Task/%s pended: not decided within the PAS answer time", task_id)

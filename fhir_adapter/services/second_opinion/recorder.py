@@ -15,7 +15,7 @@ from typing import Any
 
 from fhir_adapter.notices import render
 from fhir_adapter.policy.decision import Decision, Outcome
-from fhir_adapter.ports import StoredResource, StoreTransaction
+from fhir_adapter.ports.store import StoredResource, StoreTransaction
 from fhir_adapter.services.second_opinion.context import WorkflowContext
 from fhir_adapter.workflow import pas
 from fhir_adapter.workflow.codes import STATUS_SYSTEM

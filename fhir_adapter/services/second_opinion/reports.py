@@ -11,8 +11,8 @@ from datetime import datetime
 from fhir_adapter.errors import UnprocessableEntityError
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.notices import render
-from fhir_adapter.ports import StoredResource, StoreTransaction
-from fhir_adapter.services.hooks import WriteResult
+from fhir_adapter.ports.hooks import WriteResult
+from fhir_adapter.ports.store import StoredResource, StoreTransaction
 from fhir_adapter.services.second_opinion.context import WorkflowHook
 from fhir_adapter.workflow.codes import TASK_CODE_SYSTEM, BusinessStatus
 from fhir_adapter.workflow.decisions import business_status

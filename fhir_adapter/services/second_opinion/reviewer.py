@@ -8,7 +8,7 @@ import logging
 
 from fhir_adapter.errors import NotFoundError
 from fhir_adapter.fhir.dates import format_instant
-from fhir_adapter.ports import StoredResource
+from fhir_adapter.ports.store import StoredResource
 from fhir_adapter.services.second_opinion.context import WorkflowContext
 from fhir_adapter.services.second_opinion.evaluation import Evaluation
 from fhir_adapter.services.second_opinion.locking import lock_request_task
@@ -56,7 +56,7 @@ class ReviewerDecisions:
             )
             decision = reviewer_decision(review)
             await self.recorder.record(tx, task, request, decision, now, says)
-            await tx.set_job(task_id, state="done")
+            await tx.jobs.set(task_id, state="done")
             response = await context.decision_of(tx, task_id)
         assert response is not None
         log.info("Task/%s decided by a reviewer: %s", task_id, review.outcome.value)
@@ -80,7 +80,7 @@ class ReviewerDecisions:
                 {"time": format_instant(now), "text": note},
             ]
             stored = await context.replace(tx, task, updated, now)
-            await tx.set_job(task_id, state="evaluate", next_attempt_at=now)
+            await tx.jobs.set(task_id, state="evaluate", next_attempt_at=now)
         try:
             await asyncio.wait_for(
                 self.evaluation.evaluate(task_id), timeout=context.config.answer_within_seconds

@@ -9,12 +9,12 @@ from datetime import date
 
 from fhir_adapter.policy.decision import Decision
 from fhir_adapter.policy.facts import Provider
-from fhir_adapter.ports import ResourceStore, StoredResource
-from fhir_adapter.services.hooks import WriteHooks
+from fhir_adapter.ports.directory import Directory
+from fhir_adapter.ports.hooks import WriteHooks
+from fhir_adapter.ports.store import ResourceStore, StoredResource
 from fhir_adapter.services.resources import Clock, ResourceService
 from fhir_adapter.services.second_opinion.cancellation import Cancellation
 from fhir_adapter.services.second_opinion.context import WorkflowConfig, WorkflowContext
-from fhir_adapter.services.second_opinion.directory import Directory
 from fhir_adapter.services.second_opinion.evaluation import Evaluation
 from fhir_adapter.services.second_opinion.gathering import FactGathering
 from fhir_adapter.services.second_opinion.intake import RequestIntake, ResubmissionConditions

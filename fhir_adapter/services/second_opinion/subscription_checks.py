@@ -7,8 +7,8 @@ import logging
 
 from fhir_adapter.errors import UnprocessableEntityError
 from fhir_adapter.fhir.outcome import Issue
-from fhir_adapter.ports import StoreTransaction
-from fhir_adapter.services.hooks import WriteResult
+from fhir_adapter.ports.hooks import WriteResult
+from fhir_adapter.ports.store import StoreTransaction
 from fhir_adapter.services.second_opinion.context import WorkflowHook
 from fhir_adapter.workflow.subscriptions import check_subscription
 
