@@ -1,17 +1,14 @@
 """Fast tests of the second-opinion use cases, below the HTTP API: the services on one store.
 
-Every test reaches the store through the single fixture `usecase_store`. It is backed by the
-SQLite store on a temporary database for now; an in-memory fake of the store can take its place
-without changing a test.
+Every test reaches the store through the single fixture `usecase_store`: the in-memory fake of
+the store (tests/memory_store.py), so that these tests need no database.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,25 +22,20 @@ from fhir_adapter.services.resources import ResourceService
 from fhir_adapter.services.second_opinion.context import WorkflowConfig
 from fhir_adapter.services.second_opinion.recorder import DecisionRecorder
 from fhir_adapter.services.second_opinion.service import SecondOpinionWorkflow
-from fhir_adapter.store.engine import create_engine
-from fhir_adapter.store.migrate import upgrade_database
-from fhir_adapter.store.sql import SqlResourceStore
 from fhir_adapter.workflow.codes import STATUS_SYSTEM
 from fhir_adapter.workflow.deadlines import california_holidays
 from tests.conftest import BASE_URL
 from tests.factories import example_request
 from tests.fakes import FrozenClock
+from tests.memory_store import MemoryStore
 
 PLAN = "Organization/demo-plan"
 
 
 @pytest.fixture
-async def usecase_store(tmp_path: Path) -> AsyncIterator[ResourceStore]:
-    """The store the use cases run on (the one place to swap it)."""
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'usecases.db'}")
-    await upgrade_database(engine)
-    yield SqlResourceStore(engine, base_url=BASE_URL)
-    await engine.dispose()
+async def usecase_store() -> ResourceStore:
+    """The store the use cases run on (the one place to swap it): the in-memory fake."""
+    return MemoryStore(base_url=BASE_URL)
 
 
 class RecordingRecorder(DecisionRecorder):
