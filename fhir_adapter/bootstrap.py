@@ -32,8 +32,9 @@ from fhir_adapter.services.pas_lifecycle import PasChanges, PasInquiry, PasLooku
 from fhir_adapter.services.prior_auth import PriorAuthService
 from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import Clock, ResourceService, SearchLimits, utc_now
+from fhir_adapter.services.second_opinion.context import WorkflowConfig
+from fhir_adapter.services.second_opinion.service import SecondOpinionWorkflow
 from fhir_adapter.services.subscriptions import SubscriptionService
-from fhir_adapter.services.workflow import WorkflowConfig, WorkflowService
 from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore
@@ -58,7 +59,7 @@ class Container:
     store: ResourceStore
     resources: ResourceService
     bundles: BundleService
-    workflow: WorkflowService
+    workflow: SecondOpinionWorkflow
     prior_auth: PriorAuthService
     delivery: DeliveryService
     subscriptions: SubscriptionService
@@ -124,7 +125,7 @@ async def build_container(
     subscriptions = SubscriptionService(
         store, resources, deliverer, clock=clock, referenced=referenced
     )
-    workflow = WorkflowService(
+    workflow = SecondOpinionWorkflow(
         store,
         resources,
         directory,
@@ -159,7 +160,7 @@ async def build_container(
         clock=clock,
         subscriptions=subscriptions,
     )
-    resources.hooks = workflow
+    resources.set_hooks(workflow.write_hooks())
     bundles = BundleService(resources, max_entries=settings.max_bundle_entries)
     delivery = DeliveryService(
         store,

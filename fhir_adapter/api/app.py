@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         worker = (
             asyncio.create_task(
                 run_background(
-                    built.workflow,
+                    built.workflow.jobs,
                     built.delivery,
                     stop,
                     interval_seconds=settings.worker_interval_seconds,

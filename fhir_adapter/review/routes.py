@@ -3,7 +3,7 @@ and out: sign_in.py; what the pages share: pages.py).
 
 Cookie-authenticated (a server-side session, accounts.py), not bearer-token FHIR routes: every
 form carries the session's CSRF token, every page view and decision is an AuditEvent with the
-staff member as agent, and a decision goes through `WorkflowService.decide_by_reviewer`, the very
+staff member as agent, and a decision goes through `ReviewerDecisions.decide_by_reviewer`, the very
 recorder of `Task/$decide`, so its notices, deliveries and notifications are the same.
 """
 

@@ -160,7 +160,7 @@ def member_id(patient: dict[str, Any] | None) -> str | None:
 
 
 class Workspace:
-    """Reads for the review pages (the writes go through WorkflowService.decide_by_reviewer)."""
+    """Reads for the review pages (the writes go through ReviewerDecisions.decide_by_reviewer)."""
 
     def __init__(self, container: Container, *, warning_share: float = DEFAULT_WARNING_SHARE):
         self.container = container

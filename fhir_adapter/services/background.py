@@ -9,13 +9,13 @@ import contextlib
 import logging
 
 from fhir_adapter.services.delivery import DeliveryService
-from fhir_adapter.services.workflow import WorkflowService
+from fhir_adapter.services.second_opinion.jobs import WorkflowJobs
 
 log = logging.getLogger(__name__)
 
 
 async def run_background(
-    workflow: WorkflowService,
+    jobs: WorkflowJobs,
     delivery: DeliveryService,
     stop: asyncio.Event,
     *,
@@ -25,9 +25,9 @@ async def run_background(
     while not stop.is_set():
         heartbeats = delivery.subscriptions.queue_heartbeats if delivery.subscriptions else None
         for work in (
-            workflow.expire_overdue,
-            workflow.flag_nearing_deadline,
-            workflow.run_due_jobs,
+            jobs.expire_overdue,
+            jobs.flag_nearing_deadline,
+            jobs.run_due_jobs,
             heartbeats,
             delivery.run_due,
         ):

@@ -34,6 +34,7 @@ from fhir_adapter.metrics.records import (
 )
 from fhir_adapter.ports.store import ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
+from fhir_adapter.services.second_opinion.locking import lock_request_task
 from fhir_adapter.workflow import pas
 from fhir_adapter.workflow.deadlines import track_for
 from fhir_adapter.workflow.intake import is_fulfillment_task, listed_reasons
@@ -266,15 +267,9 @@ class MetricsService:
         `until` (42 CFR 438.210(d)); the deadline sweep then waits for the new due date."""
         now = self.clock()
         async with self.store.transaction() as tx:
-            task = await tx.resources.read_for_update("Task", task_id)
-            if task is None or not is_fulfillment_task(task.content):
-                raise NotFoundError(f"Task/{task_id} is not a second-opinion request")
-            if task.content.get("status") not in UNDECIDED:
-                raise ConflictError(
-                    f"Task/{task_id} is {task.content.get('status')}; only an undecided "
-                    "request's time frame can be extended",
-                    expression="Task.status",
-                )
+            task = await lock_request_task(
+                tx, task_id, refusal="; only an undecided request's time frame can be extended"
+            )
             received = _received_at(task.content)
             focus = self._key(reference_of(task.content.get("focus")))
             request = await tx.resources.read(*focus.split("/", 1)) if focus else None

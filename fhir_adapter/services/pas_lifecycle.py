@@ -27,7 +27,7 @@ from fhir_adapter.ports.store import StoredResource
 from fhir_adapter.services.callers import may_see_request
 from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import ResourceService
-from fhir_adapter.services.workflow import WorkflowService
+from fhir_adapter.services.second_opinion.service import SecondOpinionWorkflow
 from fhir_adapter.workflow import pas
 from fhir_adapter.workflow.pas_changes import (
     INFO_CHANGED,
@@ -119,7 +119,7 @@ class PasChanges:
     def __init__(
         self,
         resources: ResourceService,
-        workflow: WorkflowService,
+        workflow: SecondOpinionWorkflow,
         lookup: PasLookup,
     ) -> None:
         self.resources = resources
