@@ -108,7 +108,7 @@ def misspelled_settings(environ: Mapping[str, str] | None = None) -> list[str]:
         if name in known or name.startswith(NOT_SETTINGS_PREFIXES):
             continue
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else "see Configuration in the README"
+        hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md"
         warnings.append(f"{name} is not a setting and is ignored; {hint}")
     return warnings
 

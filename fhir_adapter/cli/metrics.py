@@ -1,5 +1,5 @@
 """`fhir-adapter metrics`, `appeals` and `extensions`: the CMS-0057-F prior-authorization
-metrics and the facts they need recorded (README "Prior-authorization metrics").
+metrics and the facts they need recorded (docs/workflow.md, "Prior-authorization metrics").
 
 Like every module of fhir_adapter/cli/, this only parses arguments and calls the composition root.
 """

@@ -1,5 +1,5 @@
 """`fhir-adapter staff add|list|disable`: accounts of the review workspace at /review
-(README "Review workspace")."""
+(docs/review-workspace.md)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ regulatory.md §4.4 (Q13): a plan publishes every year, at plan level and split 
 expedited, the share of requests approved, denied, approved after an extended review time frame
 and approved after appeal, and the average and median time from receipt to decision.
 
-What counts, precisely (the README's "Prior-authorization metrics" says the same):
+What counts, precisely (docs/workflow.md, "Prior-authorization metrics", says the same):
 
 - A request counts in the period when its **first final decision** (approved or denied) falls
   on a day of the period, in the plan's time zone (California). Requests still undecided at the

@@ -1,5 +1,6 @@
-"""The README quotes the benchmarks' numbers, so the scripts must keep running: each is run here on
-a handful of requests (the timings themselves belong to the benchmarks, not to this test)."""
+"""docs/performance.md quotes the benchmarks' numbers, so the scripts must keep running: each is
+run here on a handful of requests (the timings themselves belong to the benchmarks, not to this
+test)."""
 
 from __future__ import annotations
 

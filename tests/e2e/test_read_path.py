@@ -61,7 +61,7 @@ async def test_a_removed_client_is_refused_by_every_instance_within_the_bound(
     directory: DirectoryClient,
     clock: FrozenClock,
 ) -> None:
-    assert settings.auth_client_check_seconds == 30  # the stated bound (README)
+    assert settings.auth_client_check_seconds == 30  # the stated bound (docs/security.md)
     other_engine = create_engine(database_url)
     monotonic = Monotonic()
     try:
