@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,9 +22,12 @@ import uvicorn
 from fhir_adapter.api import handlers
 from fhir_adapter.bootstrap import demo_directory_file
 from fhir_adapter.demo.directory import directory_router, load_directory
+from fhir_adapter.security.client import ClientCredentials, request_token
+from fhir_adapter.store.engine import create_engine
+from fhir_adapter.store.sql import SqlResourceStore
 from tests.factories import example_request
 from tests.receiver import Receiver
-from tests.tokens import live_token
+from tests.tokens import ADMIN_SCOPE, register
 
 pytestmark = pytest.mark.live
 REPORTS = 200
@@ -81,8 +84,40 @@ def start_adapter(port: int, database: Path, directory: str, log: Path) -> subpr
         )
 
 
+class RenewedToken(httpx.Auth):
+    """A bearer token from the adapter's token endpoint, fetched again a minute before it expires:
+    the submissions take longer than one token lives on a loaded machine, as they would for a
+    deployed EHR, which renews its token the same way."""
+
+    RENEW_BEFORE_EXPIRY = 60.0  # seconds
+
+    def __init__(self, client: ClientCredentials, origin: str) -> None:
+        self.client, self.token_url = client, f"{origin}/auth/token"
+        self.token, self.renew_at = "", 0.0
+
+    @classmethod
+    async def for_new_client(cls, database: Path, origin: str) -> RenewedToken:
+        engine = create_engine(f"sqlite+aiosqlite:///{database}")
+        try:
+            return cls(await register(SqlResourceStore(engine), ADMIN_SCOPE), origin)
+        finally:
+            await engine.dispose()
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if time.monotonic() >= self.renew_at:
+            asked = time.monotonic()
+            async with httpx.AsyncClient(timeout=30) as http:
+                answer = await request_token(http, self.token_url, self.client, ADMIN_SCOPE)
+            self.token = str(answer["access_token"])
+            self.renew_at = asked + float(answer["expires_in"]) - self.RENEW_BEFORE_EXPIRY
+        request.headers["authorization"] = f"Bearer {self.token}"
+        yield request
+
+
 async def wait_up(base: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # polled: generous for a loaded machine, quick otherwise
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
             assert process.poll() is None, "the adapter exited"
@@ -105,10 +140,9 @@ async def test_deliveries_survive_sigkill_and_arrive_once(
     adapter = start_adapter(port, database, f"{origin}/directory/fhir", log)
     try:
         await wait_up(base, adapter)
-        token = await live_token(f"sqlite+aiosqlite:///{database}", f"http://127.0.0.1:{port}")
-        auth = {"authorization": f"Bearer {token}"}
+        auth = await RenewedToken.for_new_client(database, f"http://127.0.0.1:{port}")
         receiver.refusing = True  # nothing gets through while the reports go in
-        async with httpx.AsyncClient(base_url=base, timeout=30, headers=auth) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=30, auth=auth) as client:
             for i in range(REPORTS):
                 answer = (
                     await client.post(
@@ -153,7 +187,7 @@ async def test_deliveries_survive_sigkill_and_arrive_once(
         assert sorted(r["conclusion"] for r in receiver.of_type("DiagnosticReport")) == sorted(
             f"Report {i}" for i in range(REPORTS)
         )
-        async with httpx.AsyncClient(base_url=base, timeout=30, headers=auth) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=30, auth=auth) as client:
             for _ in range(120):  # lost answers are retried after their backoff
                 pending = (
                     await client.get(
