@@ -33,8 +33,9 @@ ENV PATH=/venv/bin:$PATH \
 EXPOSE 8080
 VOLUME ["/data"]
 # Ready means started: uvicorn answers only after the schema is migrated and the service built.
-# There is no /readyz yet, so this asks /fhir/metadata (public, no token); it does not notice a
-# database lost later. The start period covers the first migration.
+# This asks /fhir/metadata (public, no token); an orchestrator should probe /healthz (liveness) and
+# /readyz (readiness: database reachable, schema current; docs/observability.md) instead. The start
+# period covers the first migration.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"FHIR_ADAPTER_PORT\"]}/fhir/metadata', timeout=4)"
 CMD ["fhir-adapter", "serve"]
