@@ -112,7 +112,9 @@ async def _wait_until_up(server: LiveServer) -> None:
                 response = await probe.get(f"http://127.0.0.1:{server.port}/healthz")
                 if response.status_code == 200:
                     return
-                last_problem = f"GET /healthz answered {response.status_code}: {response.text[:500]}"
+                last_problem = (
+                    f"GET /healthz answered {response.status_code}: {response.text[:500]}"
+                )
             except httpx.TransportError as exc:
                 last_problem = repr(exc)
             await asyncio.sleep(0.05)
