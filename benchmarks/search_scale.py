@@ -30,6 +30,7 @@ import sys
 import time
 import types
 import uuid
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -224,17 +225,17 @@ async def load(engine: AsyncEngine, scale: int, patients: int) -> float:
         raw = (await conn.get_raw_connection()).driver_connection
         assert raw is not None
         await raw.execute("SET session_replication_role = replica")
-        # One process builds the next batch's rows while this one COPYs the last batch's.
-        with ProcessPoolExecutor(1) as builder:
+        # Two processes build the next batches' rows while this one COPYs the last batch's.
+        with ProcessPoolExecutor(2) as builder:
             starts = list(range(0, scale, BATCH))
             build = [
                 (3 * first, first, min(BATCH, scale - first), scale, patients) for first in starts
             ]
-            pending = loop.run_in_executor(builder, build_batch, *build[0])
+            pending = deque(loop.run_in_executor(builder, build_batch, *b) for b in build[:2])
             for i, first in enumerate(starts):
-                rows = await pending
-                if i + 1 < len(build):
-                    pending = loop.run_in_executor(builder, build_batch, *build[i + 1])
+                rows = await pending.popleft()
+                if i + 2 < len(build):
+                    pending.append(loop.run_in_executor(builder, build_batch, *build[i + 2]))
                 for table, records in rows.items():
                     await raw.copy_records_to_table(
                         table.name, records=records, columns=list(table.c.keys())

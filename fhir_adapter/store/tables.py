@@ -91,8 +91,9 @@ search_token = Table(
     Column("system", Text),
     Column("code", Text, nullable=False),
     Index("ix_search_token_lookup", "param", "code", "system"),
-    # Issue #13: one code's resources in page (key) order, merged with ix_resources_type_pk.
-    Index("ix_search_token_code_pk", "param", "code", "resource_pk"),
+    # Issue #13: one code's resources in page (key) order, merged with ix_resources_type_pk;
+    # on PostgreSQL the system rides along, so `system|code` is matched in the index too.
+    Index("ix_search_token_code_pk", "param", "code", "resource_pk", postgresql_include=["system"]),
     Index("ix_search_token_resource", "resource_pk"),
 )
 
