@@ -7,7 +7,8 @@ year of decisions, and a year of lastUpdated instants.
 
 The bulk path (documented in docs/performance-search-scale.md): the schema comes from the
 migrations; rows go in with COPY through the store's own driver (asyncpg), built by the store's
-own row builders (`SqlTransaction._write_version`, `SqlTransaction._write_index`, which call
+own row builders (`_write_version`, `_write_index` of SqlTransaction, or SqlResources once the
+store is split into modules; they call
 `fhir.search.index_rows`), so they are the rows the write path writes. The secondary indexes are
 dropped for the load and rebuilt from tables.py afterwards; foreign keys, which hold by
 construction, are not checked row by row (session_replication_role = replica).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import random
 import statistics
 import sys
@@ -48,7 +50,15 @@ from fhir_adapter.access.guard import UNRESTRICTED
 from fhir_adapter.fhir.search import parse_search
 from fhir_adapter.services.resources import SearchLimits, search_guarded
 from fhir_adapter.store.migrate import upgrade_database
-from fhir_adapter.store.sql import SqlResourceStore, SqlTransaction, create_engine
+from fhir_adapter.store.sql import SqlResourceStore
+
+try:  # the store split into modules: the row builders live on SqlResources
+    from fhir_adapter.store.engine import create_engine  # type: ignore[import-not-found]
+    from fhir_adapter.store.resources import (  # type: ignore[import-not-found]
+        SqlResources as RowBuilders,
+    )
+except ImportError:  # one module: they are SqlTransaction's
+    from fhir_adapter.store.sql import SqlTransaction as RowBuilders, create_engine
 from fhir_adapter.store.tables import INDEX_TABLES, resource_versions, resources
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/fhir_scale"
@@ -194,8 +204,12 @@ async def batch_rows(
                     orjson.dumps(content).decode(),
                 )
             )
-            await SqlTransaction._write_version(builder, pk, 1, updated, "create", content)
-            await SqlTransaction._write_index(builder, pk, content)
+            for written in (
+                RowBuilders._write_version(builder, pk, 1, updated, "create", content),
+                RowBuilders._write_index(builder, pk, content),
+            ):
+                if inspect.isawaitable(written):  # async on SqlTransaction, plain on SqlResources
+                    await written
     for row in builder._versions:
         row["content"] = orjson.dumps(row["content"]).decode()
     for table, dicts in [(resource_versions, builder._versions), *builder._index.items()]:
