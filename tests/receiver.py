@@ -28,6 +28,7 @@ class Receiver:
         self.stored: dict[tuple[str, str], dict[str, Any]] = {}  # (type, server id) -> resource
         self.creates = 0  # resources created (conditional creates that matched are not)
         self.matched = 0  # conditional creates that found their resource stored already
+        self._by_identifier: dict[tuple[str, Any, Any], list[tuple[str, str]]] = {}
         self.posts = 0
         self.app = FastAPI()
         self.app.post("/ehr/{organization}/fhir")(self.transaction)
@@ -49,12 +50,7 @@ class Receiver:
             raise ValueError(f"unsupported ifNoneExist {condition!r}")
         system, _, value = token.partition("|")
         return [
-            r
-            for r in self.of_type(resource_type)
-            if any(
-                i.get("system") == system and i.get("value") == value
-                for i in r.get("identifier") or []
-            )
+            self.stored[key] for key in self._by_identifier.get((resource_type, system, value), [])
         ]
 
     def _create(self, resource: dict[str, Any], condition: str | None) -> str:
@@ -65,6 +61,10 @@ class Receiver:
             return "200 OK"
         server_id = str(uuid.uuid4())
         self.stored[(kind, server_id)] = {**resource, "id": server_id}
+        for i in resource.get("identifier") or []:  # the search index
+            self._by_identifier.setdefault((kind, i.get("system"), i.get("value")), []).append(
+                (kind, server_id)
+            )
         self.creates += 1
         return "201 Created"
 

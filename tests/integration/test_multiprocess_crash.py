@@ -8,6 +8,7 @@ after answering a submission delivers every notice of that decision once it is b
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,13 +28,13 @@ from tests.integration.live_adapters import (
     contents,
     engine_for,
     free_port,
-    own_database,
     outside_world,
+    own_database,
     wait_quiescent,
 )
 from tests.tokens import live_token
 
-__all__ = ["own_database", "outside_world"]  # fixtures, used by name
+__all__ = ["outside_world", "own_database"]  # fixtures, used by name
 
 pytestmark = [pytest.mark.live, pytest.mark.postgres]
 
@@ -156,16 +157,21 @@ async def test_two_processes_a_kill_and_a_flaky_receiver_lose_nothing_and_repeat
         ]
         assert submitter.answered <= len(answered_events) <= submitter.answered + CONCURRENCY
         assert len({e["id"] for e in events}) == len(events)
-        print(
-            f"\n{SUBMISSIONS} submissions in {submitted - started:.1f} s, quiet after"
-            f" {quiet - started:.1f} s; {submitter.transport_errors} submissions resent,"
-            f" {outside_world.receiver.posts} deliveries tried, {outside_world.receiver.matched}"
-            " found stored"
-        )
     finally:
         for adapter in adapters:
             adapter.stop()
         await engine.dispose()
+    # What the run cost: wall time on a loaded machine says little; CPU seconds say more.
+    adapters_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    this_cpu = resource.getrusage(resource.RUSAGE_SELF)
+    print(  # noqa: T201 - the figures docs/durability.md quotes
+        f"\n{SUBMISSIONS} submissions in {submitted - started:.1f} s, quiet after"
+        f" {quiet - started:.1f} s; {submitter.transport_errors} sends broken by the kill;"
+        f" {outside_world.receiver.posts} deliveries tried, {outside_world.receiver.matched}"
+        f" conditional creates found stored; CPU: adapters (and earlier children)"
+        f" {adapters_cpu.ru_utime + adapters_cpu.ru_stime:.0f} s, this process (client,"
+        f" receiver, directory) {this_cpu.ru_utime + this_cpu.ru_stime:.0f} s"
+    )
 
 
 async def test_a_process_killed_right_after_answering_delivers_every_notice_on_restart(
