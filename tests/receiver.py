@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections import Counter
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,7 +28,8 @@ class Receiver:
         self.random = random.Random(seed)
         self.stored: dict[tuple[str, str], dict[str, Any]] = {}  # (type, server id) -> resource
         self.creates = 0  # resources created (conditional creates that matched are not)
-        self.matched = 0  # conditional creates that found their resource stored already
+        # conditional creates that found their resource stored already, by resource type
+        self.matched: Counter[str] = Counter()
         self._by_identifier: dict[tuple[str, Any, Any], list[tuple[str, str]]] = {}
         self.posts = 0
         self.app = FastAPI()
@@ -57,7 +59,7 @@ class Receiver:
         """One transaction entry: '201 Created', or '200 OK' for a condition that matched."""
         kind = resource["resourceType"]
         if condition and self.matching(kind, condition):
-            self.matched += 1
+            self.matched[kind] += 1
             return "200 OK"
         server_id = str(uuid.uuid4())
         self.stored[(kind, server_id)] = {**resource, "id": server_id}

@@ -202,6 +202,11 @@ class DeliveryService:
             current = await tx.read_for_update("Communication", communication.id)
             if current is None:
                 return
+            if current.content.get("status") == "completed":
+                # Another worker delivered it while this one's lease ran out (docs/durability.md):
+                # the receiver kept one copy; neither undo that nor record it twice.
+                await tx.set_outbox(item.id, state="delivered", delivered_at=now)
+                return
             if attempt.delivered:
                 await tx.set_outbox(item.id, state="delivered", delivered_at=now)
                 updated = {**current.content, "status": "completed", "sent": format_instant(now)}

@@ -147,7 +147,7 @@ async def test_two_processes_a_kill_and_a_flaky_receiver_lose_nothing_and_repeat
         assert set(received.values()) == {1}
         assert all(c["status"] == "completed" for c in communications.values())
         # The failures happened: refusals retried, and answers lost after storing found stored.
-        assert outside_world.receiver.matched > 0
+        assert outside_world.receiver.matched["Communication"] > 0
         assert outside_world.receiver.posts > len(rows)
 
         # An AuditEvent for every submission answered (a few more: answers the kill cut off).
@@ -167,8 +167,8 @@ async def test_two_processes_a_kill_and_a_flaky_receiver_lose_nothing_and_repeat
     print(  # noqa: T201 - the figures docs/durability.md quotes
         f"\n{SUBMISSIONS} submissions in {submitted - started:.1f} s, quiet after"
         f" {quiet - started:.1f} s; {submitter.transport_errors} sends broken by the kill;"
-        f" {outside_world.receiver.posts} deliveries tried, {outside_world.receiver.matched}"
-        f" conditional creates found stored; CPU: adapters (and earlier children)"
+        f" {outside_world.receiver.posts} deliveries tried, {outside_world.receiver.matched['Communication']}"
+        f" notices found stored already; CPU: adapters (and earlier children)"
         f" {adapters_cpu.ru_utime + adapters_cpu.ru_stime:.0f} s, this process (client,"
         f" receiver, directory) {this_cpu.ru_utime + this_cpu.ru_stime:.0f} s"
     )
