@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,16 +28,12 @@ from fhir_adapter.bootstrap import demo_directory_file
 from fhir_adapter.directory.demo import DEMO_ORIGIN, directory_router, load_directory
 from fhir_adapter.store.sql import create_engine
 from fhir_adapter.store.tables import outbox, resources, workflow_jobs
+from tests.e2e.test_live_server import free_port
 from tests.loopback import serve_on_loopback
 from tests.receiver import Receiver
 
 START_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+__all__ = ["free_port"]
 
 
 @pytest.fixture
