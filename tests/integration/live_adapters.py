@@ -146,7 +146,7 @@ def adapter_env(
         FHIR_ADAPTER_AUDIT_SPOOL_DIR=str(spool),  # shared: a survivor replays the dead's spool
         FHIR_ADAPTER_RATE_LIMIT="off",
         FHIR_ADAPTER_AUTH_TOKEN_LIFETIME_SECONDS="3600",
-        FHIR_ADAPTER_WORKER_INTERVAL_SECONDS="0.2",
+        FHIR_ADAPTER_WORKER_INTERVAL_SECONDS="0.5",
         FHIR_ADAPTER_WORKER_LEASE_SECONDS="10",  # the killed process's leases run out in 10 s
         FHIR_ADAPTER_RETRY_BASE_SECONDS="0.5",
         FHIR_ADAPTER_DELIVERY_TIMEOUT_SECONDS="2",
