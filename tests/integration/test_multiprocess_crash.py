@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_adapter.store.tables import outbox
 from fhir_adapter.workflow.letters import NOTICE_ID_SYSTEM
@@ -32,6 +33,7 @@ from tests.integration.live_adapters import (
     own_database,
     wait_quiescent,
 )
+from tests.receiver import Receiver
 from tests.tokens import live_token
 
 __all__ = ["outside_world", "own_database"]  # fixtures, used by name
@@ -95,6 +97,46 @@ class Submitter:
             await asyncio.gather(*(one(i) for i in range(count)))
 
 
+async def assert_decided_once(engine: AsyncEngine) -> None:
+    """One Task and one ClaimResponse per request, never decided again (version 1)."""
+    tasks = await contents(engine, "Task")
+    assert len(tasks) == SUBMISSIONS
+    responses = await contents(engine, "ClaimResponse")
+    traced = Counter(identifier(r, TRACE_SYSTEM) for r in responses)
+    assert set(traced) == {t["id"] for t in tasks}
+    assert set(traced.values()) == {1}
+    assert {r["meta"]["versionId"] for r in responses} == {"1"}
+
+
+async def assert_delivered_once(engine: AsyncEngine, receiver: Receiver) -> None:
+    """Every notice delivered, and stored exactly once at the receiver, by its identifier."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(outbox.select())).all()
+    assert {row.state for row in rows} == {"delivered"}
+    assert len(rows) == 2 * SUBMISSIONS  # approval notices to the member and the requester
+    communications = {c["id"]: c for c in await contents(engine, "Communication")}
+    sent = Counter(
+        identifier(communications[row.communication_id], NOTICE_ID_SYSTEM) for row in rows
+    )
+    received = Counter(identifier(c, NOTICE_ID_SYSTEM) for c in receiver.of_type("Communication"))
+    assert received == sent
+    assert set(received.values()) == {1}
+    assert all(c["status"] == "completed" for c in communications.values())
+    # The failures happened: refusals retried, and answers lost after storing found stored.
+    assert receiver.matched["Communication"] > 0
+    assert receiver.posts > len(rows)
+
+
+async def assert_audited(engine: AsyncEngine, answered: int) -> None:
+    """An AuditEvent for every submission answered (a few more: answers the kill cut off)."""
+    events = await contents(engine, "AuditEvent")
+    answered_events = [
+        e for e in events if e["subtype"][0]["code"] == "transaction" and e["outcome"] == "0"
+    ]
+    assert answered <= len(answered_events) <= answered + CONCURRENCY
+    assert len({e["id"] for e in events}) == len(events)
+
+
 async def test_two_processes_a_kill_and_a_flaky_receiver_lose_nothing_and_repeat_nothing(
     own_database: str, outside_world: OutsideWorld, tmp_path: Path
 ) -> None:
@@ -122,41 +164,9 @@ async def test_two_processes_a_kill_and_a_flaky_receiver_lose_nothing_and_repeat
         assert not any(left.values()), f"still to do after 180 s: {left}"
         quiet = time.monotonic()
 
-        # Every request decided exactly once: one Task and one ClaimResponse each, never re-decided.
-        tasks = await contents(engine, "Task")
-        assert len(tasks) == SUBMISSIONS
-        responses = await contents(engine, "ClaimResponse")
-        traced = Counter(identifier(r, TRACE_SYSTEM) for r in responses)
-        assert set(traced) == {t["id"] for t in tasks}
-        assert set(traced.values()) == {1}
-        assert {r["meta"]["versionId"] for r in responses} == {"1"}
-
-        # Every notice delivered exactly once at the receiver, by its identifier.
-        async with engine.connect() as conn:
-            rows = (await conn.execute(outbox.select())).all()
-        assert {row.state for row in rows} == {"delivered"}
-        assert len(rows) == 2 * SUBMISSIONS  # approval notices to the member and the requester
-        communications = {c["id"]: c for c in await contents(engine, "Communication")}
-        sent = Counter(
-            identifier(communications[row.communication_id], NOTICE_ID_SYSTEM) for row in rows
-        )
-        received = Counter(
-            identifier(c, NOTICE_ID_SYSTEM) for c in outside_world.receiver.of_type("Communication")
-        )
-        assert received == sent
-        assert set(received.values()) == {1}
-        assert all(c["status"] == "completed" for c in communications.values())
-        # The failures happened: refusals retried, and answers lost after storing found stored.
-        assert outside_world.receiver.matched["Communication"] > 0
-        assert outside_world.receiver.posts > len(rows)
-
-        # An AuditEvent for every submission answered (a few more: answers the kill cut off).
-        events = await contents(engine, "AuditEvent")
-        answered_events = [
-            e for e in events if e["subtype"][0]["code"] == "transaction" and e["outcome"] == "0"
-        ]
-        assert submitter.answered <= len(answered_events) <= submitter.answered + CONCURRENCY
-        assert len({e["id"] for e in events}) == len(events)
+        await assert_decided_once(engine)
+        await assert_delivered_once(engine, outside_world.receiver)
+        await assert_audited(engine, submitter.answered)
     finally:
         for adapter in adapters:
             adapter.stop()
