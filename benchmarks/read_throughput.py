@@ -34,8 +34,9 @@ DEFAULT_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 async def seed(database_url: str, run: str, others: int) -> datetime:
     """The rows read: for this run's member, three Tasks and three ClaimResponses; `others`
     Tasks and ClaimResponses of other members around them. Returns a time before them all."""
+    from fhir_adapter.store.engine import create_engine
     from fhir_adapter.store.migrate import upgrade_database
-    from fhir_adapter.store.sql import SqlResourceStore, create_engine
+    from fhir_adapter.store.sql import SqlResourceStore
 
     engine = create_engine(database_url)
     start = datetime.now(UTC) - timedelta(hours=1)
@@ -46,7 +47,7 @@ async def seed(database_url: str, run: str, others: int) -> datetime:
             for n in range(others + 3):
                 patient = f"{run}-member" if n < 3 else f"{run}-other{n % 97}"
                 now = start + timedelta(seconds=n)
-                await tx.insert(
+                await tx.resources.insert(
                     {
                         "resourceType": "Task",
                         "id": f"{run}-t{n}",
@@ -56,7 +57,7 @@ async def seed(database_url: str, run: str, others: int) -> datetime:
                     },
                     now=now,
                 )
-                await tx.insert(
+                await tx.resources.insert(
                     {
                         "resourceType": "ClaimResponse",
                         "id": f"{run}-c{n}",

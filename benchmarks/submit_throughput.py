@@ -77,7 +77,8 @@ async def adapter_token(database_url: str, origin: str) -> str:
     """Register a benchmark system and get its access token, as a deployed EHR would."""
     from fhir_adapter.security.client import ClientCredentials, new_ec_key, request_token
     from fhir_adapter.security.issuer import register_client
-    from fhir_adapter.store.sql import SqlResourceStore, create_engine
+    from fhir_adapter.store.engine import create_engine
+    from fhir_adapter.store.sql import SqlResourceStore
 
     private, kid, jwks = new_ec_key()
     engine = create_engine(database_url)

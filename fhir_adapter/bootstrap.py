@@ -11,13 +11,16 @@ from typing import Any
 
 import httpx
 
+from fhir_adapter.codes import DEFAULT_PRIMARY_CARE_TAXONOMY
 from fhir_adapter.config import Settings
 from fhir_adapter.delivery.guarded import public_only_client
 from fhir_adapter.delivery.http import HttpDeliverer
 from fhir_adapter.directory.client import DirectoryClient
+from fhir_adapter.fhir.elements import ResourceKey
 from fhir_adapter.notices import PlanContact, RightsContacts
 from fhir_adapter.notices.catalog import load_taglines
-from fhir_adapter.ports import ResourceStore
+from fhir_adapter.ports.directory import Directory, DirectoryReader
+from fhir_adapter.ports.store import ResourceStore
 from fhir_adapter.security.issuer import BuiltInIssuer, IssuerUrls, RegisteredClients
 from fhir_adapter.security.ratelimit import RateLimiter
 from fhir_adapter.security.tokens import KeySource, RemoteKeys, StaticKeys, TokenVerifier
@@ -27,15 +30,14 @@ from fhir_adapter.services.delivery import DeliveryConfig, DeliveryService
 from fhir_adapter.services.metrics import MetricsService
 from fhir_adapter.services.pas_lifecycle import PasChanges, PasInquiry, PasLookup
 from fhir_adapter.services.prior_auth import PriorAuthService
-from fhir_adapter.services.referenced import DirectoryReader, ReferencedResources
+from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import Clock, ResourceService, SearchLimits, utc_now
 from fhir_adapter.services.subscriptions import SubscriptionService
-from fhir_adapter.services.workflow import Directory, WorkflowConfig, WorkflowService
+from fhir_adapter.services.workflow import WorkflowConfig, WorkflowService
+from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.migrate import upgrade_database
-from fhir_adapter.store.sql import SqlResourceStore, create_engine
-from fhir_adapter.workflow.codes import DEFAULT_PRIMARY_CARE_TAXONOMY
+from fhir_adapter.store.sql import SqlResourceStore
 from fhir_adapter.workflow.deadlines import california_holidays
-from fhir_adapter.workflow.subscriptions import parse_allowed_hosts
 
 
 def examples_dir() -> Path:
@@ -106,10 +108,13 @@ async def build_container(
         limits=SearchLimits(settings.default_page_size, settings.max_page_size),
         clock=clock,
     )
-    allowed_hosts = parse_allowed_hosts(settings.subscription_allowed_hosts)
     if deliverer is None:
         http.append(httpx.AsyncClient(timeout=settings.delivery_timeout_seconds))
-        http.append(public_only_client(allowed_hosts, timeout=settings.delivery_timeout_seconds))
+        http.append(
+            public_only_client(
+                settings.subscription_allowed_hosts, timeout=settings.delivery_timeout_seconds
+            )
+        )
         deliverer = HttpDeliverer(http[-2], notify_http=http[-1])
     # What a PAS ClaimResponse references, for $submit answers and PAS notifications alike.
     referenced = ReferencedResources(
@@ -118,15 +123,13 @@ async def build_container(
     subscriptions = SubscriptionService(
         store, resources, deliverer, clock=clock, referenced=referenced
     )
-    primary = frozenset(c.strip() for c in settings.primary_care_taxonomy.split(",") if c.strip())
-    ignore = frozenset(n.strip() for n in settings.holiday_ignore.split(",") if n.strip())
     workflow = WorkflowService(
         store,
         resources,
         directory,
         config=WorkflowConfig(
             plan_organization=settings.plan_organization,
-            primary_care_taxonomy=primary or DEFAULT_PRIMARY_CARE_TAXONOMY,
+            primary_care_taxonomy=settings.primary_care_taxonomy or DEFAULT_PRIMARY_CARE_TAXONOMY,
             retry_base_seconds=settings.retry_base_seconds,
             member_notice_url=settings.member_notice_url,
             lease_seconds=settings.worker_lease_seconds,
@@ -134,12 +137,12 @@ async def build_container(
             directory_url=settings.effective_directory_url,
             candidates_offered=settings.candidates_offered,
             warn_at_share=settings.deadline_warning_share,
-            subscription_allowed_hosts=allowed_hosts,
+            subscription_allowed_hosts=settings.subscription_allowed_hosts,
             plan_contact=PlanContact(
                 name=settings.plan_name,
                 phone=settings.plan_phone,
                 tty=settings.plan_tty,
-                address_lines=_lines(settings.plan_address),
+                address_lines=settings.plan_address,
                 website=settings.plan_website,
                 hours=settings.plan_hours,
                 hours_es=settings.plan_hours_es,
@@ -151,7 +154,7 @@ async def build_container(
                 else None
             ),
         ),
-        closed_days=lambda: _closed_days(ignore),
+        closed_days=lambda: _closed_days(settings.holiday_ignore),
         clock=clock,
         subscriptions=subscriptions,
     )
@@ -268,9 +271,9 @@ async def ensure_plan_organization(container: Container) -> None:
     reference = container.settings.plan_organization
     if "://" in reference or reference.count("/") != 1:
         return
-    resource_type, id = reference.split("/")
+    resource_type, id = ResourceKey.parse(reference)
     async with container.store.transaction() as tx:
-        if await tx.exists(resource_type, id):
+        if await tx.resources.exists(resource_type, id):
             return
         body: dict[str, Any] = {"resourceType": resource_type, "id": id, "name": "Health plan"}
         seed = demo_directory_file()
@@ -289,7 +292,7 @@ def rights_contacts(settings: Settings) -> RightsContacts:
     return RightsContacts(
         hearing_phone=settings.notice_hearing_phone,
         hearing_tdd=settings.notice_hearing_tdd,
-        hearing_address=_lines(settings.notice_hearing_address),
+        hearing_address=settings.notice_hearing_address,
         hearing_online=settings.notice_hearing_online,
         hearing_fax=settings.notice_hearing_fax,
         legal_help_phone=settings.notice_legal_help_phone,
@@ -302,8 +305,3 @@ def rights_contacts(settings: Settings) -> RightsContacts:
         hhs_civil_rights_phone=settings.notice_hhs_civil_rights_phone,
         hhs_civil_rights_tdd=settings.notice_hhs_civil_rights_tdd,
     )
-
-
-def _lines(text: str) -> tuple[str, ...]:
-    """An address setting's lines: split at `;`, blanks left out."""
-    return tuple(line.strip() for line in text.split(";") if line.strip())

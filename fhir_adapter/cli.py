@@ -109,8 +109,8 @@ def serve(
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Create or migrate the schema of FHIR_ADAPTER_DATABASE_URL."""
     from fhir_adapter import startup
+    from fhir_adapter.store.engine import create_engine
     from fhir_adapter.store.migrate import current_revision, upgrade_database
-    from fhir_adapter.store.sql import create_engine
 
     with startup.reported():
         settings = startup.load_settings()
@@ -142,7 +142,7 @@ def demo(
     """Submit the example second-opinion requests and print each one's way through the workflow."""
     import httpx
 
-    from fhir_adapter.demo import DEFAULT_PATHS, run_demo
+    from fhir_adapter.demo.walkthrough import DEFAULT_PATHS, run_demo
     from fhir_adapter.security.client import ClientCredentials, load_private_key
 
     configure_logging("WARNING")
@@ -214,7 +214,7 @@ def outbox_list(
         container = await build_container(Settings())
         try:
             async with container.store.transaction(write=False) as tx:
-                items = await tx.list_outbox(
+                items = await tx.outbox.items(
                     state=None if state is OutboxState.all else state.value, limit=limit
                 )
         finally:
@@ -284,7 +284,7 @@ def clients_add(
         container = await build_container(Settings())
         try:
             async with container.store.transaction(write=False) as tx:
-                if any(c.name == name for c in await tx.list_clients()):
+                if any(c.name == name for c in await tx.auth.list_clients()):
                     raise ValueError(
                         f"a client named '{name}' is already registered (fhir-adapter clients"
                         " list); choose another name"
@@ -319,7 +319,7 @@ def clients_list() -> None:
         container = await build_container(Settings())
         try:
             async with container.store.transaction(write=False) as tx:
-                clients = await tx.list_clients()
+                clients = await tx.auth.list_clients()
         finally:
             await container.aclose()
         return [
@@ -344,7 +344,7 @@ def clients_remove(
         container = await build_container(Settings())
         try:
             async with container.store.transaction() as tx:
-                return await tx.remove_client(client_id)
+                return await tx.auth.remove_client(client_id)
         finally:
             await container.aclose()
 
@@ -442,7 +442,7 @@ def rotate_signing_key() -> None:
         try:
             key = new_signing_key()
             async with container.store.transaction() as tx:
-                await tx.add_signing_key(key, now=datetime.now(UTC))
+                await tx.auth.add_signing_key(key, now=datetime.now(UTC))
             return key.kid
         finally:
             await container.aclose()

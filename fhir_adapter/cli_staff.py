@@ -26,8 +26,8 @@ def install(app: typer.Typer) -> None:
 
 def _with_accounts(work: Callable[..., Awaitable[T]]) -> T:
     from fhir_adapter.review.accounts import StaffAccounts
+    from fhir_adapter.store.engine import create_engine
     from fhir_adapter.store.migrate import upgrade_database
-    from fhir_adapter.store.sql import create_engine
 
     settings = Settings()
 

@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split(separator: str, normalize: Callable[[str], str] = str.strip) -> BeforeValidator:
+    """A list setting written as one string (`a, b`): split at `separator`, each item
+    normalized, blanks left out; a list or set given in code is taken as it is."""
+
+    def parse(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return [normalize(item) for item in value.split(separator) if item.strip()]
+
+    return BeforeValidator(parse)
+
+
+def _host(item: str) -> str:
+    """`host` or `host:port`, lower case, an IPv6 literal without its brackets."""
+    return item.strip().lower().strip("[]")
+
+
+# Comma-separated names or codes, as a set; `;`-separated printable lines, in order.
+Names = Annotated[frozenset[str], NoDecode, _split(",")]
+HostNames = Annotated[frozenset[str], NoDecode, _split(",", _host)]
+Origins = Annotated[tuple[str, ...], NoDecode, _split(",")]
+Lines = Annotated[tuple[str, ...], NoDecode, _split(";")]
 
 
 class Settings(BaseSettings):
@@ -42,19 +68,19 @@ class Settings(BaseSettings):
     directory_timeout_seconds: float = Field(default=5.0, gt=0)
     directory_attempts: int = Field(default=3, ge=1, le=10)
     directory_cache_seconds: float = Field(default=60.0, ge=0)
-    primary_care_taxonomy: str = Field(
-        default="",
+    primary_care_taxonomy: Names = Field(
+        default=frozenset(),
         description="comma-separated NUCC codes treated as primary care (empty: built-in list)",
     )
-    holiday_ignore: str = Field(
-        default="", description="comma-separated holiday names not counted as closed days"
+    holiday_ignore: Names = Field(
+        default=frozenset(), description="comma-separated holiday names not counted as closed days"
     )
     member_notice_url: str | None = None
     plan_name: str = "Demo Medi-Cal Health Plan"
     plan_phone: str = "1-800-555-0100"
     plan_tty: str = "711"
-    plan_address: str = Field(
-        default="100 Main Street; Los Angeles, CA 90012", description="lines separated by ';'"
+    plan_address: Lines = Field(
+        default=("100 Main Street", "Los Angeles, CA 90012"), description="lines separated by ';'"
     )
     plan_website: str = "https://demo-plan.example.org"
     plan_hours: str = "Monday to Friday, 8 a.m. to 6 p.m."
@@ -64,8 +90,13 @@ class Settings(BaseSettings):
     # here, to keep the CLI's start light; tests/unit/notices/test_catalog.py keeps them equal).
     notice_hearing_phone: str = "1-800-743-8525"
     notice_hearing_tdd: str = "1-800-952-8349"
-    notice_hearing_address: str = Field(
-        default="California Department of Social Services; State Hearings Division; P.O. Box 944243, Mail Station 9-17-37; Sacramento, CA 94244-2430",
+    notice_hearing_address: Lines = Field(
+        default=(
+            "California Department of Social Services",
+            "State Hearings Division",
+            "P.O. Box 944243, Mail Station 9-17-37",
+            "Sacramento, CA 94244-2430",
+        ),
         description="lines separated by ';'",
     )
     notice_hearing_online: str = "https://www.cdss.ca.gov/hearing-requests"
@@ -134,7 +165,7 @@ class Settings(BaseSettings):
     rate_limit: str = Field(
         default="3000/minute", description="per client, `limits` notation; `off`: no limit"
     )
-    cors_origins: str = Field(default="", description="comma-separated; empty: CORS off")
+    cors_origins: Origins = Field(default=(), description="comma-separated; empty: CORS off")
     audit_flush_seconds: float = Field(default=0.5, gt=0, le=60)
     audit_spool_dir: Path | None = Field(
         default=None,
@@ -146,8 +177,8 @@ class Settings(BaseSettings):
         description="serve the demo EHR inboxes at /ehr (loopback only, in memory); "
         "`fhir-adapter demo` sets it for its own server; never in production",
     )
-    subscription_allowed_hosts: str = Field(
-        default="",
+    subscription_allowed_hosts: HostNames = Field(
+        default=frozenset(),
         description="comma-separated host or host:port that rest-hook Subscriptions may reach "
         "over plain http or at a non-public address (issue #16); empty: https to public hosts only",
     )

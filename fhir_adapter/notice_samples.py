@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 
 from fhir_adapter.bootstrap import examples_dir
-from fhir_adapter.demo import DEMO_SCOPE, consultation_report, in_process_service
+from fhir_adapter.demo.walkthrough import DEMO_SCOPE, consultation_report, in_process_service
+from fhir_adapter.fhir.elements import ResourceKey
 from fhir_adapter.notices.language import LARGE_PRINT_URL
 from fhir_adapter.security.client import discover_token_endpoint, request_token
 
@@ -139,8 +140,8 @@ async def _submit(client: httpx.AsyncClient, sample: Sample) -> dict[str, str]:
     )
     response.raise_for_status()
     return {
-        e["response"]["location"].split("/")[0]: e["response"]["location"].split("/_history")[0]
-        for e in response.json()["entry"]
+        key.type: str(key)
+        for key in (ResourceKey.parse(e["response"]["location"]) for e in response.json()["entry"])
     }
 
 

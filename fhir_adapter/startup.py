@@ -171,7 +171,7 @@ def check_port(host: str, port: int) -> None:
 def check_database(settings: Settings) -> str:
     """Check the driver and connect once, so an unreachable or missing database is one line, not
     a traceback; returns the store's description (for the first log line)."""
-    from fhir_adapter.store.sql import create_engine
+    from fhir_adapter.store.engine import create_engine
 
     url = database_url(settings)
     store = describe_store(url)

@@ -24,10 +24,11 @@ from fhir_adapter.api import handlers
 from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container, build_container, demo_directory_file
 from fhir_adapter.config import Settings
+from fhir_adapter.demo.directory import directory_router, load_directory
 from fhir_adapter.directory.client import DirectoryClient
-from fhir_adapter.directory.demo import directory_router, load_directory
+from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.migrate import upgrade_database
-from fhir_adapter.store.sql import SqlResourceStore, create_engine
+from fhir_adapter.store.sql import SqlResourceStore
 from fhir_adapter.store.tables import ALL_TABLES, resources
 from tests.fakes import FrozenClock
 from tests.tokens import bearer

@@ -173,8 +173,8 @@ async def _seed_database(url: str) -> None:
     from fhir_adapter.api.app import create_app
     from fhir_adapter.bootstrap import build_container, demo_directory_file
     from fhir_adapter.config import Settings
+    from fhir_adapter.demo.directory import directory_router, load_directory
     from fhir_adapter.directory.client import DirectoryClient
-    from fhir_adapter.directory.demo import directory_router, load_directory
     from tests.tokens import bearer
 
     directory_app = FastAPI()

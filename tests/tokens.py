@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 
 from fhir_adapter.bootstrap import Container
-from fhir_adapter.ports import ResourceStore
+from fhir_adapter.ports.store import ResourceStore
 from fhir_adapter.security.client import ClientCredentials, new_ec_key, request_token
 from fhir_adapter.security.issuer import register_client
 
@@ -45,7 +45,8 @@ async def fetch_token(
 async def live_token(database_url: str, origin: str, scope: str = ADMIN_SCOPE) -> str:
     """For a server in another process: register a client in its database, then get a token
     from its token endpoint exactly as a deployed system would."""
-    from fhir_adapter.store.sql import SqlResourceStore, create_engine
+    from fhir_adapter.store.engine import create_engine
+    from fhir_adapter.store.sql import SqlResourceStore
 
     engine = create_engine(database_url)
     try:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fhir_adapter.codes import CLIENT_ID_SYSTEM
 from fhir_adapter.fhir.dates import format_instant
 
-CLIENT_ID_SYSTEM = "https://fhir-adapter.org/fhir/sid/client-id"
 _RESTFUL = "http://hl7.org/fhir/restful-interaction"
 _ACTION = {
     "read": "R",

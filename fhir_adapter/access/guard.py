@@ -21,7 +21,7 @@ from fhir_adapter.access.owners import OWNER_SYSTEM, owned_by
 from fhir_adapter.access.scopes import Access, Interaction, Reach
 from fhir_adapter.errors import ForbiddenError
 from fhir_adapter.fhir.search import SearchQuery, parse_search
-from fhir_adapter.ports import StoredResource
+from fhir_adapter.ports.store import StoredResource
 
 _NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 

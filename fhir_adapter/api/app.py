@@ -25,8 +25,6 @@ from fhir_adapter.api.routes import auth, metadata, operations, resources, syste
 from fhir_adapter.api.security import authenticate
 from fhir_adapter.bootstrap import Container, build_container, demo_directory_file
 from fhir_adapter.config import Settings
-from fhir_adapter.directory.demo import directory_router, load_directory
-from fhir_adapter.directory.demo_ehr import ehr_router
 from fhir_adapter.review import routes as review
 from fhir_adapter.services.background import run_background
 
@@ -100,10 +98,14 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.mount("/review/static", review.static_files, name="review-static")
     include(review.router, prefix="/review")
     if settings.directory_url is None:  # contract §1: the built-in demo directory
+        from fhir_adapter.demo.directory import directory_router, load_directory
+
         include(directory_router(load_directory(demo_directory_file())), prefix="/directory/fhir")
     if (
         settings.demo
     ):  # issue #16: the demo EHR inboxes (where the demo Endpoints point), on request
+        from fhir_adapter.demo.ehr import ehr_router
+
         include(ehr_router(), prefix="/ehr")
         log.warning(
             "FHIR_ADAPTER_DEMO is on: demo EHR inboxes at /ehr (loopback only, in memory); "
@@ -123,11 +125,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         clock=lambda: (app.state.container.workflow.clock)(),
         tokens=lambda: getattr(getattr(app.state, "container", None), "tokens", None),
     )
-    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
-    if origins:  # off unless configured
+    if settings.cors_origins:  # off unless configured
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=origins,
+            allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "PUT"],
             allow_headers=[
                 "Authorization",

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from fhir_adapter.errors import NotAcceptableError, UnsupportedMediaTypeError
 from fhir_adapter.fhir.bundles import etag
 from fhir_adapter.fhir.validation import parse_json
-from fhir_adapter.ports import StoredResource
+from fhir_adapter.ports.store import StoredResource
 
 FHIR_JSON = "application/fhir+json"
 _JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}

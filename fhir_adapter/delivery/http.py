@@ -9,8 +9,7 @@ import httpx
 import orjson
 
 from fhir_adapter.delivery.guarded import failure_category
-from fhir_adapter.services.delivery import DeliveryAttempt
-from fhir_adapter.services.subscriptions import NotificationAttempt
+from fhir_adapter.ports.delivery import DeliveryAttempt, NotificationAttempt
 from fhir_adapter.workflow.letters import NOTICE_MAILED_ON_URL
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

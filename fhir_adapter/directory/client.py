@@ -16,10 +16,11 @@ import httpx
 import orjson
 from cachetools import TTLCache
 
+from fhir_adapter.codes import NPI
+from fhir_adapter.directory.plannet import provider_from_role
 from fhir_adapter.errors import DirectoryUnavailableError
-from fhir_adapter.fhir.plannet import provider_from_role
+from fhir_adapter.fhir.elements import specialty_search
 from fhir_adapter.policy.facts import Provider
-from fhir_adapter.workflow.codes import NPI, NUCC
 
 log = logging.getLogger(__name__)
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -67,7 +68,7 @@ class DirectoryClient:
         """Active PractitionerRoles with one of the specialties, in network or not; with `enough`,
         the search stops once it has that many (out-of-network ones, with `out_of_network`)."""
         params = {
-            "specialty": _specialty_param(specialties),
+            "specialty": specialty_search(specialties),
             "active": "true",
             "_count": str(self.page_size),
         }
@@ -89,7 +90,7 @@ class DirectoryClient:
         when given) with practitioners, endpoints, organizations and locations; with `enough`, the
         search stops once it has that many in-network roles."""
         params = {
-            "specialty": _specialty_param(specialties),
+            "specialty": specialty_search(specialties),
             "network": self.network,
             "active": "true",
             "_count": str(self.page_size),
@@ -301,10 +302,6 @@ def _parse_bundle(content: bytes) -> dict[str, Any] | None:
     ):
         return None
     return data
-
-
-def _specialty_param(specialties: Iterable[str]) -> str:
-    return ",".join(f"{NUCC}|{code}" for code in sorted(set(specialties)))
 
 
 def _resource_is(entry: Mapping[str, Any], kind: str) -> bool:

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.search import SearchQuery
-from fhir_adapter.ports import SearchPage, StoredResource
+
+
+# What these Bundles need of a stored version and of a search page; the store's StoredResource
+# and SearchPage (fhir_adapter.ports) have this shape, and this package never imports the ports.
+class StoredResource(Protocol):
+    @property
+    def resource_type(self) -> str: ...
+    @property
+    def version_id(self) -> int: ...
+    @property
+    def last_updated(self) -> datetime: ...
+    @property
+    def content(self) -> dict[str, Any]: ...
+    @property
+    def key(self) -> str: ...
+
+
+class SearchPage(Protocol):
+    @property
+    def matches(self) -> Sequence[StoredResource]: ...
+    @property
+    def included(self) -> Sequence[StoredResource]: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def next_cursor(self) -> int | None: ...
 
 
 def etag(version_id: int) -> str:
@@ -36,7 +63,7 @@ def searchset(base_url: str, query: SearchQuery, page: SearchPage) -> dict[str, 
     return bundle
 
 
-def history(base_url: str, versions: list[StoredResource]) -> dict[str, Any]:
+def history(base_url: str, versions: Sequence[StoredResource]) -> dict[str, Any]:
     """An instance history Bundle, newest version first."""
     entries = []
     for version in versions:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fhir_adapter import __version__
 from fhir_adapter.fhir.resources import FHIR_VERSION, SERVED_TYPES
 from fhir_adapter.fhir.search import SEARCH_PARAMS, params_for
-from fhir_adapter.workflow.subscriptions import TOPICS as SUBSCRIPTION_TOPICS
 
 _SEARCH_TYPE = {"id": "token", "last-updated": "date"}
 _INTERACTIONS = ("read", "vread", "update", "history-instance", "create", "search-type")
@@ -46,7 +46,6 @@ TOPIC_CANONICAL = (
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
     "capabilitystatement-subscriptiontopic-canonical"
 )
-TOPICS = tuple(SUBSCRIPTION_TOPICS)
 PROFILES: dict[str, tuple[str, ...]] = {
     "ServiceRequest": (
         "https://fhir-adapter.org/fhir/StructureDefinition/second-opinion-servicerequest",
@@ -60,10 +59,16 @@ PROFILES: dict[str, tuple[str, ...]] = {
 
 
 def capability_statement(
-    base_url: str, *, published: str, token_endpoint: str | None = None, cors: bool = False
+    base_url: str,
+    *,
+    published: str,
+    topics: Iterable[str] = (),
+    token_endpoint: str | None = None,
+    cors: bool = False,
 ) -> dict[str, Any]:
     """What `GET /fhir/metadata` answers: resources, interactions, search parameters, includes,
-    and how to get access (SMART Backend Services, the token endpoint)."""
+    the Subscription `topics` the workflow offers, and how to get access (SMART Backend Services,
+    the token endpoint)."""
     resources = []
     for resource_type in SERVED_TYPES:
         params = params_for(resource_type)
@@ -73,7 +78,7 @@ def capability_statement(
             extra["supportedProfile"] = list(PROFILES[resource_type])
         if resource_type == "Subscription":
             extra["extension"] = [
-                {"url": TOPIC_CANONICAL, "valueCanonical": topic} for topic in TOPICS
+                {"url": TOPIC_CANONICAL, "valueCanonical": topic} for topic in topics
             ]
         if resource_type in OPERATIONS:
             extra["operation"] = [

@@ -1,36 +1,16 @@
-"""OperationOutcome building: the one shape every error and informational answer takes."""
+"""OperationOutcome building: the one shape every error and informational answer takes.
+
+`Issue` and `make_outcome` live with the error tree (fhir_adapter/errors.py, a leaf every layer
+may import), so that errors render themselves without importing upward into this package.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-Severity = Literal["fatal", "error", "warning", "information"]
+from fhir_adapter.errors import Issue, Severity, make_outcome
 
-
-@dataclass(frozen=True, slots=True)
-class Issue:
-    """One OperationOutcome.issue: what is wrong (`code`, `diagnostics`) and where (`expression`)."""
-
-    code: str
-    diagnostics: str
-    expression: str | None = None
-    severity: Severity = "error"
-
-    def to_fhir(self) -> dict[str, Any]:
-        issue: dict[str, Any] = {
-            "severity": self.severity,
-            "code": self.code,
-            "diagnostics": self.diagnostics,
-        }
-        if self.expression:
-            issue["expression"] = [self.expression]
-        return issue
-
-
-def make_outcome(issues: list[Issue] | tuple[Issue, ...]) -> dict[str, Any]:
-    """An OperationOutcome resource (as FHIR JSON) carrying `issues`."""
-    return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in issues]}
+__all__ = ["Issue", "Severity", "information", "make_outcome"]
 
 
 def information(text: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_adapter.codes import CANONICAL
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.metrics.core import (
     TIME_METRICS,
@@ -19,7 +20,6 @@ from fhir_adapter.metrics.core import (
     MetricsReport,
     Population,
 )
-from fhir_adapter.workflow.codes import CANONICAL
 
 MEASURE_URL = f"{CANONICAL}/Measure/pa-metrics"
 METRIC_SYSTEM = f"{CANONICAL}/CodeSystem/pa-metric"

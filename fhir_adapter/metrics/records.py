@@ -18,16 +18,16 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from fhir_adapter.codes import (
+    CANONICAL,
+    ReviewAction,
+    review_action_codes,
+)
 from fhir_adapter.errors import InvalidRequestError, UnprocessableEntityError
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.metrics.core import AppealOutcome
-from fhir_adapter.workflow.codes import (
-    CANONICAL,
-    ReviewAction,
-    review_action_codes,
-)
 from fhir_adapter.workflow.deadlines import Track
 
 EVENT_SYSTEM = f"{CANONICAL}/CodeSystem/pa-event"

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Literal, get_args
 
+from fhir_adapter.codes import DenialReason
 from fhir_adapter.notices.contacts import DEFAULT_RIGHTS_CONTACTS, RightsContacts
 from fhir_adapter.policy.decision import Outcome
-from fhir_adapter.workflow.codes import DenialReason
 
 NoticeKind = Literal[
     "denial-member", "denial-requester", "approval-member", "approval-requester", "report-member"

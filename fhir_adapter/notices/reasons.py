@@ -6,8 +6,8 @@ denial (`reviewer-denied`) is not specific by itself: add the reviewer's own exp
 
 from __future__ import annotations
 
+from fhir_adapter.codes import DENIAL_TEXT, DenialReason
 from fhir_adapter.notices.model import Audience, Language
-from fhir_adapter.workflow.codes import DENIAL_TEXT, DenialReason
 
 _MEMBER_EN: dict[DenialReason, str] = {
     DenialReason.COVERAGE_INACTIVE: (

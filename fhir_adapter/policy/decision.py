@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from fhir_adapter.codes import BusinessStatus, DenialReason, ReviewAction, ReviewReason
 from fhir_adapter.policy.facts import Provider
-from fhir_adapter.workflow.codes import BusinessStatus, DenialReason, ReviewAction, ReviewReason
 
 
 class Outcome(StrEnum):

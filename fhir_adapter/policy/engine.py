@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from fhir_adapter.policy.decision import Decision, RuleStep
 from fhir_adapter.policy.facts import RequestFacts
-from fhir_adapter.policy.rules import POLICY_RULES, Rule
+from fhir_adapter.policy.rules import POLICY_RULES, RULE_BASIS, Rule
 
 
 def evaluate(facts: RequestFacts, rules: Iterable[Rule] = POLICY_RULES) -> Decision:
@@ -20,7 +20,7 @@ def first_decision(facts: RequestFacts, rules: Iterable[Rule]) -> Decision | Non
     """The first rule's decision, with the trail of every rule run; None when all pass."""
     trail: list[RuleStep] = []
     for rule in rules:
-        basis = (rule.__doc__ or "").strip().split(":")[0]
+        basis = RULE_BASIS.get(rule.__name__, "")
         decision = rule(facts)
         if decision is None:
             trail.append(RuleStep(rule.__name__, basis, "passed"))

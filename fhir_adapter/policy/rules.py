@@ -1,17 +1,19 @@
 """One small function per rule of the Second Medical Opinion policy, in the order they apply.
 
-Each rule returns None when it has nothing to say (the request passes it) or a Decision. The
-docstring's first line names the policy section or regulation the rule encodes.
+Each rule returns None when it has nothing to say (the request passes it) or a Decision.
+RULE_BASIS names the policy section or regulation each rule encodes: that text is stored on the
+rule trail of every ClaimResponse and printed in letters, so it is data here, never taken from a
+docstring (rewording a docstring must not change what is recorded).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from fhir_adapter.codes import DenialReason, Reason, ReviewReason
 from fhir_adapter.policy.decision import Decision, Outcome
 from fhir_adapter.policy.facts import Care, Provider, RequestFacts
 from fhir_adapter.policy.ranking import rank_providers
-from fhir_adapter.workflow.codes import DenialReason, Reason, ReviewReason
 
 Rule = Callable[[RequestFacts], Decision | None]
 
@@ -137,6 +139,20 @@ def _qualifies(provider: Provider, facts: RequestFacts) -> bool:
         return bool(provider.specialties & facts.primary_care_taxonomy)
     return facts.needed_specialty in provider.specialties
 
+
+RULE_BASIS: dict[str, str] = {
+    "coverage_is_active": "Policy (coverage statement); 42 CFR 438.210",
+    "coverage_is_with_the_plan": "Policy (coverage statement)",
+    "requester_is_member_or_treating_professional": "HSC 1383.15; policy",
+    "directory_answered": "Contract §5",
+    "requesting_professional_participates": "HSC 1383.15; policy",
+    "reason_is_listed": "Policy II A-E; regulatory.md §7",
+    "specialty_is_known": "Policy III",
+    "member_selected_provider_qualifies": "Policy III",
+    "in_network_provider_available": "Policy III-IV",
+    "out_of_network_authorized": "Policy IV; 42 CFR 438.206(b)(4)",
+    "nobody_qualifies": "Policy IV",
+}
 
 POLICY_RULES: tuple[Rule, ...] = (
     coverage_is_active,

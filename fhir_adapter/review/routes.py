@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 from fhir_adapter.access.audit import StaffAuditRecord
 from fhir_adapter.bootstrap import Container
+from fhir_adapter.codes import NUCC, Reason
 from fhir_adapter.errors import AdapterError, InvalidTransitionError, NotFoundError
 from fhir_adapter.fhir.references import ID_PATTERN
 from fhir_adapter.metrics.core import Period
@@ -40,7 +41,6 @@ from fhir_adapter.review.workspace import (
     Workspace,
     notice_pdf,
 )
-from fhir_adapter.workflow.codes import NUCC, Reason
 from fhir_adapter.workflow.review import ReviewerDecision
 
 SESSION_COOKIE = "review_session"
@@ -456,7 +456,7 @@ async def notice(request: Request, communication_id: str) -> Response:
     if not ID_PATTERN.match(communication_id):
         return _not_found(request, session)
     async with _container(request).store.transaction(write=False) as tx:
-        found = await tx.read("Communication", communication_id)
+        found = await tx.resources.read("Communication", communication_id)
     pdf = notice_pdf(found.content) if found else None
     if pdf is None:
         _audit(request, "view-notice", 404, session)

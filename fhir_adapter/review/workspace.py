@@ -10,12 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from fhir_adapter.bootstrap import Container
-from fhir_adapter.fhir.plannet import display_name
-from fhir_adapter.fhir.references import parse_reference
-from fhir_adapter.policy.facts import Provider
-from fhir_adapter.ports import StoredResource, StoreTransaction
-from fhir_adapter.services.referenced import DirectoryReader
-from fhir_adapter.workflow.codes import (
+from fhir_adapter.codes import (
     MEMBER_ID_TYPE,
     REASON_SYSTEM,
     REVIEW_REASON_SYSTEM,
@@ -26,8 +21,18 @@ from fhir_adapter.workflow.codes import (
     BusinessStatus,
     ReviewReason,
 )
-from fhir_adapter.workflow.deadlines import is_flagged, past_warning_share, track_for
-from fhir_adapter.workflow.intake import is_fulfillment_task, listed_reasons, reference_of
+from fhir_adapter.fhir.elements import (
+    ResourceKey,
+    display_name,
+    local_key,
+    reference_of,
+    reference_type,
+)
+from fhir_adapter.policy.facts import Provider
+from fhir_adapter.ports.directory import DirectoryReader
+from fhir_adapter.ports.store import StoredResource, StoreTransaction
+from fhir_adapter.workflow.deadlines import is_expedited, is_flagged, past_warning_share
+from fhir_adapter.workflow.intake import is_fulfillment_task, listed_reasons
 
 DEFAULT_WARNING_SHARE = 0.75  # of the time allowed; FHIR_ADAPTER_DEADLINE_WARNING_SHARE
 DIRECTORY_DOWN = "directory-unavailable"
@@ -165,10 +170,8 @@ class Workspace:
         """Past the early-warning share of its window, or flagged by the deadline sweep."""
         return past_warning_share(task, self.warning_share, now) or is_flagged(task)
 
-    def _key(self, reference: str | None) -> str | None:
-        if not reference:
-            return None
-        return parse_reference(reference, base_url=self.container.resources.base_url).local_key
+    def _key(self, reference: str | None) -> ResourceKey | None:
+        return local_key(reference, self.container.resources.base_url)
 
     async def _search(
         self, tx: StoreTransaction, resource_type: str, params: list[tuple[str, str]]
@@ -179,7 +182,7 @@ class Workspace:
         key = self._key(reference)
         if key is None:
             return None
-        found = await tx.read(*key.split("/", 1))
+        found = await tx.resources.read(*key)
         return found.content if found else None
 
     async def queue(
@@ -212,7 +215,7 @@ class Workspace:
                     QueueItem(
                         task_id=task.id,
                         member=person_name(patient),
-                        expedited=track_for(request.get("priority"), reasons).value == "expedited",
+                        expedited=is_expedited(request),
                         reasons=reasons,
                         why=DIRECTORY_DOWN
                         if status == BusinessStatus.PENDING_DIRECTORY.value
@@ -246,10 +249,10 @@ class Workspace:
     async def request(self, task_id: str, now: datetime) -> dict[str, Any] | None:
         """Everything the request page shows, or None when there is no such request."""
         async with self.container.store.transaction(write=False) as tx:
-            task = await tx.read("Task", task_id)
+            task = await tx.resources.read("Task", task_id)
             if task is None or not is_fulfillment_task(task.content):
                 return None
-            history = await tx.history("Task", task_id)
+            history = await tx.resources.history("Task", task_id)
             request = await self._read(tx, reference_of(task.content.get("focus"))) or {}
             patient = await self._read(tx, reference_of(request.get("subject")))
             requester = await self._read(tx, reference_of(request.get("requester")))
@@ -261,14 +264,13 @@ class Workspace:
             decision = await self._read(tx, _decision_reference(task.content))
             request_key = self._key(reference_of(task.content.get("focus")))
             notices = (
-                await self._search(tx, "Communication", [("based-on", request_key)])
+                await self._search(tx, "Communication", [("based-on", str(request_key))])
                 if request_key
                 else []
             )
         period = (task.content.get("restriction") or {}).get("period") or {}
         received, due = _instant(period.get("start")), _instant(period.get("end"))
         _, left = deadline_share(received, due, now)
-        reasons = sorted(listed_reasons(request))
         return {
             "task": task.content,
             "task_id": task_id,
@@ -278,10 +280,10 @@ class Workspace:
             "member": person_name(patient),
             "member_id": member_id(patient) or "(not recorded)",
             "requester": person_name(requester) if requester else "(not recorded)",
-            "requester_type": (reference_of(request.get("requester")) or "").split("/")[0]
+            "requester_type": reference_type(reference_of(request.get("requester"))) or ""
             if requester is None
             else requester.get("resourceType"),
-            "expedited": track_for(request.get("priority"), reasons).value == "expedited",
+            "expedited": is_expedited(request),
             "reason_codes": [
                 c.get("code")
                 for rc in request.get("reasonCode") or []

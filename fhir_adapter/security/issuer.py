@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from fhir_adapter.access.scopes import grantable, parse_scopes
-from fhir_adapter.ports import ClientRecord, ResourceStore, SigningKey
+from fhir_adapter.ports.store import ClientRecord, ResourceStore, SigningKey
 from fhir_adapter.security.tokens import (
     REGISTERED_CLAIM,
     StaticKeys,
@@ -90,7 +90,7 @@ class RegisteredClients:
         if cached is not None and self.now() < cached[1]:
             return cached[0]
         async with self.store.transaction(write=False) as tx:
-            found = await tx.get_client(client_id) is not None
+            found = await tx.auth.get_client(client_id) is not None
         if len(self._seen) > 10_000:
             self._seen.clear()
         self._seen[client_id] = (found, self.now() + self.cache_seconds)
@@ -125,10 +125,10 @@ class BuiltInIssuer:
         """The issuer with the stored signing key; the first start makes and stores one (all
         processes sharing the database then sign and verify with the same key)."""
         async with store.transaction() as tx:
-            key = await tx.signing_key()
+            key = await tx.auth.signing_key()
             if key is None:
                 key = new_signing_key()
-                await tx.add_signing_key(key, now=datetime.now(UTC))
+                await tx.auth.add_signing_key(key, now=datetime.now(UTC))
         return cls(store, key, urls, **options)
 
     def jwks(self) -> dict[str, Any]:
@@ -212,7 +212,7 @@ class BuiltInIssuer:
         if not isinstance(client_id, str) or unverified.get("sub") != client_id:
             raise invalid("client_assertion iss and sub must both be the client id")
         async with self.store.transaction(write=False) as tx:
-            client = await tx.get_client(client_id[:64])
+            client = await tx.auth.get_client(client_id[:64])
         if client is None:
             raise invalid("unknown client")
         keys = parse_jwks(client.jwks)
@@ -244,7 +244,7 @@ class BuiltInIssuer:
         if claims["exp"] > now + MAX_ASSERTION_SECONDS + self.leeway:
             raise invalid("client_assertion exp must be at most five minutes ahead")
         async with self.store.transaction() as tx:
-            fresh = await tx.use_assertion(
+            fresh = await tx.auth.use_assertion(
                 client_id,
                 str(claims["jti"])[:255],
                 expires_at=datetime.fromtimestamp(claims["exp"] + self.leeway, UTC),
@@ -270,5 +270,5 @@ async def register_client(
         raise ValueError("the scope grants no access; use SMART scopes such as system/Task.cru")
     client = ClientRecord(uuid.uuid4().hex, name, jwks, scope, patient)
     async with store.transaction() as tx:
-        await tx.add_client(client, now=datetime.now(UTC))
+        await tx.auth.add_client(client, now=datetime.now(UTC))
     return client

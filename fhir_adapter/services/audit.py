@@ -36,7 +36,7 @@ from fhir_adapter.access.audit import (
     audit_event,
     staff_audit_event,
 )
-from fhir_adapter.ports import ResourceStore
+from fhir_adapter.ports.store import ResourceStore
 from fhir_adapter.services.resources import Clock, utc_now, with_meta
 
 log = logging.getLogger(__name__)
@@ -163,11 +163,11 @@ class AuditTrail:
         for start in range(0, len(events), STORE_BATCH):
             batch = events[start : start + STORE_BATCH]
             async with self.store.transaction() as tx:
-                stored = await tx.existing(("AuditEvent", e["id"]) for e in batch)
+                stored = await tx.resources.existing(("AuditEvent", e["id"]) for e in batch)
                 new = [e for e in batch if ("AuditEvent", e["id"]) not in stored]
                 now = self.clock()
                 for event in new:
-                    await tx.insert(with_meta(event, event["id"], 1, now), now=now)
+                    await tx.resources.insert(with_meta(event, event["id"], 1, now), now=now)
             written += len(new)
         return written
 

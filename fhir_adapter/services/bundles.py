@@ -27,10 +27,10 @@ from fhir_adapter.fhir.bundle_references import (
 from fhir_adapter.fhir.outcome import Issue, make_outcome
 from fhir_adapter.fhir.references import ID_PATTERN, rewrite_references
 from fhir_adapter.fhir.validation import validate_resource
-from fhir_adapter.ports import StoreTransaction
+from fhir_adapter.ports.hooks import WriteResult
+from fhir_adapter.ports.store import StoreTransaction
 from fhir_adapter.services.resources import (
     ResourceService,
-    WriteResult,
     check_body_type,
     check_match_visible,
     require_client_writable,
@@ -408,9 +408,9 @@ class BundleService:
             }
         assert entry.id is not None
         if entry.version is None:
-            found = await tx.read(entry.resource_type, entry.id)
+            found = await tx.resources.read(entry.resource_type, entry.id)
         elif entry.version.isdigit():
-            found = await tx.vread(entry.resource_type, entry.id, int(entry.version))
+            found = await tx.resources.vread(entry.resource_type, entry.id, int(entry.version))
         else:
             found = None
         if found is None or not guard.visible(found.content):

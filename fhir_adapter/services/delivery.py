@@ -11,32 +11,22 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from fhir_adapter.errors import DirectoryUnavailableError
 from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.fhir.elements import ResourceKey, codes_in, local_key, npi_of, reference_of
 from fhir_adapter.fhir.references import parse_reference
-from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource
+from fhir_adapter.ports.delivery import Deliverer, DeliveryAttempt
+from fhir_adapter.ports.directory import Directory
+from fhir_adapter.ports.store import OutboxItem, ResourceStore, StoredResource
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.services.subscriptions import SubscriptionService
-from fhir_adapter.services.workflow import Directory
-from fhir_adapter.workflow.codes import NPI
 from fhir_adapter.workflow.letters import mailing_proof
 from fhir_adapter.workflow.provenance import delivery_provenance
 from fhir_adapter.workflow.reports import delivery_bundle, notice_bundle
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryAttempt:
-    delivered: bool
-    error: str | None  # a short code ("HTTP 503", "ConnectTimeout"); never content
-    mailed_on: str | None = None  # the mailing date a member-notice mailing service returned
-
-
-class Deliverer(Protocol):
-    async def post_transaction(self, base_url: str, bundle: dict[str, Any]) -> DeliveryAttempt: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +65,7 @@ class DeliveryService:
         """Try every due delivery once; returns how many were tried."""
         now = self.clock()
         async with self.store.transaction() as tx:
-            items = await tx.claim_outbox(
+            items = await tx.outbox.claim(
                 now=now, lease_until=now + timedelta(seconds=self.config.lease_seconds), limit=limit
             )
         for item in items:
@@ -128,21 +118,20 @@ class DeliveryService:
             and p["contentReference"]["reference"].startswith("ServiceRequest/")
         ]
         async with self.store.transaction(write=False) as tx:
-            found = await tx.read_many(tuple(k.split("/", 1)) for k in [*keys, *proposals] if k)  # type: ignore[misc]
-            recipient_key = parse_reference(
-                content["recipient"][0]["reference"], base_url=base
-            ).local_key
-            recipient = await tx.read(*recipient_key.split("/", 1)) if recipient_key else None
+            found = await tx.resources.read_many(
+                ResourceKey.parse(k) for k in [*keys, *proposals] if k
+            )
+            recipient_key = local_key(content["recipient"][0]["reference"], base)
+            recipient = await tx.resources.read(*recipient_key) if recipient_key else None
             practitioner = (
                 recipient if recipient and recipient.resource_type == "Practitioner" else None
             )
             if recipient is not None and recipient.resource_type == "PractitionerRole":
-                practitioner_key = parse_reference(
-                    (recipient.content.get("practitioner") or {}).get("reference", ""),
-                    base_url=base,
-                ).local_key
+                practitioner_key = local_key(
+                    reference_of(recipient.content.get("practitioner")), base
+                )
                 practitioner = (
-                    await tx.read(*practitioner_key.split("/", 1)) if practitioner_key else None
+                    await tx.resources.read(*practitioner_key) if practitioner_key else None
                 )
         report, patient = found.get(report_key or ""), found.get(keys[1] or "")
         if patient is None:
@@ -172,21 +161,10 @@ class DeliveryService:
         """Contract §4.6: the endpoint the directory lists for the PCP (hl7-fhir-rest)."""
         if role is None and practitioner is None:
             return None
-        npi = next(
-            (
-                i.get("value")
-                for i in (practitioner.content if practitioner else {}).get("identifier") or []
-                if i.get("system") == NPI
-            ),
-            None,
-        )
+        npi = npi_of(practitioner.content if practitioner else None)
         if not npi:
             return None
-        specialties = {
-            c.get("code")
-            for s in (role.content if role else {}).get("specialty") or []
-            for c in s.get("coding") or []
-        }
+        specialties = set(codes_in((role.content if role else {}).get("specialty"), None))
         try:
             roles = await self.directory.roles_by_npi(npi, today=self.clock())
         except DirectoryUnavailableError:
@@ -199,16 +177,16 @@ class DeliveryService:
     ) -> None:
         now = self.clock()
         async with self.store.transaction() as tx:
-            current = await tx.read_for_update("Communication", communication.id)
+            current = await tx.resources.read_for_update("Communication", communication.id)
             if current is None:
                 return
             if current.content.get("status") == "completed":
                 # Another worker delivered it while this one's lease ran out (docs/durability.md):
                 # the receiver kept one copy; neither undo that nor record it twice.
-                await tx.set_outbox(item.id, state="delivered", delivered_at=now)
+                await tx.outbox.set(item.id, state="delivered", delivered_at=now)
                 return
             if attempt.delivered:
-                await tx.set_outbox(item.id, state="delivered", delivered_at=now)
+                await tx.outbox.set(item.id, state="delivered", delivered_at=now)
                 updated = {**current.content, "status": "completed", "sent": format_instant(now)}
                 updated.pop("statusReason", None)
                 if item.destination == "member-notice-url":
@@ -217,7 +195,7 @@ class DeliveryService:
                     )
                 log.info("delivery %s of Communication/%s done", item.id, current.id)
             elif item.attempts >= self.config.max_attempts:
-                await tx.set_outbox(item.id, state="failed", error=attempt.error)
+                await tx.outbox.set(item.id, state="failed", error=attempt.error)
                 updated = {
                     **current.content,
                     "status": "not-done",
@@ -233,7 +211,7 @@ class DeliveryService:
                 )
             else:
                 delay = self._backoff(item)
-                await tx.set_outbox(
+                await tx.outbox.set(
                     item.id, state="pending", next_attempt_at=now + delay, error=attempt.error
                 )
                 log.info(
@@ -245,7 +223,7 @@ class DeliveryService:
                 )
                 return
             updated.pop("meta", None)
-            stored = await tx.replace(
+            stored = await tx.resources.replace(
                 current, with_meta(updated, current.id, current.version_id + 1, now), now=now
             )
             provenance = delivery_provenance(
@@ -254,7 +232,7 @@ class DeliveryService:
                 recorded=now,
                 delivered=attempt.delivered,
             )
-            await tx.insert(with_meta(provenance, str(uuid.uuid4()), 1, now), now=now)
+            await tx.resources.insert(with_meta(provenance, str(uuid.uuid4()), 1, now), now=now)
 
     async def _notify_subscriber(self, item: OutboxItem) -> None:
         if self.subscriptions is None:
@@ -268,11 +246,11 @@ class DeliveryService:
         now = self.clock()
         async with self.store.transaction() as tx:
             if attempt.delivered:
-                await tx.set_outbox(item.id, state="delivered", delivered_at=now)
+                await tx.outbox.set(item.id, state="delivered", delivered_at=now)
             elif item.attempts >= self.config.max_attempts or problem == "subscription not active":
-                await tx.set_outbox(item.id, state="failed", error=attempt.error)
+                await tx.outbox.set(item.id, state="failed", error=attempt.error)
             else:
-                await tx.set_outbox(
+                await tx.outbox.set(
                     item.id,
                     state="pending",
                     next_attempt_at=now + self._backoff(item),
@@ -290,5 +268,5 @@ class DeliveryService:
         """Put failed deliveries back in the queue (`fhir-adapter outbox retry`)."""
         now = self.clock()
         async with self.store.transaction() as tx:
-            count = await tx.retry_outbox(now=now, ids=ids)
+            count = await tx.outbox.retry(now=now, ids=ids)
         return count

@@ -8,8 +8,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from fhir_adapter.codes import TASK_CODE_SYSTEM, ReviewAction
 from fhir_adapter.errors import ConflictError, NotFoundError, UnprocessableEntityError
 from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.fhir.elements import reference_of
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.metrics.core import (
@@ -30,12 +32,11 @@ from fhir_adapter.metrics.records import (
     review_action,
     timeframe_extension,
 )
-from fhir_adapter.ports import ResourceStore, StoredResource, StoreTransaction
+from fhir_adapter.ports.store import ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.workflow import pas
-from fhir_adapter.workflow.codes import TASK_CODE_SYSTEM, ReviewAction
 from fhir_adapter.workflow.deadlines import track_for
-from fhir_adapter.workflow.intake import is_fulfillment_task, listed_reasons, reference_of
+from fhir_adapter.workflow.intake import is_fulfillment_task, listed_reasons
 from fhir_adapter.workflow.provenance import record_provenance
 from fhir_adapter.workflow.states import UNDECIDED
 
@@ -74,13 +75,13 @@ class MetricsService:
         async with self.store.transaction(write=False) as tx:
             tasks = await self._search_all(tx, "Task", f"{TASK_CODE_SYSTEM}|fulfill")
             appeals = await self._search_all(tx, "Task", f"{EVENT_SYSTEM}|{APPEAL_CODE}")
-            requests = await tx.read_many(
+            requests = await tx.resources.read_many(
                 tuple(key.split("/", 1))  # type: ignore[misc]
                 for t in tasks
                 if (key := self._key(reference_of(t.content.get("focus"))))
             )
             outputs = {t.id: self._decision_key(t.content) for t in tasks}
-            responses = await tx.read_many(
+            responses = await tx.resources.read_many(
                 tuple(key.split("/", 1))  # type: ignore[misc]
                 for key in outputs.values()
                 if key
@@ -140,7 +141,7 @@ class MetricsService:
         versions = [response]
         if response.version_id > 1:
             versions = sorted(
-                await tx.history("ClaimResponse", response.id), key=lambda v: v.version_id
+                await tx.resources.history("ClaimResponse", response.id), key=lambda v: v.version_id
             )
         for version in versions:
             action = review_action(version.content)
@@ -221,7 +222,7 @@ class MetricsService:
                 created = await self.resources.create_in(tx, body, path="Task", pending=frozenset())
                 stored = created.resource
             else:
-                stored = await tx.replace(
+                stored = await tx.resources.replace(
                     existing, with_meta(body, existing.id, existing.version_id + 1, now), now=now
                 )
             await self._provenance(tx, stored, now, "appeal outcome recorded")
@@ -235,12 +236,12 @@ class MetricsService:
         kind, _, id = reference.rpartition("/")
         task: StoredResource | None = None
         if kind in ("", "Task"):
-            task = await tx.read_for_update("Task", id)
+            task = await tx.resources.read_for_update("Task", id)
         if (task is None or not is_fulfillment_task(task.content)) and kind in (
             "",
             "ClaimResponse",
         ):
-            response = await tx.read("ClaimResponse", id)
+            response = await tx.resources.read("ClaimResponse", id)
             trace = next(
                 (
                     i.get("value")
@@ -249,11 +250,11 @@ class MetricsService:
                 ),
                 None,
             )
-            task = await tx.read_for_update("Task", str(trace)) if trace else None
+            task = await tx.resources.read_for_update("Task", str(trace)) if trace else None
         if task is None or not is_fulfillment_task(task.content):
             raise NotFoundError(f"{reference} is not a second-opinion request or its decision")
         key = self._decision_key(task.content)
-        response = await tx.read(*key.split("/", 1)) if key else None
+        response = await tx.resources.read(*key.split("/", 1)) if key else None
         if response is None:
             raise ConflictError(f"{task.key} has no decision yet; only a denial can be appealed")
         return task, response
@@ -265,7 +266,7 @@ class MetricsService:
         `until` (42 CFR 438.210(d)); the deadline sweep then waits for the new due date."""
         now = self.clock()
         async with self.store.transaction() as tx:
-            task = await tx.read_for_update("Task", task_id)
+            task = await tx.resources.read_for_update("Task", task_id)
             if task is None or not is_fulfillment_task(task.content):
                 raise NotFoundError(f"Task/{task_id} is not a second-opinion request")
             if task.content.get("status") not in UNDECIDED:
@@ -276,7 +277,7 @@ class MetricsService:
                 )
             received = _received_at(task.content)
             focus = self._key(reference_of(task.content.get("focus")))
-            request = await tx.read(*focus.split("/", 1)) if focus else None
+            request = await tx.resources.read(*focus.split("/", 1)) if focus else None
             source = request.content if request else task.content
             track = track_for(source.get("priority"), listed_reasons(source))
             try:
@@ -295,12 +296,12 @@ class MetricsService:
             body.pop("meta", None)
             body["lastModified"] = format_instant(now)
             validate_resource(body)
-            stored = await tx.replace(
+            stored = await tx.resources.replace(
                 task, with_meta(body, task.id, task.version_id + 1, now), now=now
             )
-            job = await tx.get_job(task_id)
+            job = await tx.jobs.get(task_id)
             if job is not None:
-                await tx.set_job(task_id, state=job.state, due_at=until)
+                await tx.jobs.set(task_id, state=job.state, due_at=until)
             await self._provenance(tx, stored, now, "decision time frame extended")
         log.info("Task/%s: decision time frame extended (%s)", task_id, reason.value)
         return stored
@@ -315,7 +316,7 @@ class MetricsService:
             created=target.version_id == 1,
             activity=activity,
         )
-        await tx.insert(with_meta(provenance, self.resources.new_id(), 1, now), now=now)
+        await tx.resources.insert(with_meta(provenance, self.resources.new_id(), 1, now), now=now)
 
 
 def _received_at(task: dict[str, Any]) -> datetime | None:

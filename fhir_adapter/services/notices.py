@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fhir_adapter.fhir.search import parse_search
-from fhir_adapter.ports import ResourceStore
+from fhir_adapter.ports.store import ResourceStore
 from fhir_adapter.workflow.letters import (
     NOTICE_FLAG_SYSTEM,
     REQUESTED_LANGUAGE_URL,
@@ -36,7 +36,7 @@ async def pending_translations(store: ResourceStore) -> list[PendingTranslation]
             "Communication", params, base_url=None, default_count=_PAGE, max_count=_PAGE
         )
         async with store.transaction(write=False) as tx:
-            page = await tx.search(query)
+            page = await tx.resources.search(query)
         for resource in page.matches:
             content = resource.content
             language = next(

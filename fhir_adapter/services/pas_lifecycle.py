@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fhir_adapter.access.guard import Guard
+from fhir_adapter.codes import TASK_CODE_SYSTEM
 from fhir_adapter.errors import UnprocessableEntityError
 from fhir_adapter.fhir.bundle_references import BundleReferences, resolve_bundle_references
 from fhir_adapter.fhir.dates import date_range, format_instant, period_range
@@ -22,13 +23,12 @@ from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.pas_bundle import pas_entries
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.fhir.search import identifier_condition
-from fhir_adapter.ports import StoredResource
+from fhir_adapter.ports.store import StoredResource
 from fhir_adapter.services.callers import may_see_request
 from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import ResourceService
 from fhir_adapter.services.workflow import WorkflowService
 from fhir_adapter.workflow import pas
-from fhir_adapter.workflow.codes import TASK_CODE_SYSTEM
 from fhir_adapter.workflow.pas_changes import (
     INFO_CHANGED,
     change_of,
@@ -103,7 +103,7 @@ class PasLookup:
                 query = self.resources.parse_query(
                     "Task", [("focus", key), ("code", f"{TASK_CODE_SYSTEM}|fulfill")]
                 )
-                page = await tx.search(query)
+                page = await tx.resources.search(query)
                 if page.matches:
                     task = page.matches[0]
                     response = await self.resources.find_conditional(
@@ -331,7 +331,9 @@ class PasInquiry:
         async with self.resources.store.transaction(write=False) as tx:
             for member in members:
                 condition = [("identifier", f"{member.get('system', '')}|{member['value']}")]
-                patients = await tx.search(self.resources.parse_query("Patient", condition))
+                patients = await tx.resources.search(
+                    self.resources.parse_query("Patient", condition)
+                )
                 for patient in patients.matches:
                     query = self.resources.parse_query(
                         "Task",
@@ -341,7 +343,7 @@ class PasInquiry:
                             ("_count", "50"),
                         ],
                     )
-                    for task in (await tx.search(query)).matches:
+                    for task in (await tx.resources.search(query)).matches:
                         response = await self.resources.find_conditional(
                             tx,
                             "ClaimResponse",
@@ -364,7 +366,7 @@ class PasInquiry:
         if not key or not key.startswith("Patient/"):
             return []
         async with self.resources.store.transaction(write=False) as tx:
-            stored = await tx.read(*key.split("/", 1))
+            stored = await tx.resources.read(*key.split("/", 1))
         return list((stored.content if stored else {}).get("identifier") or [])
 
     async def _response_bundle(

@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
+from fhir_adapter.codes import PAS_REQUESTED_SERVICE, TASK_CODE_SYSTEM
 from fhir_adapter.errors import (
     TemporarilyUnavailableError,
     UnprocessableEntityError,
@@ -25,6 +26,7 @@ from fhir_adapter.fhir.bundle_references import (
     rewrite_entry_references,
 )
 from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.fhir.elements import ResourceKey
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.pas_bundle import pas_entries
 from fhir_adapter.fhir.references import rewrite_references
@@ -32,19 +34,42 @@ from fhir_adapter.fhir.resources import SERVED_TYPES
 from fhir_adapter.fhir.search import identifier_condition
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.policy.decision import Decision
-from fhir_adapter.ports import StoredResource
+from fhir_adapter.ports.store import StoredResource
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.callers import caller_client
 from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import ResourceService
 from fhir_adapter.workflow import pas, pas_changes
 from fhir_adapter.workflow.administrative import administrative_decision
-from fhir_adapter.workflow.codes import PAS_REQUESTED_SERVICE, TASK_CODE_SYSTEM
 from fhir_adapter.workflow.intake import is_second_opinion_request
 from fhir_adapter.workflow.plan import PayorVerdict, identifiers_of, payor_verdict, plan_references
 
-if TYPE_CHECKING:
-    from fhir_adapter.services.pas_lifecycle import PasChanges, PasInquiry
+# What submit and inquire need of the PAS lifecycle (services/pas_lifecycle.py implements these
+# and imports this module, so this module names only their shape: no import cycle).
+_Entries = list[dict[str, Any]]
+
+
+class _Pends(Protocol):
+    async def pend_unanswered(self, task_id: str) -> None: ...
+
+
+class PasChanges(Protocol):
+    @property
+    def workflow(self) -> _Pends: ...
+
+    async def apply(
+        self,
+        submit: PriorAuthService,
+        entries: _Entries,
+        resolved: BundleReferences,
+        *,
+        guard: Guard,
+    ) -> dict[str, Any]: ...
+
+
+class PasInquiry(Protocol):
+    async def inquire(self, body: Any, *, guard: Guard) -> dict[str, Any]: ...
+
 
 SUBMIT_OPERATION = "http://hl7.org/fhir/us/davinci-pas/OperationDefinition/Claim-submit"
 # Matched by their first identifier, so a resubmission (or the same resources sent by a transaction
@@ -168,19 +193,19 @@ class PriorAuthService:
                 )
         answer = await self.bundles.process(transaction)
         keys = [e["response"]["location"].split("/_history")[0] for e in answer["entry"]]
-        task_key = keys[-1]
-        stored_task = await self.resources.read("Task", task_key.split("/", 1)[1])
+        task_id = ResourceKey.parse(keys[-1]).id
+        stored_task = await self.resources.read("Task", task_id)
         outputs = [
             o["valueReference"]["reference"] for o in stored_task.content.get("output") or []
         ]
         if not outputs and self.changes is not None:  # PAS spec-7: answer pended, not 503
-            await self.changes.workflow.pend_unanswered(task_key.split("/", 1)[1])
-            stored_task = await self.resources.read("Task", task_key.split("/", 1)[1])
+            await self.changes.workflow.pend_unanswered(task_id)
+            stored_task = await self.resources.read("Task", task_id)
             outputs = [
                 o["valueReference"]["reference"] for o in stored_task.content.get("output") or []
             ]
         claim_response = (
-            await self.resources.read("ClaimResponse", outputs[-1].split("/", 1)[1])
+            await self.resources.read("ClaimResponse", ResourceKey.parse(outputs[-1]).id)
             if outputs
             else None
         )
@@ -392,7 +417,7 @@ class PriorAuthService:
                 response,
                 path="ClaimResponse",
                 pending=frozenset({response_key}),
-                id=response_key.split("/", 1)[1],
+                id=ResourceKey.parse(response_key).id,
             )
             await self.resources.create_in(
                 tx, kept, path="DocumentReference", pending=frozenset({response_key})
@@ -414,7 +439,7 @@ class PriorAuthService:
         if "://" in self.plan_organization or self.plan_organization.count("/") != 1:
             return frozenset()
         async with self.resources.store.transaction(write=False) as tx:
-            plan = await tx.read(*self.plan_organization.split("/", 1))
+            plan = await tx.resources.read(*ResourceKey.parse(self.plan_organization))
         return identifiers_of(plan.content if plan else None)
 
     @staticmethod

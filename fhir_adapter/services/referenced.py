@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
 from fhir_adapter.errors import DirectoryUnavailableError, ForbiddenError, NotFoundError
+from fhir_adapter.fhir.elements import ResourceKey
 from fhir_adapter.fhir.references import iter_references, parse_reference
+from fhir_adapter.ports.directory import DirectoryReader
 from fhir_adapter.services.resources import ResourceService
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class DirectoryReader(Protocol):
-    """Reads one directory resource by reference (implemented by DirectoryClient)."""
-
-    async def read(self, reference: str) -> dict[str, Any] | None: ...
 
 
 class ReferencedResources:
@@ -54,7 +49,9 @@ class ReferencedResources:
                 content = sent[raw]
             elif key is not None:
                 try:
-                    content = (await self.resources.read(*key.split("/", 1), guard=guard)).content
+                    content = (
+                        await self.resources.read(*ResourceKey.parse(key), guard=guard)
+                    ).content
                 except (NotFoundError, ForbiddenError):
                     content = None
             elif parsed.kind == "absolute" and self.directory is not None:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fhir_adapter.access.compartment import compartment_patients
@@ -32,7 +32,8 @@ from fhir_adapter.fhir.references import ID_PATTERN, contained_ids, iter_referen
 from fhir_adapter.fhir.resources import SERVED_TYPES, is_known_type
 from fhir_adapter.fhir.search import Filter, ReferenceCriterion, SearchQuery, parse_search
 from fhir_adapter.fhir.validation import validate_resource
-from fhir_adapter.ports import ResourceStore, SearchPage, StoredResource, StoreTransaction
+from fhir_adapter.ports.hooks import WriteHooks, WriteResult
+from fhir_adapter.ports.store import ResourceStore, SearchPage, StoredResource, StoreTransaction
 from fhir_adapter.workflow.ownership import APPEND_ONLY, plan_owned_part
 from fhir_adapter.workflow.provenance import change_provenance
 from fhir_adapter.workflow.subscriptions import view
@@ -46,37 +47,6 @@ def utc_now() -> datetime:
     """Now, in UTC, at the millisecond precision meta.lastUpdated carries."""
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """What a create or update did: the stored version and whether it is new (201) or not (200).
-
-    `path` is where the resource sat in the request (`Task`, `Bundle.entry[3].resource`), so that
-    later checks can name the element at fault.
-    """
-
-    resource: StoredResource
-    created: bool
-    path: str = ""
-
-
-class WriteHooks(Protocol):
-    """What a workflow adds to plain FHIR writes (the second-opinion intake implements it)."""
-
-    def implicit_condition(self, content: dict[str, Any]) -> str | None:
-        """Search criteria that make a create conditional although the client did not ask."""
-        ...
-
-    async def after_writes(
-        self, tx: StoreTransaction, results: list[WriteResult]
-    ) -> list[WriteResult]:
-        """Runs inside the write's transaction; raising rejects the whole write."""
-        ...
-
-    async def after_commit(self, results: list[WriteResult]) -> None:
-        """Runs once the write is committed; must not raise for the client's sake."""
-        ...
 
 
 class NoHooks:
@@ -185,7 +155,7 @@ class ResourceService:
         guard.require(resource_type, "r")
         check_id(id)
         async with self.store.transaction(write=False) as tx:
-            found = await tx.read(resource_type, id)
+            found = await tx.resources.read(resource_type, id)
         if found is None or not guard.visible(found.content):
             raise NotFoundError(f"{resource_type}/{id} is not known")
         return shown(guard, found)
@@ -199,10 +169,10 @@ class ResourceService:
         if not version.isdigit():
             raise NotFoundError(f"{resource_type}/{id} has no version '{version}'")
         async with self.store.transaction(write=False) as tx:
-            current = await tx.read(resource_type, id)
+            current = await tx.resources.read(resource_type, id)
             if current is None or not guard.visible(current.content):
                 raise NotFoundError(f"{resource_type}/{id} is not known")
-            found = await tx.vread(resource_type, id, int(version))
+            found = await tx.resources.vread(resource_type, id, int(version))
         if found is None or not guard.visible(found.content):
             raise NotFoundError(f"{resource_type}/{id} has no version {version}")
         return shown(guard, found)
@@ -214,7 +184,7 @@ class ResourceService:
         guard.require(resource_type, "r")
         check_id(id)
         async with self.store.transaction(write=False) as tx:
-            versions = await tx.history(resource_type, id)
+            versions = await tx.resources.history(resource_type, id)
         if not versions or not guard.visible(versions[0].content):
             raise NotFoundError(f"{resource_type}/{id} is not known")
         return [shown(guard, v) for v in versions if guard.visible(v.content)]
@@ -244,7 +214,7 @@ class ResourceService:
         query = replace(query, with_total=False)
         found: list[StoredResource] = []
         while True:
-            page = await tx.search(query)
+            page = await tx.resources.search(query)
             found += page.matches
             if page.next_cursor is None:
                 return found
@@ -278,8 +248,8 @@ class ResourceService:
         if new_keys and any(_requires_one_of(f, new_keys) for f in query.filters):
             return None
         if lock:
-            await tx.lock(f"{resource_type}?{sorted(query.applied)}")
-        page = await tx.search(
+            await tx.resources.lock(f"{resource_type}?{sorted(query.applied)}")
+        page = await tx.resources.search(
             guard.restrict(
                 SearchQuery(resource_type, query.filters, 2, None, (), False, query.applied, False),
                 "c",
@@ -327,7 +297,7 @@ class ResourceService:
         await self.check_references(tx, body, path=path, pending=pending, guard=guard)
         now = self.clock()
         content = with_meta(body, id or self.new_id(), 1, now)
-        stored = await tx.insert(content, now=now)
+        stored = await tx.resources.insert(content, now=now)
         log.info("created %s version 1", stored.key)
         if staff:
             await self._staff_provenance(tx, stored, guard, now)
@@ -344,7 +314,7 @@ class ResourceService:
         guard: Guard = UNRESTRICTED,
     ) -> WriteResult:
         resource_type, id = body["resourceType"], body["id"]
-        current = await tx.read_for_update(resource_type, id)
+        current = await tx.resources.read_for_update(resource_type, id)
         # Issue #16 (existence oracle): for a member's token, another member's id and an id
         # nobody has get the same answer; members create with POST, the server picks the id.
         if (current is None and _compartment_only(guard, resource_type)) or (
@@ -367,7 +337,7 @@ class ResourceService:
             return await self.create_in(tx, body, path=path, pending=pending, id=id, guard=guard)
         now = self.clock()
         content = with_meta(body, id, current.version_id + 1, now)
-        stored = await tx.replace(current, content, now=now)
+        stored = await tx.resources.replace(current, content, now=now)
         log.info("updated %s to version %d", stored.key, stored.version_id)
         if staff:
             await self._staff_provenance(tx, stored, guard, now)
@@ -384,7 +354,7 @@ class ResourceService:
             activity="changed by plan staff",
             client_id=guard.access.client_id,
         )
-        await tx.insert(with_meta(provenance, self.new_id(), 1, now), now=now)
+        await tx.resources.insert(with_meta(provenance, self.new_id(), 1, now), now=now)
 
     async def check_references(
         self,
@@ -445,10 +415,10 @@ class ResourceService:
                         "invalid", f"{expression} '{raw}' is not a resolvable reference", expression
                     )
                 )
-        found = await tx.existing(key for _, _, key in local_refs)
+        found = await tx.resources.existing(key for _, _, key in local_refs)
         if found and guard.patient_bound:
             # A member's own writes must not tell them which of other members' ids exist.
-            stored = await tx.read_many(found)
+            stored = await tx.resources.read_many(found)
             visible = {key for key, resource in stored.items() if guard.visible(resource.content)}
             found = {k for k in found if f"{k[0]}/{k[1]}" in visible}
         for expression, raw, key in local_refs:
@@ -471,7 +441,7 @@ async def search_guarded(tx: StoreTransaction, query: SearchQuery, guard: Guard)
     """A search as the caller may see it: 403 without a search scope, only their compartment for
     patient scopes, and `_include`d resources they may not read left out."""
     guard.require(query.resource_type, "s")
-    page = await tx.search(guard.restrict(query))
+    page = await tx.resources.search(guard.restrict(query))
     matches = [shown(guard, r) for r in page.matches]
     if not page.included:
         return SearchPage(matches, page.included, page.total, page.next_cursor)
@@ -492,7 +462,7 @@ async def check_member_identifiers(tx: StoreTransaction, body: dict[str, Any], p
             default_count=50,
             max_count=50,
         )
-        page = await tx.search(dataclasses.replace(query, with_total=False))
+        page = await tx.resources.search(dataclasses.replace(query, with_total=False))
         for found in page.matches:
             requester = str((found.content.get("requester") or {}).get("reference") or "")
             if requester and not requester.startswith(("Patient/", "RelatedPerson/")):

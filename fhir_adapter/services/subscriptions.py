@@ -6,16 +6,17 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from fhir_adapter.access.guard import AccessGuard
 from fhir_adapter.access.owners import owner_of
 from fhir_adapter.access.scopes import Access
 from fhir_adapter.errors import NotFoundError
-from fhir_adapter.fhir.references import parse_reference
-from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
+from fhir_adapter.fhir.elements import local_key
+from fhir_adapter.ports.delivery import Notifier
+from fhir_adapter.ports.store import OutboxItem, ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.referenced import ReferencedResources
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.workflow.subscriptions import (
@@ -28,18 +29,6 @@ from fhir_adapter.workflow.subscriptions import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class NotificationAttempt:
-    delivered: bool
-    error: str | None
-
-
-class Notifier(Protocol):
-    async def post_notification(
-        self, url: str, bundle: dict[str, Any], headers: dict[str, str]
-    ) -> NotificationAttempt: ...
 
 
 class SubscriptionService:
@@ -79,7 +68,7 @@ class SubscriptionService:
         )
         status = "active" if attempt.delivered else "error"
         async with self.store.transaction() as tx:
-            current = await tx.read_for_update("Subscription", subscription_id)
+            current = await tx.resources.read_for_update("Subscription", subscription_id)
             if current is None or current.content.get("status") != "requested":
                 return str(current.content.get("status")) if current else "gone"
             updated = {**current.content, "status": status}
@@ -88,7 +77,7 @@ class SubscriptionService:
             else:
                 updated["error"] = f"handshake failed; {attempt.error or 'delivery failed'}"
             now = self.clock()
-            await tx.replace(
+            await tx.resources.replace(
                 current, with_meta(updated, current.id, current.version_id + 1, now), now=now
             )
         log.info("Subscription/%s handshake: %s", subscription_id, status)
@@ -109,7 +98,9 @@ class SubscriptionService:
         query = self.resources.parse_query(
             "Subscription", [("status", "active"), ("_count", "500")]
         )
-        page = await tx.search(replace(query, with_total=False))  # the count is not needed
+        page = await tx.resources.search(
+            replace(query, with_total=False)
+        )  # the count is not needed
         sent = 0
         identifiers: set[str] | None = None
         for found in page.matches:
@@ -123,10 +114,12 @@ class SubscriptionService:
             owner = self._owner_guard(found.content)
             if owner is not None and owner.patient_bound and not owner.visible(focus.content):
                 continue  # a member's app hears of the member's own decisions alone
-            locked = await tx.read_for_update("Subscription", found.id)  # numbers stay consecutive
+            locked = await tx.resources.read_for_update(
+                "Subscription", found.id
+            )  # numbers stay consecutive
             if locked is None:
                 continue
-            number = await tx.add_event(found.id, focus.key, now=now)
+            number = await tx.events.add(found.id, focus.key, now=now)
             await _queue(tx, found.id, focus.id, number, now)
             sent += 1
         return sent
@@ -152,16 +145,16 @@ class SubscriptionService:
             query = self.resources.parse_query(
                 "Subscription", [("status", "active"), ("_count", str(limit))]
             )
-            for found in (await tx.search(query)).matches:
+            for found in (await tx.resources.search(query)).matches:
                 period = view(found.content).heartbeat_seconds
                 if period is None:
                     continue
-                locked = await tx.read_for_update(
+                locked = await tx.resources.read_for_update(
                     "Subscription", found.id
                 )  # one heartbeat per period
                 if locked is None:
                     continue
-                last = await tx.last_sent(found.id) or locked.last_updated
+                last = await tx.events.last_sent(found.id) or locked.last_updated
                 if (now - last).total_seconds() < period:
                     continue
                 await _queue(tx, found.id, found.id, None, now)  # no event number: a heartbeat
@@ -176,14 +169,14 @@ class SubscriptionService:
         if item.event_number is None:
             return await self._heartbeat(item.subscription_id)
         async with self.store.transaction(write=False) as tx:
-            subscription = await tx.read("Subscription", item.subscription_id)
-            events = await tx.events(
+            subscription = await tx.resources.read("Subscription", item.subscription_id)
+            events = await tx.events.read(
                 item.subscription_id, since=item.event_number, until=item.event_number
             )
             focus = None
             if events:
-                key = parse_reference(events[0].focus, base_url=self.resources.base_url).local_key
-                focus = await tx.read(*key.split("/", 1)) if key else None
+                key = local_key(events[0].focus, self.resources.base_url)
+                focus = await tx.resources.read(*key) if key else None
         if subscription is None or subscription.content.get("status") != "active" or not events:
             return None, None, {}, "subscription not active"
         subscribed = view(subscription.content)
@@ -267,7 +260,7 @@ class SubscriptionService:
         subscription, count = await self._with_count(subscription_id)
         subscribed = view(subscription.content)
         async with self.store.transaction(write=False) as tx:
-            found = await tx.events(subscription_id, since=since, until=until)
+            found = await tx.events.read(subscription_id, since=since, until=until)
         bundle = notification(
             subscription_url=self.url_of(subscription_id),
             subscribed=subscribed,
@@ -288,17 +281,17 @@ class SubscriptionService:
 
     async def _with_count(self, subscription_id: str) -> tuple[StoredResource, int]:
         async with self.store.transaction(write=False) as tx:
-            subscription = await tx.read("Subscription", subscription_id)
+            subscription = await tx.resources.read("Subscription", subscription_id)
             if subscription is None:
                 raise NotFoundError(f"Subscription/{subscription_id} is not known")
-            return subscription, await tx.event_count(subscription_id)
+            return subscription, await tx.events.count(subscription_id)
 
 
 async def _queue(
     tx: StoreTransaction, subscription_id: str, subject_id: str, event: int | None, now: datetime
 ) -> None:
     """Owe the Subscription a notification (an event, or a heartbeat when `event` is None)."""
-    await tx.add_outbox(
+    await tx.outbox.add(
         OutboxItem(
             id=str(uuid.uuid4()),
             communication_id=subject_id,

@@ -14,8 +14,17 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
+from fhir_adapter.codes import (
+    DEFAULT_PRIMARY_CARE_TAXONOMY,
+    NPI,
+    NUCC,
+    STATUS_SYSTEM,
+    TASK_CODE_SYSTEM,
+    BusinessStatus,
+    DenialReason,
+)
 from fhir_adapter.errors import (
     DirectoryUnavailableError,
     InvalidTransitionError,
@@ -23,6 +32,7 @@ from fhir_adapter.errors import (
     UnprocessableEntityError,
 )
 from fhir_adapter.fhir.dates import format_instant, period_range
+from fhir_adapter.fhir.elements import reference_of
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.fhir.search import identifier_condition
@@ -36,19 +46,12 @@ from fhir_adapter.notices import (
 from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
 from fhir_adapter.policy.engine import evaluate
 from fhir_adapter.policy.facts import Care, Provider, RequestFacts
-from fhir_adapter.ports import OutboxItem, ResourceStore, StoredResource, StoreTransaction
-from fhir_adapter.services.resources import Clock, ResourceService, WriteResult, with_meta
+from fhir_adapter.ports.directory import Directory
+from fhir_adapter.ports.hooks import WriteResult
+from fhir_adapter.ports.store import OutboxItem, ResourceStore, StoredResource, StoreTransaction
+from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.workflow import pas, pas_changes
-from fhir_adapter.workflow.codes import (
-    DEFAULT_PRIMARY_CARE_TAXONOMY,
-    NPI,
-    NUCC,
-    STATUS_SYSTEM,
-    TASK_CODE_SYSTEM,
-    BusinessStatus,
-    DenialReason,
-)
 from fhir_adapter.workflow.deadlines import (
     due_at,
     flag_for_review,
@@ -67,7 +70,6 @@ from fhir_adapter.workflow.intake import (
     is_fulfillment_task,
     is_second_opinion_request,
     listed_reasons,
-    reference_of,
 )
 from fhir_adapter.workflow.letters import (
     letters_for,
@@ -114,34 +116,6 @@ _TASK_FOR_OUTCOME = {
     Outcome.PENDING_REVIEW: TaskStatus.ON_HOLD,
     Outcome.PENDING_DIRECTORY: TaskStatus.ON_HOLD,
 }
-
-
-class Directory(Protocol):
-    """What the workflow asks of the provider directory (implemented by DirectoryClient)."""
-
-    async def in_network_providers(
-        self,
-        specialties: Iterable[str],
-        *,
-        today: datetime,
-        organization: str | None = None,
-        enough: int | None = None,
-    ) -> list[Provider]: ...
-
-    async def providers_with_specialty(
-        self,
-        specialties: Iterable[str],
-        *,
-        today: datetime,
-        enough: int | None = None,
-        out_of_network: bool = False,
-    ) -> list[Provider]: ...
-
-    async def provider(self, reference: str, *, today: datetime) -> Provider | None: ...
-
-    async def roles_by_npi(self, npi: str, *, today: datetime) -> list[Provider]: ...
-
-    async def read(self, reference: str) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +213,7 @@ class WorkflowService:
             request = new_requests.get(focus or "")
             request_content = request.resource.content if request else None
             if request_content is None and focus and focus.startswith("ServiceRequest/"):
-                stored = await tx.read(*focus.split("/", 1))
+                stored = await tx.resources.read(*focus.split("/", 1))
                 request_content = stored.content if stored else None
             if request_content is None or not is_second_opinion_request(request_content):
                 if new_requests and is_fulfillment_task(content):
@@ -290,7 +264,7 @@ class WorkflowService:
                 where = written[key].path
                 issues += check(written[key].resource.content, where, where)
                 continue
-            stored = await tx.read(*key.split("/", 1))
+            stored = await tx.resources.read(*key.split("/", 1))
             if stored is not None:  # stored before: the request's reference to it is at fault
                 where = f"{request.path}.{element}"
                 issues += [
@@ -329,7 +303,7 @@ class WorkflowService:
                 None,
             )
             request = written.get(request_key or "") or (
-                await tx.read(*request_key.split("/", 1)) if request_key else None
+                await tx.resources.read(*request_key.split("/", 1)) if request_key else None
             )
             if request is None or not is_second_opinion_request(request.content):
                 continue  # a DiagnosticReport about something else
@@ -373,7 +347,7 @@ class WorkflowService:
         """Store a Communication and, when it must travel, owe its delivery in the same transaction."""
         stored = await self._write(tx, communication, None)
         if destination is not None:
-            await tx.add_outbox(
+            await tx.outbox.add(
                 OutboxItem(
                     id=str(uuid.uuid4()),
                     communication_id=stored.id,
@@ -407,7 +381,9 @@ class WorkflowService:
             },
         ]
         completed.pop("meta", None)
-        stored = await tx.replace(task, self.resources_meta(completed, task, now), now=now)
+        stored = await tx.resources.replace(
+            task, self.resources_meta(completed, task, now), now=now
+        )
         await self._record_provenance(
             tx,
             change_provenance(
@@ -422,7 +398,7 @@ class WorkflowService:
         patient_key = (
             _local_key(reference_of(request.content.get("subject")), self.resources.base_url) or ""
         )
-        patient = await tx.read(*patient_key.split("/", 1)) if patient_key else None
+        patient = await tx.resources.read(*patient_key.split("/", 1)) if patient_key else None
         pcp = next(
             (
                 key
@@ -524,8 +500,10 @@ class WorkflowService:
         task["owner"] = {"reference": self.config.plan_organization}
         task.pop("meta", None)
         current = result.resource  # created in this very transaction: nobody else can see it
-        stored = await tx.replace(current, self.resources_meta(task, current, now), now=now)
-        await tx.add_job(stored.id, due_at=due, now=now)
+        stored = await tx.resources.replace(
+            current, self.resources_meta(task, current, now), now=now
+        )
+        await tx.jobs.add(stored.id, due_at=due, now=now)
         log.info("received Task/%s (%s track, due %s)", stored.id, track.value, format_instant(due))
         return WriteResult(stored, created=True, path=result.path)
 
@@ -560,11 +538,11 @@ class WorkflowService:
         """The Task, its request and everything the request names, in a few batched reads."""
         base = self.resources.base_url
         async with self.store.transaction(write=False) as tx:
-            task = await tx.read("Task", task_id)
+            task = await tx.resources.read("Task", task_id)
             if task is None or task.content.get("status") not in UNDECIDED:
                 return None
             focus = _local_key(reference_of(task.content.get("focus")), base)
-            request = await tx.read(*focus.split("/", 1)) if focus else None
+            request = await tx.resources.read(*focus.split("/", 1)) if focus else None
             if request is None:
                 return None
             content = request.content
@@ -619,7 +597,7 @@ class WorkflowService:
         if not patient_key:
             return []
         query = self.resources.parse_query("CareTeam", [("subject", patient_key), ("_count", "50")])
-        page = await tx.search(query)
+        page = await tx.resources.search(query)
         return [m.content for m in page.matches]
 
     def _payors(
@@ -887,24 +865,24 @@ class WorkflowService:
         now = self.clock()
         task_id = loaded.task.id
         async with self.store.transaction() as tx:
-            task = await tx.read_for_update("Task", task_id)
+            task = await tx.resources.read_for_update("Task", task_id)
             if task is None or task.content.get("status") not in UNDECIDED:
                 return  # decided meanwhile (another worker, a reviewer, the deadline sweep)
             await self._write_decision(tx, task, loaded.request, decision, now)
             if decision.outcome is Outcome.PENDING_DIRECTORY:
-                job = await tx.get_job(task_id)
+                job = await tx.jobs.get(task_id)
                 attempts = job.attempts if job else 1
                 delay = min(
                     self.config.retry_base_seconds * 2 ** max(attempts - 1, 0),
                     self.config.retry_max_seconds,
                 )
-                await tx.set_job(
+                await tx.jobs.set(
                     task_id, state="evaluate", next_attempt_at=now + timedelta(seconds=delay)
                 )
             elif decision.outcome is Outcome.PENDING_REVIEW:
-                await tx.set_job(task_id, state="review")
+                await tx.jobs.set(task_id, state="review")
             else:
-                await tx.set_job(task_id, state="done")
+                await tx.jobs.set(task_id, state="done")
         log.info(
             "decided Task/%s: %s (%s)",
             task_id,
@@ -916,7 +894,7 @@ class WorkflowService:
         """`Task/{id}/$decide`: a reviewer decides a pended (or not yet decided) request."""
         now = self.clock()
         async with self.store.transaction() as tx:
-            task = await tx.read_for_update("Task", task_id)
+            task = await tx.resources.read_for_update("Task", task_id)
             if task is None or not is_fulfillment_task(task.content):
                 raise NotFoundError(f"Task/{task_id} is not a second-opinion request")
             if task.content.get("status") not in UNDECIDED:
@@ -925,7 +903,7 @@ class WorkflowService:
                     expression="Task.status",
                 )
             focus = _local_key(reference_of(task.content.get("focus")), self.resources.base_url)
-            request = await tx.read(*focus.split("/", 1)) if focus else None
+            request = await tx.resources.read(*focus.split("/", 1)) if focus else None
             if request is None:
                 raise NotFoundError(f"The request of Task/{task_id} is missing")
             decision = Decision(
@@ -952,7 +930,7 @@ class WorkflowService:
                 note=review.reason,
                 authorized_until=review.authorized_until,
             )
-            await tx.set_job(task_id, state="done")
+            await tx.jobs.set(task_id, state="done")
             response = await self._find_by_trace(tx, "ClaimResponse", task_id)
         assert response is not None
         log.info("Task/%s decided by a reviewer: %s", task_id, review.outcome.value)
@@ -982,8 +960,10 @@ class WorkflowService:
                 status_reason=f"Cancelled by its submitter: {reason}",
             )
             moved.pop("meta", None)
-            stored_task = await tx.replace(task, self.resources_meta(moved, task, now), now=now)
-            await tx.set_job(task_id, state="done")
+            stored_task = await tx.resources.replace(
+                task, self.resources_meta(moved, task, now), now=now
+            )
+            await tx.jobs.set(task_id, state="done")
             existing = await self._find_by_trace(tx, "ClaimResponse", task_id)
             response = existing
             if existing is not None:
@@ -994,7 +974,7 @@ class WorkflowService:
                 focus = _local_key(reference_of(task.content.get("focus")), self.resources.base_url)
                 withdrawn = await self._withdraw_notices(tx, focus or "", now)
                 patient = reference_of(existing.content.get("patient"))
-                request = await tx.read(*focus.split("/", 1)) if focus else None
+                request = await tx.resources.read(*focus.split("/", 1)) if focus else None
                 requester = reference_of((request.content if request else {}).get("requester"))
                 await self._record_provenance(
                     tx,
@@ -1021,13 +1001,13 @@ class WorkflowService:
         ClaimResponse, under the same identifiers, comes through the subscription and $inquire."""
         now = self.clock()
         async with self.store.transaction() as tx:
-            task = await tx.read_for_update("Task", task_id)
+            task = await tx.resources.read_for_update("Task", task_id)
             if task is None or task.content.get("status") not in UNDECIDED:
                 return  # decided meanwhile
             if await self._find_by_trace(tx, "ClaimResponse", task_id) is not None:
                 return
             focus = _local_key(reference_of(task.content.get("focus")), self.resources.base_url)
-            request = await tx.read(*focus.split("/", 1)) if focus else None
+            request = await tx.resources.read(*focus.split("/", 1)) if focus else None
             if request is None:
                 return
             decision = Decision(
@@ -1042,13 +1022,13 @@ class WorkflowService:
                 ),
             )
             await self._write_decision(tx, task, request, decision, now)
-            await tx.set_job(task_id, state="evaluate", next_attempt_at=now)
+            await tx.jobs.set(task_id, state="evaluate", next_attempt_at=now)
         log.info("Task/%s pended: not decided within the PAS answer time", task_id)
 
     @staticmethod
     async def _locked_request_task(tx: StoreTransaction, task_id: str) -> StoredResource:
         """A second-opinion request's Task, held for update; 404 for anything else."""
-        task = await tx.read_for_update("Task", task_id)
+        task = await tx.resources.read_for_update("Task", task_id)
         if task is None or not is_fulfillment_task(task.content):
             raise NotFoundError(f"Task/{task_id} is not a second-opinion request")
         return task
@@ -1061,12 +1041,12 @@ class WorkflowService:
             "Communication",
             [("based-on", request_key), ("status", "in-progress"), ("_count", "50")],
         )
-        page = await tx.search(query)
-        ids = await tx.withdraw_outbox([m.id for m in page.matches], now=now)
+        page = await tx.resources.search(query)
+        ids = await tx.outbox.withdraw([m.id for m in page.matches], now=now)
         for match in page.matches:
             if match.id not in ids:
                 continue
-            current = await tx.read_for_update("Communication", match.id)
+            current = await tx.resources.read_for_update("Communication", match.id)
             if current is None:
                 continue
             updated = {
@@ -1077,7 +1057,7 @@ class WorkflowService:
                 },
             }
             updated.pop("meta", None)
-            await tx.replace(current, self.resources_meta(updated, current, now), now=now)
+            await tx.resources.replace(current, self.resources_meta(updated, current, now), now=now)
         return len(ids)
 
     async def amend(self, task_id: str, *, note: str) -> StoredResource:
@@ -1100,8 +1080,10 @@ class WorkflowService:
                 {"time": format_instant(now), "text": note},
             ]
             updated.pop("meta", None)
-            stored = await tx.replace(task, self.resources_meta(updated, task, now), now=now)
-            await tx.set_job(task_id, state="evaluate", next_attempt_at=now)
+            stored = await tx.resources.replace(
+                task, self.resources_meta(updated, task, now), now=now
+            )
+            await tx.jobs.set(task_id, state="evaluate", next_attempt_at=now)
         try:
             await asyncio.wait_for(
                 self.evaluate(task_id), timeout=self.config.answer_within_seconds
@@ -1204,7 +1186,7 @@ class WorkflowService:
             }
         ]
         moved.pop("meta", None)
-        stored = await tx.replace(task, self.resources_meta(moved, task, now), now=now)
+        stored = await tx.resources.replace(task, self.resources_meta(moved, task, now), now=now)
         await self._send_letters(tx, task.id, request, decision, claim_response, now, note)
         await self._notify(tx, claim_response, patient, requester, now)
         return stored
@@ -1231,13 +1213,13 @@ class WorkflowService:
         """PAS `org-identifier`: the identifiers of the requesting organization (or of the
         requester's organization), the submitter a PAS subscriber filters on."""
         key = _local_key(requester, self.resources.base_url)
-        found = await tx.read(*key.split("/", 1)) if key else None
+        found = await tx.resources.read(*key.split("/", 1)) if key else None
         values: set[str] = set()
         for resource in [found.content] if found else []:
             org_key = _local_key(
                 reference_of(resource.get("organization")), self.resources.base_url
             )
-            org = await tx.read(*org_key.split("/", 1)) if org_key else None
+            org = await tx.resources.read(*org_key.split("/", 1)) if org_key else None
             for holder in (resource, org.content if org else {}):
                 values |= {
                     str(i["value"]) for i in holder.get("identifier") or [] if i.get("value")
@@ -1259,7 +1241,7 @@ class WorkflowService:
         patient_key = (
             _local_key(reference_of(content.get("subject")), self.resources.base_url) or ""
         )
-        patient = await tx.read(*patient_key.split("/", 1)) if patient_key else None
+        patient = await tx.resources.read(*patient_key.split("/", 1)) if patient_key else None
         requester = reference_of(content.get("requester"))
         professional = (  # a representative reads the member's notice; no provider endpoint
             _local_key(requester, self.resources.base_url)
@@ -1314,13 +1296,15 @@ class WorkflowService:
                 tx, body, path=body["resourceType"], pending=frozenset()
             )
             return result.resource
-        return await tx.replace(existing, self.resources_meta(body, existing, now), now=now)
+        return await tx.resources.replace(
+            existing, self.resources_meta(body, existing, now), now=now
+        )
 
     async def _record_provenance(
         self, tx: StoreTransaction, provenance: dict[str, Any], now: datetime
     ) -> None:
         """Provenance names versions, some of them written in this transaction: stored as is."""
-        await tx.insert(with_meta(provenance, self.resources.new_id(), 1, now), now=now)
+        await tx.resources.insert(with_meta(provenance, self.resources.new_id(), 1, now), now=now)
 
     async def _find_by_trace(
         self, tx: StoreTransaction, resource_type: str, task_id: str
@@ -1335,7 +1319,7 @@ class WorkflowService:
         """Evaluate pended requests whose retry time has come; returns how many were tried."""
         now = self.clock()
         async with self.store.transaction() as tx:
-            jobs = await tx.claim_jobs(
+            jobs = await tx.jobs.claim(
                 now=now, lease_until=now + timedelta(seconds=self.config.lease_seconds), limit=limit
             )
         for job in jobs:
@@ -1354,18 +1338,18 @@ class WorkflowService:
         flagged = 0
         async with self.store.transaction() as tx:
             horizon = warning_horizon(now, share)
-            for job in await tx.undecided_jobs(due_before=horizon, limit=limit):
+            for job in await tx.jobs.undecided(due_before=horizon, limit=limit):
                 if job.due_at <= now:
                     continue  # the deadline sweep's now
-                seen = await tx.read("Task", job.task_id)
+                seen = await tx.resources.read("Task", job.task_id)
                 if seen is None or not _needs_warning(seen.content, share, now):
                     continue
-                task = await tx.read_for_update("Task", job.task_id)  # lock only to flag
+                task = await tx.resources.read_for_update("Task", job.task_id)  # lock only to flag
                 if task is None or not _needs_warning(task.content, share, now):
                     continue
                 raised = flag_for_review(task.content, now)
                 raised.pop("meta", None)
-                await tx.replace(task, self.resources_meta(raised, task, now), now=now)
+                await tx.resources.replace(task, self.resources_meta(raised, task, now), now=now)
                 flagged += 1
                 log.warning(
                     "Task/%s is undecided past %d%% of its window (due %s): a reviewer must decide",
@@ -1380,8 +1364,8 @@ class WorkflowService:
         now = self.clock()
         async with self.store.transaction(write=False) as tx:
             horizon = warning_horizon(now, self.config.warn_at_share)
-            jobs = await tx.undecided_jobs(due_before=horizon, limit=limit)
-            tasks = await tx.read_many(("Task", j.task_id) for j in jobs)
+            jobs = await tx.jobs.undecided(due_before=horizon, limit=limit)
+            tasks = await tx.resources.read_many(("Task", j.task_id) for j in jobs)
         return sum(
             1
             for t in tasks.values()
@@ -1394,27 +1378,27 @@ class WorkflowService:
         now = self.clock()
         expired = 0
         async with self.store.transaction() as tx:
-            jobs = await tx.claim_jobs(
+            jobs = await tx.jobs.claim(
                 now=now,
                 lease_until=now + timedelta(seconds=self.config.lease_seconds),
                 limit=limit,
                 overdue=True,
             )
             for job in jobs:
-                task = await tx.read_for_update("Task", job.task_id)
+                task = await tx.resources.read_for_update("Task", job.task_id)
                 if task is None or task.content.get("status") not in UNDECIDED:
-                    await tx.set_job(job.task_id, state="done")
+                    await tx.jobs.set(job.task_id, state="done")
                     continue
                 focus = _local_key(reference_of(task.content.get("focus")), self.resources.base_url)
-                request = await tx.read(*focus.split("/", 1)) if focus else None
+                request = await tx.resources.read(*focus.split("/", 1)) if focus else None
                 if request is None:
-                    await tx.set_job(job.task_id, state="done")
+                    await tx.jobs.set(job.task_id, state="done")
                     continue
                 decision = Decision.deny(DenialReason.DEADLINE_EXPIRED).with_trail(
                     (RuleStep("deadline_expired", DEADLINE_BASIS, Outcome.DENIED.value),)
                 )
                 await self._write_decision(tx, task, request, decision, now)
-                await tx.set_job(job.task_id, state="done")
+                await tx.jobs.set(job.task_id, state="done")
                 expired += 1
                 log.info("Task/%s denied: deadline expired", job.task_id)
         return expired
@@ -1455,7 +1439,7 @@ async def _read_keys(
     tx: StoreTransaction, references: Iterable[str | None], base_url: str
 ) -> dict[str, dict[str, Any]]:
     keys = [k for k in (_local_key(r, base_url) for r in references) if k]
-    found = await tx.read_many(tuple(k.split("/", 1)) for k in keys)  # type: ignore[misc]
+    found = await tx.resources.read_many(tuple(k.split("/", 1)) for k in keys)  # type: ignore[misc]
     return {key: stored.content for key, stored in found.items()}
 
 

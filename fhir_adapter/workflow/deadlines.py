@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 
 import holidays
 
+from fhir_adapter.codes import CANONICAL, EXPEDITED_PRIORITIES, REASON_SYSTEM, Reason
 from fhir_adapter.fhir.dates import format_instant, period_range
-from fhir_adapter.workflow.codes import CANONICAL, EXPEDITED_PRIORITIES, Reason
+from fhir_adapter.fhir.elements import codes_in
 
 DEADLINE_WARNING_EXTENSION = f"{CANONICAL}/StructureDefinition/deadline-warning"
 
@@ -29,6 +30,16 @@ def track_for(priority: str | None, reasons: Container[str]) -> Track:
     if (priority or "routine") in EXPEDITED_PRIORITIES or Reason.SERIOUS_CONDITION in reasons:
         return Track.EXPEDITED
     return Track.STANDARD
+
+
+def request_track(request: Mapping[str, Any]) -> Track:
+    """The decision track of a second-opinion ServiceRequest, from its priority and the listed
+    reasons it gives (the one place that says whether a request is expedited)."""
+    return track_for(request.get("priority"), codes_in(request.get("reasonCode"), REASON_SYSTEM))
+
+
+def is_expedited(request: Mapping[str, Any]) -> bool:
+    return request_track(request) is Track.EXPEDITED
 
 
 def california_holidays(

@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fhir_adapter.fhir.outcome import Issue
-from fhir_adapter.fhir.references import rewrite_references
-from fhir_adapter.workflow.codes import (
+from fhir_adapter.codes import (
     INITIAL_PROVIDER_EXTENSION,
     MEMBER_ID_TYPE,
     NUCC,
@@ -20,6 +18,9 @@ from fhir_adapter.workflow.codes import (
     TASK_CODE_SYSTEM,
     Reason,
 )
+from fhir_adapter.fhir.elements import codes_in, reference_of, reference_type
+from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.fhir.references import rewrite_references
 
 _PROFESSIONAL_TYPES = ("Practitioner", "PractitionerRole")
 
@@ -108,17 +109,6 @@ def is_fulfillment_task(resource: Mapping[str, Any]) -> bool:
     )
 
 
-def reference_of(value: Any) -> str | None:
-    return value.get("reference") if isinstance(value, dict) else None
-
-
-def reference_type(reference: str | None) -> str | None:
-    if not reference:
-        return None
-    parts = reference.split("?")[0].split("/")
-    return parts[-2] if len(parts) >= 2 else None
-
-
 def initial_provider_reference(request: Mapping[str, Any]) -> str | None:
     for extension in request.get("extension") or []:
         if extension.get("url") == INITIAL_PROVIDER_EXTENSION:
@@ -127,12 +117,7 @@ def initial_provider_reference(request: Mapping[str, Any]) -> str | None:
 
 
 def listed_reasons(request: Mapping[str, Any]) -> frozenset[str]:
-    return frozenset(
-        coding["code"]
-        for concept in request.get("reasonCode") or []
-        for coding in concept.get("coding") or []
-        if coding.get("system") == REASON_SYSTEM and isinstance(coding.get("code"), str)
-    )
+    return frozenset(codes_in(request.get("reasonCode"), REASON_SYSTEM))
 
 
 def check_request(request: Mapping[str, Any], path: str) -> list[Issue]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from fhir_adapter.codes import CANONICAL
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.notices import (
     DEFAULT_RIGHTS_CONTACTS,
@@ -24,7 +25,6 @@ from fhir_adapter.notices import (
 )
 from fhir_adapter.policy.decision import Decision, Outcome
 from fhir_adapter.policy.facts import Provider
-from fhir_adapter.workflow.codes import CANONICAL
 from fhir_adapter.workflow.pas import AUTHORIZATION_DAYS, authorization_number
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

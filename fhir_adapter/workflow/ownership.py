@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fhir_adapter.workflow.codes import STATUS_SYSTEM
+from fhir_adapter.codes import STATUS_SYSTEM
 from fhir_adapter.workflow.letters import NOTICE_ID_SYSTEM
 from fhir_adapter.workflow.pas import TRACE_SYSTEM
 from fhir_adapter.workflow.reports import COMMUNICATION_ID_SYSTEM

@@ -5,10 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from fhir_adapter.fhir.dates import format_instant
-from fhir_adapter.policy.decision import Decision, Outcome
-from fhir_adapter.policy.facts import Provider
-from fhir_adapter.workflow.codes import (
+from fhir_adapter.codes import (
     ADJUDICATION_SYSTEM,
     CLAIM_TYPE_SYSTEM,
     DENIAL_REASON_SYSTEM,
@@ -25,6 +22,9 @@ from fhir_adapter.workflow.codes import (
     X12_REVIEW_ACTION_SYSTEM,
     X12_SERVICE_TYPE_SYSTEM,
 )
+from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.policy.decision import Decision, Outcome
+from fhir_adapter.policy.facts import Provider
 
 TRACE_SYSTEM = "urn:trnorg:fhir-adapter"
 AUTHORIZATION_DAYS = 90

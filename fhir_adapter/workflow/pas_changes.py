@@ -12,8 +12,8 @@ import copy
 from datetime import datetime
 from typing import Any, Literal
 
+from fhir_adapter.codes import CLIENT_ID_SYSTEM, X12_REVIEW_ACTION_SYSTEM, review_action_codes
 from fhir_adapter.fhir.dates import format_instant
-from fhir_adapter.workflow.codes import X12_REVIEW_ACTION_SYSTEM, review_action_codes
 
 PAS_SD = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition"
 CERTIFICATION_TYPE = f"{PAS_SD}/extension-certificationType"
@@ -26,7 +26,6 @@ REVIEW_ACTION_CANCELLED = "C"
 # Who submitted a request through `Claim/$submit`: the OAuth client, recorded on the Task (and
 # on an administrative ClaimResponse) so that only that client can inquire about or change it.
 SUBMITTER_EXTENSION = "https://fhir-adapter.org/fhir/StructureDefinition/submitting-client"
-CLIENT_ID_SYSTEM = "https://fhir-adapter.org/fhir/sid/client-id"
 
 Change = Literal["cancel", "update"]
 

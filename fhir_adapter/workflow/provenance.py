@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fhir_adapter.access.audit import CLIENT_ID_SYSTEM
+from fhir_adapter.codes import CLIENT_ID_SYSTEM
 from fhir_adapter.fhir.dates import format_instant
 
 _PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"

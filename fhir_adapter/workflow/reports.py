@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from fhir_adapter.codes import CANONICAL
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.outcome import Issue
-from fhir_adapter.workflow.codes import CANONICAL
 
 LOINC = "http://loinc.org"
 CONSULT_NOTE = "11488-4"

@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from fhir_adapter.fhir.elements import reference_type
 from fhir_adapter.policy.facts import RequesterKind
 
 GEOLOCATION = "http://hl7.org/fhir/StructureDefinition/geolocation"
 
 
 def requester_kind(reference: str | None) -> RequesterKind:
-    kind = (reference or "").split("?")[0].split("/")[-2:-1]
+    kind = [reference_type(reference)]
     if kind == ["Patient"]:
         return "member"
     if kind in (["Practitioner"], ["PractitionerRole"]):

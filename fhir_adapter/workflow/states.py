@@ -7,9 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from fhir_adapter.codes import STATUS_SYSTEM, BusinessStatus
 from fhir_adapter.errors import InvalidTransitionError
 from fhir_adapter.fhir.dates import format_instant
-from fhir_adapter.workflow.codes import STATUS_SYSTEM, BusinessStatus
 
 
 class TaskStatus(StrEnum):

@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from fhir_adapter.codes import CANONICAL, PAS
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.outcome import Issue
-from fhir_adapter.workflow.codes import CANONICAL, PAS
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
 FILTER_EXTENSION = f"{BACKPORT}/StructureDefinition/backport-filter-criteria"
@@ -75,11 +75,6 @@ def view(subscription: Mapping[str, Any]) -> SubscriptionView:
         filters=tuple(filters),
         heartbeat_seconds=heartbeat if heartbeat and heartbeat > 0 else None,
     )
-
-
-def parse_allowed_hosts(setting: str) -> frozenset[str]:
-    """FHIR_ADAPTER_SUBSCRIPTION_ALLOWED_HOSTS: comma-separated `host` or `host:port`."""
-    return frozenset(h.strip().lower().strip("[]") for h in setting.split(",") if h.strip())
 
 
 def host_allowed(host: str, port: int | None, allowed: frozenset[str]) -> bool:

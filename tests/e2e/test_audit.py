@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_adapter.access.audit import CLIENT_ID_SYSTEM
 from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container
+from fhir_adapter.codes import CLIENT_ID_SYSTEM
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.store.tables import resources
 from tests.conftest import BASE_URL

@@ -31,7 +31,8 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from fhir_adapter.access.audit import AuditRecord
     from fhir_adapter.services import audit
-    from fhir_adapter.store.sql import SqlResourceStore, create_engine
+    from fhir_adapter.store.engine import create_engine
+    from fhir_adapter.store.sql import SqlResourceStore
 
     url, spool, count, mode = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 

@@ -22,12 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from fhir_adapter.api import handlers
 from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container, build_container, demo_directory_file
-from fhir_adapter.config import Settings
-from fhir_adapter.directory.client import DirectoryClient
-from fhir_adapter.directory.demo import DirectoryData, directory_router, load_directory
-from fhir_adapter.policy.ranking import distance_km
-from fhir_adapter.store.sql import SqlResourceStore
-from fhir_adapter.workflow.codes import (
+from fhir_adapter.codes import (
     NETWORK_REFERENCE_EXTENSION,
     NEW_PATIENTS_EXTENSION,
     NPI,
@@ -38,6 +33,11 @@ from fhir_adapter.workflow.codes import (
     RULE_TRAIL_EXTENSION,
     STATUS_SYSTEM,
 )
+from fhir_adapter.config import Settings
+from fhir_adapter.demo.directory import DirectoryData, directory_router, load_directory
+from fhir_adapter.directory.client import DirectoryClient
+from fhir_adapter.policy.ranking import distance_km
+from fhir_adapter.store.sql import SqlResourceStore
 from fhir_adapter.workflow.deadlines import DEADLINE_WARNING_EXTENSION
 from tests.conftest import BASE_URL, count_rows
 from tests.factories import example_request

@@ -21,7 +21,7 @@ import uvicorn
 
 from fhir_adapter.api import handlers
 from fhir_adapter.bootstrap import demo_directory_file
-from fhir_adapter.directory.demo import directory_router, load_directory
+from fhir_adapter.demo.directory import directory_router, load_directory
 from tests.factories import example_request
 from tests.receiver import Receiver
 from tests.tokens import live_token

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 
 from fhir_adapter.bootstrap import Container
-from fhir_adapter.services.delivery import DeliveryAttempt, DeliveryService
+from fhir_adapter.ports.delivery import DeliveryAttempt
+from fhir_adapter.services.delivery import DeliveryService
 from tests.e2e.test_reports import api, approved_request, ehr_transport, loop_container, receiver
 from tests.fakes import FrozenClock
 from tests.receiver import Receiver
@@ -46,8 +47,8 @@ async def test_a_worker_whose_lease_ran_out_leaves_the_delivery_to_the_one_that_
     stalled.answer.set()
     assert await first == 1  # then the first one's attempt fails, too late
     async with loop_container.store.transaction(write=False) as tx:
-        (item,) = await tx.list_outbox(state=None)
-        communication = await tx.read("Communication", item.communication_id)
+        (item,) = await tx.outbox.items(state=None)
+        communication = await tx.resources.read("Communication", item.communication_id)
     assert item.state == "delivered"  # not back to pending, so not sent again
     assert communication is not None
     assert communication.content["status"] == "completed"

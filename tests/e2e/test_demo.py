@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fhir_adapter.demo import DEFAULT_PATHS, in_process_service, run_demo
+from fhir_adapter.demo.walkthrough import DEFAULT_PATHS, in_process_service, run_demo
 
 
 @pytest.mark.live

@@ -7,7 +7,7 @@ import httpx
 
 from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container
-from fhir_adapter.directory.demo_ehr import ehr_router
+from fhir_adapter.demo.ehr import ehr_router
 from tests.conftest import BASE_URL
 
 

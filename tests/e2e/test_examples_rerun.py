@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from fhir_adapter.workflow.codes import PAS_REVIEW_ACTION
+from fhir_adapter.codes import PAS_REVIEW_ACTION
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 REQUESTS = sorted((EXAMPLES / "requests").glob("*.json"))

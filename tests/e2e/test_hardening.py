@@ -21,7 +21,7 @@ from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container, build_container
 from fhir_adapter.config import Settings
 from fhir_adapter.directory.client import DirectoryClient
-from fhir_adapter.ports import StoreTransaction
+from fhir_adapter.ports.store import StoreTransaction
 from fhir_adapter.security.issuer import ASSERTION_TYPE
 from fhir_adapter.store.sql import SqlResourceStore
 from tests.conftest import BASE_URL
@@ -161,7 +161,9 @@ async def test_cors_is_off_by_default(client: httpx.AsyncClient) -> None:
 
 
 async def test_cors_allows_only_the_configured_origins(build: Build) -> None:
-    container = await build(cors_origins="https://app.example, https://other-app.example")
+    # model_copy does not validate: the setting as Settings holds it (a comma-separated
+    # environment value becomes this tuple, tests/unit/test_config.py)
+    container = await build(cors_origins=("https://app.example", "https://other-app.example"))
     async with http_client(container, token=mint(container)) as client:
         allowed = await client.options(
             "/Patient", headers={"origin": "https://app.example", **PREFLIGHT}

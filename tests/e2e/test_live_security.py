@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fhir_adapter.store.sql import SqlResourceStore, create_engine
+from fhir_adapter.store.engine import create_engine
+from fhir_adapter.store.sql import SqlResourceStore
 from tests.e2e.test_live_server import (
     FHIR_JSON,
     LiveServer,
@@ -39,7 +40,7 @@ async def _signing_key_pem(database_url: str) -> str:
     engine = create_engine(database_url)
     try:
         async with SqlResourceStore(engine).transaction(write=False) as tx:
-            key = await tx.signing_key()
+            key = await tx.auth.signing_key()
     finally:
         await engine.dispose()
     assert key is not None

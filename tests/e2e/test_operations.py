@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_adapter.workflow.codes import PAS_REVIEW_ACTION, PAS_REVIEWER, STATUS_SYSTEM
+from fhir_adapter.codes import PAS_REVIEW_ACTION, PAS_REVIEWER, STATUS_SYSTEM
 from tests.conftest import count_rows
 from tests.factories import unresolved_references
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_adapter.bootstrap import Container
-from fhir_adapter.workflow.codes import PAS_REVIEW_ACTION
+from fhir_adapter.codes import PAS_REVIEW_ACTION
 from fhir_adapter.workflow.pas_changes import (
     CERTIFICATION_TYPE,
     INFO_CHANGED,
@@ -504,7 +504,7 @@ async def test_cancelling_a_finished_request_is_409_with_the_reason(
 
 async def _outbox_states(container: Container) -> dict[str, str]:
     async with container.store.transaction(write=False) as tx:
-        items = await tx.list_outbox(limit=500)
+        items = await tx.outbox.items(limit=500)
     return {item.communication_id: item.state for item in items}
 
 

@@ -103,7 +103,7 @@ async def test_every_delivery_has_provenance(
     ).status_code == 201
     assert await loop_container.delivery.run_due() == 2
     async with loop_container.store.transaction(write=False) as tx:
-        delivered = await tx.list_outbox(state="delivered")
+        delivered = await tx.outbox.items(state="delivered")
     assert len(delivered) == 2
     for item in delivered:
         communication = (await api.get(f"/Communication/{item.communication_id}")).json()

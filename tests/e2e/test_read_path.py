@@ -19,8 +19,9 @@ from fhir_adapter.bootstrap import Container, build_container
 from fhir_adapter.config import Settings
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.security.issuer import RegisteredClients
+from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.migrate import upgrade_database
-from fhir_adapter.store.sql import SqlResourceStore, create_engine
+from fhir_adapter.store.sql import SqlResourceStore
 from tests.conftest import BASE_URL
 from tests.fakes import FrozenClock
 from tests.tokens import fetch_token, register
@@ -81,7 +82,7 @@ async def test_a_removed_client_is_refused_by_every_instance_within_the_bound(
                 for _ in range(2):
                     assert (await http.get("/Task", headers=headers)).status_code == 200
             async with first.store.transaction() as tx:  # `clients remove`, anywhere
-                assert await tx.remove_client(credentials.client_id)
+                assert await tx.auth.remove_client(credentials.client_id)
             monotonic.at += 30.0
             for http in (one, two):
                 refused = await http.get("/Task", headers=headers)
@@ -126,8 +127,8 @@ async def test_the_common_reads_use_their_indexes(postgres_database_url: str) ->
         async with store.transaction() as tx:
             for n in range(600):
                 now = start + timedelta(minutes=n)
-                await tx.insert({**task(n, f"p{n % 50}"), "id": f"t{n}"}, now=now)
-                await tx.insert({**claim_response(f"p{n % 50}"), "id": f"c{n}"}, now=now)
+                await tx.resources.insert({**task(n, f"p{n % 50}"), "id": f"t{n}"}, now=now)
+                await tx.resources.insert({**claim_response(f"p{n % 50}"), "id": f"c{n}"}, now=now)
         async with engine.begin() as conn:
             await conn.execute(text("ANALYZE"))
         plans = await explain_each(
@@ -165,12 +166,12 @@ async def explain_each(
     event.listen(engine.sync_engine, "before_cursor_execute", capture)
     try:
         async with store.transaction(write=False) as tx:
-            assert await tx.read("Task", "t7") is not None
+            assert await tx.resources.read("Task", "t7") is not None
             for resource_type, params in searches:
                 query = parse_search(
                     resource_type, params, base_url=None, default_count=50, max_count=100
                 )
-                assert (await tx.search(query)).matches
+                assert (await tx.resources.search(query)).matches
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", capture)
     plans = []

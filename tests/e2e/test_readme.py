@@ -1,10 +1,12 @@
-"""The README's "Try it", followed literally (issue #17).
+"""The README's two commands and its "Try it" (docs/try-it.md), followed literally (issue #17).
 
-The commands come from the README itself, so the test fails when the README drifts: the first
-shell block of the section must be `serve`, which runs here as a real process on a free loopback
-port in a temporary folder (the clone's `.venv` and `examples` linked in); the second block runs in
-bash there, with only FHIR_ADAPTER_PORT set, the one setting the README tells the user to keep the
-same in both terminals. Its output must end with the answer the README shows.
+The commands come from the pages themselves, so the test fails when they drift: the README's
+"Two commands" block must hold the install-and-serve command and the test command CI runs
+verbatim, and must send the reader to docs/try-it.md. There, the first shell block of the "Try it"
+section must be `serve`, which runs here as a real process on a free loopback port in a temporary
+folder (the clone's `.venv` and `examples` linked in); the second block runs in bash there, with
+only FHIR_ADAPTER_PORT set, the one setting the page tells the user to keep the same in both
+terminals. Its output must end with the answer the page shows.
 """
 
 from __future__ import annotations
@@ -27,11 +29,36 @@ ROOT = Path(__file__).parents[2]
 START_TIMEOUT = 30.0
 
 
+FENCED = re.compile(r"^```(\w*)\n(.*?)^```", flags=re.MULTILINE | re.DOTALL)
+
+
 def try_it_blocks() -> list[tuple[str, str]]:
-    """(language, text) of each fenced block in the README's "## Try it" section."""
+    """(language, text) of each fenced block in the "# Try it" section of docs/try-it.md."""
+    page = (ROOT / "docs" / "try-it.md").read_text()
+    section = page.split("# Try it\n", 1)[1].split("\n## ", 1)[0]
+    return FENCED.findall(section)
+
+
+def two_commands() -> tuple[str, str]:
+    """The README's "## Two commands" section and the commands of its one shell block."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Try it\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"^```(\w*)\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL)
+    section = readme.split("\n## Two commands\n", 1)[1].split("\n## ", 1)[0]
+    blocks = FENCED.findall(section)
+    assert [language for language, _ in blocks] == ["sh"], blocks
+    commands = [line for line in blocks[0][1].splitlines() if line and not line.startswith("#")]
+    return section, "\n".join(commands)
+
+
+def test_the_readme_has_the_two_commands_and_ci_runs_the_second_verbatim() -> None:
+    section, commands = two_commands()
+    serve, test = commands.splitlines()
+    assert serve == (
+        "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/fhir-adapter serve"
+    )
+    assert test == "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test.replace("pip install -e", "pip install -q -e") in ci.splitlines()
+    assert "(docs/try-it.md)" in section
 
 
 def test_the_try_it_section_has_the_server_the_commands_and_the_answer() -> None:

@@ -287,8 +287,8 @@ async def test_flaky_receiver_gets_every_report_exactly_once(
     assert len(receiver.of_type("DiagnosticReport")) == reports
     assert receiver.posts > reports  # failures really happened and were retried
     async with loop_container.store.transaction(write=False) as tx:
-        delivered = await tx.list_outbox(state="delivered", limit=1000)
-        failed = await tx.list_outbox(state="failed", limit=1000)
+        delivered = await tx.outbox.items(state="delivered", limit=1000)
+        failed = await tx.outbox.items(state="failed", limit=1000)
     assert len(delivered) == 2 * reports and not failed
 
 
@@ -304,7 +304,7 @@ async def test_undeliverable_reports_fail_visibly_and_can_be_retried(
         await loop_container.delivery.run_due()
         clock.advance(hours=3)
     async with loop_container.store.transaction(write=False) as tx:
-        failures = await tx.list_outbox(state="failed")
+        failures = await tx.outbox.items(state="failed")
     assert len(failures) == 2  # the report and the requester's notice, both to the PCP's EHR
     for failure in failures:
         assert failure.attempts == 6 and failure.last_error == "answer is not JSON"

@@ -545,7 +545,7 @@ async def test_a_removed_clients_subscriptions_carry_no_more_resources(
         await api.post("", json=example_request("denied", "-rm1"))
         await drain(container)
         async with container.store.transaction() as tx:
-            assert await tx.remove_client(credentials.client_id)
+            assert await tx.auth.remove_client(credentials.client_id)
         await api.post("", json=example_request("out-of-network", "-rm2"))
         await drain(container)
     before, after = events(subscriber)

@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from fhir_adapter.security.issuer import register_client
-from fhir_adapter.store.sql import SqlResourceStore, create_engine
+from fhir_adapter.store.engine import create_engine
+from fhir_adapter.store.sql import SqlResourceStore
 from tests.e2e.test_live_server import (
     LiveServer,
     _server_env,
@@ -408,7 +409,7 @@ async def test_bad_registrations_are_refused(smart: Smart, tmp_path: Path) -> No
             with pytest.raises(ValueError):
                 await register_client(store, name="bad", jwks=jwks, scope=scope)
         async with store.transaction(write=False) as tx:
-            assert "bad" not in {c.name for c in await tx.list_clients()}
+            assert "bad" not in {c.name for c in await tx.auth.list_clients()}
     finally:
         await engine.dispose()
 

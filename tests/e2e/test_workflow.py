@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_adapter.api.app import create_app
 from fhir_adapter.bootstrap import Container, build_container
+from fhir_adapter.codes import PAS_REVIEW_ACTION, STATUS_SYSTEM
 from fhir_adapter.config import Settings
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.store.sql import SqlResourceStore
-from fhir_adapter.workflow.codes import PAS_REVIEW_ACTION, STATUS_SYSTEM
 from tests.conftest import BASE_URL, DIRECTORY_BASE, count_rows
 from tests.factories import example_request
 from tests.fakes import FrozenClock, SwitchableTransport

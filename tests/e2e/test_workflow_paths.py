@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fhir_adapter.workflow.codes import PAS_AUTHORIZED_PROVIDER, PAS_REVIEW_ACTION, STATUS_SYSTEM
+from fhir_adapter.codes import PAS_AUTHORIZED_PROVIDER, PAS_REVIEW_ACTION, STATUS_SYSTEM
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
 DIRECTORY = "http://directory.test/directory/fhir"

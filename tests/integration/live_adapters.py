@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from fhir_adapter.api import handlers
 from fhir_adapter.bootstrap import demo_directory_file
-from fhir_adapter.directory.demo import DEMO_ORIGIN, directory_router, load_directory
-from fhir_adapter.store.sql import create_engine
+from fhir_adapter.demo.directory import DEMO_ORIGIN, directory_router, load_directory
+from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.tables import outbox, resources, workflow_jobs
 from tests.e2e.test_live_server import free_port
 from tests.loopback import serve_on_loopback

@@ -19,8 +19,8 @@ from fastapi.responses import HTMLResponse, Response
 from fhir_adapter.api import handlers
 from fhir_adapter.api.fhir_http import FhirResponse
 from fhir_adapter.bootstrap import demo_directory_file
+from fhir_adapter.demo.directory import DEMO_ORIGIN, DirectoryData, directory_router, load_directory
 from fhir_adapter.directory.client import DirectoryClient
-from fhir_adapter.directory.demo import DEMO_ORIGIN, DirectoryData, directory_router, load_directory
 from fhir_adapter.errors import DirectoryUnavailableError
 from tests.loopback import serve_on_loopback
 

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from fhir_adapter.bootstrap import Container, build_container
 from fhir_adapter.config import Settings
 from fhir_adapter.directory.client import DirectoryClient
-from fhir_adapter.store.sql import SqlResourceStore, create_engine
+from fhir_adapter.store.engine import create_engine
+from fhir_adapter.store.sql import SqlResourceStore
 from tests.conftest import DIRECTORY_BASE
 from tests.factories import example_request
 from tests.fakes import FrozenClock, SwitchableTransport
@@ -133,7 +134,7 @@ async def test_a_crashed_workers_lease_runs_out_and_another_takes_over(
         clock.advance(hours=1)
         # A worker claims the job, then dies before it finishes.
         async with one.store.transaction() as tx:
-            claimed = await tx.claim_jobs(
+            claimed = await tx.jobs.claim(
                 now=clock(), lease_until=clock() + timedelta(minutes=2), limit=10
             )
         assert len(claimed) == 1

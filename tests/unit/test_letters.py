@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from fhir_adapter.codes import DenialReason
 from fhir_adapter.notices import PlanContact, render
 from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
 from fhir_adapter.policy.facts import Provider
-from fhir_adapter.workflow.codes import DenialReason
 from fhir_adapter.workflow.letters import (
     NOTICE_FLAG_SYSTEM,
     Letter,

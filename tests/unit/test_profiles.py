@@ -1,7 +1,7 @@
 """The conformance resources in profiles/ stay true to the code and to the examples.
 
 Each JSON file must parse with the R4B model of its type and carry our canonical URL and version; the
-CodeSystems must hold exactly the codes of the enums in fhir_adapter.workflow.codes; the extension URLs
+CodeSystems must hold exactly the codes of the enums in fhir_adapter.codes; the extension URLs
 must be the constants the code uses. Then the profiles are applied (with a small differential checker:
 cardinality, fixed and pattern values, slices, reference targets, bindings to our ValueSets) to the
 example request Bundles and to the Claim, ClaimResponse and Task the adapter builds, so a profile that
@@ -19,20 +19,7 @@ from typing import Any
 import pytest
 
 from fhir_adapter import __version__
-from fhir_adapter.fhir.resources import FHIR_VERSION, model_class
-from fhir_adapter.metrics.core import Metric
-from fhir_adapter.metrics.measure import MEASURE_URL, METRIC_CODES, METRIC_SYSTEM, STRATIFIERS
-from fhir_adapter.metrics.records import (
-    EVENT_CODES,
-    EVENT_SYSTEM,
-    TIMEFRAME_EXTENSION,
-    ExtensionReason,
-    extend_timeframe,
-)
-from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
-from fhir_adapter.policy.facts import Provider
-from fhir_adapter.workflow import pas
-from fhir_adapter.workflow.codes import (
+from fhir_adapter.codes import (
     CANONICAL,
     DENIAL_REASON_SYSTEM,
     DENIAL_TEXT,
@@ -50,6 +37,19 @@ from fhir_adapter.workflow.codes import (
     ReviewAction,
     ReviewReason,
 )
+from fhir_adapter.fhir.resources import FHIR_VERSION, model_class
+from fhir_adapter.metrics.core import Metric
+from fhir_adapter.metrics.measure import MEASURE_URL, METRIC_CODES, METRIC_SYSTEM, STRATIFIERS
+from fhir_adapter.metrics.records import (
+    EVENT_CODES,
+    EVENT_SYSTEM,
+    TIMEFRAME_EXTENSION,
+    ExtensionReason,
+    extend_timeframe,
+)
+from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
+from fhir_adapter.policy.facts import Provider
+from fhir_adapter.workflow import pas
 from fhir_adapter.workflow.deadlines import Track
 from fhir_adapter.workflow.pas_changes import (
     CLIENT_ID_SYSTEM,

@@ -9,6 +9,7 @@ from fhir_adapter.api.deps import ContainerDep
 from fhir_adapter.api.fhir_http import FhirResponse, is_pretty
 from fhir_adapter.fhir.capability import capability_statement
 from fhir_adapter.fhir.dates import format_instant
+from fhir_adapter.workflow.subscriptions import TOPICS
 
 router = APIRouter(tags=["metadata"])
 
@@ -19,9 +20,10 @@ async def metadata(request: Request, container: ContainerDep) -> Response:
     statement = capability_statement(
         settings.fhir_base_url,
         published=format_instant(container.started),
+        topics=TOPICS,
         token_endpoint=container.issuer.urls.token_endpoint
         if container.issuer
         else settings.auth_token_endpoint,
-        cors=bool(settings.cors_origins.strip()),
+        cors=bool(settings.cors_origins),
     )
     return FhirResponse(statement, pretty=is_pretty(request))

@@ -21,7 +21,8 @@ from fhir_adapter.api.security import GuardDep
 from fhir_adapter.errors import UnsupportedMediaTypeError
 from fhir_adapter.fhir import bundles
 from fhir_adapter.fhir.outcome import information
-from fhir_adapter.services.resources import WriteResult, require_served
+from fhir_adapter.ports.hooks import WriteResult
+from fhir_adapter.services.resources import require_served
 
 router = APIRouter(tags=["resources"])
 

@@ -39,3 +39,12 @@ def test_capability_statement_is_valid_r4_and_complete() -> None:
     } <= names
     assert "Task:focus" in task["searchInclude"]
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
+
+
+def test_capability_lists_the_subscription_topics_it_is_given() -> None:
+    topics = ("https://example.org/topic/a", "https://example.org/topic/b")
+    statement = capability_statement(
+        "http://adapter.example/fhir", published="2026-11-27T00:00:00Z", topics=topics
+    )
+    (subscription,) = [r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription"]
+    assert [e["valueCanonical"] for e in subscription["extension"]] == list(topics)

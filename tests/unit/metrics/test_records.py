@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from fhir_adapter.codes import DenialReason, ReviewAction
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.metrics.core import AppealOutcome
 from fhir_adapter.metrics.records import (
@@ -20,7 +21,6 @@ from fhir_adapter.metrics.records import (
 )
 from fhir_adapter.policy.decision import Decision, Outcome
 from fhir_adapter.workflow import pas
-from fhir_adapter.workflow.codes import DenialReason, ReviewAction
 from fhir_adapter.workflow.deadlines import Track
 
 NOW = datetime(2026, 6, 3, 17, 0, tzinfo=UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from fhir_adapter.codes import DenialReason
 from fhir_adapter.notices import (
     Audience,
     Language,
@@ -15,7 +16,6 @@ from fhir_adapter.notices import (
     reason_sentence,
 )
 from fhir_adapter.policy.decision import Outcome
-from fhir_adapter.workflow.codes import DenialReason
 
 NOTICE_DATE = date(2027, 1, 26)
 PLAN = PlanContact(

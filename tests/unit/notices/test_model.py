@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from fhir_adapter.codes import DENIAL_TEXT, DenialReason
 from fhir_adapter.notices import (
     LANGUAGES,
     NoticeProvider,
@@ -16,7 +17,6 @@ from fhir_adapter.notices import (
     reason_sentence,
 )
 from fhir_adapter.policy.decision import Outcome
-from fhir_adapter.workflow.codes import DENIAL_TEXT, DenialReason
 from tests.unit.notices.samples import ORTHO_A, ORTHO_B, PLAN, context
 
 

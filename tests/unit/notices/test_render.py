@@ -10,6 +10,7 @@ from datetime import date
 import pypdf
 import pytest
 
+from fhir_adapter.codes import DenialReason
 from fhir_adapter.notices import (
     LANGUAGES,
     NOTICE_KINDS,
@@ -20,7 +21,6 @@ from fhir_adapter.notices import (
     render,
 )
 from fhir_adapter.policy.decision import Outcome
-from fhir_adapter.workflow.codes import DenialReason
 from tests.unit.notices.samples import (
     AUTHORIZATION,
     BASIS,

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fhir_adapter.policy.decision import Outcome
-from fhir_adapter.policy.engine import evaluate
+from fhir_adapter.codes import DEFAULT_PRIMARY_CARE_TAXONOMY, DenialReason, ReviewReason
+from fhir_adapter.policy.decision import Decision, Outcome
+from fhir_adapter.policy.engine import evaluate, first_decision
 from fhir_adapter.policy.facts import Care, Provider, RequestFacts
-from fhir_adapter.workflow.codes import DEFAULT_PRIMARY_CARE_TAXONOMY, DenialReason, ReviewReason
+from fhir_adapter.policy.rules import POLICY_RULES, RULE_BASIS
 
 NOW = datetime(2026, 11, 25, 18, tzinfo=UTC)
 ORTHO = "207X00000X"
@@ -69,6 +70,20 @@ def test_the_trail_lists_every_rule_run_up_to_the_decision() -> None:
     assert decision.trail[-1].rule == "in_network_provider_available"
     assert all(s.result == "passed" for s in decision.trail[:-1])
     assert decision.trail[0].basis.startswith("Policy (coverage statement)")
+
+
+def test_every_rule_has_its_basis_as_data_not_from_a_docstring() -> None:
+    assert set(RULE_BASIS) == {rule.__name__ for rule in POLICY_RULES}
+    assert all(RULE_BASIS.values())
+
+    def documented(facts: RequestFacts) -> Decision | None:
+        """Policy X: a docstring is prose for readers, never the recorded basis."""
+        return None
+
+    decision = first_decision(facts(), [documented, *POLICY_RULES])
+    assert decision is not None
+    assert decision.trail[0].basis == ""
+    assert decision.trail[1].basis == RULE_BASIS["coverage_is_active"]
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from fhir_adapter.codes import ReviewReason
 from fhir_adapter.review.workspace import DIRECTORY_DOWN, WHY_SHORT, WHY_TEXT
-from fhir_adapter.workflow.codes import ReviewReason
 
 
 def test_every_review_reason_has_a_sentence_and_a_short_label() -> None:

@@ -4,12 +4,15 @@ from datetime import UTC, datetime
 
 import pytest
 
+from fhir_adapter.codes import REASON_SYSTEM
 from fhir_adapter.workflow.deadlines import (
     CALIFORNIA,
     Track,
     add_business_days,
     california_holidays,
     due_at,
+    is_expedited,
+    request_track,
     track_for,
 )
 
@@ -122,3 +125,31 @@ def test_the_early_warning_comes_at_the_configured_share_of_the_window() -> None
         flag_for_review({"priority": "stat"}, datetime(2026, 12, 1, tzinfo=UTC))["priority"]
         == "stat"
     )
+
+
+def _request(priority: str | None, *reasons: str) -> dict[str, object]:
+    request: dict[str, object] = {
+        "reasonCode": [{"coding": [{"system": REASON_SYSTEM, "code": r}]} for r in reasons]
+    }
+    if priority:
+        request["priority"] = priority
+    return request
+
+
+@pytest.mark.parametrize(
+    ("request_", "expedited"),
+    [
+        (_request(None), False),
+        (_request("routine", "unclear-diagnosis"), False),
+        (_request("urgent"), True),
+        (_request("asap"), True),
+        (_request("stat"), True),
+        (_request("routine", "serious-condition"), True),  # II.B: life, limb or function
+        ({"reasonCode": [{"coding": [{"system": "urn:x", "code": "serious-condition"}]}]}, False),
+    ],
+)
+def test_is_expedited_is_the_one_place_that_says_it(
+    request_: dict[str, object], expedited: bool
+) -> None:
+    assert is_expedited(request_) is expedited
+    assert request_track(request_) is (Track.EXPEDITED if expedited else Track.STANDARD)

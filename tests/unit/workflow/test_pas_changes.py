@@ -7,9 +7,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from fhir_adapter.codes import review_action_codes
 from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
 from fhir_adapter.workflow import pas
-from fhir_adapter.workflow.codes import review_action_codes
 from fhir_adapter.workflow.pas_changes import (
     CERTIFICATION_TYPE,
     INFO_CANCELLED,

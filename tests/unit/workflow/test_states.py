@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from fhir_adapter.codes import STATUS_SYSTEM, BusinessStatus
 from fhir_adapter.errors import InvalidTransitionError
-from fhir_adapter.workflow.codes import STATUS_SYSTEM, BusinessStatus
 from fhir_adapter.workflow.states import TRANSITIONS, UNDECIDED, TaskStatus, transition
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)

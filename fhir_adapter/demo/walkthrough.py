@@ -20,17 +20,18 @@ from typing import Any
 import httpx
 
 from fhir_adapter.bootstrap import examples_dir
+from fhir_adapter.codes import (
+    PAS_AUTHORIZED_PROVIDER,
+    PAS_REVIEW_ACTION,
+    RULE_TRAIL_EXTENSION,
+    STATUS_SYSTEM,
+)
+from fhir_adapter.fhir.elements import ResourceKey
 from fhir_adapter.security.client import (
     ClientCredentials,
     discover_token_endpoint,
     new_ec_key,
     request_token,
-)
-from fhir_adapter.workflow.codes import (
-    PAS_AUTHORIZED_PROVIDER,
-    PAS_REVIEW_ACTION,
-    RULE_TRAIL_EXTENSION,
-    STATUS_SYSTEM,
 )
 
 DEFAULT_PATHS = (
@@ -88,7 +89,8 @@ async def in_process_service() -> AsyncIterator[tuple[str, ClientCredentials]]:
 
 async def _register_demo_client(database_url: str) -> ClientCredentials:
     from fhir_adapter.security.issuer import register_client
-    from fhir_adapter.store.sql import SqlResourceStore, create_engine
+    from fhir_adapter.store.engine import create_engine
+    from fhir_adapter.store.sql import SqlResourceStore
 
     private, kid, jwks = new_ec_key()
     engine = create_engine(database_url)
@@ -224,8 +226,8 @@ async def _one(
         say(f"   refused   {response.json().get('issue', [{}])[0].get('diagnostics')}")
         return None
     keys = {
-        e["response"]["location"].split("/")[0]: e["response"]["location"].split("/_history")[0]
-        for e in response.json()["entry"]
+        key.type: str(key)
+        for key in (ResourceKey.parse(e["response"]["location"]) for e in response.json()["entry"])
     }
     task_key = keys["Task"]
     task = (await client.get(f"/{task_key}")).json()

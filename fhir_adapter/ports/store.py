@@ -1,4 +1,9 @@
-"""The ports the services depend on; the store adapters implement them."""
+"""The store port: stored value types and a transaction made of narrow parts.
+
+A transaction exposes one part per concern: `tx.resources` (FHIR resources, versions, search),
+`tx.jobs` (the workflow's background jobs), `tx.outbox` (deliveries owed), `tx.events`
+(Subscription events) and `tx.auth` (the built-in authorization server's keys and clients).
+"""
 
 from __future__ import annotations
 
@@ -92,8 +97,8 @@ class ClientRecord:
     patient: str | None = None  # a member-facing client's patient (tokens carry `patient`)
 
 
-class StoreTransaction(Protocol):
-    """Reads and writes inside one database transaction: all of it commits, or none of it."""
+class ResourceRows(Protocol):
+    """FHIR resources, their versions and their search index (`tx.resources`)."""
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None: ...
 
@@ -133,35 +138,61 @@ class StoreTransaction(Protocol):
         """Serialize writers that share `key` (e.g. a conditional create) until commit."""
         ...
 
-    async def add_job(self, task_id: str, *, due_at: datetime, now: datetime) -> None:
+    async def flush(self) -> None:
+        """Write what waits in memory (queued inserts, versions, index rows) now."""
+        ...
+
+    def pending(self) -> bool:
+        """Whether writes wait to be flushed."""
+        ...
+
+
+class JobQueue(Protocol):
+    """The background work owed to second-opinion Tasks (`tx.jobs`)."""
+
+    async def add(self, task_id: str, *, due_at: datetime, now: datetime) -> None:
         """Owe the Task an evaluation now; a Task already owed one keeps its row."""
         ...
 
-    async def claim_jobs(
+    async def claim(
         self, *, now: datetime, lease_until: datetime, limit: int, overdue: bool = False
     ) -> list[WorkflowJob]:
         """Lease up to `limit` jobs no other worker holds: those due for an attempt, or (`overdue`)
         those whose decision deadline has passed undecided."""
         ...
 
-    async def get_job(self, task_id: str) -> WorkflowJob | None: ...
+    async def get(self, task_id: str) -> WorkflowJob | None: ...
 
-    async def undecided_jobs(self, *, due_before: datetime, limit: int) -> list[WorkflowJob]:
+    async def undecided(self, *, due_before: datetime, limit: int) -> list[WorkflowJob]:
         """Jobs of requests not yet decided and due by `due_before`, soonest first (the
         early-warning sweep)."""
         ...
 
-    async def add_outbox(self, item: OutboxItem) -> None:
+    async def set(
+        self,
+        task_id: str,
+        *,
+        state: str,
+        next_attempt_at: datetime | None = None,
+        due_at: datetime | None = None,
+    ) -> None:
+        """Record what became of a job and release its lease; `due_at` moves its deadline
+        (an extended decision time frame)."""
+        ...
+
+
+class Outbox(Protocol):
+    """Deliveries owed, leased to one worker at a time (`tx.outbox`)."""
+
+    async def add(self, item: OutboxItem) -> None:
         """Owe a delivery; written with the Communication it delivers, in this transaction."""
         ...
 
-    async def claim_outbox(
-        self, *, now: datetime, lease_until: datetime, limit: int
-    ) -> list[OutboxItem]:
+    async def claim(self, *, now: datetime, lease_until: datetime, limit: int) -> list[OutboxItem]:
         """Lease pending deliveries that are due and that no other worker holds."""
         ...
 
-    async def set_outbox(
+    async def set(
         self,
         item_id: str,
         *,
@@ -169,36 +200,49 @@ class StoreTransaction(Protocol):
         next_attempt_at: datetime | None = None,
         delivered_at: datetime | None = None,
         error: str | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Record what became of a delivery and release its lease."""
+        ...
 
-    async def withdraw_outbox(
-        self, communication_ids: Iterable[str], *, now: datetime
-    ) -> list[str]:
+    async def withdraw(self, communication_ids: Iterable[str], *, now: datetime) -> list[str]:
         """Withdraw the pending deliveries (not leased by a worker now) of these Communications;
         the ids of the Communications whose delivery was withdrawn."""
         ...
 
-    async def list_outbox(
-        self, *, state: str | None = None, limit: int = 100
-    ) -> list[OutboxItem]: ...
+    async def items(self, *, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
+        """Deliveries (of one state, or all), oldest first."""
+        ...
 
-    async def add_event(self, subscription_id: str, focus: str, *, now: datetime) -> int:
+    async def retry(self, *, now: datetime, ids: Iterable[str] | None = None) -> int:
+        """Put failed deliveries (all, or the given ones) back in the queue; returns how many."""
+        ...
+
+
+class EventLog(Protocol):
+    """Numbered Subscription events (`tx.events`)."""
+
+    async def add(self, subscription_id: str, focus: str, *, now: datetime) -> int:
         """Record an event for the Subscription (held for update by the caller); its number."""
         ...
 
-    async def events(
+    async def read(
         self, subscription_id: str, *, since: int = 1, until: int | None = None
-    ) -> list[SubscriptionEvent]: ...
+    ) -> list[SubscriptionEvent]:
+        """The Subscription's events numbered `since` to `until`, in order (at most 1,000)."""
+        ...
 
-    async def event_count(self, subscription_id: str) -> int: ...
+    async def count(self, subscription_id: str) -> int:
+        """How many events the Subscription has had (the number of the latest)."""
+        ...
 
     async def last_sent(self, subscription_id: str) -> datetime | None:
         """When the latest notification (event or heartbeat) for the Subscription was queued."""
         ...
 
-    async def retry_outbox(self, *, now: datetime, ids: Iterable[str] | None = None) -> int:
-        """Put failed deliveries (all, or the given ones) back in the queue; returns how many."""
-        ...
+
+class AuthRecords(Protocol):
+    """The built-in authorization server's signing keys, clients and used assertions
+    (`tx.auth`)."""
 
     async def signing_key(self) -> SigningKey | None:
         """The newest token signing key, if one was made."""
@@ -222,17 +266,24 @@ class StoreTransaction(Protocol):
         """Record a client assertion's `jti`; False if it was used before (a replay)."""
         ...
 
-    async def set_job(
-        self,
-        task_id: str,
-        *,
-        state: str,
-        next_attempt_at: datetime | None = None,
-        due_at: datetime | None = None,
-    ) -> None:
-        """Record what became of a job and release its lease; `due_at` moves its deadline
-        (an extended decision time frame)."""
-        ...
+
+class StoreTransaction(Protocol):
+    """Reads and writes inside one database transaction: all of it commits, or none of it."""
+
+    @property
+    def resources(self) -> ResourceRows: ...
+
+    @property
+    def jobs(self) -> JobQueue: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def events(self) -> EventLog: ...
+
+    @property
+    def auth(self) -> AuthRecords: ...
 
 
 class ResourceStore(Protocol):

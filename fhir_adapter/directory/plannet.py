@@ -6,26 +6,19 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from fhir_adapter.fhir.dates import period_range
-from fhir_adapter.policy.facts import Provider
-from fhir_adapter.workflow.codes import (
+from fhir_adapter.codes import (
     ENDPOINT_CONNECTION_SYSTEM,
-    NETWORK_REFERENCE_EXTENSION,
     NEW_PATIENTS_EXTENSION,
-    NPI,
-    NUCC,
 )
-
-
-def role_networks(role: Mapping[str, Any]) -> set[str]:
-    """The Network Organizations a PractitionerRole's `network-reference` extensions name."""
-    return {
-        ext["valueReference"]["reference"]
-        for ext in role.get("extension") or []
-        if ext.get("url") == NETWORK_REFERENCE_EXTENSION
-        and isinstance(ext.get("valueReference"), dict)
-        and isinstance(ext["valueReference"].get("reference"), str)
-    }
+from fhir_adapter.fhir.dates import period_range
+from fhir_adapter.fhir.elements import (
+    display_name,
+    npi_of,
+    role_networks,
+    specialties,
+    specialty_names,
+)
+from fhir_adapter.policy.facts import Provider
 
 
 def is_in_network(role: Mapping[str, Any], network: str, today: datetime) -> bool:
@@ -41,35 +34,6 @@ def is_in_network(role: Mapping[str, Any], network: str, today: datetime) -> boo
     return any(
         ref == network or ref.endswith(f"Organization/{network_id}") for ref in role_networks(role)
     )
-
-
-def specialties(role: Mapping[str, Any]) -> frozenset[str]:
-    return frozenset(
-        coding["code"]
-        for concept in role.get("specialty") or []
-        for coding in concept.get("coding") or []
-        if coding.get("system") == NUCC and isinstance(coding.get("code"), str)
-    )
-
-
-def npi_of(practitioner: Mapping[str, Any] | None) -> str | None:
-    for identifier in (practitioner or {}).get("identifier") or []:
-        if identifier.get("system") == NPI and isinstance(identifier.get("value"), str):
-            value: str = identifier["value"]
-            return value
-    return None
-
-
-def display_name(practitioner: Mapping[str, Any] | None) -> str | None:
-    """A provider's name as the directory gives it (providers' names are directory data, not PHI)."""
-    for name in (practitioner or {}).get("name") or []:
-        if name.get("text"):
-            return str(name["text"])
-        parts = [*(name.get("prefix") or []), *(name.get("given") or []), name.get("family") or ""]
-        text = " ".join(p for p in parts if p)
-        if text:
-            return text
-    return None
 
 
 def provider_from_role(
@@ -106,12 +70,7 @@ def provider_from_role(
         ),
         in_network=is_in_network(role, network, today),
         fhir_endpoint=endpoint,
-        specialty_names=tuple(
-            str(coding["display"])
-            for concept in role.get("specialty") or []
-            for coding in concept.get("coding") or []
-            if coding.get("system") == NUCC and coding.get("display")
-        ),
+        specialty_names=specialty_names(role),
         organization_name=_text((organization or {}).get("name")),
         address=address_lines(location) or address_lines(organization),
         phone=phone_of(role) or phone_of(location) or phone_of(organization),

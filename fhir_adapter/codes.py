@@ -35,6 +35,7 @@ X12_REVIEW_ACTION_SYSTEM = "https://codesystem.x12.org/005010/306"
 X12_SERVICE_TYPE_SYSTEM = "https://codesystem.x12.org/005010/1365"
 ADJUDICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/adjudication"
 CLAIM_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/claim-type"
+CLIENT_ID_SYSTEM = f"{CANONICAL}/sid/client-id"  # a registered client (system) as an Identifier
 
 
 class Reason(StrEnum):

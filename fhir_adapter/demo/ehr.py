@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from fhir_adapter.api.fhir_http import FhirResponse
+from fhir_adapter.demo.responses import fhir_json
 from fhir_adapter.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -58,7 +58,7 @@ def ehr_router(*, max_resources: int = MAX_RESOURCES) -> APIRouter:
             key = (str(resource.get("resourceType")), condition)
             answers.append({"response": {"status": "200 OK" if key in inbox else "201 Created"}})
             inbox.setdefault(key, resource)
-        return FhirResponse(
+        return fhir_json(
             {"resourceType": "Bundle", "type": "transaction-response", "entry": answers}
         )
 
@@ -70,7 +70,7 @@ def ehr_router(*, max_resources: int = MAX_RESOURCES) -> APIRouter:
             r for (kind, _), r in inboxes.get(organization, {}).items() if kind == resource_type
         ]
         entries = [{"resource": r} for r in found]
-        return FhirResponse(
+        return fhir_json(
             {"resourceType": "Bundle", "type": "searchset", "total": len(found), "entry": entries}
         )
 

@@ -12,9 +12,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from fhir_adapter.api.fhir_http import FhirResponse
+from fhir_adapter.demo.responses import fhir_json
 from fhir_adapter.errors import InvalidRequestError, NotFoundError
-from fhir_adapter.fhir.plannet import role_networks
+from fhir_adapter.fhir.elements import ResourceKey, role_networks
 
 DirectoryData = dict[str, dict[str, dict[str, Any]]]  # type -> id -> resource
 _INCLUDES = {
@@ -178,7 +178,7 @@ def directory_router(
                     else _refs(resource, element or "")
                 )
                 for ref in refs:
-                    kind, id = ref.split("/")[-2:]
+                    kind, id = ResourceKey.parse(ref)
                     target = data.get(kind, {}).get(id)
                     url = f"{root}/{kind}/{id}"
                     if target and url not in seen:
@@ -204,13 +204,13 @@ def directory_router(
             "link": links,
             "entry": entries,
         }
-        return FhirResponse(bundle)
+        return fhir_json(bundle)
 
     @router.get("/{resource_type}/{id}")
     async def read(resource_type: str, id: str, request: Request) -> Response:
         resource = data.get(resource_type, {}).get(id)
         if resource is None:
             raise NotFoundError(f"{resource_type}/{id} is not in the demo directory")
-        return FhirResponse(localized(resource, request))
+        return fhir_json(localized(resource, request))
 
     return router

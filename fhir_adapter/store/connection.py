@@ -1,0 +1,31 @@
+"""The connection the parts of one SQL transaction share: every statement goes through it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+class SqlConnection:
+    """One connection inside one transaction, shared by the transaction's parts.
+
+    Before each statement the resources part writes the inserts it queued (`queued`, written by
+    `write_queued`), so that a statement of any part may read or reference them.
+    """
+
+    def __init__(self, conn: AsyncConnection, *, read_only: bool = False) -> None:
+        self.conn = conn
+        self.read_only = read_only  # each statement on its own: nothing here may write
+        self.is_postgres = conn.dialect.name == "postgresql"
+        self.queued: list[dict[str, Any]] = []
+        self.write_queued: Callable[[], Awaitable[None]] | None = None
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        """Run a statement, after the queued inserts (which it may read or reference)."""
+        if self.read_only and not getattr(statement, "is_select", False):
+            raise RuntimeError("a read-only transaction cannot write")
+        if self.queued and self.write_queued is not None:
+            await self.write_queued()
+        return await self.conn.execute(statement, parameters)

@@ -1,0 +1,95 @@
+"""The database engine: an async SQLAlchemy engine for SQLite or PostgreSQL, by URL.
+
+PostgreSQL's pool pings connections that sat idle; SQLite gets WAL, a busy timeout and real
+transactions (writers BEGIN IMMEDIATE and queue up, readers never block).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """An async engine for `url`; SQLite gets WAL, a busy timeout and real transactions."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(
+            url,
+            echo=echo,
+            hide_parameters=True,
+            json_serializer=_dumps,
+            json_deserializer=orjson.loads,
+        )
+        _make_sqlite_transactional(engine)
+        return engine
+    engine = create_async_engine(
+        url,
+        echo=echo,
+        hide_parameters=True,  # SQL errors must never carry patient data into logs
+        json_serializer=_dumps,
+        json_deserializer=orjson.loads,
+        pool_size=10,
+        max_overflow=10,
+    )
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection unused this long is pinged before it is handed out (issue #18). SQLAlchemy's
+# `pool_pre_ping` pings at every checkout: a round trip as long as the read it precedes. A busy
+# pool's connections are seconds old at most; a connection a restarted or failed-over server
+# dropped while idle is found here, and one dropped under load fails its statement, after which
+# SQLAlchemy discards the whole pool.
+IDLE_PING_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < IDLE_PING_SECONDS:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception:
+            alive = False
+        if not alive:  # the pool drops it and checks out another
+            raise DisconnectionError("an idle pooled connection no longer answers")
+
+
+def _make_sqlite_transactional(engine: AsyncEngine) -> None:
+    """Take over BEGIN from the sqlite3 driver so transactions are real and writers queue up.
+
+    Writers open with BEGIN IMMEDIATE: they wait (busy_timeout) instead of failing when another
+    writer holds the database. Readers use a deferred BEGIN and never block under WAL.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get("fhir_write", True):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")

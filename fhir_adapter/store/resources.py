@@ -1,0 +1,294 @@
+"""The resources part of a SQL transaction (`tx.resources`): current versions, history, the
+search index, and writes batched into a few statements per transaction."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BindParameter,
+    Select,
+    bindparam,
+    delete,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from fhir_adapter.errors import ConflictError
+from fhir_adapter.fhir.search import SearchQuery, index_rows
+from fhir_adapter.ports.store import SearchPage, StoredResource
+from fhir_adapter.store.connection import SqlConnection
+from fhir_adapter.store.search_sql import search_page, stored
+from fhir_adapter.store.tables import (
+    INDEX_TABLES,
+    resource_versions,
+    resources,
+    search_date,
+    search_reference,
+    search_string,
+    search_token,
+)
+
+
+class SqlResources:
+    """Implements ports.store.ResourceRows on a transaction's connection."""
+
+    def __init__(self, db: SqlConnection, *, base_url: str | None) -> None:
+        self._db = db
+        self._execute = db.execute  # every statement: after the queued inserts
+        self.base_url = base_url
+        self.is_postgres = db.is_postgres
+        # Version and index rows are written in one batch per table when the transaction ends
+        # (or before a search needs them): a few statements for a whole Bundle, not a few per entry.
+        self._versions: list[dict[str, Any]] = []
+        self._index: dict[Any, list[dict[str, Any]]] = {table: [] for table in INDEX_TABLES}
+        self._stale: set[int] = set()  # resources whose written index rows are outdated
+        self._unflushed: set[int] = set()  # resources created here whose rows are all queued
+        # Resources this transaction has seen exist (read, written, checked). Resources are never
+        # deleted, so reference checks need not ask again.
+        self._known: set[tuple[str, str]] = set()
+        # New resources wait here and go in with one INSERT when the next statement runs.
+        self._inserts: list[dict[str, Any]] = db.queued
+        db.write_queued = self._insert_queued
+
+    def pending(self) -> bool:
+        """Whether writes wait to be flushed."""
+        return bool(self._inserts or self._versions or self._stale or any(self._index.values()))
+
+    async def _insert_queued(self) -> None:
+        rows = list(self._inserts)
+        self._inserts.clear()  # the list the connection watches
+        try:
+            result = await self._db.conn.execute(_INSERT_RESOURCES, rows)
+        except IntegrityError as exc:  # a failed insert fails the whole transaction
+            keys = [f"{row['resource_type']}/{row['id']}" for row in rows]
+            what = keys[0] if len(keys) == 1 else f"one of {', '.join(keys)}"
+            raise ConflictError(f"{what} already exists") from exc
+        pks = {(r.resource_type, r.id): r.pk for r in result}
+        for row in rows:
+            pk = pks[(row["resource_type"], row["id"])]
+            self._write_version(pk, 1, row["last_updated"], "create", row["content"])
+            self._write_index(pk, row["content"])
+            self._unflushed.add(pk)
+
+    async def flush(self) -> None:
+        """Write the queued resources, then their version and index rows."""
+        if self._inserts:
+            await self._insert_queued()
+        if self._stale:
+            stale = list(self._stale)
+            for table in INDEX_TABLES:
+                await self._execute(_DELETE_INDEX[table], {"pks": stale})
+            self._stale.clear()
+        self._unflushed.clear()
+        if self._versions:
+            await self._execute(_INSERT_ROWS[resource_versions], self._versions)
+            self._versions = []
+        for table, rows in self._index.items():
+            if rows:
+                await self._execute(_INSERT_ROWS[table], rows)
+                self._index[table] = []
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def read(self, resource_type: str, id: str) -> StoredResource | None:
+        row = (await self._execute(_CURRENT, {"p_type": resource_type, "p_id": id})).first()
+        return self._seen(stored(resource_type, row)) if row else None
+
+    async def read_for_update(self, resource_type: str, id: str) -> StoredResource | None:
+        statement = _CURRENT_FOR_UPDATE if self.is_postgres else _CURRENT
+        row = (await self._execute(statement, {"p_type": resource_type, "p_id": id})).first()
+        return self._seen(stored(resource_type, row)) if row else None
+
+    async def existing(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        requested = list(dict.fromkeys(keys))
+        known = {key for key in requested if key in self._known}
+        wanted = [key for key in requested if key not in known]
+        if not wanted:
+            return known
+        found = {
+            (row.resource_type, row.id) for row in await self._execute(_EXISTING, {"keys": wanted})
+        }
+        self._known |= found
+        return known | found
+
+    def _seen(self, stored: StoredResource) -> StoredResource:
+        self._known.add((stored.resource_type, stored.id))
+        return stored
+
+    async def exists(self, resource_type: str, id: str) -> bool:
+        statement = select(resources.c.pk).where(
+            resources.c.resource_type == resource_type, resources.c.id == id
+        )
+        return (await self._execute(statement)).first() is not None
+
+    async def vread(self, resource_type: str, id: str, version_id: int) -> StoredResource | None:
+        await self.flush()
+        statement = _versions_of(resource_type, id).where(
+            resource_versions.c.version_id == version_id
+        )
+        row = (await self._execute(statement)).first()
+        return stored(resource_type, row) if row else None
+
+    async def read_many(self, keys: Iterable[tuple[str, str]]) -> dict[str, StoredResource]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        statement = _READ_MANY
+        found = [
+            self._seen(
+                StoredResource(r.resource_type, r.id, r.version_id, r.last_updated, r.content)
+            )
+            for r in await self._execute(statement, {"keys": wanted})
+        ]
+        return {f.key: f for f in found}
+
+    async def history(self, resource_type: str, id: str) -> list[StoredResource]:
+        statement = _versions_of(resource_type, id).order_by(resource_versions.c.version_id.desc())
+        await self.flush()
+        return [stored(resource_type, row) for row in await self._execute(statement)]
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def insert(self, content: dict[str, Any], *, now: datetime) -> StoredResource:
+        resource_type, id = content["resourceType"], content["id"]
+        self._inserts.append(
+            {
+                "resource_type": resource_type,
+                "id": id,
+                "version_id": 1,
+                "last_updated": now,
+                "content": content,
+            }
+        )
+        return self._seen(StoredResource(resource_type, id, 1, now, content))
+
+    async def replace(
+        self, current: StoredResource, content: dict[str, Any], *, now: datetime
+    ) -> StoredResource:
+        version = current.version_id + 1
+        result = await self._execute(
+            _UPDATE_RESOURCE,
+            {
+                "p_type": current.resource_type,
+                "p_id": current.id,
+                "p_version": current.version_id,
+                "p_new_version": version,
+                "p_updated": now,
+                "p_content": content,
+            },
+        )
+        pk = result.scalar_one_or_none()
+        if pk is None:  # someone else wrote a newer version since we read it
+            raise ConflictError(f"{current.key} was changed concurrently; read it again and retry")
+        self._write_version(pk, version, now, "update", content)
+        for table, rows in self._index.items():  # rows of an older version not written yet
+            self._index[table] = [row for row in rows if row["resource_pk"] != pk]
+        if pk not in self._unflushed:
+            self._stale.add(pk)
+        self._write_index(pk, content)
+        return StoredResource(current.resource_type, current.id, version, now, content)
+
+    async def lock(self, key: str) -> None:
+        if self.is_postgres:  # SQLite writers are already serialized by BEGIN IMMEDIATE
+            digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+            await self._execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": digest})
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        await self.flush()  # the index must hold what this transaction wrote
+        page = await search_page(self._db, query)
+        for match in page.matches:
+            self._seen(match)
+        return page
+
+    def _write_version(
+        self, pk: int, version: int, now: datetime, method: str, content: dict[str, Any]
+    ) -> None:
+        self._versions.append(
+            {
+                "resource_pk": pk,
+                "version_id": version,
+                "last_updated": now,
+                "method": method,
+                "content": content,
+            }
+        )
+
+    def _write_index(self, pk: int, content: dict[str, Any]) -> None:
+        rows = index_rows(content, base_url=self.base_url)
+        batches: list[tuple[Any, list[dict[str, Any]]]] = [
+            (search_token, [{"resource_pk": pk, "param": p, "system": s, "code": c} for p, s, c in rows.tokens]),
+            (
+                search_reference,
+                [
+                    {"resource_pk": pk, "param": p, "target_type": t, "target_id": i, "url": u}
+                    for p, t, i, u in rows.references
+                ],
+            ),
+            (search_date, [{"resource_pk": pk, "param": p, "low": lo, "high": hi} for p, lo, hi in rows.dates]),
+            (search_string, [{"resource_pk": pk, "param": p, "value": v} for p, v in rows.strings]),
+        ]  # fmt: skip
+        for table, values in batches:
+            self._index[table].extend(values)
+
+
+def _versions_of(resource_type: str, id: str) -> Select[Any]:
+    """The stored versions of one resource (id, version_id, last_updated, content)."""
+    return (
+        select(
+            resources.c.id,
+            resource_versions.c.version_id,
+            resource_versions.c.last_updated,
+            resource_versions.c.content,
+        )
+        .join(resources, resources.c.pk == resource_versions.c.resource_pk)
+        .where(resources.c.resource_type == resource_type, resources.c.id == id)
+    )
+
+
+# Statements built once: building a statement and its cache key costs more than SQLite takes to
+# run these, so the hot ones take their values as parameters.
+_KEYS: BindParameter[Any] = bindparam("keys", expanding=True)
+_CURRENT = select(
+    resources.c.id, resources.c.version_id, resources.c.last_updated, resources.c.content
+).where(resources.c.resource_type == bindparam("p_type"), resources.c.id == bindparam("p_id"))
+_CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
+_EXISTING = select(resources.c.resource_type, resources.c.id).where(
+    tuple_(resources.c.resource_type, resources.c.id).in_(_KEYS)
+)
+_READ_MANY = select(
+    resources.c.resource_type,
+    resources.c.id,
+    resources.c.version_id,
+    resources.c.last_updated,
+    resources.c.content,
+).where(tuple_(resources.c.resource_type, resources.c.id).in_(_KEYS))
+_INSERT_RESOURCES = insert(resources).returning(
+    resources.c.pk, resources.c.resource_type, resources.c.id
+)
+_UPDATE_RESOURCE = (
+    update(resources)
+    .where(
+        resources.c.resource_type == bindparam("p_type"),
+        resources.c.id == bindparam("p_id"),
+        resources.c.version_id == bindparam("p_version"),
+    )
+    .values(
+        version_id=bindparam("p_new_version", type_=resources.c.version_id.type),
+        last_updated=bindparam("p_updated", type_=resources.c.last_updated.type),
+        content=bindparam("p_content", type_=resources.c.content.type),
+    )
+    .returning(resources.c.pk)
+)
+_INSERT_ROWS = {table: insert(table) for table in (resource_versions, *INDEX_TABLES)}
+_DELETE_INDEX = {
+    table: delete(table).where(table.c.resource_pk.in_(bindparam("pks", expanding=True)))
+    for table in INDEX_TABLES
+}
