@@ -72,6 +72,7 @@ class Container:
 
     async def aclose(self) -> None:
         await self.audit.close()
+        await self.rate_limiter.aclose()
         for client in self.http:
             await client.aclose()
         await self.store.close()
@@ -195,7 +196,7 @@ async def build_container(
         subscriptions=subscriptions,
         tokens=tokens,
         issuer=issuer,
-        rate_limiter=RateLimiter(settings.rate_limit),
+        rate_limiter=RateLimiter(settings.rate_limit, redis_url=settings.redis_url),
         audit=AuditTrail(
             store,
             spool_dir=settings.audit_spool_dir or default_spool_dir(settings.database_url),

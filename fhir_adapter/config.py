@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, field_validator
@@ -181,6 +181,30 @@ class Settings(BaseSettings):
         default=frozenset(),
         description="comma-separated host or host:port that rest-hook Subscriptions may reach "
         "over plain http or at a non-public address (issue #16); empty: https to public hosts only",
+    )
+
+    # Operating it (issue #13, docs/observability.md).
+    workers: int = Field(
+        default=1, ge=1, le=64, description="server processes (PostgreSQL only when over 1)"
+    )
+    shutdown_timeout_seconds: int = Field(
+        default=30, ge=1, description="how long a stopping server lets requests in flight finish"
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`json`: one JSON object per line"
+    )
+    metrics_enabled: bool = Field(default=True, description="serve Prometheus metrics at /metrics")
+    metrics_allow: str = Field(
+        default="127.0.0.1,::1",
+        description="comma-separated addresses or networks that may read /metrics; `*`: anyone",
+    )
+    metrics_cache_seconds: float = Field(
+        default=5.0, ge=0, le=300, description="how long queue figures are reused between scrapes"
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db shared by every process for rate limits; unset: "
+        "each process counts on its own",
     )
 
     # The review workspace at /review (issue #15).

@@ -11,12 +11,12 @@ from datetime import datetime
 from fhir_adapter.fhir.search import (
     DateCriterion,
     Filter,
-    IndexRows,
     ReferenceCriterion,
     SearchQuery,
     StringCriterion,
     TokenCriterion,
 )
+from fhir_adapter.fhir.search_index import IndexRows
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 
 from fhir_adapter.errors import ConflictError
-from fhir_adapter.fhir.search import IndexRows, SearchQuery, index_rows
+from fhir_adapter.fhir.search import SearchQuery
+from fhir_adapter.fhir.search_index import IndexRows, index_rows
 from fhir_adapter.ports.store import (
     ClientRecord,
     OutboxItem,

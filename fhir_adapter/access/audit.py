@@ -50,17 +50,6 @@ def outcome_code(status: int) -> str:
 
 
 def audit_event(record: AuditRecord) -> dict[str, Any]:
-    agent: dict[str, Any] = {"requestor": True}
-    if record.client_id:
-        agent["altId"] = record.client_id  # searchable: AuditEvent?altid={client id}
-        agent["who"] = {
-            "identifier": {"system": CLIENT_ID_SYSTEM, "value": record.client_id},
-            "display": f"client {record.client_id}",
-        }
-    else:
-        agent["who"] = {"display": "unauthenticated caller"}
-    if record.address:
-        agent["network"] = {"address": record.address, "type": "2"}
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "type": {
@@ -73,7 +62,7 @@ def audit_event(record: AuditRecord) -> dict[str, Any]:
         "recorded": format_instant(record.recorded),
         "outcome": outcome_code(record.status),
         "outcomeDesc": f"HTTP {record.status}",
-        "agent": [agent],
+        "agent": [_client_agent(record)],
         "source": {
             "observer": {"display": "fhir-adapter"},
             "type": [
@@ -85,6 +74,30 @@ def audit_event(record: AuditRecord) -> dict[str, Any]:
             ],
         },
     }
+    entities = _entities(record)
+    if entities:
+        event["entity"] = entities
+    return event
+
+
+def _client_agent(record: AuditRecord) -> dict[str, Any]:
+    """The API client that asked (or an unauthenticated caller), and from where."""
+    agent: dict[str, Any] = {"requestor": True}
+    if record.client_id:
+        agent["altId"] = record.client_id  # searchable: AuditEvent?altid={client id}
+        agent["who"] = {
+            "identifier": {"system": CLIENT_ID_SYSTEM, "value": record.client_id},
+            "display": f"client {record.client_id}",
+        }
+    else:
+        agent["who"] = {"display": "unauthenticated caller"}
+    if record.address:
+        agent["network"] = {"address": record.address, "type": "2"}
+    return agent
+
+
+def _entities(record: AuditRecord) -> list[dict[str, Any]]:
+    """What was touched: the resource (or its type), the operation, the token's patient."""
     entities: list[dict[str, Any]] = []
     if record.resource_type and record.resource_id:
         entities.append({"what": {"reference": f"{record.resource_type}/{record.resource_id}"}})
@@ -112,9 +125,7 @@ def audit_event(record: AuditRecord) -> dict[str, Any]:
                 },
             }
         )
-    if entities:
-        event["entity"] = entities
-    return event
+    return entities
 
 
 # -- the review workspace (fhir_adapter/review/): staff members, not API clients, as agents -----

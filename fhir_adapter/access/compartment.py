@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_adapter.fhir.search import index_rows
+from fhir_adapter.fhir.search_index import index_rows
 
 PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
     "Coverage": ("beneficiary", "subscriber"),

@@ -20,8 +20,9 @@ from fhir_adapter.api.middleware import (
     BodySizeLimit,
     CatchUnexpected,
     SecurityHeaders,
+    route_templates,
 )
-from fhir_adapter.api.routes import auth, metadata, operations, resources, system
+from fhir_adapter.api.routes import auth, health, metadata, operations, resources, system
 from fhir_adapter.api.security import authenticate
 from fhir_adapter.bootstrap import Container, build_container, demo_directory_file
 from fhir_adapter.config import Settings
@@ -87,7 +88,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     def include(router: APIRouter, *, prefix: str, dependencies: list[Any] | None = None) -> None:
         app.include_router(router, prefix=prefix, dependencies=dependencies)
         methods.add(prefix, router, fhir=prefix == "/fhir")
+        route_templates(app).update({id(r): prefix + getattr(r, "path", "") for r in router.routes})
 
+    include(health.router(settings), prefix="")  # /healthz, /readyz, /metrics (issue #13)
     include(metadata.router, prefix="/fhir", dependencies=negotiated)
     include(auth.discovery, prefix="/fhir")
     include(auth.authorization, prefix="/auth")

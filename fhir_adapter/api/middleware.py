@@ -1,15 +1,19 @@
-"""ASGI middleware: the request body limit and a PHI-free access log."""
+"""ASGI middleware: the request body limit, a PHI-free access log with request metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import re
+import secrets
 import time
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fhir_adapter import logs, telemetry
 from fhir_adapter.access.audit import AuditRecord
 from fhir_adapter.errors import (
     AdapterError,
@@ -159,7 +163,11 @@ class CatchUnexpected:
 
 
 class AccessLog:
-    """One line per request: method, path (ids only, never the query string), status, time."""
+    """One layer for what every request leaves behind (issue #13): a request id (the caller's
+    `X-Request-ID` when it is a plain token, else a new one; echoed in the answer), one access
+    line (method, path with ids only, never the query string, status, time) and the Prometheus
+    request count and latency by route template, never by raw path. Probes and scrapes
+    (/healthz, /readyz, /metrics) are counted but logged only at DEBUG."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -169,23 +177,81 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status: dict[str, Any] = {"code": 500}
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
 
         async def capture(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
             await send(message)
 
         try:
             await self.app(scope, receive, capture)
         finally:
-            access_log.info(
-                "%s %s %d %.1fms",
-                scope["method"],
-                scope["path"],
-                status["code"],
-                (time.perf_counter() - started) * 1000,
-            )
+            seconds = time.perf_counter() - started
+            route = route_template(scope)
+            method = scope["method"]
+            telemetry.observe_request(method, route, status, seconds)
+            path = scope["path"]
+            level = logging.DEBUG if path in _QUIET_PATHS else logging.INFO
+            if access_log.isEnabledFor(level):
+                # The fields only the JSON format prints are built only when it is on.
+                extra = (
+                    {
+                        "request_id": request_id.decode("ascii"),
+                        "method": method,
+                        "route": route,
+                        "path": path,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 2),
+                    }
+                    if logs.structured()
+                    else None
+                )
+                access_log.log(
+                    level, "%s %s %d %.1fms", method, path, status, seconds * 1000, extra=extra
+                )
+
+
+_QUIET_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+
+
+# A new id: random per process, then a counter (cheaper than fresh randomness per request).
+_ID_PREFIX = secrets.token_hex(5)
+_ids = itertools.count(1)
+
+
+def _request_id(scope: Scope) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+            return bytes(value)
+    return f"{_ID_PREFIX}{next(_ids):06x}".encode()
+
+
+def route_templates(app: Any) -> dict[int, str]:
+    """id(route) -> its full path template, filled as routers are included (api/app.py): FastAPI
+    puts the included route itself in the scope, whose `path` lacks the router's prefix."""
+    templates: dict[int, str] | None = getattr(app.state, "route_templates", None)
+    if templates is None:
+        templates = app.state.route_templates = {}
+    return templates
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (`/fhir/{resource_type}/{id}`), or `unmatched`: a
+    metric label is a time series, so never the raw path with its ids."""
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    app = scope.get("app")
+    templates = getattr(getattr(app, "state", None), "route_templates", None)
+    path = templates.get(id(route)) if templates else None
+    path = path or getattr(route, "path", None)
+    return path if isinstance(path, str) and path else "unmatched"
 
 
 # The review workspace's pages (fhir_adapter/review/): scripts and styles only from this server's

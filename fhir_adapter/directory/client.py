@@ -16,6 +16,7 @@ import httpx
 import orjson
 from cachetools import TTLCache
 
+from fhir_adapter import telemetry
 from fhir_adapter.codes import NPI
 from fhir_adapter.directory.plannet import provider_from_role
 from fhir_adapter.errors import DirectoryUnavailableError
@@ -231,6 +232,7 @@ class DirectoryClient:
 
     async def _get_url(self, url: str) -> dict[str, Any]:
         cached = self._cache.get(url)  # only a valid URL was ever cached
+        telemetry.directory_cache(hit=cached is not None)
         if cached is not None:
             return cached
         try:
@@ -243,16 +245,21 @@ class DirectoryClient:
                 response = await self.http.get(url, headers={"Accept": "application/fhir+json"})
             except httpx.HTTPError as exc:
                 last_problem = type(exc).__name__
+                telemetry.directory_called("transient")
             else:
                 if response.status_code == 200:
                     bundle = _parse_bundle(response.content)
                     if bundle is not None:
+                        telemetry.directory_called("ok")
                         self._cache[url] = bundle
                         return bundle
                     last_problem = "an answer that is not a FHIR Bundle"
+                    telemetry.directory_called("transient")
                 elif response.status_code in _TRANSIENT_STATUS:
                     last_problem = f"HTTP {response.status_code}"
+                    telemetry.directory_called("transient")
                 else:
+                    telemetry.directory_called("error")
                     raise DirectoryUnavailableError(
                         f"the directory answered HTTP {response.status_code}"
                     )

@@ -7,7 +7,7 @@ from typing import Any
 
 from fhir_adapter import __version__
 from fhir_adapter.fhir.resources import FHIR_VERSION, SERVED_TYPES
-from fhir_adapter.fhir.search import SEARCH_PARAMS, params_for
+from fhir_adapter.fhir.search_parameters import SEARCH_PARAMS, params_for
 
 _SEARCH_TYPE = {"id": "token", "last-updated": "date"}
 _INTERACTIONS = ("read", "vread", "update", "history-instance", "create", "search-type")

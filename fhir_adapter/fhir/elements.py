@@ -14,8 +14,8 @@ from fhir_adapter.fhir.references import parse_reference
 
 
 class ResourceKey(NamedTuple):
-    """A resource on this server: `Type/id`. A `(type, id)` pair, so `tx.read(*key)` and
-    `tx.read_many(keys)` take it as it is; `str(key)` is `Type/id`."""
+    """A resource on this server: `Type/id`. A `(type, id)` pair, so `tx.resources.read(*key)` and
+    `tx.resources.read_many(keys)` take it as it is; `str(key)` is `Type/id`."""
 
     type: str
     id: str

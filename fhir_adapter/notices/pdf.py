@@ -15,6 +15,7 @@ set (/Lang); fpdf2 writes no full structure tree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -211,15 +212,9 @@ _SPECIAL = frozenset("\u00a0\u00ad\t\n\r\f\u2000\u2001\u2002\u2003\u2004\u2005\u
 _TOLERANCE = 1e-9  # fpdf.util.FloatTolerance
 
 
-def break_lines(pdf: FPDF, text: str) -> list[str] | None:
-    """The lines `multi_cell(0, h, text, align="L")` would print, found in linear time.
-
-    fpdf2 re-measures the whole line for every character it adds, which made the letters cost
-    tens of milliseconds each. This follows its rule exactly (same widths, same float arithmetic,
-    same tolerance) for the case the notices use: one font that has every character of the text
-    (no fallback font), no text shaping, character spacing or stretching, single spaces. For
-    anything else it returns None and `multi_cell` does the work.
-    """
+def _simple_width(pdf: FPDF, text: str) -> Callable[[str], float] | None:
+    """A character's width in font units, when one font prints all of `text` the simple way
+    `break_lines` follows (no shaping, spacing, stretching or special characters); else None."""
     font = pdf.current_font
     widths = getattr(font, "cw", None)
     if (
@@ -237,15 +232,31 @@ def break_lines(pdf: FPDF, text: str) -> list[str] | None:
         if any(ord(char) not in cmap for char in text):
             return None  # a fallback font prints it, with its own widths
 
-        def width(char: str) -> float:
+        def ttf_width(char: str) -> float:
             return float(widths[ord(char)])
-    else:
-        if any(char not in widths for char in text):
-            return None
 
-        def width(char: str) -> float:
-            return float(widths[char])
+        return ttf_width
+    if any(char not in widths for char in text):
+        return None
 
+    def core_width(char: str) -> float:
+        return float(widths[char])
+
+    return core_width
+
+
+def break_lines(pdf: FPDF, text: str) -> list[str] | None:
+    """The lines `multi_cell(0, h, text, align="L")` would print, found in linear time.
+
+    fpdf2 re-measures the whole line for every character it adds, which made the letters cost
+    tens of milliseconds each. This follows its rule exactly (same widths, same float arithmetic,
+    same tolerance) for the case the notices use: one font that has every character of the text
+    (no fallback font), no text shaping, character spacing or stretching, single spaces. For
+    anything else it returns None and `multi_cell` does the work.
+    """
+    width = _simple_width(pdf, text)
+    if width is None:
+        return None
     size, k = pdf.font_size_pt, pdf.k
     max_width = pdf.w - pdf.r_margin - pdf.x
     max_width -= pdf.c_margin  # fpdf2 takes the cell margin off once for each side

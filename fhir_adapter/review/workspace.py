@@ -294,15 +294,7 @@ class Workspace:
                 rc.get("text") for rc in request.get("reasonCode") or [] if rc.get("text")
             ],
             "notes": [n.get("text") for n in request.get("note") or [] if n.get("text")],
-            "conditions": [
-                (c.get("code") or {}).get("text")
-                or ", ".join(
-                    x.get("display") or x.get("code")
-                    for x in (c.get("code") or {}).get("coding") or []
-                )
-                or "(no text)"
-                for c in conditions
-            ],
+            "conditions": [_condition_text(c) for c in conditions],
             "why": [WHY_TEXT.get(w, w) for w in _codes(decision, REVIEW_REASON_SYSTEM)],
             "trail": _trail(decision),
             "disposition": (decision or {}).get("disposition"),
@@ -310,32 +302,8 @@ class Workspace:
             "due": due,
             "time_left": format_left(left),
             "warned": self._warned(task.content, now),
-            "history": [
-                {
-                    "version": v.version_id,
-                    "updated": v.content.get("meta", {}).get("lastUpdated"),
-                    "status": v.content.get("status"),
-                    "business_status": business_status(v.content),
-                }
-                for v in history
-            ],
-            "notices": [
-                {
-                    "id": n.id,
-                    "title": next(
-                        (
-                            p["contentString"]
-                            for p in n.content.get("payload") or []
-                            if "contentString" in p
-                        ),
-                        "Notice",
-                    ),
-                    "recipient": reference_of((n.content.get("recipient") or [{}])[0]),
-                    "status": n.content.get("status"),
-                    "has_pdf": notice_pdf(n.content) is not None,
-                }
-                for n in notices
-            ],
+            "history": [_history_row(v) for v in history],
+            "notices": [_notice_row(n) for n in notices],
         }
 
     async def timeliness(self, now: datetime) -> Timeliness:
@@ -445,3 +413,38 @@ async def _timeliness(workspace: Workspace, now: datetime) -> Timeliness:
             in_time += due is None or moment <= due
     pended = await workspace.queue(now)
     return Timeliness(decided, in_time, overdue, pended.by_why)
+
+
+def _condition_text(condition: dict[str, Any]) -> str:
+    """A Condition as the request page names it: its text, else its codings' displays."""
+    code = condition.get("code") or {}
+    return (
+        code.get("text")
+        or ", ".join(x.get("display") or x.get("code") for x in code.get("coding") or [])
+        or "(no text)"
+    )
+
+
+def _history_row(version: StoredResource) -> dict[str, Any]:
+    """One version of the Task, for the request page's history."""
+    return {
+        "version": version.version_id,
+        "updated": version.content.get("meta", {}).get("lastUpdated"),
+        "status": version.content.get("status"),
+        "business_status": business_status(version.content),
+    }
+
+
+def _notice_row(notice: StoredResource) -> dict[str, Any]:
+    """One notice (Communication) about the request, for the request page."""
+    content = notice.content
+    return {
+        "id": notice.id,
+        "title": next(
+            (p["contentString"] for p in content.get("payload") or [] if "contentString" in p),
+            "Notice",
+        ),
+        "recipient": reference_of((content.get("recipient") or [{}])[0]),
+        "status": content.get("status"),
+        "has_pdf": notice_pdf(content) is not None,
+    }

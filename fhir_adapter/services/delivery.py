@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from fhir_adapter import telemetry
 from fhir_adapter.errors import DirectoryUnavailableError
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.elements import ResourceKey, codes_in, local_key, npi_of, reference_of
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.ports.delivery import Deliverer, DeliveryAttempt
 from fhir_adapter.ports.directory import Directory
-from fhir_adapter.ports.store import OutboxItem, ResourceStore, StoredResource
+from fhir_adapter.ports.store import OutboxItem, ResourceStore, StoredResource, StoreTransaction
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.workflow.letters import mailing_proof
@@ -95,44 +96,16 @@ class DeliveryService:
     ) -> tuple[dict[str, Any] | None, str | None, str | None]:
         content = communication.content
         base = self.resources.base_url
-        report_key = next(
-            (
-                key
-                for key in (
-                    parse_reference(p["contentReference"]["reference"], base_url=base).local_key
-                    for p in content.get("payload") or []
-                    if isinstance(p.get("contentReference"), dict)
-                )
-                if key and key.startswith("DiagnosticReport/")
-            ),
-            None,
-        )
+        report_key, proposals = _payload_keys(content, base)
         keys = [
             report_key,
             parse_reference(content["subject"]["reference"], base_url=base).local_key,
-        ]
-        proposals = [
-            parse_reference(p["contentReference"]["reference"], base_url=base).local_key
-            for p in content.get("payload") or []
-            if isinstance(p.get("contentReference"), dict)
-            and p["contentReference"]["reference"].startswith("ServiceRequest/")
         ]
         async with self.store.transaction(write=False) as tx:
             found = await tx.resources.read_many(
                 ResourceKey.parse(k) for k in [*keys, *proposals] if k
             )
-            recipient_key = local_key(content["recipient"][0]["reference"], base)
-            recipient = await tx.resources.read(*recipient_key) if recipient_key else None
-            practitioner = (
-                recipient if recipient and recipient.resource_type == "Practitioner" else None
-            )
-            if recipient is not None and recipient.resource_type == "PractitionerRole":
-                practitioner_key = local_key(
-                    reference_of(recipient.content.get("practitioner")), base
-                )
-                practitioner = (
-                    await tx.resources.read(*practitioner_key) if practitioner_key else None
-                )
+            recipient, practitioner = await self._recipient(tx, content)
         report, patient = found.get(report_key or ""), found.get(keys[1] or "")
         if patient is None:
             return None, None, "patient missing"
@@ -154,6 +127,22 @@ class DeliveryService:
         return (
             (bundle, target, None) if target else (None, None, "no FHIR endpoint in the directory")
         )
+
+    async def _recipient(
+        self, tx: StoreTransaction, content: dict[str, Any]
+    ) -> tuple[StoredResource | None, StoredResource | None]:
+        """The Communication's recipient and the Practitioner behind it (itself, or the one a
+        PractitionerRole names)."""
+        base = self.resources.base_url
+        recipient_key = local_key(content["recipient"][0]["reference"], base)
+        recipient = await tx.resources.read(*recipient_key) if recipient_key else None
+        practitioner = (
+            recipient if recipient and recipient.resource_type == "Practitioner" else None
+        )
+        if recipient is not None and recipient.resource_type == "PractitionerRole":
+            practitioner_key = local_key(reference_of(recipient.content.get("practitioner")), base)
+            practitioner = await tx.resources.read(*practitioner_key) if practitioner_key else None
+        return recipient, practitioner
 
     async def _pcp_endpoint(
         self, role: StoredResource | None, practitioner: StoredResource | None
@@ -187,6 +176,7 @@ class DeliveryService:
                 return
             if attempt.delivered:
                 await tx.outbox.set(item.id, state="delivered", delivered_at=now)
+                telemetry.delivery_attempted(item.destination, "delivered")
                 updated = {**current.content, "status": "completed", "sent": format_instant(now)}
                 updated.pop("statusReason", None)
                 if item.destination == "member-notice-url":
@@ -196,6 +186,7 @@ class DeliveryService:
                 log.info("delivery %s of Communication/%s done", item.id, current.id)
             elif item.attempts >= self.config.max_attempts:
                 await tx.outbox.set(item.id, state="failed", error=attempt.error)
+                telemetry.delivery_attempted(item.destination, "failed")
                 updated = {
                     **current.content,
                     "status": "not-done",
@@ -214,6 +205,7 @@ class DeliveryService:
                 await tx.outbox.set(
                     item.id, state="pending", next_attempt_at=now + delay, error=attempt.error
                 )
+                telemetry.delivery_attempted(item.destination, "retry")
                 log.info(
                     "delivery %s attempt %d failed (%s); retry in %.0fs",
                     item.id,
@@ -247,9 +239,12 @@ class DeliveryService:
         async with self.store.transaction() as tx:
             if attempt.delivered:
                 await tx.outbox.set(item.id, state="delivered", delivered_at=now)
+                telemetry.delivery_attempted(item.destination, "delivered")
             elif item.attempts >= self.config.max_attempts or problem == "subscription not active":
                 await tx.outbox.set(item.id, state="failed", error=attempt.error)
+                telemetry.delivery_attempted(item.destination, "failed")
             else:
+                telemetry.delivery_attempted(item.destination, "retry")
                 await tx.outbox.set(
                     item.id,
                     state="pending",
@@ -270,3 +265,27 @@ class DeliveryService:
         async with self.store.transaction() as tx:
             count = await tx.outbox.retry(now=now, ids=ids)
         return count
+
+
+def _payload_keys(content: dict[str, Any], base: str) -> tuple[str | None, list[str | None]]:
+    """The Communication's consultation report (`DiagnosticReport/id`), if any, and the
+    ServiceRequests it proposes, from its payload's references."""
+    references = [
+        p["contentReference"]["reference"]
+        for p in content.get("payload") or []
+        if isinstance(p.get("contentReference"), dict)
+    ]
+    report_key = next(
+        (
+            key
+            for key in (parse_reference(r, base_url=base).local_key for r in references)
+            if key and key.startswith("DiagnosticReport/")
+        ),
+        None,
+    )
+    proposals = [
+        parse_reference(r, base_url=base).local_key
+        for r in references
+        if r.startswith("ServiceRequest/")
+    ]
+    return report_key, proposals

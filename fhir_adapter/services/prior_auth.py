@@ -7,15 +7,12 @@ ClaimResponse that opens the response Bundle.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from typing import Any, Protocol
 
-import orjson
-
 from fhir_adapter.access.guard import UNRESTRICTED, Guard
-from fhir_adapter.codes import PAS_REQUESTED_SERVICE, TASK_CODE_SYSTEM
+from fhir_adapter.codes import PAS_REQUESTED_SERVICE
 from fhir_adapter.errors import (
     TemporarilyUnavailableError,
     UnprocessableEntityError,
@@ -42,6 +39,11 @@ from fhir_adapter.services.resources import ResourceService
 from fhir_adapter.workflow import pas, pas_changes
 from fhir_adapter.workflow.administrative import administrative_decision
 from fhir_adapter.workflow.intake import is_second_opinion_request
+from fhir_adapter.workflow.pas_submission import (
+    fulfillment_task,
+    name_submission,
+    submitted_bundle_document,
+)
 from fhir_adapter.workflow.plan import PayorVerdict, identifiers_of, payor_verdict, plan_references
 
 # What submit and inquire need of the PAS lifecycle (services/pas_lifecycle.py implements these
@@ -135,44 +137,10 @@ class PriorAuthService:
         request_index = self._requested_service(claim, entries, resolved)
         if request_index is None:
             return await self._decide_administratively(body, entries, resolved, guard=guard)
-        request_url = entries[request_index]["fullUrl"]
-        request = entries[request_index]["resource"]
-        now = self.resources.clock()
         task_url = f"urn:uuid:{uuid.uuid4()}"
-
-        def as_written_in_task(value: Any, holder: int) -> Any:
-            """A reference copied from entry `holder` into the Task (whose fullUrl is a urn)
-            must name its target by fullUrl, or it would resolve against another base."""
-            if not isinstance(value, dict) or not isinstance(value.get("reference"), str):
-                return value
-            target = resolved.target(holder, value["reference"])
-            return value if target is None else {"reference": entries[target]["fullUrl"]}
-
-        requester = (
-            as_written_in_task(request["requester"], request_index)
-            if request.get("requester")
-            else as_written_in_task(claim.get("provider"), 0)
+        task = fulfillment_task(
+            claim, entries, resolved, request_index, self.resources.clock(), caller_client(guard)
         )
-        subject = (
-            as_written_in_task(request["subject"], request_index)
-            if request.get("subject")
-            else as_written_in_task(claim.get("patient"), 0)
-        )
-        task = {
-            "resourceType": "Task",
-            "status": "requested",
-            "intent": "order",
-            "code": {"coding": [{"system": TASK_CODE_SYSTEM, "code": "fulfill"}]},
-            "focus": {"reference": request_url},
-            "for": subject,
-            "requester": requester,
-            "authoredOn": format_instant(now),
-        }
-        if request.get("priority"):
-            task["priority"] = request["priority"]
-        client_id = caller_client(guard)
-        if client_id:
-            task["extension"] = [pas_changes.submitter_extension(client_id)]
         kept = self._kept_entries(entries, resolved)
         transaction = {
             "resourceType": "Bundle",
@@ -193,7 +161,16 @@ class PriorAuthService:
                 )
         answer = await self.bundles.process(transaction)
         keys = [e["response"]["location"].split("/_history")[0] for e in answer["entry"]]
-        task_id = ResourceKey.parse(keys[-1]).id
+        claim_response = await self._decision_of(ResourceKey.parse(keys[-1]).id)
+        if claim_response is None:  # stored, but evaluation failed: the worker will retry it
+            raise TemporarilyUnavailableError(
+                "The request is stored; its decision is not ready. Resubmitting is safe."
+            )
+        to_request_urls = {key: entry["fullUrl"] for key, entry in zip(keys, kept, strict=False)}
+        return await self.answer(claim_response, claim, entries, to_request_urls, guard=guard)
+
+    async def _decision_of(self, task_id: str) -> StoredResource | None:
+        """The ClaimResponse the evaluation of Task `task_id` output (pended when it gave none)."""
         stored_task = await self.resources.read("Task", task_id)
         outputs = [
             o["valueReference"]["reference"] for o in stored_task.content.get("output") or []
@@ -204,17 +181,11 @@ class PriorAuthService:
             outputs = [
                 o["valueReference"]["reference"] for o in stored_task.content.get("output") or []
             ]
-        claim_response = (
+        return (
             await self.resources.read("ClaimResponse", ResourceKey.parse(outputs[-1]).id)
             if outputs
             else None
         )
-        if claim_response is None:  # stored, but evaluation failed: the worker will retry it
-            raise TemporarilyUnavailableError(
-                "The request is stored; its decision is not ready. Resubmitting is safe."
-            )
-        to_request_urls = {key: entry["fullUrl"] for key, entry in zip(keys, kept, strict=False)}
-        return await self.answer(claim_response, claim, entries, to_request_urls, guard=guard)
 
     async def answer(
         self,
@@ -374,39 +345,9 @@ class PriorAuthService:
             requestor=None,
             now=now,
         )
-        claim_identifier = (claim.get("identifier") or [None])[0]
-        response["request"] = (
-            {"identifier": claim_identifier} if claim_identifier else {"display": "PAS Claim"}
-        )
-        response["patient"] = patient
-        if isinstance(claim_identifier, dict) and claim_identifier.get("value"):
-            # the submitter's own number for the request: what a later inquiry or update names
-            response["identifier"].append(
-                {k: claim_identifier[k] for k in ("system", "value") if k in claim_identifier}
-            )
-        client_id = caller_client(guard)
-        if client_id:
-            response["extension"] = [
-                *response.get("extension", []),
-                pas_changes.submitter_extension(client_id),
-            ]
+        name_submission(response, claim, patient, caller_client(guard))
         response_key = f"ClaimResponse/{self.resources.new_id()}"
-        kept = {
-            "resourceType": "DocumentReference",
-            "status": "current",
-            "type": {"text": "Da Vinci PAS request Bundle, as submitted"},
-            "subject": patient,
-            "date": format_instant(now),
-            "content": [
-                {
-                    "attachment": {
-                        "contentType": "application/fhir+json",
-                        "data": base64.b64encode(orjson.dumps(body)).decode(),
-                    }
-                }
-            ],
-            "context": {"related": [{"reference": response_key}]},
-        }
+        kept = submitted_bundle_document(body, patient, now, response_key)
         async with (
             self.resources.store.transaction() as tx
         ):  # the answer and its request, or neither

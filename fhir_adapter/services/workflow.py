@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from fhir_adapter import telemetry
 from fhir_adapter.codes import (
     DEFAULT_PRIMARY_CARE_TAXONOMY,
     NPI,
@@ -1187,6 +1188,7 @@ class WorkflowService:
         ]
         moved.pop("meta", None)
         stored = await tx.resources.replace(task, self.resources_meta(moved, task, now), now=now)
+        telemetry.decision_recorded(decision.outcome.value)  # issue #13: decisions by outcome
         await self._send_letters(tx, task.id, request, decision, claim_response, now, note)
         await self._notify(tx, claim_response, patient, requester, now)
         return stored

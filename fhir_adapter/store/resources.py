@@ -22,7 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from fhir_adapter.errors import ConflictError
-from fhir_adapter.fhir.search import SearchQuery, index_rows
+from fhir_adapter.fhir.search import SearchQuery
+from fhir_adapter.fhir.search_index import index_rows
 from fhir_adapter.ports.store import SearchPage, StoredResource
 from fhir_adapter.store.connection import SqlConnection
 from fhir_adapter.store.search_sql import search_page, stored

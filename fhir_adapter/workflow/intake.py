@@ -150,6 +150,15 @@ def check_request(request: Mapping[str, Any], path: str) -> list[Issue]:
         "reasonCode",
         "at least one reason is required (second-opinion-reason codes A-E)",
     )
+    issues.extend(_reason_code_issues(reasons, path))
+    issues.extend(_requester_issues(request, path))
+    issues.extend(_provider_issues(request, path))
+    return issues
+
+
+def _reason_code_issues(reasons: list[Any], path: str) -> list[Issue]:
+    """Codes of the second-opinion-reason system that are not among its codes (A-E)."""
+    issues: list[Issue] = []
     known = {r.value for r in Reason}
     for i, concept in enumerate(reasons):
         for j, coding in enumerate(concept.get("coding") or []):
@@ -163,12 +172,22 @@ def check_request(request: Mapping[str, Any], path: str) -> list[Issue]:
                         f"{path}.{element}",
                     )
                 )
+    return issues
+
+
+def _requester_issues(request: Mapping[str, Any], path: str) -> list[Issue]:
+    """Who may ask (HSC 1383.15): the member, their representative or a treating professional."""
+    issues: list[Issue] = []
     requester_type = reference_type(reference_of(request.get("requester")))
-    need(
-        requester_type is not None,
-        "requester",
-        "is required: the member, the member's representative or the treating professional",
-    )
+    if requester_type is None:
+        issues.append(
+            Issue(
+                "required",
+                f"{path}.requester: is required: the member, the member's representative or the "
+                "treating professional",
+                f"{path}.requester",
+            )
+        )
     if requester_type is not None and requester_type not in (
         "Patient",
         "RelatedPerson",  # HSC 1383.15: an authorized representative acting for the member
@@ -193,6 +212,13 @@ def check_request(request: Mapping[str, Any], path: str) -> list[Issue]:
                 f"{path}.requester",
             )
         )
+    return issues
+
+
+def _provider_issues(request: Mapping[str, Any], path: str) -> list[Issue]:
+    """The initial opinion's provider (required), the specialty asked for and the providers
+    chosen: PractitionerRoles and NUCC codes."""
+    issues: list[Issue] = []
     initial = initial_provider_reference(request)
     extension_path = f"{path}.extension('{INITIAL_PROVIDER_EXTENSION}')"
     if initial is None:

@@ -98,6 +98,45 @@ def build_claim_response(
     """The ClaimResponse that records `decision`: review action, providers, reason, rule trail,
     and for a reviewer's decision who decided and the reason they gave."""
     outcome = decision.outcome
+    response: dict[str, Any] = {
+        "resourceType": "ClaimResponse",
+        "extension": [
+            _trail_extension(step.rule, step.basis, step.result) for step in decision.trail
+        ],
+        "identifier": [{"system": TRACE_SYSTEM, "value": task_id}],
+        "status": "active",
+        "type": _PROFESSIONAL,
+        "use": "preauthorization",
+        "patient": {"reference": patient},
+        "created": format_instant(now),
+        "insurer": {"reference": insurer},
+        "request": {"reference": claim_key},
+        "outcome": "complete" if outcome.is_final else "partial",
+        "disposition": disposition(decision),
+        "item": [_decided_item(decision, task_id)],
+    }
+    if requestor:
+        response["requestor"] = {"reference": requestor}
+    if outcome is Outcome.APPROVED_OUT_OF_NETWORK:
+        response["preAuthRef"] = authorization_number(task_id)
+        response["preAuthPeriod"] = {
+            "start": format_instant(now),
+            "end": format_instant(authorized_until or now + timedelta(days=AUTHORIZATION_DAYS)),
+        }
+    notes = _process_notes(decision, note)
+    if notes:
+        response["processNote"] = notes
+    if reviewer:
+        response.setdefault("extension", []).append(reviewer)
+    if not response["extension"]:
+        del response["extension"]
+    return response
+
+
+def _decided_item(decision: Decision, task_id: str) -> dict[str, Any]:
+    """The ClaimResponse's one item: the X12 review action with the authorization number (and
+    the denial's reason), the providers authorized, and a pended request's reference."""
+    outcome = decision.outcome
     action: list[dict[str, Any]] = [
         {
             "url": PAS_REVIEW_ACTION_CODE,
@@ -141,44 +180,17 @@ def build_claim_response(
     }
     if item_extensions:
         item["extension"] = item_extensions
-    response: dict[str, Any] = {
-        "resourceType": "ClaimResponse",
-        "extension": [
-            _trail_extension(step.rule, step.basis, step.result) for step in decision.trail
-        ],
-        "identifier": [{"system": TRACE_SYSTEM, "value": task_id}],
-        "status": "active",
-        "type": _PROFESSIONAL,
-        "use": "preauthorization",
-        "patient": {"reference": patient},
-        "created": format_instant(now),
-        "insurer": {"reference": insurer},
-        "request": {"reference": claim_key},
-        "outcome": "complete" if outcome.is_final else "partial",
-        "disposition": disposition(decision),
-        "item": [item],
-    }
-    if requestor:
-        response["requestor"] = {"reference": requestor}
-    if outcome is Outcome.APPROVED_OUT_OF_NETWORK:
-        response["preAuthRef"] = authorization_number(task_id)
-        response["preAuthPeriod"] = {
-            "start": format_instant(now),
-            "end": format_instant(authorized_until or now + timedelta(days=AUTHORIZATION_DAYS)),
-        }
+    return item
+
+
+def _process_notes(decision: Decision, note: str | None) -> list[dict[str, Any]]:
+    """The notes the submitter shows: the disposition of a denial or review, how to reach each
+    provider offered, and the reviewer's note."""
     notes = [disposition(decision)] if decision.denial_reason or decision.review_reason else []
     notes += [line for p in decision.providers if (line := contact_line(p))]
     if note:
         notes.append(note)
-    if notes:
-        response["processNote"] = [
-            {"number": i, "type": "display", "text": text} for i, text in enumerate(notes, start=1)
-        ]
-    if reviewer:
-        response.setdefault("extension", []).append(reviewer)
-    if not response["extension"]:
-        del response["extension"]
-    return response
+    return [{"number": i, "type": "display", "text": text} for i, text in enumerate(notes, start=1)]
 
 
 def contact_line(provider: Provider) -> str | None:

@@ -129,51 +129,21 @@ def delivery_bundle(
     identifier, so a repeated delivery is stored once. References to our other resources become
     displays, since the recipient cannot resolve them."""
     patient_url, report_url = "urn:uuid:patient", "urn:uuid:report"
-
-    def local(resource: Mapping[str, Any]) -> dict[str, Any]:
-        copied = copy.deepcopy(dict(resource))
-        for key in (
-            "id",
-            "meta",
-            "basedOn",
-            "performer",
-            "resultsInterpreter",
-            "encounter",
-            "result",
-            "sender",
-            "recipient",
-            "about",
-            "requester",
-            "insurance",
-            "reasonReference",
-        ):
-            copied.pop(key, None)
-        return copied
-
     member_id = next(
         (i for i in patient.get("identifier") or [] if i.get("system") and i.get("value")), None
     )
-    patient_copy = local(patient)
+    patient_copy = _local_copy(patient)
     patient_copy.pop("generalPractitioner", None)
-    report_copy = local(report)
+    report_copy = _local_copy(report)
     report_copy["subject"] = {"reference": patient_url}
     report_copy["identifier"] = [
         *report_copy.get("identifier", []),
         {"system": REPORT_ID_SYSTEM, "value": report_id},
     ]
-    communication_copy = local(communication)
+    communication_copy = _local_copy(communication)
     communication_copy["subject"] = {"reference": patient_url}
     communication_copy["status"] = "completed"
-    proposal_entries = []
-    for index, proposal in enumerate(proposals):
-        url = f"urn:uuid:proposal-{index}"
-        copied = local(proposal)
-        copied["subject"] = {"reference": patient_url}
-        copied["identifier"] = [
-            *copied.get("identifier", []),
-            {"system": REPORT_ID_SYSTEM, "value": f"{report_id}-{index}"},
-        ]
-        proposal_entries.append((url, copied, f"identifier={REPORT_ID_SYSTEM}|{report_id}-{index}"))
+    proposal_entries = _proposal_entries(proposals, report_id, patient_url)
     payload = [
         {"contentString": communication["payload"][0]["contentString"]},
         {"contentReference": {"reference": report_url}},
@@ -198,6 +168,49 @@ def delivery_bundle(
         ),
     ]
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+# Elements that reference our other resources: the recipient could not resolve them.
+_NOT_FOR_RECIPIENT = (
+    "id",
+    "meta",
+    "basedOn",
+    "performer",
+    "resultsInterpreter",
+    "encounter",
+    "result",
+    "sender",
+    "recipient",
+    "about",
+    "requester",
+    "insurance",
+    "reasonReference",
+)
+
+
+def _local_copy(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `resource` for the recipient's server, without our ids and references."""
+    copied = copy.deepcopy(dict(resource))
+    for key in _NOT_FOR_RECIPIENT:
+        copied.pop(key, None)
+    return copied
+
+
+def _proposal_entries(
+    proposals: Sequence[Mapping[str, Any]], report_id: str, patient_url: str
+) -> list[tuple[str, dict[str, Any], str]]:
+    """(fullUrl, copy, condition) of each proposed ServiceRequest, identified by the report's id."""
+    entries = []
+    for index, proposal in enumerate(proposals):
+        url = f"urn:uuid:proposal-{index}"
+        copied = _local_copy(proposal)
+        copied["subject"] = {"reference": patient_url}
+        copied["identifier"] = [
+            *copied.get("identifier", []),
+            {"system": REPORT_ID_SYSTEM, "value": f"{report_id}-{index}"},
+        ]
+        entries.append((url, copied, f"identifier={REPORT_ID_SYSTEM}|{report_id}-{index}"))
+    return entries
 
 
 def _post(full_url: str, resource: dict[str, Any], condition: str | None) -> dict[str, Any]:

@@ -47,9 +47,6 @@ def parse_review(body: Any) -> ReviewerDecision:
         if isinstance(parameter, dict) and isinstance(parameter.get("name"), str):
             params.setdefault(parameter["name"], []).append(parameter)
 
-    def where(name: str) -> str:
-        return f"Parameters.parameter.where(name='{name}')"
-
     def one(name: str, key: str) -> Any:
         values = [p.get(key) for p in params.get(name, []) if p.get(key) is not None]
         return values[0] if len(values) == 1 else None
@@ -58,28 +55,22 @@ def parse_review(body: Any) -> ReviewerDecision:
     decision = one("decision", "valueCode")
     if decision not in _DECISIONS:
         issues.append(
-            Issue(
-                "required",
-                f"{where('decision')}: valueCode must be one of {', '.join(_DECISIONS)}",
-                where("decision"),
-            )
+            _issue("required", "decision", f"valueCode must be one of {', '.join(_DECISIONS)}")
         )
     reviewer = (one("reviewer", "valueReference") or {}).get("reference")
     if not reviewer:
         issues.append(
-            Issue(
-                "required",
-                f"{where('reviewer')}: valueReference to the reviewing Practitioner is required",
-                where("reviewer"),
+            _issue(
+                "required", "reviewer", "valueReference to the reviewing Practitioner is required"
             )
         )
     specialty = one("reviewerSpecialty", "valueCodeableConcept")
     if not specialty:
         issues.append(
-            Issue(
+            _issue(
                 "required",
-                f"{where('reviewerSpecialty')}: the reviewer's specialty (valueCodeableConcept) is required",
-                where("reviewerSpecialty"),
+                "reviewerSpecialty",
+                "the reviewer's specialty (valueCodeableConcept) is required",
             )
         )
     providers = tuple(
@@ -89,30 +80,7 @@ def parse_review(body: Any) -> ReviewerDecision:
     )
     reason = one("reason", "valueString")
     outcome = _DECISIONS.get(decision) if isinstance(decision, str) else None
-    if outcome in (Outcome.APPROVED_IN_NETWORK, Outcome.APPROVED_OUT_OF_NETWORK) and not providers:
-        issues.append(
-            Issue(
-                "business-rule",
-                f"{where('provider')}: an approval names the provider(s) the member may see",
-                where("provider"),
-            )
-        )
-    if outcome is Outcome.APPROVED_OUT_OF_NETWORK and len(providers) != 1:
-        issues.append(
-            Issue(
-                "business-rule",
-                f"{where('provider')}: an out-of-network authorization names exactly one provider",
-                where("provider"),
-            )
-        )
-    if outcome is Outcome.DENIED and not reason:
-        issues.append(
-            Issue(
-                "business-rule",
-                f"{where('reason')}: a denial needs its specific reason (valueString)",
-                where("reason"),
-            )
-        )
+    issues.extend(_decision_issues(outcome, providers, reason))
     if issues:
         raise UnprocessableEntityError(issues=issues)
     assert outcome is not None and reviewer
@@ -124,3 +92,36 @@ def parse_review(body: Any) -> ReviewerDecision:
         reviewer_npi=one("reviewerNPI", "valueString"),
         reviewer_specialty=specialty,
     )
+
+
+def _issue(code: str, name: str, text: str) -> Issue:
+    """An issue located at the Parameters parameter `name`."""
+    where = f"Parameters.parameter.where(name='{name}')"
+    return Issue(code, f"{where}: {text}", where)
+
+
+def _decision_issues(
+    outcome: Outcome | None, providers: tuple[str, ...], reason: str | None
+) -> list[Issue]:
+    """What the decision needs besides itself: approvals name providers (out of network, exactly
+    one), a denial its reason."""
+    issues: list[Issue] = []
+    if outcome in (Outcome.APPROVED_IN_NETWORK, Outcome.APPROVED_OUT_OF_NETWORK) and not providers:
+        issues.append(
+            _issue(
+                "business-rule", "provider", "an approval names the provider(s) the member may see"
+            )
+        )
+    if outcome is Outcome.APPROVED_OUT_OF_NETWORK and len(providers) != 1:
+        issues.append(
+            _issue(
+                "business-rule",
+                "provider",
+                "an out-of-network authorization names exactly one provider",
+            )
+        )
+    if outcome is Outcome.DENIED and not reason:
+        issues.append(
+            _issue("business-rule", "reason", "a denial needs its specific reason (valueString)")
+        )
+    return issues

@@ -146,6 +146,19 @@ def check_subscription(
                 f"{path}.criteria",
             )
         )
+    issues.extend(_channel_issues(subscription, subscribed, path, allowed_hosts))
+    issues.extend(_criteria_issues(subscribed, path))
+    return issues
+
+
+def _channel_issues(
+    subscription: Mapping[str, Any],
+    subscribed: SubscriptionView,
+    path: str,
+    allowed_hosts: frozenset[str],
+) -> list[Issue]:
+    """The channel: rest-hook, to an endpoint we may call, with a FHIR JSON payload we send."""
+    issues: list[Issue] = []
     channel = subscription.get("channel") or {}
     if (channel.get("type") or "") != "rest-hook":
         issues.append(
@@ -177,6 +190,12 @@ def check_subscription(
                 f"{path}.channel.payload",
             )
         )
+    return issues
+
+
+def _criteria_issues(subscribed: SubscriptionView, path: str) -> list[Issue]:
+    """The filters we support, a heartbeat not too frequent, and the PAS topic's payload."""
+    issues: list[Issue] = []
     for name, _ in subscribed.filters:
         if name not in ("org-identifier", "patient"):
             issues.append(
@@ -248,14 +267,7 @@ def notification(
         {"name": "events-since-subscription-start", "valueString": str(events_since_start)},
     ]
     if event_number is not None:
-        event: list[dict[str, Any]] = [{"name": "event-number", "valueString": str(event_number)}]
-        if occurred is not None:
-            event.append({"name": "timestamp", "valueInstant": format_instant(occurred)})
-        if focus_url and subscribed.content != "empty":
-            # PAS (fhir.md §1.9, Inferno): the focus resolves to the PAS response Bundle it sends
-            carried = payload_url is not None and subscribed.content == "full-resource"
-            pointed = payload_url if carried else focus_url
-            event.append({"name": "focus", "valueReference": {"reference": pointed}})
+        event = _event_parts(subscribed, event_number, occurred, focus_url, payload_url)
         parameters.append({"name": "notification-event", "part": event})
     entries: list[dict[str, Any]] = [
         {
@@ -270,26 +282,50 @@ def notification(
         }
     ]
     if focus is not None and focus_url and subscribed.content == "full-resource":
-        entries.append(
-            {
-                "fullUrl": focus_url,
-                "resource": dict(focus),
-                "request": {"method": "PUT", "url": focus_url},
-                "response": {"status": "200"},
-            }
-            if payload_url is None
-            else {
-                "fullUrl": payload_url,
-                "resource": dict(focus),
-                "request": {"method": "POST", "url": str(focus.get("resourceType"))},
-                "response": {"status": "201"},
-            }
-        )
+        entries.append(_focus_entry(focus, focus_url, payload_url))
     return {
         "resourceType": "Bundle",
         "type": "history",
         "timestamp": format_instant(now),
         "entry": entries,
+    }
+
+
+def _event_parts(
+    subscribed: SubscriptionView,
+    event_number: int,
+    occurred: datetime | None,
+    focus_url: str | None,
+    payload_url: str | None,
+) -> list[dict[str, Any]]:
+    """The parts of one notification-event: its number, when, and (unless empty) its focus."""
+    event: list[dict[str, Any]] = [{"name": "event-number", "valueString": str(event_number)}]
+    if occurred is not None:
+        event.append({"name": "timestamp", "valueInstant": format_instant(occurred)})
+    if focus_url and subscribed.content != "empty":
+        # PAS (fhir.md §1.9, Inferno): the focus resolves to the PAS response Bundle it sends
+        carried = payload_url is not None and subscribed.content == "full-resource"
+        pointed = payload_url if carried else focus_url
+        event.append({"name": "focus", "valueReference": {"reference": pointed}})
+    return event
+
+
+def _focus_entry(
+    focus: Mapping[str, Any], focus_url: str, payload_url: str | None
+) -> dict[str, Any]:
+    """The full-resource entry: the focus itself, or (PAS) the response Bundle sent about it."""
+    if payload_url is None:
+        return {
+            "fullUrl": focus_url,
+            "resource": dict(focus),
+            "request": {"method": "PUT", "url": focus_url},
+            "response": {"status": "200"},
+        }
+    return {
+        "fullUrl": payload_url,
+        "resource": dict(focus),
+        "request": {"method": "POST", "url": str(focus.get("resourceType"))},
+        "response": {"status": "201"},
     }
 
 

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from fhir_adapter.bootstrap import Container
 from fhir_adapter.config import Settings
 from fhir_adapter.fhir.resources import SERVED_TYPES, model_class
-from fhir_adapter.fhir.search import SEARCH_PARAMS
+from fhir_adapter.fhir.search_parameters import SEARCH_PARAMS
 from fhir_adapter.workflow.subscriptions import DECISION_TOPIC
 from tests.conftest import BASE_URL, count_rows
 from tests.e2e.test_operations import decide_params

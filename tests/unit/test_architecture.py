@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[int, tuple[str, ...], str], ...] = (
     (0, ("codes",), "the vocabulary: canonical URLs, code systems, enums; imports nothing"),
     (0, ("errors",), "the one error tree and the OperationOutcome issue it renders as"),
     (0, ("config", "logs"), "settings from the environment and log setup; import nothing of ours"),
+    (0, ("telemetry",), "the process's Prometheus counters and their exposition; nothing of ours"),
     (1, ("fhir",), "FHIR R4 itself: models, validation, search grammar, references, Bundles"),
     (2, ("policy",), "the Second Medical Opinion rules over facts; speaks the vocabulary"),
     (3, ("notices",), "member letters, worded from policy decisions"),
@@ -37,6 +38,11 @@ LAYERS: tuple[tuple[int, tuple[str, ...], str], ...] = (
         "adapters (SQL store, provider directory, HTTP deliverer) and the demo's stand-ins",
     ),
     (10, ("services",), "the use cases, over ports and the pure core"),
+    (
+        11,
+        ("telemetry.queues", "telemetry.readiness"),
+        "probes that read the store's own tables: queue depths, the migration state",
+    ),
     (12, ("bootstrap",), "the composition root: builds the Container of services and adapters"),
     (13, ("review",), "the staff review workspace (web pages over the Container)"),
     (14, ("api",), "the FastAPI app factory and routes; mounts review and, on request, the demo"),
@@ -44,11 +50,12 @@ LAYERS: tuple[tuple[int, tuple[str, ...], str], ...] = (
     (16, ("notice_samples",), "sample letters made by walking the demo through a real service"),
     (
         17,
-        ("startup", "cli_metrics", "cli_staff"),
-        "command helpers: checks before serving, reports",
+        ("startup",),
+        "command helpers: the checks before serving, reported in one line",
     ),
-    (18, ("cli",), "the command line: entry points over everything"),
-    (19, ("__main__",), "`python -m fhir_adapter`: runs the command line"),
+    (18, ("server",), "serving: uvicorn with its workers, over the startup checks and the app"),
+    (19, ("cli",), "the command line: entry points over everything"),
+    (20, ("__main__",), "`python -m fhir_adapter`: runs the command line"),
 )
 RANK = {unit: layer for layer, units, _ in LAYERS for unit in units}
 CORE = ("codes", "errors", "fhir", "policy", "notices", "workflow")

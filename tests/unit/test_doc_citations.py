@@ -13,7 +13,7 @@ from urllib.parse import unquote
 import pytest
 
 from fhir_adapter.config import Settings
-from fhir_adapter.fhir.search import params_for
+from fhir_adapter.fhir.search_parameters import params_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"

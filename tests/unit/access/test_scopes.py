@@ -240,7 +240,7 @@ def test_grantable_examples(requested: str, allowed: str, granted: str) -> None:
 
 
 def test_every_compartment_type_is_served_and_indexed() -> None:
-    from fhir_adapter.fhir.search import params_for
+    from fhir_adapter.fhir.search_parameters import params_for
 
     for resource_type, params in PATIENT_COMPARTMENT.items():
         assert resource_type in SERVED_TYPES

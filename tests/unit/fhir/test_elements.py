@@ -33,7 +33,7 @@ def test_resource_key_parses_and_prints_type_slash_id(text: str, key: ResourceKe
     assert parsed == key
     assert str(parsed) == f"{key.type}/{key.id}"
     assert f"{parsed}" == str(parsed)
-    resource_type, id = parsed  # unpacks for tx.read(*key)
+    resource_type, id = parsed  # unpacks for tx.resources.read(*key)
     assert (resource_type, id) == (key.type, key.id)
 
 

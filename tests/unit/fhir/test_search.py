@@ -10,9 +10,9 @@ from fhir_adapter.fhir.search import (
     ReferenceCriterion,
     StringCriterion,
     TokenCriterion,
-    index_rows,
     parse_search,
 )
+from fhir_adapter.fhir.search_index import index_rows
 
 BASE = "http://adapter.example/fhir"
 

@@ -1,5 +1,5 @@
 """`fhir-adapter staff add|list|disable`: accounts of the review workspace at /review
-(README "Review workspace"). Kept beside cli.py, which installs these commands."""
+(README "Review workspace")."""
 
 from __future__ import annotations
 
@@ -18,10 +18,6 @@ staff_app = typer.Typer(
     no_args_is_help=True,
 )
 T = TypeVar("T")
-
-
-def install(app: typer.Typer) -> None:
-    app.add_typer(staff_app, name="staff")
 
 
 def _with_accounts(work: Callable[..., Awaitable[T]]) -> T:

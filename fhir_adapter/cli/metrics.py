@@ -1,8 +1,7 @@
 """`fhir-adapter metrics`, `appeals` and `extensions`: the CMS-0057-F prior-authorization
 metrics and the facts they need recorded (README "Prior-authorization metrics").
 
-Kept beside cli.py, which installs these commands; like it, this only parses arguments and calls
-the composition root.
+Like every module of fhir_adapter/cli/, this only parses arguments and calls the composition root.
 """
 
 from __future__ import annotations
@@ -25,13 +24,6 @@ extensions_app = typer.Typer(
     help="Extended decision time frames of undecided requests (42 CFR 438.210(d)).",
     no_args_is_help=True,
 )
-
-
-def install(app: typer.Typer) -> None:
-    """Add `metrics`, `appeals` and `extensions` to the `fhir-adapter` command."""
-    app.command()(metrics)
-    app.add_typer(appeals_app, name="appeals")
-    app.add_typer(extensions_app, name="extensions")
 
 
 def _instant(value: str, option: str) -> datetime:
