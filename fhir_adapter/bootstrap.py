@@ -24,7 +24,7 @@ from fhir_adapter.ports.store import ResourceStore
 from fhir_adapter.security.issuer import BuiltInIssuer, IssuerUrls, RegisteredClients
 from fhir_adapter.security.ratelimit import RateLimiter
 from fhir_adapter.security.tokens import KeySource, RemoteKeys, StaticKeys, TokenVerifier
-from fhir_adapter.services.audit import AuditTrail
+from fhir_adapter.services.audit import AuditTrail, default_spool_dir
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.delivery import DeliveryConfig, DeliveryService
 from fhir_adapter.services.metrics import MetricsService
@@ -198,7 +198,12 @@ async def build_container(
         tokens=tokens,
         issuer=issuer,
         rate_limiter=RateLimiter(settings.rate_limit, redis_url=settings.redis_url),
-        audit=AuditTrail(store, flush_seconds=settings.audit_flush_seconds, clock=clock),
+        audit=AuditTrail(
+            store,
+            spool_dir=settings.audit_spool_dir or default_spool_dir(settings.database_url),
+            flush_seconds=settings.audit_flush_seconds,
+            clock=clock,
+        ),
         started=datetime.now(UTC),
         metrics=MetricsService(store, resources, plan=settings.plan_organization, clock=clock),
         http=http,
