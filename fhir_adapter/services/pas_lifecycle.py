@@ -65,9 +65,9 @@ class _Found:
     @property
     def patient_reference(self) -> str | None:
         if self.task is not None:
-            return str((self.task.content.get("for") or {}).get("reference") or "") or None
+            return reference_of(self.task.content.get("for")) or None
         if self.response is not None:
-            return (self.response.content.get("patient") or {}).get("reference")
+            return reference_of(self.response.content.get("patient"))
         return None
 
 
