@@ -24,7 +24,7 @@ from fhir_adapter.ports.store import ResourceStore
 from fhir_adapter.security.issuer import BuiltInIssuer, IssuerUrls, RegisteredClients
 from fhir_adapter.security.ratelimit import RateLimiter
 from fhir_adapter.security.tokens import KeySource, RemoteKeys, StaticKeys, TokenVerifier
-from fhir_adapter.services.audit import AuditTrail
+from fhir_adapter.services.audit import AuditTrail, default_spool_dir
 from fhir_adapter.services.bundles import BundleService
 from fhir_adapter.services.delivery import DeliveryConfig, DeliveryService
 from fhir_adapter.services.metrics import MetricsService
@@ -79,6 +79,7 @@ class Container:
         await self.store.close()
 
 
+# long-function: the composition root; it only builds each adapter and service in dependency order, and read top to bottom it is the map of what depends on what (the settings mappings are helpers below)
 async def build_container(
     settings: Settings,
     *,
@@ -96,14 +97,7 @@ async def build_container(
         store = SqlResourceStore(engine, base_url=settings.fhir_base_url)
     http: list[httpx.AsyncClient] = []
     if directory is None:
-        http.append(httpx.AsyncClient(timeout=settings.directory_timeout_seconds))
-        directory = DirectoryClient(
-            http[-1],
-            settings.effective_directory_url,
-            network=settings.network,
-            attempts=settings.directory_attempts,
-            cache_seconds=settings.directory_cache_seconds,
-        )
+        directory = _directory_client(settings, http)
     resources = ResourceService(
         store,
         base_url=settings.fhir_base_url,
@@ -111,13 +105,7 @@ async def build_container(
         clock=clock,
     )
     if deliverer is None:
-        http.append(httpx.AsyncClient(timeout=settings.delivery_timeout_seconds))
-        http.append(
-            public_only_client(
-                settings.subscription_allowed_hosts, timeout=settings.delivery_timeout_seconds
-            )
-        )
-        deliverer = HttpDeliverer(http[-2], notify_http=http[-1])
+        deliverer = _http_deliverer(settings, http)
     # What a PAS ClaimResponse references, for $submit answers and PAS notifications alike.
     referenced = ReferencedResources(
         resources, directory if isinstance(directory, DirectoryReader) else None
@@ -129,33 +117,7 @@ async def build_container(
         store,
         resources,
         directory,
-        config=WorkflowConfig(
-            plan_organization=settings.plan_organization,
-            primary_care_taxonomy=settings.primary_care_taxonomy or DEFAULT_PRIMARY_CARE_TAXONOMY,
-            retry_base_seconds=settings.retry_base_seconds,
-            member_notice_url=settings.member_notice_url,
-            lease_seconds=settings.worker_lease_seconds,
-            answer_within_seconds=settings.answer_within_seconds,
-            directory_url=settings.effective_directory_url,
-            candidates_offered=settings.candidates_offered,
-            warn_at_share=settings.deadline_warning_share,
-            subscription_allowed_hosts=settings.subscription_allowed_hosts,
-            plan_contact=PlanContact(
-                name=settings.plan_name,
-                phone=settings.plan_phone,
-                tty=settings.plan_tty,
-                address_lines=settings.plan_address,
-                website=settings.plan_website,
-                hours=settings.plan_hours,
-                hours_es=settings.plan_hours_es,
-            ),
-            rights_contacts=rights_contacts(settings),
-            taglines=load_taglines(
-                settings.notice_taglines_file.read_text(encoding="utf-8")
-                if settings.notice_taglines_file
-                else None
-            ),
-        ),
+        config=workflow_config(settings),
         closed_days=lambda: _closed_days(settings.holiday_ignore),
         clock=clock,
         subscriptions=subscriptions,
@@ -198,7 +160,12 @@ async def build_container(
         tokens=tokens,
         issuer=issuer,
         rate_limiter=RateLimiter(settings.rate_limit, redis_url=settings.redis_url),
-        audit=AuditTrail(store, flush_seconds=settings.audit_flush_seconds, clock=clock),
+        audit=AuditTrail(
+            store,
+            spool_dir=settings.audit_spool_dir or default_spool_dir(settings.database_url),
+            flush_seconds=settings.audit_flush_seconds,
+            clock=clock,
+        ),
         started=datetime.now(UTC),
         metrics=MetricsService(store, resources, plan=settings.plan_organization, clock=clock),
         http=http,
@@ -208,6 +175,60 @@ async def build_container(
     container.prior_auth.inquiry = PasInquiry(resources, referenced, lookup)
     await ensure_plan_organization(container)
     return container
+
+
+def workflow_config(settings: Settings) -> WorkflowConfig:
+    """The second-opinion workflow's settings, from the service's."""
+    return WorkflowConfig(
+        plan_organization=settings.plan_organization,
+        primary_care_taxonomy=settings.primary_care_taxonomy or DEFAULT_PRIMARY_CARE_TAXONOMY,
+        retry_base_seconds=settings.retry_base_seconds,
+        member_notice_url=settings.member_notice_url,
+        lease_seconds=settings.worker_lease_seconds,
+        answer_within_seconds=settings.answer_within_seconds,
+        directory_url=settings.effective_directory_url,
+        candidates_offered=settings.candidates_offered,
+        warn_at_share=settings.deadline_warning_share,
+        subscription_allowed_hosts=settings.subscription_allowed_hosts,
+        plan_contact=PlanContact(
+            name=settings.plan_name,
+            phone=settings.plan_phone,
+            tty=settings.plan_tty,
+            address_lines=settings.plan_address,
+            website=settings.plan_website,
+            hours=settings.plan_hours,
+            hours_es=settings.plan_hours_es,
+        ),
+        rights_contacts=rights_contacts(settings),
+        taglines=load_taglines(
+            settings.notice_taglines_file.read_text(encoding="utf-8")
+            if settings.notice_taglines_file
+            else None
+        ),
+    )
+
+
+def _directory_client(settings: Settings, http: list[httpx.AsyncClient]) -> DirectoryClient:
+    """The provider directory over HTTP; its client joins `http` (closed with the container)."""
+    http.append(httpx.AsyncClient(timeout=settings.directory_timeout_seconds))
+    return DirectoryClient(
+        http[-1],
+        settings.effective_directory_url,
+        network=settings.network,
+        attempts=settings.directory_attempts,
+        cache_seconds=settings.directory_cache_seconds,
+    )
+
+
+def _http_deliverer(settings: Settings, http: list[httpx.AsyncClient]) -> HttpDeliverer:
+    """Letters to EHRs, and notifications to subscribers' public endpoints only."""
+    http.append(httpx.AsyncClient(timeout=settings.delivery_timeout_seconds))
+    http.append(
+        public_only_client(
+            settings.subscription_allowed_hosts, timeout=settings.delivery_timeout_seconds
+        )
+    )
+    return HttpDeliverer(http[-2], notify_http=http[-1])
 
 
 async def build_authentication(

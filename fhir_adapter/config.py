@@ -167,6 +167,11 @@ class Settings(BaseSettings):
     )
     cors_origins: Origins = Field(default=(), description="comma-separated; empty: CORS off")
     audit_flush_seconds: float = Field(default=0.5, gt=0, le=60)
+    audit_spool_dir: Path | None = Field(
+        default=None,
+        description="where AuditEvents wait, on local disk, until they are stored "
+        "(docs/durability.md); default: next to the SQLite file, else a temp directory",
+    )
     demo: bool = Field(
         default=False,
         description="serve the demo EHR inboxes at /ehr (loopback only, in memory); "

@@ -1,10 +1,18 @@
-"""A receiving FHIR endpoint for delivery tests: stores what it gets, deduplicating conditional
-creates by identifier as a real FHIR server does, and fails on purpose when told to."""
+"""A receiving FHIR endpoint for delivery tests: stores what it gets and fails on purpose when
+told to.
+
+It treats a transaction Bundle as a FHIR server does (docs/durability.md): atomically, each entry
+a create with a server-assigned id, and an entry with `request.ifNoneExist` a conditional create:
+when a stored resource of that type already matches the `identifier=system|value` search, nothing
+is created and the entry answers 200 OK. A create without the condition is always a new resource,
+so a sender that repeats itself without conditional creates leaves duplicates here."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import uuid
+from collections import Counter
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,9 +26,11 @@ class Receiver:
         self.refusing = False  # answer 503 to everything, storing nothing
         self.delay = 0.0  # seconds per request: a slow receiver
         self.random = random.Random(seed)
-        self.stored: dict[
-            tuple[str, str], dict[str, Any]
-        ] = {}  # (type, "system|value") -> resource
+        self.stored: dict[tuple[str, str], dict[str, Any]] = {}  # (type, server id) -> resource
+        self.creates = 0  # resources created (conditional creates that matched are not)
+        # conditional creates that found their resource stored already, by resource type
+        self.matched: Counter[str] = Counter()
+        self._by_identifier: dict[tuple[str, Any, Any], list[tuple[str, str]]] = {}
         self.posts = 0
         self.app = FastAPI()
         self.app.post("/ehr/{organization}/fhir")(self.transaction)
@@ -33,6 +43,32 @@ class Receiver:
     def of_type(self, resource_type: str) -> list[dict[str, Any]]:
         # a copy: the receiver's server thread may be storing while the test reads
         return [r for (kind, _), r in list(self.stored.items()) if kind == resource_type]
+
+    def matching(self, resource_type: str, condition: str) -> list[dict[str, Any]]:
+        """The stored resources an `identifier=system|value` search finds (the only search
+        parameter conditional creates use here)."""
+        name, _, token = condition.partition("=")
+        if name != "identifier" or "|" not in token:
+            raise ValueError(f"unsupported ifNoneExist {condition!r}")
+        system, _, value = token.partition("|")
+        return [
+            self.stored[key] for key in self._by_identifier.get((resource_type, system, value), [])
+        ]
+
+    def _create(self, resource: dict[str, Any], condition: str | None) -> str:
+        """One transaction entry: '201 Created', or '200 OK' for a condition that matched."""
+        kind = resource["resourceType"]
+        if condition and self.matching(kind, condition):
+            self.matched[kind] += 1
+            return "200 OK"
+        server_id = str(uuid.uuid4())
+        self.stored[(kind, server_id)] = {**resource, "id": server_id}
+        for i in resource.get("identifier") or []:  # the search index
+            self._by_identifier.setdefault((kind, i.get("system"), i.get("value")), []).append(
+                (kind, server_id)
+            )
+        self.creates += 1
+        return "201 Created"
 
     def reports_received(self) -> list[dict[str, Any]]:
         """The Communications that carry a Consultation Report (not the decision notices)."""
@@ -54,13 +90,11 @@ class Receiver:
         if roll < self.fail_rate / 2:
             return JSONResponse({"error": "busy"}, status_code=503)  # refused before storing
         bundle = await request.json()
-        entries = []
-        for entry in bundle["entry"]:
-            resource, condition = entry["resource"], entry["request"].get("ifNoneExist", "")
-            key = (resource["resourceType"], condition.removeprefix("identifier="))
-            status = "200 OK" if key in self.stored else "201 Created"
-            self.stored.setdefault(key, resource)
-            entries.append({"response": {"status": status}})
+        # No await from here to the answer: the transaction is atomic, as on a FHIR server.
+        entries = [
+            {"response": {"status": self._create(e["resource"], e["request"].get("ifNoneExist"))}}
+            for e in bundle["entry"]
+        ]
         if roll < self.fail_rate:
             return JSONResponse(
                 {"error": "lost"}, status_code=500

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -36,6 +36,27 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     """The service. Given a container (tests), it uses it; otherwise it builds one on start."""
     if settings is None:
         settings = container.settings if container else Settings()
+    app = FastAPI(
+        title="fhir-adapter",
+        version=__version__,
+        description="FHIR R4 adapter for the Second Medical Opinion policy",
+        lifespan=_lifespan(settings, container),
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    if container is not None:
+        app.state.container = container
+    handlers.install(app)
+    _include_routers(app, settings)
+    _add_middleware(app, settings)
+    return app
+
+
+def _lifespan(
+    settings: Settings, container: Container | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Builds the container on start (unless one was given) with the background worker and the
+    audit writer, and stops them on shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,17 +88,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             await auditor
             await built.aclose()
 
-    app = FastAPI(
-        title="fhir-adapter",
-        version=__version__,
-        description="FHIR R4 adapter for the Second Medical Opinion policy",
-        lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url=None,
-    )
-    if container is not None:
-        app.state.container = container
-    handlers.install(app)
+    return lifespan
+
+
+def _include_routers(app: FastAPI, settings: Settings) -> None:
     negotiated = [Depends(check_negotiation)]
     # Everything under /fhir needs a token except discovery; a router added here later is
     # protected by the same dependency unless it is deliberately listed as public.
@@ -114,6 +128,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             "FHIR_ADAPTER_DEMO is on: demo EHR inboxes at /ehr (loopback only, in memory); "
             "not for production"
         )
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
+    """Outermost last: access log, security headers, CORS, audit, body limits, catch-all."""
     app.add_middleware(CatchUnexpected)
     app.add_middleware(
         BodySizeLimit,
@@ -146,4 +164,3 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         )
     app.add_middleware(SecurityHeaders, hsts=settings.fhir_base_url.startswith("https://"))
     app.add_middleware(AccessLog)
-    return app

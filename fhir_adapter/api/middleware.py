@@ -323,23 +323,36 @@ class AuditLog:
         ):
             await self.app(scope, receive, send)
             return
-        status: dict[str, Any] = {"code": 500, "location": None}
+        recorded = False
+
+        async def audit(code: int, location: str | None) -> None:
+            nonlocal recorded
+            recorded = True
+            access = scope.get("state", {}).get("access")
+            if access is None and code != 401:
+                access = await self._caller(scope)
+            self._record(scope, code, location, access)
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                for name, value in message.get("headers", []):
-                    if name.lower() == b"location":
-                        status["location"] = value.decode("latin-1")
+                location = next(
+                    (
+                        value.decode("latin-1")
+                        for name, value in message.get("headers", [])
+                        if name.lower() == b"location"
+                    ),
+                    None,
+                )
+                # Spooled before the client sees the status (docs/durability.md): a process
+                # killed right after an answer has its event on disk.
+                await audit(message["status"], location)
             await send(message)
 
         try:
             await self.app(scope, receive, capture)
         finally:
-            access = scope.get("state", {}).get("access")
-            if access is None and status["code"] != 401:
-                access = await self._caller(scope)
-            self._record(scope, status["code"], status["location"], access)
+            if not recorded:
+                await audit(500, None)
 
     async def _caller(self, scope: Scope) -> Any:
         """Issue #16: a request refused before authentication (405, 406, 413, 415) is still

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -121,87 +122,29 @@ def directory_router(
     """
     router = APIRouter(tags=["demo directory"])
 
-    def base(request: Request) -> str:
-        """Where this router is mounted (the demo directory at /directory/fhir, or elsewhere)."""
-        mounted = request.url.path.rsplit("/", 1)[0]
-        return str(request.base_url).rstrip("/") + mounted
-
-    def localized(resource: dict[str, Any], request: Request) -> dict[str, Any]:
-        address = resource.get("address")
-        if resource.get("resourceType") == "Endpoint" and isinstance(address, str):
-            origin = str(request.base_url).rstrip("/")
-            return {**resource, "address": address.replace(DEMO_ORIGIN, origin, 1)}
-        return resource
-
     @router.get("/{resource_type}")
     async def search(resource_type: str, request: Request) -> Response:
         matchers = _SEARCH.get(resource_type)
         if matchers is None:
             raise NotFoundError(f"The demo directory has no {resource_type} resources")
         params = list(request.query_params.multi_items())
-        matches = list(data.get(resource_type, {}).values())
-        includes: list[str] = []
-        offset, count = 0, page_size
-        for name, value in params:
-            if name == "_include":
-                includes.append(value)
-            elif name == "_offset":
-                offset = int(value) if value.isdigit() else 0
-            elif name == "_count":
-                count = int(value) if value.isdigit() and int(value) > 0 else page_size
-                count = min(count, max_page_size or count)  # servers cap _count
-            elif name == "_id":
-                matches = [m for m in matches if m["id"] in value.split(",")]
-            elif name in matchers:
-                matches = [m for m in matches if matchers[name](m, value)]
-            elif not name.startswith("_"):
-                raise InvalidRequestError(
-                    f"The demo directory does not search {resource_type} by '{name}'"
-                )
-        page = matches[offset : offset + count]
-        root = base(request)
+        query = _query(data, resource_type, matchers, params, page_size, max_page_size)
+        page = query.matches[query.offset : query.offset + query.count]
+        root = _base(request)
         entries = [
             {
                 "fullUrl": f"{root}/{resource_type}/{r['id']}",
-                "resource": localized(r, request),
+                "resource": _localized(r, request),
                 "search": {"mode": "match"},
             }
             for r in page
         ]
-        seen = {e["fullUrl"] for e in entries}
-        for include in includes:
-            element = _INCLUDES.get(include)
-            for resource in page:
-                refs = (
-                    list(role_networks(resource))
-                    if element == "network"
-                    else _refs(resource, element or "")
-                )
-                for ref in refs:
-                    kind, id = ResourceKey.parse(ref)
-                    target = data.get(kind, {}).get(id)
-                    url = f"{root}/{kind}/{id}"
-                    if target and url not in seen:
-                        seen.add(url)
-                        entries.append(
-                            {
-                                "fullUrl": url,
-                                "resource": localized(target, request),
-                                "search": {"mode": "include"},
-                            }
-                        )
-        kept = [(k, v) for k, v in params if k != "_offset"]
-        links = [{"relation": "self", "url": f"{root}/{resource_type}?{urlencode(params)}"}]
-        if offset + count < len(matches):
-            next_params = [*kept, ("_offset", str(offset + count))]
-            links.append(
-                {"relation": "next", "url": f"{root}/{resource_type}?{urlencode(next_params)}"}
-            )
+        entries += _included(data, page, query.includes, root, request, entries)
         bundle = {
             "resourceType": "Bundle",
             "type": "searchset",
-            "total": len(matches),
-            "link": links,
+            "total": len(query.matches),
+            "link": _links(f"{root}/{resource_type}", params, query),
             "entry": entries,
         }
         return fhir_json(bundle)
@@ -211,6 +154,103 @@ def directory_router(
         resource = data.get(resource_type, {}).get(id)
         if resource is None:
             raise NotFoundError(f"{resource_type}/{id} is not in the demo directory")
-        return fhir_json(localized(resource, request))
+        return fhir_json(_localized(resource, request))
 
     return router
+
+
+def _base(request: Request) -> str:
+    """Where the router is mounted (the demo directory at /directory/fhir, or elsewhere)."""
+    mounted = request.url.path.rsplit("/", 1)[0]
+    return str(request.base_url).rstrip("/") + mounted
+
+
+def _localized(resource: dict[str, Any], request: Request) -> dict[str, Any]:
+    address = resource.get("address")
+    if resource.get("resourceType") == "Endpoint" and isinstance(address, str):
+        origin = str(request.base_url).rstrip("/")
+        return {**resource, "address": address.replace(DEMO_ORIGIN, origin, 1)}
+    return resource
+
+
+@dataclass
+class _Query:
+    """A search's matches (all pages), the page it asks for and its `_include`s."""
+
+    matches: list[dict[str, Any]]
+    includes: list[str]
+    offset: int
+    count: int
+
+
+def _query(
+    data: DirectoryData,
+    resource_type: str,
+    matchers: Mapping[str, Matcher],
+    params: list[tuple[str, str]],
+    page_size: int,
+    max_page_size: int | None,
+) -> _Query:
+    query = _Query(list(data.get(resource_type, {}).values()), [], 0, page_size)
+    for name, value in params:
+        if name == "_include":
+            query.includes.append(value)
+        elif name == "_offset":
+            query.offset = int(value) if value.isdigit() else 0
+        elif name == "_count":
+            count = int(value) if value.isdigit() and int(value) > 0 else page_size
+            query.count = min(count, max_page_size or count)  # servers cap _count
+        elif name == "_id":
+            query.matches = [m for m in query.matches if m["id"] in value.split(",")]
+        elif name in matchers:
+            query.matches = [m for m in query.matches if matchers[name](m, value)]
+        elif not name.startswith("_"):
+            raise InvalidRequestError(
+                f"The demo directory does not search {resource_type} by '{name}'"
+            )
+    return query
+
+
+def _included(
+    data: DirectoryData,
+    page: list[dict[str, Any]],
+    includes: list[str],
+    root: str,
+    request: Request,
+    matched: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The `_include` entries for a page: each target once, and none already matched."""
+    seen = {e["fullUrl"] for e in matched}
+    entries: list[dict[str, Any]] = []
+    for include in includes:
+        element = _INCLUDES.get(include)
+        for resource in page:
+            refs = (
+                list(role_networks(resource))
+                if element == "network"
+                else _refs(resource, element or "")
+            )
+            for ref in refs:
+                kind, id = ResourceKey.parse(ref)
+                target = data.get(kind, {}).get(id)
+                url = f"{root}/{kind}/{id}"
+                if target and url not in seen:
+                    seen.add(url)
+                    entries.append(
+                        {
+                            "fullUrl": url,
+                            "resource": _localized(target, request),
+                            "search": {"mode": "include"},
+                        }
+                    )
+    return entries
+
+
+def _links(url: str, params: list[tuple[str, str]], query: _Query) -> list[dict[str, str]]:
+    """`self`, and `next` while matches remain past this page."""
+    links = [{"relation": "self", "url": f"{url}?{urlencode(params)}"}]
+    if query.offset + query.count < len(query.matches):
+        kept = [(k, v) for k, v in params if k != "_offset"]
+        next_params = [*kept, ("_offset", str(query.offset + query.count))]
+        links.append({"relation": "next", "url": f"{url}?{urlencode(next_params)}"})
+    return links

@@ -244,7 +244,19 @@ async def _one(
     if not decided:
         say("   decision  not yet recorded (the worker will retry)")
         return None
-    decision = (await client.get(f"/{decided[-1]}")).json()
+    await _report_decision(client, keys, task, decided[-1], say)
+    return keys
+
+
+async def _report_decision(
+    client: httpx.AsyncClient,
+    keys: dict[str, str],
+    task: dict[str, Any],
+    decision_key: str,
+    say: Callable[[str], None],
+) -> None:
+    """What the decision says: the rules passed, the providers, the action, the notices sent."""
+    decision = (await client.get(f"/{decision_key}")).json()
     trail = [
         {x["url"]: x.get("valueString") or x.get("valueCode") for x in ext["extension"]}
         for ext in decision.get("extension", [])
@@ -271,7 +283,7 @@ async def _one(
         f"   decision  {action} / Task {task['status']} ({status}) by rule {trail[-1]['rule'] if trail else '-'}"
     )
     say(f"             {decision.get('disposition')}")
-    for notice in await _communications_about(client, keys["ServiceRequest"], decided[-1]):
+    for notice in await _communications_about(client, keys["ServiceRequest"], decision_key):
         attachments = [
             p["contentAttachment"] for p in notice["payload"] if "contentAttachment" in p
         ]
@@ -285,7 +297,6 @@ async def _one(
         say(
             f"   authorized {decision['preAuthRef']} valid until {decision['preAuthPeriod']['end']}"
         )
-    return keys
 
 
 async def _communications_about(

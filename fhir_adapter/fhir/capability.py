@@ -69,48 +69,7 @@ def capability_statement(
     """What `GET /fhir/metadata` answers: resources, interactions, search parameters, includes,
     the Subscription `topics` the workflow offers, and how to get access (SMART Backend Services,
     the token endpoint)."""
-    resources = []
-    for resource_type in SERVED_TYPES:
-        params = params_for(resource_type)
-        references = [p.name for p in SEARCH_PARAMS.get(resource_type, ()) if p.type == "reference"]
-        extra: dict[str, Any] = {}
-        if resource_type in PROFILES:
-            extra["supportedProfile"] = list(PROFILES[resource_type])
-        if resource_type == "Subscription":
-            extra["extension"] = [
-                {"url": TOPIC_CANONICAL, "valueCanonical": topic} for topic in topics
-            ]
-        if resource_type in OPERATIONS:
-            extra["operation"] = [
-                {"name": n, "definition": d} for n, d in OPERATIONS[resource_type]
-            ]
-        resources.append(
-            {
-                "type": resource_type,
-                **extra,
-                "interaction": [
-                    {"code": code}
-                    for code in _INTERACTIONS
-                    if resource_type != "AuditEvent" or code in _READ_ONLY
-                ],
-                "versioning": "versioned-update",
-                "readHistory": True,
-                "updateCreate": True,
-                "conditionalCreate": True,
-                "conditionalRead": "not-supported",
-                "conditionalUpdate": False,
-                "conditionalDelete": "not-supported",
-                "searchInclude": [f"{resource_type}:{name}" for name in references],
-                "searchParam": [
-                    {
-                        "name": p.name,
-                        "type": _SEARCH_TYPE.get(p.type, p.type),
-                        **({"documentation": p.documentation} if p.documentation else {}),
-                    }
-                    for p in params.values()
-                ],
-            }
-        )
+    resources = [_resource(resource_type, topics) for resource_type in SERVED_TYPES]
     resources += [
         {"type": t, "operation": [{"name": n, "definition": d} for n, d in operations]}
         for t, operations in OPERATIONS.items()
@@ -139,6 +98,44 @@ def capability_statement(
 
 
 _READ_ONLY = ("read", "vread", "history-instance", "search-type")
+
+
+def _resource(resource_type: str, topics: Iterable[str]) -> dict[str, Any]:
+    """One served type's entry: its profiles, interactions, operations, search parameters."""
+    params = params_for(resource_type)
+    references = [p.name for p in SEARCH_PARAMS.get(resource_type, ()) if p.type == "reference"]
+    extra: dict[str, Any] = {}
+    if resource_type in PROFILES:
+        extra["supportedProfile"] = list(PROFILES[resource_type])
+    if resource_type == "Subscription":
+        extra["extension"] = [{"url": TOPIC_CANONICAL, "valueCanonical": topic} for topic in topics]
+    if resource_type in OPERATIONS:
+        extra["operation"] = [{"name": n, "definition": d} for n, d in OPERATIONS[resource_type]]
+    return {
+        "type": resource_type,
+        **extra,
+        "interaction": [
+            {"code": code}
+            for code in _INTERACTIONS
+            if resource_type != "AuditEvent" or code in _READ_ONLY
+        ],
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchInclude": [f"{resource_type}:{name}" for name in references],
+        "searchParam": [
+            {
+                "name": p.name,
+                "type": _SEARCH_TYPE.get(p.type, p.type),
+                **({"documentation": p.documentation} if p.documentation else {}),
+            }
+            for p in params.values()
+        ],
+    }
 
 
 def _security(token_endpoint: str | None, cors: bool) -> dict[str, Any]:

@@ -169,6 +169,11 @@ class DeliveryService:
             current = await tx.resources.read_for_update("Communication", communication.id)
             if current is None:
                 return
+            if current.content.get("status") == "completed":
+                # Another worker delivered it while this one's lease ran out (docs/durability.md):
+                # the receiver kept one copy; neither undo that nor record it twice.
+                await tx.outbox.set(item.id, state="delivered", delivered_at=now)
+                return
             if attempt.delivered:
                 await tx.outbox.set(item.id, state="delivered", delivered_at=now)
                 telemetry.delivery_attempted(item.destination, "delivered")

@@ -11,8 +11,7 @@ from typing import Any
 from fhir_adapter.codes import TASK_CODE_SYSTEM, ReviewAction
 from fhir_adapter.errors import ConflictError, NotFoundError, UnprocessableEntityError
 from fhir_adapter.fhir.dates import format_instant
-from fhir_adapter.fhir.elements import reference_of
-from fhir_adapter.fhir.references import parse_reference
+from fhir_adapter.fhir.elements import ResourceKey, identifier_value, local_key, reference_of
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.metrics.core import (
     AppealOutcome,
@@ -36,8 +35,8 @@ from fhir_adapter.ports.store import ResourceStore, StoredResource, StoreTransac
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.services.second_opinion.locking import lock_request_task
 from fhir_adapter.workflow import pas
-from fhir_adapter.workflow.deadlines import track_for
-from fhir_adapter.workflow.intake import is_fulfillment_task, listed_reasons
+from fhir_adapter.workflow.deadlines import request_track
+from fhir_adapter.workflow.intake import is_fulfillment_task
 from fhir_adapter.workflow.provenance import record_provenance
 from fhir_adapter.workflow.states import UNDECIDED
 
@@ -77,16 +76,10 @@ class MetricsService:
             tasks = await self._search_all(tx, "Task", f"{TASK_CODE_SYSTEM}|fulfill")
             appeals = await self._search_all(tx, "Task", f"{EVENT_SYSTEM}|{APPEAL_CODE}")
             requests = await tx.resources.read_many(
-                tuple(key.split("/", 1))  # type: ignore[misc]
-                for t in tasks
-                if (key := self._key(reference_of(t.content.get("focus"))))
+                key for t in tasks if (key := self._key(reference_of(t.content.get("focus"))))
             )
             outputs = {t.id: self._decision_key(t.content) for t in tasks}
-            responses = await tx.resources.read_many(
-                tuple(key.split("/", 1))  # type: ignore[misc]
-                for key in outputs.values()
-                if key
-            )
+            responses = await tx.resources.read_many(key for key in outputs.values() if key)
             decisions = {
                 key: await self._first_decision(tx, stored) for key, stored in responses.items()
             }
@@ -95,11 +88,12 @@ class MetricsService:
             found = appeal_of(stored.content)
             key = self._key(found[0]) if found else None
             if found and key:
-                appealed[key] = (found[1], found[2])
+                appealed[str(key)] = (found[1], found[2])
         records = []
         for task in tasks:
-            request = requests.get(self._key(reference_of(task.content.get("focus"))) or "")
-            decision = decisions.get(outputs[task.id] or "")
+            focus = self._key(reference_of(task.content.get("focus")))
+            request = requests.get(str(focus)) if focus else None
+            decision = decisions.get(str(outputs[task.id])) if outputs[task.id] else None
             record = self._record(task, request, decision, appealed.get(task.key))
             if record is not None:
                 records.append(record)
@@ -118,8 +112,7 @@ class MetricsService:
             return None
         if decision is None and content.get("status") not in UNDECIDED:
             return None  # withdrawn before any decision: no determination to report
-        source = request.content if request else content
-        track = track_for(source.get("priority"), listed_reasons(source))
+        track = request_track(request.content if request else content)
         return RequestRecord(
             task_id=task.id,
             track=track,
@@ -156,15 +149,13 @@ class MetricsService:
     ) -> list[StoredResource]:
         return await self.resources.search_all(tx, resource_type, [("code", code)])
 
-    def _key(self, reference: str | None) -> str | None:
-        if not reference:
-            return None
-        return parse_reference(reference, base_url=self.resources.base_url).local_key
+    def _key(self, reference: str | None) -> ResourceKey | None:
+        return local_key(reference, self.resources.base_url)
 
-    def _decision_key(self, task: dict[str, Any]) -> str | None:
+    def _decision_key(self, task: dict[str, Any]) -> ResourceKey | None:
         for output in task.get("output") or []:
             key = self._key(reference_of(output.get("valueReference")))
-            if key and key.startswith("ClaimResponse/"):
+            if key and key.type == "ClaimResponse":
                 return key
         return None
 
@@ -234,7 +225,7 @@ class MetricsService:
         self, tx: StoreTransaction, reference: str
     ) -> tuple[StoredResource, StoredResource]:
         """The request's Task (locked) and its ClaimResponse, from either one's reference."""
-        kind, _, id = reference.rpartition("/")
+        kind, id = ResourceKey.parse(reference) if "/" in reference else ("", reference)
         task: StoredResource | None = None
         if kind in ("", "Task"):
             task = await tx.resources.read_for_update("Task", id)
@@ -243,19 +234,12 @@ class MetricsService:
             "ClaimResponse",
         ):
             response = await tx.resources.read("ClaimResponse", id)
-            trace = next(
-                (
-                    i.get("value")
-                    for i in (response.content if response else {}).get("identifier") or []
-                    if i.get("system") == pas.TRACE_SYSTEM
-                ),
-                None,
-            )
+            trace = identifier_value(response.content if response else None, pas.TRACE_SYSTEM)
             task = await tx.resources.read_for_update("Task", str(trace)) if trace else None
         if task is None or not is_fulfillment_task(task.content):
             raise NotFoundError(f"{reference} is not a second-opinion request or its decision")
         key = self._decision_key(task.content)
-        response = await tx.resources.read(*key.split("/", 1)) if key else None
+        response = await tx.resources.read(*key) if key else None
         if response is None:
             raise ConflictError(f"{task.key} has no decision yet; only a denial can be appealed")
         return task, response
@@ -272,9 +256,8 @@ class MetricsService:
             )
             received = _received_at(task.content)
             focus = self._key(reference_of(task.content.get("focus")))
-            request = await tx.resources.read(*focus.split("/", 1)) if focus else None
-            source = request.content if request else task.content
-            track = track_for(source.get("priority"), listed_reasons(source))
+            request = await tx.resources.read(*focus) if focus else None
+            track = request_track(request.content if request else task.content)
             try:
                 body = extend_timeframe(
                     task.content,

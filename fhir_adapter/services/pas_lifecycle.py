@@ -19,9 +19,9 @@ from fhir_adapter.codes import TASK_CODE_SYSTEM
 from fhir_adapter.errors import UnprocessableEntityError
 from fhir_adapter.fhir.bundle_references import BundleReferences, resolve_bundle_references
 from fhir_adapter.fhir.dates import date_range, format_instant, period_range
+from fhir_adapter.fhir.elements import local_key, reference_of
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.pas_bundle import pas_entries
-from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.fhir.search import identifier_condition
 from fhir_adapter.ports.store import StoredResource
 from fhir_adapter.services.callers import may_see_request
@@ -65,9 +65,9 @@ class _Found:
     @property
     def patient_reference(self) -> str | None:
         if self.task is not None:
-            return str((self.task.content.get("for") or {}).get("reference") or "") or None
+            return reference_of(self.task.content.get("for")) or None
         if self.response is not None:
-            return (self.response.content.get("patient") or {}).get("reference")
+            return reference_of(self.response.content.get("patient"))
         return None
 
 
@@ -96,12 +96,11 @@ class PasLookup:
         base = self.resources.base_url
         for item in claim.content.get("item") or []:
             for extension in item.get("extension") or []:
-                reference = (extension.get("valueReference") or {}).get("reference")
-                key = parse_reference(reference, base_url=base).local_key if reference else None
-                if not key or not key.startswith("ServiceRequest/"):
+                key = local_key(reference_of(extension.get("valueReference")), base)
+                if not key or key.type != "ServiceRequest":
                     continue
                 query = self.resources.parse_query(
-                    "Task", [("focus", key), ("code", f"{TASK_CODE_SYSTEM}|fulfill")]
+                    "Task", [("focus", str(key)), ("code", f"{TASK_CODE_SYSTEM}|fulfill")]
                 )
                 page = await tx.resources.search(query)
                 if page.matches:
@@ -193,11 +192,9 @@ class PasChanges:
         names (a new selected provider, a new Condition) is created; the Claims are not kept
         again (the stored one stays the request's Claim)."""
         index = submit.requested_service(entries[0]["resource"], entries, resolved)
-        focus = parse_reference(
-            (task.content.get("focus") or {}).get("reference", ""), base_url=self.resources.base_url
-        ).local_key
+        focus = local_key(reference_of(task.content.get("focus")), self.resources.base_url)
         assert focus is not None
-        stored = await self.resources.read(*focus.split("/", 1))
+        stored = await self.resources.read(*focus)
         where = "Bundle.entry[0].resource.item"
         if index is None:
             raise UnprocessableEntityError(
@@ -360,13 +357,11 @@ class PasInquiry:
         patient = found.response.content.get("patient") or {}
         if isinstance(patient.get("identifier"), dict):
             return [patient["identifier"]]
-        key = parse_reference(
-            found.patient_reference or "", base_url=self.resources.base_url
-        ).local_key
-        if not key or not key.startswith("Patient/"):
+        key = local_key(found.patient_reference, self.resources.base_url)
+        if not key or key.type != "Patient":
             return []
         async with self.resources.store.transaction(write=False) as tx:
-            stored = await tx.resources.read(*key.split("/", 1))
+            stored = await tx.resources.read(*key)
         return list((stored.content if stored else {}).get("identifier") or [])
 
     async def _response_bundle(

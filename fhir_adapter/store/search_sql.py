@@ -55,9 +55,9 @@ async def search_page(db: SqlConnection, query: SearchQuery) -> SearchPage:
         conditions.append(compartment_condition(query.resource_type, *query.compartment))
     total = -1
     # A filtered first page counts its matches in the same statement (issue #18: one round
-    # trip, not two): a window count is taken over every match before LIMIT cuts the page.
-    # A whole type is counted apart: the window would read every row of the type, where
-    # COUNT(*) reads only the (resource_type, last_updated) index.
+    # trip, not two), as a scalar subquery: it counts from the indexes alone, where a window
+    # count over the page's rows read (and spilled) every match's content (issue #13).
+    # A whole type is counted apart: COUNT(*) reads only the (resource_type, pk) index.
     counted_here = (
         query.with_total
         and not query.summary_count
@@ -82,7 +82,8 @@ async def search_page(db: SqlConnection, query: SearchQuery) -> SearchPage:
         resources.c.content,
     ]
     if counted_here:
-        columns.append(func.count().over().label("total"))
+        counted = select(func.count()).select_from(resources).where(*conditions).correlate(None)
+        columns.append(counted.scalar_subquery().label("total"))
     statement: Select[Any] = (
         select(*columns).where(*page_conditions).order_by(resources.c.pk).limit(query.count + 1)
     )

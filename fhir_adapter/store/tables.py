@@ -69,6 +69,8 @@ resources = Table(
     Column("content", JSON, nullable=False),
     UniqueConstraint("resource_type", "id", name="uq_resources_type_id"),
     Index("ix_resources_type_updated", "resource_type", "last_updated"),
+    # Issue #13: a type's keys in page order, read without the rows (index-only type checks).
+    Index("ix_resources_type_pk", "resource_type", "pk"),
 )
 
 resource_versions = Table(
@@ -89,6 +91,9 @@ search_token = Table(
     Column("system", Text),
     Column("code", Text, nullable=False),
     Index("ix_search_token_lookup", "param", "code", "system"),
+    # Issue #13: one code's resources in page (key) order, merged with ix_resources_type_pk;
+    # on PostgreSQL the system rides along, so `system|code` is matched in the index too.
+    Index("ix_search_token_code_pk", "param", "code", "resource_pk", postgresql_include=["system"]),
     Index("ix_search_token_resource", "resource_pk"),
 )
 

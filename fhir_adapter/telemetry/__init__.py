@@ -86,8 +86,7 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
 
 
 def decision_recorded(outcome: str) -> None:
-    """A decision moved a request (called once, where services/second_opinion/recorder.py writes
-    decisions)."""
+    """A decision moved a request (called once, where services/second_opinion/recorder.py records decisions)."""
     DECISIONS.labels(outcome).inc()
 
 

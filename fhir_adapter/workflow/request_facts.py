@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from fhir_adapter.codes import NPI, NUCC
+from fhir_adapter.codes import NUCC
 from fhir_adapter.fhir.dates import period_range
-from fhir_adapter.fhir.elements import reference_of
-from fhir_adapter.fhir.references import parse_reference
+from fhir_adapter.fhir.elements import codes_in, local_key as resource_key, npi_of, reference_of
 from fhir_adapter.policy.facts import Care, Provider, RequesterKind, RequestFacts
 from fhir_adapter.workflow.intake import initial_provider_reference, listed_reasons
 from fhir_adapter.workflow.plan import Identifier, PayorVerdict, payor_verdict, plan_references
@@ -31,9 +30,8 @@ Payors = list[tuple[str, PayorVerdict]]  # each Coverage.payor as named, and whe
 
 def local_key(reference: str | None, base_url: str) -> str | None:
     """`Type/id` of a reference to this server (relative, or absolute under `base_url`)."""
-    if not reference:
-        return None
-    return parse_reference(reference, base_url=base_url).local_key
+    key = resource_key(reference, base_url)
+    return str(key) if key else None
 
 
 def normalize(reference: str | None, base_url: str) -> str | None:
@@ -43,25 +41,6 @@ def normalize(reference: str | None, base_url: str) -> str | None:
 
 def same_reference(a: str | None, b: str | None) -> bool:
     return bool(a and b and a == b)
-
-
-def npi_of(resource: Mapping[str, Any] | None) -> str | None:
-    """The NPI among a resource's identifiers."""
-    for identifier in (resource or {}).get("identifier") or []:
-        if identifier.get("system") == NPI:
-            value: str | None = identifier.get("value")
-            return value
-    return None
-
-
-def nucc_specialties(resource: Mapping[str, Any]) -> frozenset[str]:
-    """The NUCC taxonomy codes of a PractitionerRole's `specialty`."""
-    return frozenset(
-        c["code"]
-        for s in resource.get("specialty") or []
-        for c in s.get("coding") or []
-        if c.get("system") == NUCC and c.get("code")
-    )
 
 
 def choose_role(roles: Sequence[Provider], specialties: frozenset[str]) -> Provider | None:
@@ -75,11 +54,7 @@ def care_of(
     request: Mapping[str, Any], initial: Provider | None, primary_care: frozenset[str]
 ) -> tuple[Care | None, str | None]:
     """Policy III: PCP care or specialist care, and the specialty the second opinion needs."""
-    wanted = [
-        c["code"]
-        for c in (request.get("performerType") or {}).get("coding") or []
-        if c.get("system") in (None, NUCC) and c.get("code")
-    ]
+    wanted = codes_in(request.get("performerType"), NUCC, unsystemed=True)
     specialties = initial.specialties if initial else frozenset()
     if specialties & primary_care:
         return Care.PRIMARY, wanted[0] if wanted else None

@@ -604,6 +604,11 @@ OUTSIDE_FHIR = {
     ("GET", "/docs/oauth2-redirect"): "Swagger UI (no data)",
     ("POST", "/auth/token"): "the token endpoint itself (client assertion, tested elsewhere)",
     ("GET", "/auth/jwks"): "the issuer's public keys",
+    # Operators' probes (docs/observability.md): no data; their own tests are
+    # tests/e2e/test_observability.py (/metrics is loopback-only by default, a 403 otherwise).
+    ("GET", "/healthz"): "liveness probe: the process answers (no data)",
+    ("GET", "/readyz"): "readiness probe: database and migrations (no data)",
+    ("GET", "/metrics"): "Prometheus metrics: counts by route template, never ids or PHI",
     ("GET", "/directory/fhir/{resource_type}"): "the built-in demo provider directory",
     ("GET", "/directory/fhir/{resource_type}/{id}"): "the built-in demo provider directory",
     ("POST", "/ehr/{organization}/fhir"): "the demo EHR inboxes (see the report on issue #5)",

@@ -10,6 +10,7 @@ from datetime import date, datetime
 from typing import Any
 
 from fhir_adapter.codes import DEFAULT_PRIMARY_CARE_TAXONOMY
+from fhir_adapter.fhir.elements import ResourceKey, local_key
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.notices import DEFAULT_RIGHTS_CONTACTS, PlanContact, RightsContacts
 from fhir_adapter.ports.directory import Directory
@@ -18,7 +19,6 @@ from fhir_adapter.services.hooks import NoHooks
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.workflow import pas
-from fhir_adapter.workflow.request_facts import local_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +55,12 @@ class WorkflowContext:
 
     def key(self, reference: str | None) -> str | None:
         """`Type/id` of a reference to this server, else None."""
-        return local_key(reference, self.resources.base_url)
+        key = local_key(reference, self.resources.base_url)
+        return str(key) if key else None
 
     async def read_key(self, tx: StoreTransaction, key: str | None) -> StoredResource | None:
         """The stored resource a `Type/id` key names (None for no key)."""
-        return await tx.resources.read(*key.split("/", 1)) if key else None
+        return await tx.resources.read(*ResourceKey.parse(key)) if key else None
 
     async def replace(
         self, tx: StoreTransaction, current: StoredResource, content: dict[str, Any], now: datetime

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_adapter.errors import DirectoryUnavailableError
-from fhir_adapter.fhir.elements import reference_of
+from fhir_adapter.fhir.elements import (
+    ResourceKey,
+    npi_of,
+    reference_of,
+    specialties as specialties_of,
+)
 from fhir_adapter.policy.facts import Care, Provider, RequestFacts
 from fhir_adapter.ports.store import StoredResource, StoreTransaction
 from fhir_adapter.services.second_opinion.context import WorkflowContext
@@ -22,8 +27,6 @@ from fhir_adapter.workflow.request_facts import (
     care_of,
     choose_role,
     facts_from,
-    npi_of,
-    nucc_specialties,
     payor_verdicts,
     payors_as_named,
     relations,
@@ -47,7 +50,7 @@ async def _read_keys(
     tx: StoreTransaction, context: WorkflowContext, references: Iterable[str | None]
 ) -> dict[str, dict[str, Any]]:
     keys = [k for k in (context.key(r) for r in references) if k]
-    found = await tx.resources.read_many(tuple(k.split("/", 1)) for k in keys)  # type: ignore[misc]
+    found = await tx.resources.read_many(ResourceKey.parse(k) for k in keys)
     return {key: stored.content for key, stored in found.items()}
 
 
@@ -225,7 +228,7 @@ class FactGathering:
         local = records.local.get(key)
         if local is None:
             return None
-        specialties = nucc_specialties(local)
+        specialties = specialties_of(local)
         npi = npi_of(records.practitioner(local))
         if npi:
             roles = await self.context.directory.roles_by_npi(npi, today=now)

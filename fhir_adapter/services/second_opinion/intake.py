@@ -21,7 +21,7 @@ from fhir_adapter.ports.store import StoreTransaction
 from fhir_adapter.services.hooks import NoHooks
 from fhir_adapter.services.second_opinion.context import WorkflowContext, WorkflowHook
 from fhir_adapter.services.second_opinion.evaluation import Evaluation
-from fhir_adapter.workflow.deadlines import due_at, track_for
+from fhir_adapter.workflow.deadlines import due_at, request_track
 from fhir_adapter.workflow.intake import (
     check_coverage,
     check_member,
@@ -30,7 +30,6 @@ from fhir_adapter.workflow.intake import (
     check_unmarked_request,
     is_fulfillment_task,
     is_second_opinion_request,
-    listed_reasons,
 )
 from fhir_adapter.workflow.states import TaskStatus, transition
 
@@ -141,7 +140,7 @@ class RequestIntake(WorkflowHook):
         """Contract §4.1: the Task is received, the clock starts, the due date is set."""
         context = self.context
         now = context.clock()
-        track = track_for(request.get("priority"), listed_reasons(request))
+        track = request_track(request)
         due = due_at(now, track, context.closed_days())
         task = transition(
             result.resource.content,

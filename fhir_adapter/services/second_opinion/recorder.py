@@ -21,9 +21,9 @@ from fhir_adapter.policy.decision import Decision, Outcome
 from fhir_adapter.ports.store import StoredResource, StoreTransaction
 from fhir_adapter.services.second_opinion.context import WorkflowContext
 from fhir_adapter.workflow import pas
-from fhir_adapter.workflow.deadlines import track_for
+from fhir_adapter.workflow.deadlines import is_expedited
 from fhir_adapter.workflow.decisions import TASK_FOR_OUTCOME, already_recorded, reviewer_reference
-from fhir_adapter.workflow.intake import initial_provider_reference, listed_reasons
+from fhir_adapter.workflow.intake import initial_provider_reference
 from fhir_adapter.workflow.letters import letters_for, notice_communication, translation_flags
 from fhir_adapter.workflow.provenance import decision_provenance
 from fhir_adapter.workflow.requester import requester_kind
@@ -39,10 +39,6 @@ class ReviewerSays:
     reviewer: dict[str, Any] | None = None  # the PAS claimResponseReviewer extension
     note: str | None = None
     authorized_until: datetime | None = None
-
-
-def _is_expedited(request: dict[str, Any]) -> bool:
-    return track_for(request.get("priority"), listed_reasons(request)).value == "expedited"
 
 
 def _professional(requester: str | None) -> str | None:
@@ -132,7 +128,7 @@ class DecisionRecorder:
             coverage=reference_of((content.get("insurance") or [{}])[0]) or "",
             provider=provider,
             insurer=self.context.config.plan_organization,
-            expedited=_is_expedited(content),
+            expedited=is_expedited(content),
             now=now,
         )
         return await self.context.write(tx, body, None)
@@ -230,7 +226,7 @@ class DecisionRecorder:
             plan=config.plan_contact,
             rights=config.rights_contacts,
             taglines=config.taglines,
-            expedited=_is_expedited(content),
+            expedited=is_expedited(content),
             now=now,
             note=note,
         )

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from fhir_adapter.codes import NPI, NUCC
+from fhir_adapter.fhir.elements import npi_of, specialties
 from fhir_adapter.policy.facts import Care, Provider
 from fhir_adapter.workflow.plan import identifiers_of
 from fhir_adapter.workflow.request_facts import (
@@ -20,8 +21,6 @@ from fhir_adapter.workflow.request_facts import (
     facts_from,
     local_key,
     normalize,
-    npi_of,
-    nucc_specialties,
     payor_verdicts,
     payors_as_named,
     relations,
@@ -85,7 +84,7 @@ def test_npis_and_specialties_from_local_copies() -> None:
     assert npi_of(LOCAL["Practitioner/pcp"]) == "111"
     assert npi_of({"identifier": [{"system": "x", "value": "9"}]}) is None
     assert npi_of(None) is None
-    assert nucc_specialties(LOCAL["PractitionerRole/pcp-role"]) == {"207Q00000X"}
+    assert specialties(LOCAL["PractitionerRole/pcp-role"]) == {"207Q00000X"}
     found = records({}, local=LOCAL)
     assert found.npi("PractitionerRole/pcp-role") == "111"  # the role's practitioner's
     assert found.npi("Practitioner/other") == "222"

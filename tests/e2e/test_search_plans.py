@@ -1,0 +1,120 @@
+"""Issue #13: the searches benchmarks/search_scale.py times use the indexes added for them.
+
+On PostgreSQL, with a few thousand Tasks and ClaimResponses written through the store and the
+tables vacuumed and analysed, each search's statements are EXPLAINed as the store sent them: a
+token search pages and counts by merging `ix_search_token_code_pk` with `ix_resources_type_pk`
+(index-only, in key order), never reading every match's row; the lookups by patient and by
+request use their reference index.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fhir_adapter.fhir.search import parse_search
+from fhir_adapter.store.engine import create_engine
+from fhir_adapter.store.migrate import upgrade_database
+from fhir_adapter.store.sql import SqlResourceStore
+
+STATUS = "https://fhir-adapter.org/fhir/CodeSystem/second-opinion-status"
+OUTCOMES = [
+    ("accepted", "approved-in-network"),
+    ("rejected", "denied"),
+    ("on-hold", "pending-review"),
+]
+
+
+def task(n: int) -> dict[str, Any]:
+    status, business = OUTCOMES[n % len(OUTCOMES)]
+    return {
+        "resourceType": "Task",
+        "id": f"t{n}",
+        "status": status,
+        "businessStatus": {"coding": [{"system": STATUS, "code": business}]},
+        "intent": "order",
+        "for": {"reference": f"Patient/p{n % 400}"},
+        "output": [{"type": {"text": "decision"}, "valueReference": {"reference": f"ClaimResponse/c{n}"}}],
+    }  # fmt: skip
+
+
+def claim_response(n: int) -> dict[str, Any]:
+    return {
+        "resourceType": "ClaimResponse",
+        "id": f"c{n}",
+        "status": "active",
+        "use": "preauthorization",
+        "patient": {"reference": f"Patient/p{n % 400}"},
+        "request": {"reference": f"Claim/claim-{n}"},
+        "outcome": "complete",
+    }
+
+
+async def load(engine: AsyncEngine, store: SqlResourceStore, count: int) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    async with store.transaction() as tx:
+        for n in range(count):
+            now = start + timedelta(minutes=n)
+            await tx.resources.insert(task(n), now=now)
+            await tx.resources.insert(claim_response(n), now=now)
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    async with autocommit.connect() as conn:
+        await conn.execute(text("VACUUM ANALYZE"))
+
+
+async def plans_of(
+    engine: AsyncEngine, store: SqlResourceStore, resource_type: str, params: list[Any]
+) -> list[str]:
+    """The plan of every SELECT one search sends, as the store sent it (with its parameters)."""
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append((statement, parameters))
+
+    query = parse_search(resource_type, params, base_url=None, default_count=50, max_count=500)
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        async with store.transaction(write=False) as tx:
+            assert (await tx.resources.search(query)).matches
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+    async with engine.connect() as conn:
+        return [
+            "\n".join(row[0] for row in await conn.exec_driver_sql(f"EXPLAIN {sql}", parameters))
+            for sql, parameters in sent
+        ]
+
+
+@pytest.mark.postgres
+async def test_the_searches_at_scale_use_their_indexes(postgres_database_url: str) -> None:
+    engine = create_engine(postgres_database_url)
+    await upgrade_database(engine)
+    store = SqlResourceStore(engine)
+    try:
+        await load(engine, store, 3000)
+        status = await plans_of(engine, store, "Task", [("status", "accepted"), ("_count", "50")])
+        business = await plans_of(
+            engine, store, "Task", [("business-status", f"{STATUS}|denied"), ("_count", "50")]
+        )
+        # a later page: a key cursor, and the total counted apart
+        page = await plans_of(
+            engine, store, "Task", [("status", "rejected"), ("_count", "50"), ("_cursor", "3000")]
+        )
+        patient = await plans_of(engine, store, "Task", [("patient", "Patient/p7")])
+        request = await plans_of(engine, store, "ClaimResponse", [("request", "Claim/claim-7")])
+    finally:
+        await engine.dispose()
+    for plan in [*status, *business, *page]:
+        assert "ix_search_token_code_pk" in plan, plan
+        assert "Seq Scan" not in plan, plan
+    assert len(status) == 1 and len(page) == 2  # the first page counts in its own statement
+    counted = page[0]  # the total is counted before the page is read
+    assert "ix_resources_type_pk" in counted and "Index Only Scan" in counted, counted
+    for plan in [*patient, *request]:
+        assert "ix_search_reference_lookup" in plan, plan
+        assert "Seq Scan" not in plan, plan
