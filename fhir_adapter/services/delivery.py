@@ -10,7 +10,7 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fhir_adapter import telemetry
@@ -177,23 +177,12 @@ class DeliveryService:
             if attempt.delivered:
                 await tx.outbox.set(item.id, state="delivered", delivered_at=now)
                 telemetry.delivery_attempted(item.destination, "delivered")
-                updated = {**current.content, "status": "completed", "sent": format_instant(now)}
-                updated.pop("statusReason", None)
-                if item.destination == "member-notice-url":
-                    updated["extension"] = mailing_proof(
-                        updated.get("extension") or [], accepted=now, mailed_on=attempt.mailed_on
-                    )
+                updated = _completed(current.content, item, attempt, now)
                 log.info("delivery %s of Communication/%s done", item.id, current.id)
             elif item.attempts >= self.config.max_attempts:
                 await tx.outbox.set(item.id, state="failed", error=attempt.error)
                 telemetry.delivery_attempted(item.destination, "failed")
-                updated = {
-                    **current.content,
-                    "status": "not-done",
-                    "statusReason": {
-                        "text": f"delivery failed after {item.attempts} attempts ({attempt.error})"
-                    },
-                }
+                updated = _not_done(current.content, item, attempt)
                 log.warning(
                     "delivery %s failed for good after %d attempts (%s)",
                     item.id,
@@ -214,17 +203,28 @@ class DeliveryService:
                     delay.total_seconds(),
                 )
                 return
-            updated.pop("meta", None)
-            stored = await tx.resources.replace(
-                current, with_meta(updated, current.id, current.version_id + 1, now), now=now
-            )
-            provenance = delivery_provenance(
-                communication=f"{stored.key}/_history/{stored.version_id}",
-                plan=self.config.plan_organization,
-                recorded=now,
-                delivered=attempt.delivered,
-            )
-            await tx.resources.insert(with_meta(provenance, str(uuid.uuid4()), 1, now), now=now)
+            await self._write_outcome(tx, current, updated, attempt, now)
+
+    async def _write_outcome(
+        self,
+        tx: StoreTransaction,
+        current: StoredResource,
+        updated: dict[str, Any],
+        attempt: DeliveryAttempt,
+        now: datetime,
+    ) -> None:
+        """The Communication's final status, and the Provenance of the delivery (or its failure)."""
+        updated.pop("meta", None)
+        stored = await tx.resources.replace(
+            current, with_meta(updated, current.id, current.version_id + 1, now), now=now
+        )
+        provenance = delivery_provenance(
+            communication=f"{stored.key}/_history/{stored.version_id}",
+            plan=self.config.plan_organization,
+            recorded=now,
+            delivered=attempt.delivered,
+        )
+        await tx.resources.insert(with_meta(provenance, str(uuid.uuid4()), 1, now), now=now)
 
     async def _notify_subscriber(self, item: OutboxItem) -> None:
         if self.subscriptions is None:
@@ -289,3 +289,25 @@ def _payload_keys(content: dict[str, Any], base: str) -> tuple[str | None, list[
         if r.startswith("ServiceRequest/")
     ]
     return report_key, proposals
+
+
+def _completed(
+    content: dict[str, Any], item: OutboxItem, attempt: DeliveryAttempt, now: datetime
+) -> dict[str, Any]:
+    """The Communication as delivered: `completed`, sent now; a member's copy with its mailing
+    proof."""
+    updated = {**content, "status": "completed", "sent": format_instant(now)}
+    updated.pop("statusReason", None)
+    if item.destination == "member-notice-url":
+        updated["extension"] = mailing_proof(
+            updated.get("extension") or [], accepted=now, mailed_on=attempt.mailed_on
+        )
+    return updated
+
+
+def _not_done(
+    content: dict[str, Any], item: OutboxItem, attempt: DeliveryAttempt
+) -> dict[str, Any]:
+    """The Communication as a dead letter: `not-done`, with why (a category, never PHI)."""
+    reason = f"delivery failed after {item.attempts} attempts ({attempt.error})"
+    return {**content, "status": "not-done", "statusReason": {"text": reason}}
