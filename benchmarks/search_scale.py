@@ -48,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from fhir_adapter.access.guard import UNRESTRICTED
 from fhir_adapter.fhir.search import parse_search
-from fhir_adapter.services.resources import SearchLimits, search_guarded
+from fhir_adapter.services.access_rules import search_guarded
+from fhir_adapter.services.resources import SearchLimits
 from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.resources import SqlResources as RowBuilders  # the store's own row builders

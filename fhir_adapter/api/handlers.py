@@ -23,7 +23,7 @@ from fhir_adapter.errors import (
 )
 from fhir_adapter.fhir.outcome import Issue, make_outcome
 from fhir_adapter.fhir.resources import SERVED_TYPES
-from fhir_adapter.services.resources import SERVER_WRITTEN
+from fhir_adapter.services.access_rules import SERVER_WRITTEN
 
 log = logging.getLogger(__name__)
 

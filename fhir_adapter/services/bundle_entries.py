@@ -17,7 +17,8 @@ from fhir_adapter.fhir.bundle_references import BundleReferences, rewrite_entry_
 from fhir_adapter.fhir.outcome import Issue, make_outcome
 from fhir_adapter.fhir.references import ID_PATTERN, rewrite_references
 from fhir_adapter.ports.hooks import WriteResult
-from fhir_adapter.services.resources import check_body_type, require_client_writable, require_served
+from fhir_adapter.services.access_rules import require_client_writable
+from fhir_adapter.services.request_checks import check_body_type, require_served
 
 # Transaction processing order (R4 http.html#trules): DELETE, POST, PUT/PATCH, GET/HEAD.
 ORDER = {"POST": 0, "PUT": 1, "GET": 2}

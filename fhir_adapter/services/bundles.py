@@ -23,6 +23,7 @@ from fhir_adapter.fhir.bundle_references import (
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.ports.store import StoreTransaction
+from fhir_adapter.services.access_rules import check_match_visible, search_guarded
 from fhir_adapter.services.bundle_entries import (
     ORDER,
     Entry,
@@ -35,11 +36,7 @@ from fhir_adapter.services.bundle_entries import (
     rewritten,
     without_resource,
 )
-from fhir_adapter.services.resources import (
-    ResourceService,
-    check_match_visible,
-    search_guarded,
-)
+from fhir_adapter.services.resources import ResourceService
 
 log = logging.getLogger(__name__)
 

@@ -21,27 +21,26 @@ from fhir_adapter.errors import (
 from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.search import Filter, ReferenceCriterion, SearchQuery, parse_search
 from fhir_adapter.fhir.validation import validate_resource
-from fhir_adapter.ports.hooks import WriteHooks, WriteResult as WriteResult
+from fhir_adapter.ports.hooks import WriteHooks, WriteResult
 from fhir_adapter.ports.store import ResourceStore, SearchPage, StoredResource, StoreTransaction
 from fhir_adapter.services.access_rules import (
-    SERVER_WRITTEN as SERVER_WRITTEN,  # re-exported
     as_subscriber_wrote,
-    check_match_visible as check_match_visible,
+    check_match_visible,
     check_member_identifiers,
     check_plan_owned,
     compartment_only,
-    require_client_writable as require_client_writable,
-    search_guarded as search_guarded,
+    require_client_writable,
+    search_guarded,
     shown,
     shown_result,
 )
 from fhir_adapter.services.hooks import HookChain
 from fhir_adapter.services.reference_check import check_references
 from fhir_adapter.services.request_checks import (
-    check_body_type as check_body_type,
-    check_id as check_id,
+    check_body_type,
+    check_id,
     parse_if_match,
-    require_served as require_served,
+    require_served,
 )
 from fhir_adapter.workflow.provenance import change_provenance
 

@@ -15,7 +15,7 @@ from fhir_adapter.errors import InvalidRequestError
 from fhir_adapter.metrics.core import Period
 from fhir_adapter.metrics.measure import measure_report
 from fhir_adapter.metrics.records import parse_appeal
-from fhir_adapter.services.resources import check_id
+from fhir_adapter.services.request_checks import check_id
 from fhir_adapter.workflow.review import parse_review
 
 router = APIRouter(tags=["operations"])

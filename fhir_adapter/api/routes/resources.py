@@ -22,7 +22,7 @@ from fhir_adapter.errors import UnsupportedMediaTypeError
 from fhir_adapter.fhir import bundles
 from fhir_adapter.fhir.outcome import information
 from fhir_adapter.ports.hooks import WriteResult
-from fhir_adapter.services.resources import require_served
+from fhir_adapter.services.request_checks import require_served
 
 router = APIRouter(tags=["resources"])
 
