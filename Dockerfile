@@ -32,10 +32,10 @@ ENV PATH=/venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 EXPOSE 8080
 VOLUME ["/data"]
-# Ready means started: uvicorn answers only after the schema is migrated and the service built.
-# This asks /fhir/metadata (public, no token); an orchestrator should probe /healthz (liveness) and
-# /readyz (readiness: database reachable, schema current; docs/observability.md) instead. The start
-# period covers the first migration.
+# Healthy means ready: /readyz answers 200 only when the database answers and the schema is at the
+# package's migration head, else a 503 OperationOutcome (docs/observability.md). An orchestrator
+# should probe /healthz (liveness: the process is up) and /readyz (readiness) separately. The
+# start period covers the first migration.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"FHIR_ADAPTER_PORT\"]}/fhir/metadata', timeout=4)"
+    CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"FHIR_ADAPTER_PORT\"]}/readyz', timeout=4)"
 CMD ["fhir-adapter", "serve"]

@@ -1,13 +1,20 @@
 """Submissions per second and p50/p99 latency of the full submit path, against a baseline run in
 the same script: a bare endpoint that only parses the same Bundle with fhir.resources.
 
-Both run as real servers (uvicorn, one process each) on loopback; the adapter uses its built-in
-directory, whose answers it caches, so after the warm-up the directory costs no HTTP round trips.
-Each adapter submission is a new request (identifiers fresh for this run, so a database kept from
+Both run as real servers (uvicorn) on loopback; the adapter uses its built-in directory, whose
+answers it caches, so after the warm-up the directory costs no HTTP round trips. Each adapter
+submission is a new request (identifiers fresh for this run and request, so a database kept from
 an earlier run, as PostgreSQL's is, matches none of them), so every one is stored and decided.
 
-    .venv/bin/python benchmarks/submit_throughput.py [--requests 300] [--concurrency 8]
-        [--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/bench]
+The load comes from wrk (one client thread, `--concurrency` connections, `--seconds` long; a Lua
+script numbers each request's identifiers) so the client costs the server's two cores little;
+without wrk an httpx client sends `--requests` submissions instead, and says so. `--workers 1,2`
+runs the adapter once per worker count (PostgreSQL only), against the one baseline. After each
+burst the script waits until the worker has rendered every notice the burst decided (no
+Communication left in `preparation`) and reports how long that took.
+
+    .venv/bin/python benchmarks/submit_throughput.py [--seconds 20] [--concurrency 8]
+        [--workers 1,2] [--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/bench]
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import asyncio
 import copy
 import json
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -124,7 +133,65 @@ async def load(
         return time.perf_counter() - started, latencies
 
 
-def summary(name: str, seconds: float, latencies: list[float]) -> dict[str, float]:
+WRK_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/fhir+json"
+{auth}
+local template = [==[{template}]==]
+local counter = 0
+request = function()
+  counter = counter + 1
+  local body = string.gsub(template, "@@N@@", tostring(counter))
+  return wrk.format(nil, nil, nil, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("P50 %.3f\\n", latency:percentile(50) / 1000))
+  io.write(string.format("P99 %.3f\\n", latency:percentile(99) / 1000))
+  io.write(string.format("NON2XX %d\\n", summary.errors.status))
+  io.write(string.format("REQUESTS %d\\n", summary.requests))
+end
+"""
+
+
+def wrk_command(concurrency: int, seconds: float, script: Path, url: str) -> list[str]:
+    duration = f"-d{max(1, round(seconds))}s"
+    return ["wrk", "-t1", f"-c{concurrency}", duration, "--timeout", "60s", "-s", str(script), url]
+
+
+def wrk_load(
+    url: str, template: str, seconds: float, concurrency: int, folder: str, token: str | None
+) -> dict[str, float]:
+    """POST the template (its @@N@@ numbered per request) for `seconds` from wrk."""
+    script = Path(folder) / f"post-{uuid.uuid4().hex[:6]}.lua"
+    auth = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
+    script.write_text(WRK_LUA.format(auth=auth, template=template))
+    done = subprocess.run(
+        wrk_command(concurrency, seconds, script, url),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = done.stdout
+
+    def number(name: str) -> float:
+        found = re.search(rf"{name}\s+([\d.]+)", out)
+        if found is None:
+            raise RuntimeError(f"wrk printed no {name}:\n{out}\n{done.stderr}")
+        return float(found.group(1))
+
+    if number("REQUESTS") == 0:
+        raise RuntimeError(f"no request completed within {seconds:g} s: give --seconds more")
+    if number("NON2XX") > 0:
+        raise RuntimeError(f"{url} answered other than 2xx:\n{out}")
+    return {
+        "requests": number("REQUESTS"),
+        "per_second": number("Requests/sec:"),
+        "p50_ms": number("P50"),
+        "p99_ms": number("P99"),
+    }
+
+
+def summary(name: str, seconds: float, latencies: list[float]) -> dict[str, Any]:
     ordered = sorted(latencies)
     return {
         "name": name,
@@ -135,74 +202,163 @@ def summary(name: str, seconds: float, latencies: list[float]) -> dict[str, floa
     }
 
 
+async def notices_rendered(adapter_url: str, token: str, limit: float = 600) -> float:
+    """Seconds until no Communication is left in `preparation` (every notice rendered)."""
+    started = time.perf_counter()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        while time.perf_counter() - started < limit:
+            answer = await client.get(
+                f"{adapter_url}/Communication",
+                params={"status": "preparation", "_summary": "count"},
+                headers=headers,
+            )
+            answer.raise_for_status()
+            if answer.json().get("total", 0) == 0:
+                return time.perf_counter() - started
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"notices still in preparation after {limit} s")
+
+
+class Bench:
+    """One benchmark run: the bodies, the client (wrk or httpx) and the figures."""
+
+    def __init__(self, args: argparse.Namespace, folder: str) -> None:
+        self.args, self.folder = args, folder
+        self.use_wrk = shutil.which("wrk") is not None and not args.httpx
+        self.run = uuid.uuid4().hex[:8]
+        self.bundle = json.loads(EXAMPLE.read_text())
+        self.serial = 0
+
+    def bodies(self, count: int) -> list[bytes]:
+        self.serial += 1
+        return [
+            json.dumps(fresh(self.bundle, f"{self.run}-{self.serial}-{n}")).encode()
+            for n in range(count)
+        ]
+
+    def template(self) -> str:
+        self.serial += 1
+        return json.dumps(fresh(self.bundle, f"{self.run}-{self.serial}-@@N@@"))
+
+    async def measure(self, name: str, url: str, token: str | None, warm: bool) -> dict[str, Any]:
+        """Warm up, then the timed burst; the same client kind for the baseline and the adapter."""
+        args = self.args
+        if self.use_wrk:
+            if warm:
+                wrk_load(url, self.template(), 3, args.concurrency, self.folder, token)
+            figures = wrk_load(
+                url, self.template(), args.seconds, args.concurrency, self.folder, token
+            )
+            return {"name": name, **figures}
+        if warm:
+            await load(url, self.bodies(args.warmup), args.concurrency, 200, token)
+        timed = await load(url, self.bodies(args.requests), args.concurrency, 200, token)
+        return summary(name, *timed)
+
+
+def start_adapter(
+    database_url: str, port: int, workers: int, folder: str
+) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
+    env.update(
+        FHIR_ADAPTER_HOST="127.0.0.1",
+        FHIR_ADAPTER_PORT=str(port),
+        FHIR_ADAPTER_DATABASE_URL=database_url,
+        FHIR_ADAPTER_LOG_LEVEL="WARNING",
+        # The limiter still counts every request; its limit must not be what is measured.
+        FHIR_ADAPTER_RATE_LIMIT="1000000/minute",
+    )
+    command = [sys.executable, "-m", "fhir_adapter", "serve"]
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    return subprocess.Popen(command, env=env, cwd=folder)
+
+
+async def adapter_runs(bench: Bench, database_url: str) -> list[dict[str, Any]]:
+    """The full submit path once per worker count, each adapter started afresh."""
+    rows = []
+    for workers in bench.args.workers:
+        port = free_port()
+        adapter = start_adapter(database_url, port, workers, bench.folder)
+        try:
+            await wait_ready(f"http://127.0.0.1:{port}/fhir/metadata", adapter)
+            origin = f"http://127.0.0.1:{port}"
+            token = await adapter_token(database_url, origin)
+            name = "full submit path" + (f", --workers {workers}" if workers > 1 else "")
+            row = await bench.measure(name, f"{origin}/fhir", token, warm=True)
+            row["workers"] = workers
+            row["rendered_s"] = await notices_rendered(f"{origin}/fhir", token)
+            rows.append(row)
+        finally:
+            adapter.terminate()
+            adapter.wait(timeout=30)
+    return rows
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=20, help="wrk: length of each burst")
+    parser.add_argument("--requests", type=int, default=300, help="httpx: submissions a burst")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=20, help="httpx: warm-up submissions")
+    parser.add_argument("--workers", default="1", help="adapter worker counts, e.g. 1,2")
+    parser.add_argument("--httpx", action="store_true", help="load with httpx even if wrk exists")
     parser.add_argument(
         "--database-url", default=None, help="default: SQLite in a temporary folder"
     )
     args = parser.parse_args()
+    args.workers = [int(w) for w in str(args.workers).split(",")]
+    if args.database_url is None and max(args.workers) > 1:
+        parser.error("--workers above 1 needs PostgreSQL (--database-url)")
 
-    bundle = json.loads(EXAMPLE.read_text())
     with tempfile.TemporaryDirectory() as folder:
-        adapter_port, baseline_port = free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ADAPTER_")}
+        bench = Bench(args, folder)
         database_url = args.database_url or f"sqlite+aiosqlite:///{folder}/bench.db"
-        env.update(
-            FHIR_ADAPTER_HOST="127.0.0.1",
-            FHIR_ADAPTER_PORT=str(adapter_port),
-            FHIR_ADAPTER_DATABASE_URL=database_url,
-            FHIR_ADAPTER_LOG_LEVEL="WARNING",
-            # The limiter still counts every request; its limit must not be what is measured.
-            FHIR_ADAPTER_RATE_LIMIT="1000000/minute",
-        )
-        adapter = subprocess.Popen(
-            [sys.executable, "-m", "fhir_adapter", "serve"], env=env, cwd=folder
-        )
+        baseline_port = free_port()
         baseline = subprocess.Popen(
             [sys.executable, str(ROOT / "benchmarks" / "baseline_app.py"), str(baseline_port)]
         )
         try:
-            await wait_ready(f"http://127.0.0.1:{adapter_port}/fhir/metadata", adapter)
             await wait_ready(f"http://127.0.0.1:{baseline_port}/ready", baseline)
-            adapter_url = f"http://127.0.0.1:{adapter_port}/fhir"
-            token = await adapter_token(database_url, f"http://127.0.0.1:{adapter_port}")
             baseline_url = f"http://127.0.0.1:{baseline_port}/baseline"
-            total = args.warmup + args.requests
-            run = uuid.uuid4().hex[:8]
-            adapter_bodies = [
-                json.dumps(fresh(bundle, f"{run}-{n}")).encode() for n in range(total)
-            ]
-            baseline_bodies = adapter_bodies  # the same Bundles, parsed and echoed
-            await load(baseline_url, baseline_bodies[: args.warmup], args.concurrency, 200)
-            await load(adapter_url, adapter_bodies[: args.warmup], args.concurrency, 200, token)
-            base = summary(
-                "baseline: parse the Bundle",
-                *await load(baseline_url, baseline_bodies[args.warmup :], args.concurrency, 200),
-            )
-            full = summary(
-                "full submit path",
-                *await load(
-                    adapter_url, adapter_bodies[args.warmup :], args.concurrency, 200, token
-                ),
-            )
+            base = await bench.measure("baseline: parse the Bundle", baseline_url, None, True)
+            rows = await adapter_runs(bench, database_url)
         finally:
-            for process in (adapter, baseline):
-                process.terminate()
-                process.wait(timeout=10)
+            baseline.terminate()
+            baseline.wait(timeout=10)
+    report(args, bench, base, rows)
+
+
+def report(
+    args: argparse.Namespace, bench: Bench, base: dict[str, Any], rows: list[dict[str, Any]]
+) -> None:
     store = (args.database_url or "sqlite").split(":")[0]
+    client = f"wrk, {args.seconds:g} s a burst" if bench.use_wrk else "httpx (wrk not installed)"
     print(
-        f"store: {store}; {args.requests} requests, concurrency {args.concurrency}, {len(bundle['entry'])}-entry Bundle"
+        f"store: {store}; client: {client}; concurrency {args.concurrency}; "
+        f"{len(bench.bundle['entry'])}-entry Bundle"
     )
-    print("| path | requests/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|")
-    for row in (base, full):
+    print("| path | requests | requests/s | p50 ms | p99 ms | notices rendered after (s) |")
+    print("|---|---|---|---|---|---|")
+    for row in (base, *rows):
+        rendered = f"{row['rendered_s']:.1f}" if "rendered_s" in row else "-"
         print(
-            f"| {row['name']} | {row['per_second']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |"
+            f"| {row['name']} | {row['requests']:.0f} | {row['per_second']:.1f} | "
+            f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {rendered} |"
         )
-    print(f"ratio (full / baseline throughput): {full['per_second'] / base['per_second']:.3f}")
+    for row in rows:
+        print(
+            f"ratio ({row['name']} / baseline throughput): "
+            f"{row['per_second'] / base['per_second']:.3f}"
+        )
+    if len(rows) > 1:
+        one = rows[0]
+        for row in rows[1:]:
+            print(
+                f"scaling ({row['workers']} workers / {one['workers']}): "
+                f"{row['per_second'] / one['per_second']:.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -30,12 +30,27 @@ def run_script(name: str, *args: str) -> str:
 
 
 def test_throughput_benchmark_reports_both_servers_and_their_ratio() -> None:
+    # httpx with a fixed count (wrk's timed bursts would count nothing on a loaded machine)
     out = run_script(
-        "submit_throughput.py", "--requests", "6", "--warmup", "2", "--concurrency", "2"
+        "submit_throughput.py",
+        *("--httpx", "--requests", "6", "--warmup", "2", "--concurrency", "2"),
     )
-    assert re.search(r"\| baseline: parse the Bundle \| \d+\.\d \|", out)
-    assert re.search(r"\| full submit path \| \d+\.\d \|", out)
-    assert re.search(r"ratio \(full / baseline throughput\): \d\.\d{3}", out)
+    row = r"\| \d+ \| \d+\.\d \| [\d.]+ \| [\d.]+ \|"
+    assert re.search(rf"\| baseline: parse the Bundle {row} - \|", out), out
+    # the adapter's row also says how long the worker took to render the burst's notices
+    assert re.search(rf"\| full submit path {row} \d+\.\d \|", out), out
+    assert re.search(r"ratio \(full submit path / baseline throughput\): \d\.\d{3}", out)
+
+
+@pytest.mark.postgres
+def test_throughput_benchmark_compares_worker_counts(postgres_database_url: str) -> None:
+    out = run_script(
+        "submit_throughput.py",
+        *("--httpx", "--requests", "4", "--warmup", "2", "--concurrency", "2"),
+        *("--workers", "1,2", "--database-url", postgres_database_url),
+    )
+    assert "| full submit path, --workers 2 |" in out, out
+    assert re.search(r"scaling \(2 workers / 1\): \d+\.\d\dx", out), out
 
 
 def test_breakdown_benchmark_accounts_for_every_stage() -> None:
