@@ -9,22 +9,19 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import func, select
 
 from fhir_adapter.config import Settings
 from fhir_adapter.fhir.elements import ResourceKey
 from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.sql import SqlResourceStore
 from fhir_adapter.store.tables import auth_keys, resources
-from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES
+from tests.conftest import new_postgres_database
 from tests.e2e.test_live_server import _server_env, free_port, start_server
 from tests.e2e.test_serve_workers import wait_until_ready
 from tests.tokens import fetch_token, register
@@ -54,24 +51,8 @@ asyncio.run(main())
 @pytest.fixture
 def new_database() -> Iterator[str]:
     """A PostgreSQL database nobody has started on yet (no schema, no key), dropped after."""
-    if not POSTGRES_URL:
-        if REQUIRE_POSTGRES:
-            pytest.fail("FHIR_ADAPTER_TEST_POSTGRES_URL is not set but PostgreSQL is required")
-        pytest.skip("FHIR_ADAPTER_TEST_POSTGRES_URL is not set")
-    admin_url = make_url(POSTGRES_URL).set(drivername="postgresql+asyncpg")
-    name = f"fhir_adapter_first_{uuid.uuid4().hex[:10]}"
-
-    async def admin(statement: str) -> None:
-        engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text(statement))
-        finally:
-            await engine.dispose()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield admin_url.set(database=name).render_as_string(hide_password=False)
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with new_postgres_database("fhir_adapter_first") as url:
+        yield url
 
 
 async def first_start_rows(database_url: str) -> tuple[int, list[int]]:
