@@ -4,7 +4,13 @@ on loopback over PostgreSQL; the load comes from wrk (one thread, `--concurrency
 a Lua script adds the bearer token), or from an httpx client when wrk is not installed (it says
 so: httpx costs the client more CPU, on the same cores).
 
-    .venv/bin/python benchmarks/read_throughput.py [--seconds 10] [--concurrency 8]
+The machine is shared, so each of `--rounds` rounds measures the floor, every path, then the
+floor again, and each path is set against the floors around it; the table shows the medians.
+It also shows each server's own CPU time per request (from /proc), which the load of other work
+moves far less than a rate does: the floor's CPU per request over the path's is the ratio the
+path would have on a quiet machine, leaving out what PostgreSQL spends.
+
+    .venv/bin/python benchmarks/read_throughput.py [--seconds 10] [--concurrency 8] [--rounds 3]
         [--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test]
 """
 
@@ -15,6 +21,7 @@ import asyncio
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +29,6 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 from submit_throughput import adapter_token, free_port, wait_ready
@@ -108,6 +114,7 @@ def wrk(url: str, token: str, seconds: float, concurrency: int, folder: str) -> 
     if int(re.search(r"NON200 (\d+)", out).group(1)) > 0:  # type: ignore[union-attr]
         raise RuntimeError(f"{url} answered other than 200:\n{out}")
     return {
+        "requests": float(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
         "per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50_ms": float(re.search(r"P50 ([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p99_ms": float(re.search(r"P99 ([\d.]+)", out).group(1)),  # type: ignore[union-attr]
@@ -134,22 +141,84 @@ async def httpx_load(url: str, token: str, seconds: float, concurrency: int) -> 
         elapsed = time.perf_counter() - started
     ordered = sorted(latencies)
     return {
+        "requests": float(len(ordered)),
         "per_second": len(ordered) / elapsed,
         "p50_ms": ordered[len(ordered) // 2],
         "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def paths_of(fhir: str, run: str, since: str) -> list[tuple[str, str]]:
+    return [
+        ("read by id: Task/{id}", f"{fhir}/Task/{run}-t1"),
+        ("Task?patient=", f"{fhir}/Task?patient={run}-member"),
+        (
+            "ClaimResponse?patient=&_lastUpdated=gt",
+            f"{fhir}/ClaimResponse?patient={run}-member&_lastUpdated=gt{since}",
+        ),
+        ("a page of 50: Task?_count=50", f"{fhir}/Task?_count=50"),
+    ]
+
+
+class Load:
+    """Runs the load on one URL and notes what it cost the server process that answered."""
+
+    def __init__(self, token: str, args: argparse.Namespace, folder: str) -> None:
+        self.token, self.args, self.folder = token, args, folder
+        self.use_wrk = shutil.which("wrk") is not None and not args.httpx
+
+    async def __call__(self, url: str, pid: int, *, warm: bool) -> dict[str, float]:
+        seconds, concurrency = self.args.seconds, self.args.concurrency
+        if warm:
+            await self._run(url, min(2.0, seconds), concurrency)
+        before = cpu_seconds(pid)
+        row = await self._run(url, seconds, concurrency)
+        row["cpu_ms"] = 1000 * (cpu_seconds(pid) - before) / max(1.0, row["requests"])
+        return row
+
+    async def _run(self, url: str, seconds: float, concurrency: int) -> dict[str, float]:
+        if self.use_wrk:
+            return wrk(url, self.token, seconds, concurrency, self.folder)
+        return await httpx_load(url, self.token, seconds, concurrency)
+
+
+async def rounds(
+    load: Load, floor: tuple[str, int], paths: list[tuple[str, str]], adapter: int, count: int
+) -> dict[str, list[dict[str, float]]]:
+    """Each round: the floor, each path, the floor again; a path's ratio is against the mean of
+    the two floors around it in its round, so the shared machine's drifting load cancels out."""
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in [FLOOR, *dict(paths)]}
+    for number in range(count):
+        first = await load(floor[0], floor[1], warm=number == 0)
+        measured = [(name, await load(url, adapter, warm=number == 0)) for name, url in paths]
+        last = await load(floor[0], floor[1], warm=False)
+        rate = (first["per_second"] + last["per_second"]) / 2
+        cpu = (first["cpu_ms"] + last["cpu_ms"]) / 2
+        rows[FLOOR].append({**last, "per_second": rate, "cpu_ms": cpu, "ratio": 1, "cpu_ratio": 1})
+        for name, row in measured:
+            row.update(ratio=row["per_second"] / rate, cpu_ratio=cpu / row["cpu_ms"])
+            rows[name].append(row)
+    return rows
+
+
+FLOOR = "floor: bare asyncpg read by id"
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="the medians of this many")
     parser.add_argument("--others", type=int, default=500, help="other members' rows")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE)
     parser.add_argument("--httpx", action="store_true", help="load with httpx even if wrk exists")
     args = parser.parse_args()
-    use_wrk = shutil.which("wrk") is not None and not args.httpx
-
     run = uuid.uuid4().hex[:8]
     start = await seed(args.database_url, run, args.others)
     since = (start - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -175,54 +244,40 @@ async def main() -> None:
             await wait_ready(f"{origin}/fhir/metadata", adapter)
             await wait_ready(f"http://127.0.0.1:{floor_port}/ready", floor)
             token = await adapter_token(args.database_url, origin)
-            fhir = f"{origin}/fhir"
+            paths = paths_of(f"{origin}/fhir", run, since)
             floor_url = f"http://127.0.0.1:{floor_port}/floor/Task/{run}-t1"
-            paths: list[tuple[str, str]] = [
-                ("floor: bare asyncpg read by id", floor_url),
-                ("read by id: Task/{id}", f"{fhir}/Task/{run}-t1"),
-                ("Task?patient=", f"{fhir}/Task?patient={run}-member"),
-                (
-                    "ClaimResponse?patient=&_lastUpdated=gt",
-                    f"{fhir}/ClaimResponse?patient={run}-member&_lastUpdated=gt{since}",
-                ),
-                ("a page of 50: Task?_count=50", f"{fhir}/Task?_count=50"),
-            ]
-            results: list[tuple[str, dict[str, Any]]] = []
-
-            async def measure(url: str) -> dict[str, float]:
-                warm = min(2.0, args.seconds)
-                if use_wrk:
-                    wrk(url, token, warm, args.concurrency, folder)
-                    return wrk(url, token, args.seconds, args.concurrency, folder)
-                await httpx_load(url, token, warm, args.concurrency)
-                return await httpx_load(url, token, args.seconds, args.concurrency)
-
-            for name, url in paths:
-                async with httpx.AsyncClient() as check:  # each answers 200 before it is timed
+            async with httpx.AsyncClient() as check:  # each answers 200 before it is timed
+                for url in (floor_url, *dict(paths).values()):
                     answer = await check.get(url, headers={"Authorization": f"Bearer {token}"})
                     if answer.status_code != 200:
                         raise RuntimeError(f"{url}: {answer.status_code} {answer.text[:300]}")
-                results.append((name, await measure(url)))
-            # The floor again, last: on a shared machine the load of other work drifts, so the
-            # ratios use the mean of the floor measured first and last.
-            results.append(("floor, measured again last", await measure(floor_url)))
+            load = Load(token, args, folder)
+            rows = await rounds(load, (floor_url, floor.pid), paths, adapter.pid, args.rounds)
         finally:
             for process in (adapter, floor):
                 process.terminate()
                 process.wait(timeout=10)
-    floor_rate = (results[0][1]["per_second"] + results[-1][1]["per_second"]) / 2
+    report(rows, args, load.use_wrk)
+
+
+def report(
+    rows: dict[str, list[dict[str, float]]], args: argparse.Namespace, use_wrk: bool
+) -> None:
     client = "wrk -t1" if use_wrk else "httpx (wrk not found: the client's own CPU cost is higher)"
     print(
         f"store: postgresql; client: {client}; {args.concurrency} connections; "
-        f"{args.seconds:g} s per path; one server process each"
+        f"{args.seconds:g} s per path; {args.rounds} round(s), medians; one server process each"
     )
-    print(f"floor (mean of first and last): {floor_rate:.1f} requests/s")
-    print("| path | requests/s | p50 ms | p99 ms | of the floor |")
-    print("|---|---|---|---|---|")
-    for name, row in results:
+    print(
+        "| path | requests/s | p50 ms | p99 ms | of the floor | server CPU ms/request "
+        "| of the floor, by CPU |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, measured in rows.items():
+        mid = {key: statistics.median(row[key] for row in measured) for key in measured[0]}
         print(
-            f"| {name} | {row['per_second']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} "
-            f"| {row['per_second'] / floor_rate:.3f} |"
+            f"| {name} | {mid['per_second']:.1f} | {mid['p50_ms']:.1f} | {mid['p99_ms']:.1f} "
+            f"| {mid['ratio']:.3f} | {mid['cpu_ms']:.3f} | {mid['cpu_ratio']:.3f} |"
         )
 
 

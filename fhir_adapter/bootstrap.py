@@ -21,7 +21,12 @@ from fhir_adapter.notices import PlanContact, RightsContacts
 from fhir_adapter.notices.catalog import load_taglines
 from fhir_adapter.ports.directory import Directory, DirectoryReader
 from fhir_adapter.ports.store import ResourceStore
-from fhir_adapter.security.issuer import BuiltInIssuer, IssuerUrls, RegisteredClients
+from fhir_adapter.security.issuer import (
+    FIRST_START_LOCK,
+    BuiltInIssuer,
+    IssuerUrls,
+    RegisteredClients,
+)
 from fhir_adapter.security.ratelimit import RateLimiter
 from fhir_adapter.security.tokens import KeySource, RemoteKeys, StaticKeys, TokenVerifier
 from fhir_adapter.services.audit import AuditTrail, default_spool_dir
@@ -291,6 +296,7 @@ async def ensure_plan_organization(container: Container) -> None:
         return
     resource_type, id = ResourceKey.parse(reference)
     async with container.store.transaction() as tx:
+        await tx.resources.lock(FIRST_START_LOCK)  # instances starting together make one
         if await tx.resources.exists(resource_type, id):
             return
         body: dict[str, Any] = {"resourceType": resource_type, "id": id, "name": "Health plan"}

@@ -158,7 +158,7 @@ class Settings(BaseSettings):
     auth_client_check_seconds: float = Field(
         default=30.0,
         ge=0,
-        le=300,
+        le=30,  # issue #18: revocation's stated bound is at most 30 s
         description="how long a client's registration is trusted before it is looked up again "
         "(`clients remove` takes effect within this time)",
     )

@@ -8,6 +8,7 @@ error, not a skip, so CI can never pass without running the PostgreSQL variant.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -41,6 +42,13 @@ REQUIRE_POSTGRES = os.environ.get("FHIR_ADAPTER_TEST_REQUIRE_POSTGRES") == "1"
 @pytest.fixture(scope="session")
 def postgres_database_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    with new_postgres_database("fhir_adapter_test") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def new_postgres_database(prefix: str) -> Iterator[str]:
+    """A PostgreSQL database made for the caller (named `prefix`_...), dropped afterwards."""
     if not POSTGRES_URL:
         if REQUIRE_POSTGRES:
             pytest.fail("FHIR_ADAPTER_TEST_POSTGRES_URL is not set but PostgreSQL is required")
@@ -48,7 +56,7 @@ def postgres_database_url() -> Iterator[str]:
     import asyncio
 
     admin_url = make_url(POSTGRES_URL).set(drivername="postgresql+asyncpg")
-    name = f"fhir_adapter_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
 
     async def admin(statement: str) -> None:
         engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -64,8 +72,10 @@ def postgres_database_url() -> Iterator[str]:
         if REQUIRE_POSTGRES:
             pytest.fail(f"PostgreSQL at {admin_url.host}:{admin_url.port} is required: {exc}")
         pytest.skip(f"PostgreSQL not reachable: {exc}")
-    yield admin_url.set(database=name).render_as_string(hide_password=False)
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

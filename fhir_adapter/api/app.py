@@ -19,7 +19,6 @@ from fhir_adapter.api.middleware import (
     AuditLog,
     BodySizeLimit,
     CatchUnexpected,
-    SecurityHeaders,
     route_templates,
 )
 from fhir_adapter.api.routes import auth, health, metadata, operations, resources, system
@@ -131,7 +130,7 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
-    """Outermost last: access log, security headers, CORS, audit, body limits, catch-all."""
+    """Outermost last: access log with the security headers, CORS, audit, body limits, catch-all."""
     app.add_middleware(CatchUnexpected)
     app.add_middleware(
         BodySizeLimit,
@@ -162,5 +161,5 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
             ],
             expose_headers=["Location", "ETag", "Last-Modified", "Content-Location"],
         )
-    app.add_middleware(SecurityHeaders, hsts=settings.fhir_base_url.startswith("https://"))
-    app.add_middleware(AccessLog)
+    # The access log also adds the security headers (one layer fewer, issue #18).
+    app.add_middleware(AccessLog, hsts=settings.fhir_base_url.startswith("https://"))

@@ -167,10 +167,14 @@ class AccessLog:
     `X-Request-ID` when it is a plain token, else a new one; echoed in the answer), one access
     line (method, path with ids only, never the query string, status, time) and the Prometheus
     request count and latency by route template, never by raw path. Probes and scrapes
-    (/healthz, /readyz, /metrics) are counted but logged only at DEBUG."""
+    (/healthz, /readyz, /metrics) are counted but logged only at DEBUG.
 
-    def __init__(self, app: ASGIApp) -> None:
+    It also adds the headers every answer carries (issue #16): PHI is never cached, sniffed,
+    framed or sent as a referrer. One layer, not two (issue #18: each layer wraps `send`)."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
         self.app = app
+        self.security = SecurityHeaders(hsts=hsts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -180,12 +184,15 @@ class AccessLog:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
+        path = scope["path"]
 
         async def capture(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                headers = self.security.added(path, message.get("headers", ()))
+                headers.append((b"x-request-id", request_id))
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
@@ -195,7 +202,6 @@ class AccessLog:
             route = route_template(scope)
             method = scope["method"]
             telemetry.observe_request(method, route, status, seconds)
-            path = scope["path"]
             level = logging.DEBUG if path in _QUIET_PATHS else logging.INFO
             if access_log.isEnabledFor(level):
                 # The fields only the JSON format prints are built only when it is on.
@@ -263,10 +269,13 @@ REVIEW_CSP = (
 
 
 class SecurityHeaders:
-    """Headers every answer carries: PHI is never cached, sniffed, framed or sent as a referrer."""
+    """The headers every answer carries, added by AccessLog: the app's own win where it set one
+    (its Cache-Control), and the Content-Security-Policy depends on the path."""
 
-    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
-        self.app = app
+    _DOCS = frozenset(("/docs", "/openapi.json", "/docs/oauth2-redirect"))
+    _API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+
+    def __init__(self, *, hsts: bool = False) -> None:
         self.headers = [
             (b"x-content-type-options", b"nosniff"),
             (b"x-frame-options", b"DENY"),
@@ -275,30 +284,18 @@ class SecurityHeaders:
         ]
         if hsts:
             self.headers.append((b"strict-transport-security", b"max-age=31536000"))
+        self.headers.append((b"cache-control", b"no-store"))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        docs = scope["path"] in ("/docs", "/openapi.json", "/docs/oauth2-redirect")
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers.extend(h for h in self.headers if h[0] not in present)
-                if b"cache-control" not in present:
-                    headers.append((b"cache-control", b"no-store"))
-                if scope["path"].startswith("/review"):
-                    headers.append((b"content-security-policy", REVIEW_CSP))
-                elif not docs:  # the API docs page loads its scripts; the FHIR API loads none
-                    headers.append(
-                        (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
-                    )
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+    def added(self, path: str, given: Any) -> list[tuple[bytes, bytes]]:
+        """The answer's headers with ours added (a new list: the app's is left as it was)."""
+        headers = list(given)
+        present = {name.lower() for name, _ in headers}
+        headers.extend(h for h in self.headers if h[0] not in present)
+        if path.startswith("/review"):
+            headers.append((b"content-security-policy", REVIEW_CSP))
+        elif path not in self._DOCS:  # the API docs page loads its scripts; the FHIR API none
+            headers.append(self._API_CSP)
+        return headers
 
 
 class AuditLog:

@@ -69,6 +69,10 @@ def new_signing_key() -> SigningKey:
     return SigningKey(uuid.uuid4().hex, TOKEN_ALGORITHM, pem)
 
 
+# The advisory lock every process takes before writing what the first start writes.
+FIRST_START_LOCK = "first-start"
+
+
 class RegisteredClients:
     """Whether a client is still registered, asked of the store at most every `cache_seconds` per
     client (issue #16: `clients remove` in another process takes effect within that time)."""
@@ -125,6 +129,9 @@ class BuiltInIssuer:
         """The issuer with the stored signing key; the first start makes and stores one (all
         processes sharing the database then sign and verify with the same key)."""
         async with store.transaction() as tx:
+            # Instances started together on a new database: one makes the key, the others wait
+            # here until it is committed and then read it (issue #13).
+            await tx.resources.lock(FIRST_START_LOCK)
             key = await tx.auth.signing_key()
             if key is None:
                 key = new_signing_key()

@@ -1,6 +1,7 @@
 """Issue #18: the read path. A removed client's cached tokens are refused by every app instance
 on the database within the client-check bound; the common searches and the read by id use the
-tables' indexes on PostgreSQL."""
+tables' indexes on PostgreSQL; a read by id is one statement (on PostgreSQL no BEGIN, COMMIT or
+ping around it)."""
 
 from __future__ import annotations
 
@@ -181,3 +182,47 @@ async def explain_each(
             rows = await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)
             plans.append((statement, "\n".join(row[0] for row in rows)))
     return plans
+
+
+# -- One statement: a read by id sends its SELECT and nothing else ------------------------------
+
+
+async def test_a_read_by_id_is_one_statement(
+    engine: AsyncEngine, container: Container, client: httpx.AsyncClient
+) -> None:
+    async with container.store.transaction() as tx:
+        await tx.resources.insert({**task(1, "p1"), "id": "t1"}, now=datetime.now(UTC))
+    sent: list[str] = []  # what reaches the database: SQLAlchemy's statements and asyncpg's own
+    logged: list[Any] = []
+
+    def on_checkout(dbapi_connection: Any, *_: Any) -> None:
+        raw = getattr(dbapi_connection, "_connection", None)  # asyncpg's, under the adapter
+        if hasattr(raw, "add_query_logger") and raw not in logged:
+            raw.add_query_logger(log_query)
+            logged.append(raw)
+
+    def log_query(record: Any) -> None:
+        sent.append(record.query)
+
+    def on_cursor(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)  # asyncpg logs only what it sends unprepared: BEGIN, COMMIT, ping
+
+    event.listen(engine.sync_engine.pool, "checkout", on_checkout)
+    event.listen(engine.sync_engine, "before_cursor_execute", on_cursor)
+    try:
+        read = await client.get("/Task/t1")
+        statements = [s.split()[0].upper() for s in sent]
+        sent.clear()
+        async with container.store.transaction() as tx:  # the instrument sees a transaction
+            await tx.resources.read("Task", "t1")
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", on_cursor)
+        event.remove(engine.sync_engine.pool, "checkout", on_checkout)
+        for raw in logged:
+            raw.remove_query_logger(log_query)
+    assert read.status_code == 200, read.text
+    assert "BEGIN" in [s.split()[0].upper() for s in sent], sent
+    if engine.dialect.name == "postgresql":
+        assert statements == ["SELECT"]  # no BEGIN, no COMMIT, no ping
+    else:  # SQLite reads in its own BEGIN ... COMMIT, which cost no round trip in process
+        assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == ["SELECT"]

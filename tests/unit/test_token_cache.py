@@ -10,7 +10,9 @@ from typing import Any
 import jwt
 import orjson
 import pytest
+from pydantic import ValidationError
 
+from fhir_adapter.config import Settings
 from fhir_adapter.errors import AuthenticationError
 from fhir_adapter.security.tokens import StaticKeys, TokenVerifier
 from tests.unit.test_tokens import AUDIENCE, ISSUER, Key, jwks
@@ -162,3 +164,9 @@ async def test_the_cache_is_bounded(key: Key, keys: CountingKeys, clock: Clock) 
     assert len(tokens._verified) == 3
     assert await tokens.verify(issued[0])  # fell out: checked again, and still accepted
     assert keys.asked == 6
+
+
+def test_the_revocation_bound_cannot_be_set_past_30_seconds() -> None:
+    assert Settings(auth_client_check_seconds=30).auth_client_check_seconds == 30
+    with pytest.raises(ValidationError, match="auth_client_check_seconds"):
+        Settings(auth_client_check_seconds=31)
