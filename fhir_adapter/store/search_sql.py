@@ -3,6 +3,7 @@ statements over the resources table and its search index tables."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -21,11 +22,15 @@ from sqlalchemy import (
     true,
     tuple_,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import ClauseElement
 
 from fhir_adapter.fhir.search import (
     DateCriterion,
     Filter,
     ReferenceCriterion,
+    SearchCursor,
     SearchQuery,
     StringCriterion,
     TokenCriterion,
@@ -46,6 +51,11 @@ def stored(resource_type: str, row: Any) -> StoredResource:
     return StoredResource(resource_type, row.id, row.version_id, row.last_updated, row.content)
 
 
+# Issue #13: `_total=estimate` (the default) counts exactly up to this many matches; beyond, a
+# count would read every match, so PostgreSQL answers its planner's estimate (marked as one).
+EXACT_UP_TO = 1000
+
+
 async def search_page(db: SqlConnection, query: SearchQuery) -> SearchPage:
     """One page of `query`'s matches, with what they `_include`; the caller flushed its writes
     (the index must hold what its transaction wrote)."""
@@ -53,27 +63,25 @@ async def search_page(db: SqlConnection, query: SearchQuery) -> SearchPage:
     conditions.extend(filter_condition(f) for f in query.filters)
     if query.compartment is not None:
         conditions.append(compartment_condition(query.resource_type, *query.compartment))
-    total = -1
+    mode = _total_mode(query)
+    total, estimated = -1, False
+    if mode == "carried" and query.cursor is not None:
+        total, estimated = query.cursor.total, query.cursor.estimated
     # A filtered first page counts its matches in the same statement (issue #18: one round
     # trip, not two), as a scalar subquery: it counts from the indexes alone, where a window
     # count over the page's rows read (and spilled) every match's content (issue #13).
     # A whole type is counted apart: COUNT(*) reads only the (resource_type, pk) index.
     counted_here = (
-        query.with_total
+        mode in ("accurate", "estimate")
         and not query.summary_count
         and query.count > 0
-        and query.cursor is None
         and bool(query.filters or query.compartment is not None)
     )
-    if (query.with_total or query.summary_count) and not counted_here:
-        total = (
-            await db.execute(select(func.count()).select_from(resources).where(*conditions))
-        ).scalar_one()
+    if mode in ("accurate", "estimate") and not counted_here:
+        total = (await db.execute(_count(conditions, mode))).scalar_one()
     if query.summary_count or query.count == 0:
-        return SearchPage([], [], total, None)
-    page_conditions = list(conditions)
-    if query.cursor is not None:
-        page_conditions.append(resources.c.pk > query.cursor)
+        total, estimated = await _settled(db, conditions, mode, total)
+        return SearchPage([], [], total, None, estimated)
     columns: list[Any] = [
         resources.c.pk,
         resources.c.id,
@@ -82,19 +90,112 @@ async def search_page(db: SqlConnection, query: SearchQuery) -> SearchPage:
         resources.c.content,
     ]
     if counted_here:
-        counted = select(func.count()).select_from(resources).where(*conditions).correlate(None)
-        columns.append(counted.scalar_subquery().label("total"))
+        columns.append(_count(conditions, mode).scalar_subquery().label("total"))
     statement: Select[Any] = (
-        select(*columns).where(*page_conditions).order_by(resources.c.pk).limit(query.count + 1)
+        select(*columns)
+        .where(*conditions, *_after(query))
+        .order_by(*_ORDER[query.sort])
+        .limit(query.count + 1)
     )
     rows = (await db.execute(statement)).all()
     if counted_here:
         total = int(rows[0].total) if rows else 0
-    next_cursor = rows[query.count - 1].pk if len(rows) > query.count else None
+    if mode in ("accurate", "estimate"):
+        total, estimated = await _settled(db, conditions, mode, total)
+    next_cursor = None
+    if len(rows) > query.count:
+        next_cursor = _cursor(query, rows[query.count - 1], total, estimated)
     rows = rows[: query.count]
     matches = [stored(query.resource_type, row) for row in rows]
     included = await _includes(db, query, [row.pk for row in rows], matches)
-    return SearchPage(matches, included, total, next_cursor)
+    return SearchPage(matches, included, total, next_cursor, estimated)
+
+
+_ORDER: dict[str, tuple[ColumnElement[Any], ...]] = {
+    "": (resources.c.pk,),
+    "_lastUpdated": (resources.c.last_updated, resources.c.id),
+    "-_lastUpdated": (resources.c.last_updated.desc(), resources.c.id),
+}
+
+
+def _total_mode(query: SearchQuery) -> str:
+    """How this page gets its total: `none`, `carried` (counted by the first page, in the
+    cursor), or counted now (`accurate` or `estimate`)."""
+    mode = query.total if query.with_total or query.summary_count else "none"
+    if query.summary_count and mode == "none":
+        return "accurate"
+    cursor = query.cursor
+    carried = mode != "none" and cursor is not None and cursor.total >= 0
+    if carried and not (mode == "accurate" and cursor is not None and cursor.estimated):
+        return "carried"
+    return mode
+
+
+def _count(conditions: Sequence[ColumnElement[bool]], mode: str) -> Select[Any]:
+    """COUNT of the matches; for an estimate, of at most EXACT_UP_TO + 1 of them."""
+    if mode == "accurate":
+        return select(func.count()).select_from(resources).where(*conditions).correlate(None)
+    capped = select(resources.c.pk).where(*conditions).limit(EXACT_UP_TO + 1).correlate(None)
+    return select(func.count()).select_from(capped.subquery())
+
+
+async def _settled(
+    db: SqlConnection, conditions: Sequence[ColumnElement[bool]], mode: str, counted: int
+) -> tuple[int, bool]:
+    """The total to answer: a capped count that reached its cap becomes PostgreSQL's estimate
+    (never below what was counted) or, on SQLite, which keeps no row estimates, an exact count."""
+    if mode != "estimate" or counted <= EXACT_UP_TO:
+        return counted, False
+    if not db.is_postgres:
+        return (await db.execute(_count(conditions, "accurate"))).scalar_one(), False
+    plan = (await db.execute(Explain(select(resources.c.pk).where(*conditions)))).scalar_one()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return max(int(plan[0]["Plan"]["Plan Rows"]), counted), True
+
+
+def _after(query: SearchQuery) -> list[ColumnElement[bool]]:
+    """The keyset condition of a page after the first: past the cursor in the search's order."""
+    cursor = query.cursor
+    if cursor is None:
+        return []
+    if not query.sort:
+        return [resources.c.pk > cursor.pk]
+    updated = resources.c.last_updated
+    past = (
+        updated > cursor.last_updated
+        if query.sort == "_lastUpdated"
+        else updated < cursor.last_updated
+    )
+    reached = (
+        updated >= cursor.last_updated
+        if query.sort == "_lastUpdated"
+        else updated <= cursor.last_updated
+    )
+    # `reached` alone is what an index on (resource_type, last_updated) can range over
+    return [reached, or_(past, resources.c.id > cursor.id)]
+
+
+def _cursor(query: SearchQuery, last: Any, total: int, estimated: bool) -> SearchCursor:
+    if not query.sort:
+        return SearchCursor("", last.pk, total=total, estimated=estimated)
+    return SearchCursor(
+        query.sort, last_updated=last.last_updated, id=last.id, total=total, estimated=estimated
+    )
+
+
+class Explain(Executable, ClauseElement):
+    """`EXPLAIN (FORMAT JSON)` of a statement (PostgreSQL): its planner's row estimate."""
+
+    inherit_cache = False
+    is_select = True  # a read: allowed in read-only transactions
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+
+
+@compiles(Explain, "postgresql")
+def _explain(element: Explain, compiler: Any, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + str(compiler.process(element.statement, **kw))
 
 
 async def _includes(
