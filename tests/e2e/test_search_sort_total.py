@@ -121,3 +121,11 @@ def test_an_estimated_total_is_marked_by_an_outcome_entry() -> None:
     pairs = [(k, v[0]) for k, v in parse_qs(urlsplit(link(bundle, "next") or "").query).items()]
     again = parse_search("Task", pairs, base_url=None, default_count=50, max_count=500)
     assert again.cursor == cursor
+
+
+async def test_the_capability_statement_names_the_sort_key(client: httpx.AsyncClient) -> None:
+    statement = (await client.get("/metadata")).json()
+    (task,) = [r for r in statement["rest"][0]["resource"] if r["type"] == "Task"]
+    (updated,) = [p for p in task["searchParam"] if p["name"] == "_lastUpdated"]
+    assert "_sort=_lastUpdated" in updated["documentation"]
+    assert "_sort=-_lastUpdated" in updated["documentation"]
