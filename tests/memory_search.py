@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from fhir_adapter.fhir.search import (
     DateCriterion,
@@ -40,7 +39,8 @@ def page_keys(
     the page `_include`s (matches left out). Totals are always exact: no estimates here."""
     matching = sorted(
         (row for row in rows if row.resource_type == query.resource_type and _matches(row, query)),
-        key=_ORDER[query.sort],
+        key=lambda row: (row.last_updated, row.id) if query.sort else (row.pk,),
+        reverse=query.sort.startswith("-"),
     )
     counted = query.with_total or query.summary_count
     total = len(matching) if counted and (query.total != "none" or query.summary_count) else -1
@@ -59,21 +59,13 @@ def page_keys(
     return page, total, next_cursor, _included(query, page)
 
 
-_ORDER: dict[str, Callable[[Row], Any]] = {
-    "": lambda row: row.pk,
-    "_lastUpdated": lambda row: (row.last_updated, row.id),
-    "-_lastUpdated": lambda row: (-row.last_updated.timestamp(), row.id),
-}
-
-
 def _past(row: Row, sort: str, cursor: SearchCursor) -> bool:
     """Whether `row` comes after the cursor's position in the order of `sort`."""
     if not sort:
         return row.pk > cursor.pk
     assert cursor.last_updated is not None and cursor.id is not None
-    if row.last_updated == cursor.last_updated:
-        return row.id > cursor.id
-    return (row.last_updated > cursor.last_updated) == (sort == "_lastUpdated")
+    position, at = (row.last_updated, row.id), (cursor.last_updated, cursor.id)
+    return position > at if sort == "_lastUpdated" else position < at
 
 
 def _matches(row: Row, query: SearchQuery) -> bool:

@@ -11,11 +11,13 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
+    String,
     Table,
     and_,
     exists,
     false,
     func,
+    literal,
     not_,
     or_,
     select,
@@ -38,6 +40,7 @@ from fhir_adapter.fhir.search import (
 from fhir_adapter.ports.store import SearchPage, StoredResource
 from fhir_adapter.store.connection import SqlConnection
 from fhir_adapter.store.tables import (
+    UtcDateTime,
     resources,
     search_date,
     search_reference,
@@ -51,8 +54,10 @@ def stored(resource_type: str, row: Any) -> StoredResource:
     return StoredResource(resource_type, row.id, row.version_id, row.last_updated, row.content)
 
 
-# Issue #13: `_total=estimate` (the default) counts exactly up to this many matches; beyond, a
-# count would read every match, so PostgreSQL answers its planner's estimate (marked as one).
+# Issue #13: `_total=estimate` (the default) counts exactly when PostgreSQL's planner expects at
+# most this many matches (and the count finds no more); past that a count would read every
+# match, so the total is the planner's estimate, marked as one. A first page that holds every
+# match has its exact total either way.
 EXACT_UP_TO = 1000
 
 
@@ -63,24 +68,22 @@ async def search_page(db: SqlConnection, query: SearchQuery) -> SearchPage:
     conditions.extend(filter_condition(f) for f in query.filters)
     if query.compartment is not None:
         conditions.append(compartment_condition(query.resource_type, *query.compartment))
-    mode = _total_mode(query)
-    total, estimated = -1, False
-    if mode == "carried" and query.cursor is not None:
-        total, estimated = query.cursor.total, query.cursor.estimated
+    mode, total, estimated = await _total_plan(db, query, conditions)
     # A filtered first page counts its matches in the same statement (issue #18: one round
     # trip, not two), as a scalar subquery: it counts from the indexes alone, where a window
     # count over the page's rows read (and spilled) every match's content (issue #13).
     # A whole type is counted apart: COUNT(*) reads only the (resource_type, pk) index.
+    counting = mode in ("accurate", "estimate")
     counted_here = (
-        mode in ("accurate", "estimate")
+        counting
         and not query.summary_count
         and query.count > 0
         and bool(query.filters or query.compartment is not None)
     )
-    if mode in ("accurate", "estimate") and not counted_here:
+    if counting and not counted_here:
         total = (await db.execute(_count(conditions, mode))).scalar_one()
     if query.summary_count or query.count == 0:
-        total, estimated = await _settled(db, conditions, mode, total)
+        total, estimated = await _settled(db, conditions, mode, total, estimated)
         return SearchPage([], [], total, None, estimated)
     columns: list[Any] = [
         resources.c.pk,
@@ -91,17 +94,22 @@ async def search_page(db: SqlConnection, query: SearchQuery) -> SearchPage:
     ]
     if counted_here:
         columns.append(_count(conditions, mode).scalar_subquery().label("total"))
-    statement: Select[Any] = (
-        select(*columns)
-        .where(*conditions, *_after(query))
-        .order_by(*_ORDER[query.sort])
-        .limit(query.count + 1)
-    )
+    order = _ORDER[query.sort]
+    statement: Select[Any] = select(*columns).order_by(*order)
+    if query.sort:
+        # Sorted, the page's keys come first, from the (type, lastUpdated, id, pk) index alone,
+        # and then the page's rows: the walk along the index reads no row it passes over.
+        keys = select(resources.c.pk).where(*conditions, *_after(query)).order_by(*order)
+        keys = keys.limit(query.count + 1).correlate(None)
+        statement = statement.where(resources.c.pk.in_(keys.scalar_subquery()))
+    else:
+        statement = statement.where(*conditions, *_after(query)).limit(query.count + 1)
     rows = (await db.execute(statement)).all()
     if counted_here:
         total = int(rows[0].total) if rows else 0
-    if mode in ("accurate", "estimate"):
-        total, estimated = await _settled(db, conditions, mode, total)
+    total, estimated = await _settled(db, conditions, mode, total, estimated)
+    if estimated and query.cursor is None and len(rows) <= query.count:
+        total, estimated = len(rows), False  # the first page holds every match
     next_cursor = None
     if len(rows) > query.count:
         next_cursor = _cursor(query, rows[query.count - 1], total, estimated)
@@ -114,21 +122,35 @@ async def search_page(db: SqlConnection, query: SearchQuery) -> SearchPage:
 _ORDER: dict[str, tuple[ColumnElement[Any], ...]] = {
     "": (resources.c.pk,),
     "_lastUpdated": (resources.c.last_updated, resources.c.id),
-    "-_lastUpdated": (resources.c.last_updated.desc(), resources.c.id),
+    "-_lastUpdated": (resources.c.last_updated.desc(), resources.c.id.desc()),
 }
 
 
-def _total_mode(query: SearchQuery) -> str:
-    """How this page gets its total: `none`, `carried` (counted by the first page, in the
-    cursor), or counted now (`accurate` or `estimate`)."""
+async def _total_plan(
+    db: SqlConnection, query: SearchQuery, conditions: Sequence[ColumnElement[bool]]
+) -> tuple[str, int, bool]:
+    """How this page gets its total, and the total if it is known already: `none`; `carried`
+    (the first page's, in the cursor); `planned` (PostgreSQL's estimate, past EXACT_UP_TO);
+    or counted by this page (`accurate`, or `estimate`: exact up to EXACT_UP_TO)."""
     mode = query.total if query.with_total or query.summary_count else "none"
     if query.summary_count and mode == "none":
-        return "accurate"
+        mode = "accurate"
     cursor = query.cursor
-    carried = mode != "none" and cursor is not None and cursor.total >= 0
-    if carried and not (mode == "accurate" and cursor is not None and cursor.estimated):
-        return "carried"
-    return mode
+    carried = cursor is not None and cursor.total >= 0 and mode != "none"
+    if cursor is not None and carried and (mode == "estimate" or not cursor.estimated):
+        return "carried", cursor.total, cursor.estimated
+    if mode == "estimate" and db.is_postgres:
+        planned = await _planner_rows(db, conditions)
+        if planned > EXACT_UP_TO:
+            return "planned", planned, True
+    return mode, -1, False
+
+
+async def _planner_rows(db: SqlConnection, conditions: Sequence[ColumnElement[bool]]) -> int:
+    """PostgreSQL's estimate of the matches: its plan, not a count (about a millisecond)."""
+    plan = (await db.execute(Explain(select(resources.c.pk).where(*conditions)))).scalar_one()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return int(plan[0]["Plan"]["Plan Rows"])
 
 
 def _count(conditions: Sequence[ColumnElement[bool]], mode: str) -> Select[Any]:
@@ -140,39 +162,33 @@ def _count(conditions: Sequence[ColumnElement[bool]], mode: str) -> Select[Any]:
 
 
 async def _settled(
-    db: SqlConnection, conditions: Sequence[ColumnElement[bool]], mode: str, counted: int
+    db: SqlConnection,
+    conditions: Sequence[ColumnElement[bool]],
+    mode: str,
+    counted: int,
+    estimated: bool,
 ) -> tuple[int, bool]:
-    """The total to answer: a capped count that reached its cap becomes PostgreSQL's estimate
-    (never below what was counted) or, on SQLite, which keeps no row estimates, an exact count."""
+    """The total to answer. A capped count that reached its cap is an estimate on PostgreSQL
+    (the planner's, never below what was counted); SQLite keeps no row estimates, so there it is
+    counted exactly."""
     if mode != "estimate" or counted <= EXACT_UP_TO:
-        return counted, False
+        return counted, estimated
     if not db.is_postgres:
         return (await db.execute(_count(conditions, "accurate"))).scalar_one(), False
-    plan = (await db.execute(Explain(select(resources.c.pk).where(*conditions)))).scalar_one()
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    return max(int(plan[0]["Plan"]["Plan Rows"]), counted), True
+    return max(await _planner_rows(db, conditions), counted), True
 
 
 def _after(query: SearchQuery) -> list[ColumnElement[bool]]:
-    """The keyset condition of a page after the first: past the cursor in the search's order."""
+    """The keyset condition of a page after the first: past the cursor in the search's order
+    (a row comparison, which PostgreSQL reads as a range of the sort's index)."""
     cursor = query.cursor
     if cursor is None:
         return []
     if not query.sort:
         return [resources.c.pk > cursor.pk]
-    updated = resources.c.last_updated
-    past = (
-        updated > cursor.last_updated
-        if query.sort == "_lastUpdated"
-        else updated < cursor.last_updated
-    )
-    reached = (
-        updated >= cursor.last_updated
-        if query.sort == "_lastUpdated"
-        else updated <= cursor.last_updated
-    )
-    # `reached` alone is what an index on (resource_type, last_updated) can range over
-    return [reached, or_(past, resources.c.id > cursor.id)]
+    position = tuple_(resources.c.last_updated, resources.c.id)
+    at = tuple_(literal(cursor.last_updated, UtcDateTime()), literal(cursor.id, String()))
+    return [position > at if query.sort == "_lastUpdated" else position < at]
 
 
 def _cursor(query: SearchQuery, last: Any, total: int, estimated: bool) -> SearchCursor:

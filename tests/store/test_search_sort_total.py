@@ -16,9 +16,10 @@ from tests.conftest import BASE_URL
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 # (id, minutes after T0): b, d and f share an instant, so their order is their ids' order
+# (reversed with the rest for -_lastUpdated)
 WRITTEN = [("f", 5), ("a", 1), ("d", 5), ("c", 9), ("b", 5), ("e", 0)]
 OLDEST_FIRST = ["e", "a", "b", "d", "f", "c"]
-NEWEST_FIRST = ["c", "b", "d", "f", "a", "e"]
+NEWEST_FIRST = OLDEST_FIRST[::-1]
 
 
 def organization(id: str, name: str = "Clinic") -> dict[str, Any]:
