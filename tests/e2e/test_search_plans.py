@@ -4,7 +4,9 @@ On PostgreSQL, with a few thousand Tasks and ClaimResponses written through the 
 tables vacuumed and analysed, each search's statements are EXPLAINed as the store sent them: a
 token search pages and counts by merging `ix_search_token_code_pk` with `ix_resources_type_pk`
 (index-only, in key order), never reading every match's row; the lookups by patient and by
-request use their reference index.
+request use their reference index; a later page whose cursor carries the first page's total
+sends its page alone; `_sort=-_lastUpdated` walks `ix_resources_type_updated_id` (migration
+0008) on every page.
 """
 
 from __future__ import annotations
