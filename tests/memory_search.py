@@ -12,6 +12,7 @@ from fhir_adapter.fhir.search import (
     DateCriterion,
     Filter,
     ReferenceCriterion,
+    SearchCursor,
     SearchQuery,
     StringCriterion,
     TokenCriterion,
@@ -32,20 +33,39 @@ class Row:
 
 def page_keys(
     rows: Iterable[Row], query: SearchQuery
-) -> tuple[list[Row], int, int | None, list[tuple[str, str]]]:
-    """The page of matching rows (by primary key), the total (-1 if not asked), the next cursor,
-    and the `(type, id)` keys the page `_include`s (matches left out)."""
+) -> tuple[list[Row], int, SearchCursor | None, list[tuple[str, str]]]:
+    """The page of matching rows (in the search's order), the total (-1 if not asked; counted
+    on the first page, then carried in the cursor), the next cursor, and the `(type, id)` keys
+    the page `_include`s (matches left out). Totals are always exact: no estimates here."""
     matching = sorted(
         (row for row in rows if row.resource_type == query.resource_type and _matches(row, query)),
-        key=lambda row: row.pk,
+        key=lambda row: (row.last_updated, row.id) if query.sort else (row.pk,),
+        reverse=query.sort.startswith("-"),
     )
-    total = len(matching) if query.with_total or query.summary_count else -1
+    counted = query.with_total or query.summary_count
+    total = len(matching) if counted and (query.total != "none" or query.summary_count) else -1
+    cursor = query.cursor
+    if total >= 0 and cursor is not None and cursor.total >= 0:
+        total = cursor.total
     if query.summary_count or query.count == 0:
         return [], total, None, []
-    after = [row for row in matching if query.cursor is None or row.pk > query.cursor]
+    after = [row for row in matching if cursor is None or _past(row, query.sort, cursor)]
     page = after[: query.count]
-    next_cursor = page[-1].pk if len(after) > query.count else None
+    next_cursor = None
+    if len(after) > query.count:
+        last = page[-1]
+        position = (last.pk, None, None) if not query.sort else (0, last.last_updated, last.id)
+        next_cursor = SearchCursor(query.sort, *position, total=total)
     return page, total, next_cursor, _included(query, page)
+
+
+def _past(row: Row, sort: str, cursor: SearchCursor) -> bool:
+    """Whether `row` comes after the cursor's position in the order of `sort`."""
+    if not sort:
+        return row.pk > cursor.pk
+    assert cursor.last_updated is not None and cursor.id is not None
+    position, at = (row.last_updated, row.id), (cursor.last_updated, cursor.id)
+    return position > at if sort == "_lastUpdated" else position < at
 
 
 def _matches(row: Row, query: SearchQuery) -> bool:

@@ -7,8 +7,9 @@ from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
+from fhir_adapter.errors import Issue, make_outcome
 from fhir_adapter.fhir.dates import format_instant
-from fhir_adapter.fhir.search import SearchQuery
+from fhir_adapter.fhir.search import SearchCursor, SearchQuery
 
 
 # What these Bundles need of a stored version and of a search page; the store's StoredResource
@@ -34,7 +35,20 @@ class SearchPage(Protocol):
     @property
     def total(self) -> int: ...
     @property
-    def next_cursor(self) -> int | None: ...
+    def next_cursor(self) -> SearchCursor | None: ...
+    @property
+    def total_estimated(self) -> bool: ...
+
+
+# Issue #13: an estimated total says so, in an outcome entry (search.html#total, Bundle.entry.search.mode).
+def _estimate_note() -> dict[str, Any]:
+    note = Issue(
+        severity="information",
+        code="informational",
+        diagnostics="Bundle.total is an estimate; ask _total=accurate for an exact count",
+        expression="Bundle.total",
+    )
+    return {"resource": make_outcome([note]), "search": {"mode": "outcome"}}
 
 
 def etag(version_id: int) -> str:
@@ -52,12 +66,12 @@ def searchset(base_url: str, query: SearchQuery, page: SearchPage) -> dict[str, 
         )
     entries = [_search_entry(base_url, r, "match") for r in page.matches]
     entries += [_search_entry(base_url, r, "include") for r in page.included]
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": page.total,
-        "link": links,
-    }
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if page.total >= 0:  # issue #13: `_total=none` answers without one
+        bundle["total"] = page.total
+    bundle["link"] = links
+    if page.total_estimated:
+        entries.append(_estimate_note())
     if entries:
         bundle["entry"] = entries
     return bundle

@@ -6,10 +6,13 @@ each version, in fhir/search_index.py.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from fhir_adapter.errors import InvalidRequestError
@@ -25,7 +28,14 @@ MAX_SEARCH_PARAMS = 100
 MAX_SEARCH_VALUE_LENGTH = 4096
 MAX_OR_VALUES = 100
 
-_CONTROL_PARAMS = {"_count", "_cursor", "_include", "_format", "_summary", "_total", "_pretty"}
+_CONTROL_PARAMS = {
+    "_count", "_cursor", "_include", "_format", "_summary", "_total", "_pretty", "_sort",
+}  # fmt: skip
+# Issue #13: the sorts served (search.html#sort), ties in id order; without `_sort`, key order.
+SORTS = ("_lastUpdated", "-_lastUpdated")
+# search.html#total; `estimate` is the default (exact up to a bound, then the database's
+# estimate, marked as one), `_summary=count` counts exactly unless told otherwise.
+TOTALS = ("none", "estimate", "accurate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,18 +86,58 @@ class Include:
     target_type: str | None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_KEY = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class SearchCursor:
+    """Where the next page starts and the total the first page counted (issue #13: later pages
+    carry it instead of counting again, so it stays the same while paging). Opaque to clients:
+    `str()` is the `_cursor` value of the next link."""
+
+    sort: str  # "" (key order) or one of SORTS
+    pk: int = 0  # key order: the last key of the page before
+    last_updated: datetime | None = None  # a _lastUpdated sort: the last match's instant and id
+    id: str | None = None
+    total: int = -1  # -1: not counted
+    estimated: bool = False
+
+    def __str__(self) -> str:
+        micros = None
+        if self.last_updated is not None:
+            micros = (self.last_updated - _EPOCH) // timedelta(microseconds=1)
+        fields = [self.sort, self.pk, micros, self.id, self.total, int(self.estimated)]
+        text = json.dumps(fields, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(text).decode().rstrip("=")
+
+
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
     resource_type: str
     filters: tuple[Filter, ...]
     count: int
-    cursor: int | None
+    cursor: SearchCursor | None
     includes: tuple[Include, ...]
     summary_count: bool
     applied: tuple[tuple[str, str], ...]  # the parameters honoured, for the `self` link
     with_total: bool = True  # False: skip counting (conditional creates only need two matches)
     # (reference parameters, Patient id): only that patient's compartment (access/compartment.py)
     compartment: tuple[tuple[str, ...], str] | None = None
+    sort: str = ""  # "" (key order) or one of SORTS
+    total: str = "estimate"  # one of TOTALS
+
+
+@dataclass(slots=True)
+class _Controls:
+    """The control parameters of one search as they are read."""
+
+    count: int
+    cursor: SearchCursor | None = None
+    summary_count: bool = False
+    sort: str = ""
+    total: str | None = None
+    includes: list[Include] = field(default_factory=list)
 
 
 _DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -102,7 +152,8 @@ def parse_search(
     max_count: int,
     strict: bool = False,
 ) -> SearchQuery:
-    """Read search parameters into a SearchQuery; unknown parameters are ignored unless `strict`."""
+    """Read search parameters into a SearchQuery; unknown parameters (and unsupported `_sort`
+    and `_total` values) are ignored unless `strict`, as search.html#errors allows."""
     params = list(params)
     if len(params) > MAX_SEARCH_PARAMS:
         raise InvalidRequestError(
@@ -110,25 +161,14 @@ def parse_search(
         )
     known = params_for(resource_type)
     filters: list[Filter] = []
-    includes: list[Include] = []
     applied: list[tuple[str, str]] = []
-    count, cursor, summary_count = default_count, None, False
+    controls = _Controls(count=default_count)
     for raw_name, raw_value in params:
         _check_bounds(raw_name, raw_value)
         name, _, modifier = raw_name.partition(":")
         if name in _CONTROL_PARAMS:
-            if name == "_count":
-                count = min(_non_negative_int(raw_name, raw_value), max_count)
-            elif name == "_cursor":
-                cursor = _non_negative_int(raw_name, raw_value)
-            elif name == "_include":
-                includes.append(_parse_include(resource_type, raw_value))
+            if _read_control(controls, resource_type, raw_name, raw_value, max_count, strict):
                 applied.append((raw_name, raw_value))
-            elif name == "_summary" and raw_value == "count":
-                summary_count = True
-                applied.append((raw_name, raw_value))
-            elif name == "_summary" and raw_value != "false" and strict:
-                raise InvalidRequestError(f"_summary={raw_value} is not supported")
             continue
         param = known.get(name)
         if param is None:
@@ -139,14 +179,94 @@ def parse_search(
             continue  # an empty value is ignored, as the spec asks
         filters.append(_parse_filter(param, modifier, raw_value, base_url))
         applied.append((raw_name, raw_value))
+    if controls.cursor is not None and controls.cursor.sort != controls.sort:
+        raise InvalidRequestError(
+            "_cursor belongs to a search with another _sort; follow the next link as given",
+            expression="_cursor",
+        )
     return SearchQuery(
         resource_type=resource_type,
         filters=tuple(filters),
-        count=count,
-        cursor=cursor,
-        includes=tuple(includes),
-        summary_count=summary_count,
+        count=controls.count,
+        cursor=controls.cursor,
+        includes=tuple(controls.includes),
+        summary_count=controls.summary_count,
         applied=tuple(applied),
+        sort=controls.sort,
+        total=controls.total or ("accurate" if controls.summary_count else "estimate"),
+    )
+
+
+def _read_control(
+    controls: _Controls, resource_type: str, raw_name: str, value: str, max_count: int, strict: bool
+) -> bool:
+    """Read one control parameter into `controls`; whether it goes in the `self` link."""
+    name = raw_name.partition(":")[0]
+    if name == "_count":
+        controls.count = min(_non_negative_int(raw_name, value), max_count)
+    elif name == "_cursor":
+        controls.cursor = _parse_cursor(value)
+    elif name == "_include":
+        controls.includes.append(_parse_include(resource_type, value))
+        return True
+    elif name == "_summary" and value == "count":
+        controls.summary_count = True
+        return True
+    elif name == "_summary" and value != "false" and strict:
+        raise InvalidRequestError(f"_summary={value} is not supported", expression="_summary")
+    elif name in ("_sort", "_total"):
+        allowed = SORTS if name == "_sort" else TOTALS
+        if value in allowed:
+            setattr(controls, name[1:], value)
+            return True
+        if strict:
+            raise InvalidRequestError(
+                f"{name}={value[:60]} is not supported; {name} takes {', '.join(allowed)}",
+                expression=name,
+            )
+    return False
+
+
+def _parse_cursor(value: str) -> SearchCursor:
+    """A `_cursor` this server gave (a bare key is a key-order cursor, from before issue #13)."""
+    if re.fullmatch(r"[0-9]+", value):
+        return SearchCursor("", _non_negative_int("_cursor", value))
+    try:
+        decoded = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
+        sort, pk, micros, id, total, estimated = json.loads(decoded)
+        cursor = SearchCursor(
+            sort,
+            pk,
+            None if micros is None else _EPOCH + timedelta(microseconds=micros),
+            id,
+            total,
+            bool(estimated),
+        )
+        valid = _cursor_is_valid(cursor, micros, estimated)
+    except (ValueError, TypeError, OverflowError, binascii.Error):
+        valid = False
+    if not valid:
+        raise InvalidRequestError(
+            "_cursor is not a cursor this server gave; follow the next link as given",
+            expression="_cursor",
+        )
+    return cursor
+
+
+def _cursor_is_valid(cursor: SearchCursor, micros: object, estimated: object) -> bool:
+    def whole(value: object, low: int) -> bool:
+        return type(value) is int and low <= value <= _MAX_KEY
+
+    if cursor.sort not in ("", *SORTS) or not whole(cursor.pk, 0) or estimated not in (0, 1):
+        return False
+    if not whole(cursor.total, -1):
+        return False
+    if not cursor.sort:
+        return micros is None and cursor.id is None
+    return (
+        type(micros) is int
+        and isinstance(cursor.id, str)
+        and ID_PATTERN.match(cursor.id) is not None
     )
 
 

@@ -43,7 +43,13 @@ def _str(name: str, *paths: str, doc: str = "") -> SearchParam:
 _PATIENT = ("Patient",)
 ID_PARAM = SearchParam("_id", "id", documentation="Logical id of the resource")
 LAST_UPDATED_PARAM = SearchParam(
-    "_lastUpdated", "last-updated", documentation="When the current version was stored"
+    "_lastUpdated",
+    "last-updated",
+    # issue #13: the one sort key served, so the CapabilityStatement says it here
+    documentation=(
+        "When the current version was stored; also the sort key: _sort=_lastUpdated (oldest "
+        "first) or _sort=-_lastUpdated (newest first), ties in id order"
+    ),
 )
 
 SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {

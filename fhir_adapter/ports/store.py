@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from fhir_adapter.fhir.search import SearchQuery
+from fhir_adapter.fhir.search import SearchCursor, SearchQuery
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,8 @@ class SearchPage:
     matches: list[StoredResource]
     included: list[StoredResource]
     total: int  # -1 when the query asked for no total
-    next_cursor: int | None
+    next_cursor: SearchCursor | None
+    total_estimated: bool = False  # issue #13: `total` is the database's estimate
 
 
 @dataclass(frozen=True, slots=True)

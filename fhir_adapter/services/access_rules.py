@@ -25,8 +25,8 @@ async def search_guarded(tx: StoreTransaction, query: SearchQuery, guard: Guard)
     page = await tx.resources.search(guard.restrict(query))
     matches = [shown(guard, r) for r in page.matches]
     if not page.included:
-        return SearchPage(matches, page.included, page.total, page.next_cursor)
-    return SearchPage(matches, guard.filter_included(page.included), page.total, page.next_cursor)
+        return dataclasses.replace(page, matches=matches)
+    return dataclasses.replace(page, matches=matches, included=guard.filter_included(page.included))
 
 
 async def check_member_identifiers(tx: StoreTransaction, body: dict[str, Any], path: str) -> None:

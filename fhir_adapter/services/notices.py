@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fhir_adapter.fhir.search import parse_search
+from fhir_adapter.fhir.search import SearchCursor, parse_search
 from fhir_adapter.ports.store import ResourceStore
 from fhir_adapter.workflow.letters import (
     NOTICE_FLAG_SYSTEM,
@@ -27,7 +27,7 @@ class PendingTranslation:
 async def pending_translations(store: ResourceStore) -> list[PendingTranslation]:
     """Every member notice flagged translation-owed, oldest first (ids and codes only: no PHI)."""
     found: list[PendingTranslation] = []
-    cursor: int | None = None
+    cursor: SearchCursor | None = None
     while True:
         params = [("category", f"{NOTICE_FLAG_SYSTEM}|{TRANSLATION_OWED}")]
         if cursor is not None:

@@ -68,7 +68,15 @@ resources = Table(
     Column("last_updated", UtcDateTime, nullable=False),
     Column("content", JSON, nullable=False),
     UniqueConstraint("resource_type", "id", name="uq_resources_type_id"),
-    Index("ix_resources_type_updated", "resource_type", "last_updated"),
+    # Issue #13: `_sort` on `_lastUpdated` (ties by id) walks this in order, keys from the
+    # index alone (pk rides along on PostgreSQL; SQLite's index entries end in the rowid, pk).
+    Index(
+        "ix_resources_type_updated_id",
+        "resource_type",
+        "last_updated",
+        "id",
+        postgresql_include=["pk"],
+    ),
     # Issue #13: a type's keys in page order, read without the rows (index-only type checks).
     Index("ix_resources_type_pk", "resource_type", "pk"),
 )

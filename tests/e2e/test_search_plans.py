@@ -4,11 +4,14 @@ On PostgreSQL, with a few thousand Tasks and ClaimResponses written through the 
 tables vacuumed and analysed, each search's statements are EXPLAINed as the store sent them: a
 token search pages and counts by merging `ix_search_token_code_pk` with `ix_resources_type_pk`
 (index-only, in key order), never reading every match's row; the lookups by patient and by
-request use their reference index.
+request use their reference index; a later page whose cursor carries the first page's total
+sends its page alone; `_sort=-_lastUpdated` walks `ix_resources_type_updated_id` (migration
+0008) on every page.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,9 +70,15 @@ async def load(engine: AsyncEngine, store: SqlResourceStore, count: int) -> None
 
 
 async def plans_of(
-    engine: AsyncEngine, store: SqlResourceStore, resource_type: str, params: list[Any]
+    engine: AsyncEngine,
+    store: SqlResourceStore,
+    resource_type: str,
+    params: list[Any],
+    *,
+    page: int = 1,
 ) -> list[str]:
-    """The plan of every SELECT one search sends, as the store sent it (with its parameters)."""
+    """The plan of every SELECT one search sends for its page `page` (reached by the cursors the
+    pages before gave), as the store sent it (with its parameters)."""
     sent: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
@@ -77,6 +86,9 @@ async def plans_of(
             sent.append((statement, parameters))
 
     query = parse_search(resource_type, params, base_url=None, default_count=50, max_count=500)
+    for _ in range(page - 1):
+        async with store.transaction(write=False) as tx:
+            query = replace(query, cursor=(await tx.resources.search(query)).next_cursor)
     event.listen(engine.sync_engine, "before_cursor_execute", capture)
     try:
         async with store.transaction(write=False) as tx:
@@ -101,9 +113,26 @@ async def test_the_searches_at_scale_use_their_indexes(postgres_database_url: st
         business = await plans_of(
             engine, store, "Task", [("business-status", f"{STATUS}|denied"), ("_count", "50")]
         )
-        # a later page: a key cursor, and the total counted apart
+        # a later page of a cursor from before issue #13 (a bare key): the total counted again
         page = await plans_of(
             engine, store, "Task", [("status", "rejected"), ("_count", "50"), ("_cursor", "3000")]
+        )
+        # a later page of this server's cursor: the first page's total rides in it, no count
+        carried = await plans_of(
+            engine, store, "Task", [("status", "rejected"), ("_count", "50")], page=2
+        )
+        newest = await plans_of(
+            engine,
+            store,
+            "Task",
+            [("business-status", f"{STATUS}|denied"), ("_sort", "-_lastUpdated")],
+        )
+        newest_later = await plans_of(
+            engine,
+            store,
+            "Task",
+            [("business-status", f"{STATUS}|denied"), ("_sort", "-_lastUpdated")],
+            page=2,
         )
         patient = await plans_of(engine, store, "Task", [("patient", "Patient/p7")])
         request = await plans_of(engine, store, "ClaimResponse", [("request", "Claim/claim-7")])
@@ -112,9 +141,16 @@ async def test_the_searches_at_scale_use_their_indexes(postgres_database_url: st
     for plan in [*status, *business, *page]:
         assert "ix_search_token_code_pk" in plan, plan
         assert "Seq Scan" not in plan, plan
-    assert len(status) == 1 and len(page) == 2  # the first page counts in its own statement
-    counted = page[0]  # the total is counted before the page is read
+    # a page without a carried total counts in its own statement (at most EXACT_UP_TO + 1
+    # matches: the default total is an estimate past that), from the indexes alone
+    assert len(status) == 1 and len(page) == 1
+    counted = page[0].split("InitPlan")[1]  # the count, before the page's own plan
     assert "ix_resources_type_pk" in counted and "Index Only Scan" in counted, counted
+    assert len(carried) == 1 and "ix_search_token_code_pk" in carried[0], carried
+    for plan in [*newest, *newest_later]:  # newest first along the index, no sort of every match
+        assert "ix_resources_type_updated_id" in plan, plan
+        assert "Seq Scan" not in plan, plan
+    assert len(newest_later) == 1, newest_later
     for plan in [*patient, *request]:
         assert "ix_search_reference_lookup" in plan, plan
         assert "Seq Scan" not in plan, plan
