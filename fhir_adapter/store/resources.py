@@ -4,19 +4,22 @@ search index, and writes batched into a few statements per transaction."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    Integer,
     Select,
     bindparam,
     delete,
     insert,
+    literal,
     select,
     text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -26,7 +29,12 @@ from fhir_adapter.fhir.search import SearchQuery
 from fhir_adapter.fhir.search_index import index_rows
 from fhir_adapter.ports.store import SearchPage, StoredResource
 from fhir_adapter.store.connection import SqlConnection
-from fhir_adapter.store.search_sql import search_page, stored
+from fhir_adapter.store.search_sql import (
+    compartment_condition,
+    filter_condition,
+    search_page,
+    stored,
+)
 from fhir_adapter.store.tables import (
     INDEX_TABLES,
     resource_versions,
@@ -197,10 +205,22 @@ class SqlResources:
         self._write_index(pk, content)
         return StoredResource(current.resource_type, current.id, version, now, content)
 
-    async def lock(self, key: str) -> None:
-        if self.is_postgres:  # SQLite writers are already serialized by BEGIN IMMEDIATE
-            digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-            await self._execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": digest})
+    async def lock(self, *keys: str) -> None:
+        if self.is_postgres and keys:  # SQLite writers are already serialized by BEGIN IMMEDIATE
+            # One statement for all of them, taken in ascending order: two transactions wanting
+            # overlapping keys queue behind each other instead of deadlocking.
+            digests = sorted({_lock_digest(key) for key in keys})
+            await self._execute(_LOCK_ALL, {"keys": digests})
+
+    async def matches(self, queries: Sequence[SearchQuery]) -> list[list[StoredResource]]:
+        """The first `count` matches of each query (filters only), all in one statement."""
+        if len(queries) <= 1:
+            return [(await self.search(query)).matches for query in queries]
+        await self.flush()  # the index must hold what this transaction wrote
+        found: list[list[StoredResource]] = [[] for _ in queries]
+        for row in await self._execute(union_all(*map(_first_matches, range(len(queries)), queries))):
+            found[row.q].append(self._seen(stored(queries[row.q].resource_type, row)))
+        return found
 
     async def search(self, query: SearchQuery) -> SearchPage:
         await self.flush()  # the index must hold what this transaction wrote
@@ -240,6 +260,33 @@ class SqlResources:
             self._index[table].extend(values)
 
 
+def _lock_digest(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+
+def _first_matches(position: int, query: SearchQuery) -> Select[Any]:
+    """The first `query.count` matches of one query, tagged with its position."""
+    conditions = [resources.c.resource_type == query.resource_type]
+    conditions.extend(filter_condition(f) for f in query.filters)
+    if query.compartment is not None:
+        conditions.append(compartment_condition(query.resource_type, *query.compartment))
+    first = (
+        select(
+            literal(position, Integer).label("q"),
+            resources.c.pk,
+            resources.c.id,
+            resources.c.version_id,
+            resources.c.last_updated,
+            resources.c.content,
+        )
+        .where(*conditions)
+        .order_by(resources.c.pk)
+        .limit(query.count)
+        .subquery()
+    )
+    return select(first)  # LIMIT inside a UNION ALL arm needs its own subquery on SQLite
+
+
 def _versions_of(resource_type: str, id: str) -> Select[Any]:
     """The stored versions of one resource (id, version_id, last_updated, content)."""
     return (
@@ -261,6 +308,9 @@ _CURRENT = select(
     resources.c.id, resources.c.version_id, resources.c.last_updated, resources.c.content
 ).where(resources.c.resource_type == bindparam("p_type"), resources.c.id == bindparam("p_id"))
 _CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
+_LOCK_ALL = text(
+    "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k"
+)
 _EXISTING = select(resources.c.resource_type, resources.c.id).where(
     tuple_(resources.c.resource_type, resources.c.id).in_(_KEYS)
 )
