@@ -229,7 +229,9 @@ class BundleService:
             assert entry.if_none_exist is not None
             try:
                 queries.append(
-                    self.resources.conditional_query(entry.resource_type, entry.if_none_exist, guard)
+                    self.resources.conditional_query(
+                        entry.resource_type, entry.if_none_exist, guard
+                    )
                 )
             except AdapterError as exc:
                 raise located(exc, entry) from exc

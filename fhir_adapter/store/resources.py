@@ -65,6 +65,9 @@ class SqlResources:
         self._known: set[tuple[str, str]] = set()
         # New resources wait here and go in with one INSERT when the next statement runs.
         self._inserts: list[dict[str, Any]] = db.queued
+        # Earlier versions of queued resources replaced before their INSERT ran (a Task received
+        # in the transaction that created it): their history rows go in with the INSERT.
+        self._earlier: dict[tuple[str, str], list[tuple[int, datetime, dict[str, Any]]]] = {}
         db.write_queued = self._insert_queued
 
     def pending(self) -> bool:
@@ -82,8 +85,13 @@ class SqlResources:
             raise ConflictError(f"{what} already exists") from exc
         pks = {(r.resource_type, r.id): r.pk for r in result}
         for row in rows:
-            pk = pks[(row["resource_type"], row["id"])]
-            self._write_version(pk, 1, row["last_updated"], "create", row["content"])
+            key = (row["resource_type"], row["id"])
+            pk = pks[key]
+            method = "create"
+            for version, at, content in self._earlier.pop(key, ()):  # replaced while queued
+                self._write_version(pk, version, at, method, content)
+                method = "update"
+            self._write_version(pk, row["version_id"], row["last_updated"], method, row["content"])
             self._write_index(pk, row["content"])
             self._unflushed.add(pk)
 
@@ -93,8 +101,11 @@ class SqlResources:
             await self._insert_queued()
         if self._stale:
             stale = list(self._stale)
-            for table in INDEX_TABLES:
-                await self._execute(_DELETE_INDEX[table], {"pks": stale})
+            if self.is_postgres:  # one statement: the other tables' DELETEs ride in its WITH
+                await self._execute(_DELETE_ALL_INDEX, {"pks": stale})
+            else:
+                for table in INDEX_TABLES:
+                    await self._execute(_DELETE_INDEX[table], {"pks": stale})
             self._stale.clear()
         self._unflushed.clear()
         if self._versions:
@@ -122,9 +133,9 @@ class SqlResources:
         wanted = [key for key in requested if key not in known]
         if not wanted:
             return known
-        found = {
-            (row.resource_type, row.id) for row in await self._execute(_EXISTING, {"keys": wanted})
-        }
+        # Queued inserts are known already and nothing is ever deleted: no need to write them first.
+        rows = await self._db.conn.execute(_EXISTING, {"keys": wanted})
+        found = {(row.resource_type, row.id) for row in rows}
         self._known |= found
         return known | found
 
@@ -183,6 +194,12 @@ class SqlResources:
         self, current: StoredResource, content: dict[str, Any], *, now: datetime
     ) -> StoredResource:
         version = current.version_id + 1
+        queued = self._queued_row(current)
+        if queued is not None:  # not inserted yet: the INSERT takes the new version instead
+            earlier = (queued["version_id"], queued["last_updated"], queued["content"])
+            self._earlier.setdefault((current.resource_type, current.id), []).append(earlier)
+            queued.update(version_id=version, last_updated=now, content=content)
+            return StoredResource(current.resource_type, current.id, version, now, content)
         result = await self._execute(
             _UPDATE_RESOURCE,
             {
@@ -205,6 +222,16 @@ class SqlResources:
         self._write_index(pk, content)
         return StoredResource(current.resource_type, current.id, version, now, content)
 
+    def _queued_row(self, current: StoredResource) -> dict[str, Any] | None:
+        for row in self._inserts:
+            if (row["resource_type"], row["id"], row["version_id"]) == (
+                current.resource_type,
+                current.id,
+                current.version_id,
+            ):
+                return row
+        return None
+
     async def lock(self, *keys: str) -> None:
         if self.is_postgres and keys:  # SQLite writers are already serialized by BEGIN IMMEDIATE
             # One statement for all of them, taken in ascending order: two transactions wanting
@@ -218,7 +245,9 @@ class SqlResources:
             return [(await self.search(query)).matches for query in queries]
         await self.flush()  # the index must hold what this transaction wrote
         found: list[list[StoredResource]] = [[] for _ in queries]
-        for row in await self._execute(union_all(*map(_first_matches, range(len(queries)), queries))):
+        for row in await self._execute(
+            union_all(*map(_first_matches, range(len(queries)), queries))
+        ):
             found[row.q].append(self._seen(stored(queries[row.q].resource_type, row)))
         return found
 
@@ -339,6 +368,18 @@ _UPDATE_RESOURCE = (
     .returning(resources.c.pk)
 )
 _INSERT_ROWS = {table: insert(table) for table in (resource_versions, *INDEX_TABLES)}
+_DELETE_ALL_INDEX = text(
+    " ".join(
+        [
+            "WITH",
+            ", ".join(
+                f"d{n} AS (DELETE FROM {table.name} WHERE resource_pk = ANY(CAST(:pks AS bigint[])))"
+                for n, table in enumerate(INDEX_TABLES[1:])
+            ),
+            f"DELETE FROM {INDEX_TABLES[0].name} WHERE resource_pk = ANY(CAST(:pks AS bigint[]))",
+        ]
+    )
+)
 _DELETE_INDEX = {
     table: delete(table).where(table.c.resource_pk.in_(bindparam("pks", expanding=True)))
     for table in INDEX_TABLES
