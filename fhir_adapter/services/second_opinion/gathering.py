@@ -3,7 +3,7 @@ batched reads, and what only the provider directory knows, asked outside any tra
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +47,16 @@ class LoadedRequest:
 
 
 async def _read_keys(
-    tx: StoreTransaction, context: WorkflowContext, references: Iterable[str | None]
+    tx: StoreTransaction,
+    context: WorkflowContext,
+    references: Iterable[str | None],
+    known: Mapping[str, StoredResource],
 ) -> dict[str, dict[str, Any]]:
     keys = [k for k in (context.key(r) for r in references) if k]
-    found = await tx.resources.read_many(ResourceKey.parse(k) for k in keys)
-    return {key: stored.content for key, stored in found.items()}
+    held = {k: known[k].content for k in keys if k in known}
+    wanted = [ResourceKey.parse(k) for k in keys if k not in held]
+    found = await tx.resources.read_many(wanted) if wanted else {}
+    return held | {key: stored.content for key, stored in found.items()}
 
 
 class FactGathering:
@@ -60,19 +65,24 @@ class FactGathering:
     def __init__(self, context: WorkflowContext) -> None:
         self.context = context
 
-    async def load(self, task_id: str) -> LoadedRequest | None:
-        """The Task, its request and everything the request names; None if decided meanwhile."""
-        context = self.context
+    async def load(
+        self, task_id: str, known: Mapping[str, StoredResource] | None = None
+    ) -> LoadedRequest | None:
+        """The Task, its request and everything the request names; None if decided meanwhile.
+
+        `known`: resources by `Type/id` as just committed (the submission that received the
+        Task): read from there, not again from the store. The decision re-reads the Task under
+        its row lock, so a change made since is still seen."""
+        context, known = self.context, known or {}
         async with context.store.transaction(write=False) as tx:
-            task = await tx.resources.read("Task", task_id)
+            task = known.get(f"Task/{task_id}") or await tx.resources.read("Task", task_id)
             if task is None or task.content.get("status") not in UNDECIDED:
                 return None
-            request = await context.read_key(
-                tx, context.key(reference_of(task.content.get("focus")))
-            )
+            request_key = context.key(reference_of(task.content.get("focus")))
+            request = known.get(request_key or "") or await context.read_key(tx, request_key)
             if request is None:
                 return None
-            records = await self._records(tx, request.content)
+            records = await self._records(tx, request.content, known)
         config = context.config
         plan_identifiers = identifiers_of(records.local.get(config.plan_organization))
         payors = payor_verdicts(
@@ -83,7 +93,9 @@ class FactGathering:
         )
         return LoadedRequest(task, request, records, payors, plan_identifiers)
 
-    async def _records(self, tx: StoreTransaction, content: dict[str, Any]) -> LocalRecords:
+    async def _records(
+        self, tx: StoreTransaction, content: dict[str, Any], known: Mapping[str, StoredResource]
+    ) -> LocalRecords:
         """What the request names, then what those name (PCPs, payors, treating providers),
         then the Practitioners of the PractitionerRoles among them."""
         context = self.context
@@ -96,7 +108,7 @@ class FactGathering:
             *(reference_of(r) for r in content.get("reasonReference") or []),
             context.config.plan_organization,
         ]
-        found = await _read_keys(tx, context, first)
+        found = await _read_keys(tx, context, first, known)
         patient = found.get(context.key(first[0]) or "")
         coverage = found.get(context.key(first[1]) or "")
         pcp_refs = [reference_of(p) for p in (patient or {}).get("generalPractitioner") or []]
@@ -110,14 +122,16 @@ class FactGathering:
         treating = treating_references(care_teams, conditions)
         second = [*pcp_refs, *(reference_of(p) for p in (coverage or {}).get("payor") or [])]
         second += treating
-        found |= await _read_keys(tx, context, [r for r in second if context.key(r) not in found])
+        found |= await _read_keys(
+            tx, context, [r for r in second if context.key(r) not in found], known
+        )
         practitioners = [
             reference_of(r.get("practitioner"))
             for r in found.values()
             if r.get("resourceType") == "PractitionerRole"
         ]
         found |= await _read_keys(
-            tx, context, [r for r in practitioners if context.key(r) not in found]
+            tx, context, [r for r in practitioners if context.key(r) not in found], known
         )
         return LocalRecords(
             content, patient, coverage, found, context.resources.base_url, tuple(treating)

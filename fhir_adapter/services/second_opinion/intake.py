@@ -161,13 +161,14 @@ class RequestIntake(WorkflowHook):
 
     async def after_commit(self, results: list[WriteResult]) -> None:
         """Decide newly received requests right away; the worker retries whatever this leaves."""
+        committed = {r.resource.key: r.resource for r in results}  # no need to read them back
         for result in results:
             content = result.resource.content
             if is_fulfillment_task(content) and content.get("status") == TaskStatus.RECEIVED:
                 try:
                     # PAS spec-7: answer within about 15 s; a slow directory leaves it to the worker.
                     await asyncio.wait_for(
-                        self.evaluation.evaluate(result.resource.id),
+                        self.evaluation.evaluate(result.resource.id, committed),
                         timeout=self.context.config.answer_within_seconds,
                     )
                 except Exception as exc:  # the request is stored and its job will be retried
