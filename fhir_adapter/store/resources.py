@@ -6,12 +6,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BindParameter,
     Integer,
     Select,
+    TextClause,
     bindparam,
     delete,
     insert,
@@ -99,15 +102,15 @@ class SqlResources:
         """Write the queued resources, then their version and index rows."""
         if self._inserts:
             await self._insert_queued()
+        self._unflushed.clear()
+        if self.is_postgres:
+            await self._flush_rows_in_one()
+            return
         if self._stale:
             stale = list(self._stale)
-            if self.is_postgres:  # one statement: the other tables' DELETEs ride in its WITH
-                await self._execute(_DELETE_ALL_INDEX, {"pks": stale})
-            else:
-                for table in INDEX_TABLES:
-                    await self._execute(_DELETE_INDEX[table], {"pks": stale})
+            for table in INDEX_TABLES:
+                await self._execute(_DELETE_INDEX[table], {"pks": stale})
             self._stale.clear()
-        self._unflushed.clear()
         if self._versions:
             await self._execute(_INSERT_ROWS[resource_versions], self._versions)
             self._versions = []
@@ -115,6 +118,27 @@ class SqlResources:
             if rows:
                 await self._execute(_INSERT_ROWS[table], rows)
                 self._index[table] = []
+
+    async def _flush_rows_in_one(self) -> None:
+        """PostgreSQL: the outdated index rows' DELETE and every version and index row's INSERT
+        in one statement. The parts of a WITH share one snapshot, so the DELETE cannot see
+        the rows inserted beside it."""
+        rows = {resource_versions.name: self._versions}
+        rows |= {table.name: batch for table, batch in self._index.items()}
+        present = tuple(name for name, batch in rows.items() if batch)
+        if not present and not self._stale:
+            return
+        parameters: dict[str, Any] = {"stale": sorted(self._stale)}
+        for name in present:
+            for column in _ROW_COLUMNS[name]:
+                values = [row[column] for row in rows[name]]
+                if column == "content":
+                    values = [orjson.dumps(v).decode() for v in values]
+                parameters[f"{name}_{column}"] = values
+        await self._execute(_rows_statement(present, bool(self._stale)), parameters)
+        self._stale.clear()
+        self._versions = []
+        self._index = {table: [] for table in INDEX_TABLES}
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -368,19 +392,41 @@ _UPDATE_RESOURCE = (
     .returning(resources.c.pk)
 )
 _INSERT_ROWS = {table: insert(table) for table in (resource_versions, *INDEX_TABLES)}
-_DELETE_ALL_INDEX = text(
-    " ".join(
-        [
-            "WITH",
-            ", ".join(
-                f"d{n} AS (DELETE FROM {table.name} WHERE resource_pk = ANY(CAST(:pks AS bigint[])))"
-                for n, table in enumerate(INDEX_TABLES[1:])
-            ),
-            f"DELETE FROM {INDEX_TABLES[0].name} WHERE resource_pk = ANY(CAST(:pks AS bigint[]))",
-        ]
-    )
-)
 _DELETE_INDEX = {
     table: delete(table).where(table.c.resource_pk.in_(bindparam("pks", expanding=True)))
     for table in INDEX_TABLES
 }
+
+# The columns each row kind is written with, and their PostgreSQL array types for unnest().
+_ROW_COLUMNS = {
+    resource_versions.name: ("resource_pk", "version_id", "last_updated", "method", "content"),
+    search_token.name: ("resource_pk", "param", "system", "code"),
+    search_reference.name: ("resource_pk", "param", "target_type", "target_id", "url"),
+    search_date.name: ("resource_pk", "param", "low", "high"),
+    search_string.name: ("resource_pk", "param", "value"),
+}
+_ARRAY_TYPES = {
+    "resource_pk": "bigint",
+    "version_id": "integer",
+    "last_updated": "timestamptz",
+    "low": "timestamptz",
+    "high": "timestamptz",
+    "content": "json",
+}
+
+
+@cache
+def _rows_statement(tables: tuple[str, ...], stale: bool) -> TextClause:
+    """One statement for the given row kinds (and the DELETE of outdated index rows)."""
+    parts = [
+        f"d_{table.name} AS (DELETE FROM {table.name} "
+        "WHERE resource_pk = ANY(CAST(:stale AS bigint[])))"
+        for table in (INDEX_TABLES if stale else ())
+    ]
+    for name in tables:
+        columns = _ROW_COLUMNS[name]
+        arrays = ", ".join(f"CAST(:{name}_{c} AS {_ARRAY_TYPES.get(c, 'text')}[])" for c in columns)
+        parts.append(
+            f"i_{name} AS (INSERT INTO {name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}))"
+        )
+    return text(f"WITH {', '.join(parts)} SELECT 1")
