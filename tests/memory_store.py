@@ -226,7 +226,9 @@ class MemoryResources(_Part):
     async def lock(self, *keys: str) -> None:
         return None  # writers are serialized already
 
-    async def matches(self, queries: Sequence[SearchQuery]) -> list[list[StoredResource]]:
+    async def matches(
+        self, queries: Sequence[SearchQuery], *, known: Iterable[tuple[str, str]] = ()
+    ) -> list[list[StoredResource]]:
         return [(await self.search(query)).matches for query in queries]
 
     async def flush(self) -> None:

@@ -138,8 +138,11 @@ class ResourceRows(Protocol):
         """Serialize writers that share a key (e.g. a conditional create) until commit."""
         ...
 
-    async def matches(self, queries: Sequence[SearchQuery]) -> list[list[StoredResource]]:
-        """The first `count` matches of each query (its filters only), in one round trip."""
+    async def matches(
+        self, queries: Sequence[SearchQuery], *, known: Iterable[tuple[str, str]] = ()
+    ) -> list[list[StoredResource]]:
+        """The first `count` matches of each query (its filters only), in one round trip; it
+        may also find which `known` keys exist, so that `existing` need not ask for them."""
         ...
 
     async def flush(self) -> None:

@@ -36,6 +36,7 @@ from fhir_adapter.services.bundle_entries import (
     rewritten,
     without_resource,
 )
+from fhir_adapter.services.reference_check import stored_references
 from fhir_adapter.services.resources import ResourceService, condition_lock, only_match
 
 log = logging.getLogger(__name__)
@@ -237,9 +238,13 @@ class BundleService:
                 raise located(exc, entry) from exc
         await tx.resources.lock(*map(condition_lock, queries))
         found: dict[int, StoredResource | None] = {}
-        for entry, query, matches in zip(
-            conditional, queries, await tx.resources.matches(queries), strict=True
-        ):
+        # The same statement finds the stored resources the entries reference, for their
+        # reference checks: a transaction's reads in one round trip.
+        referenced = stored_references(
+            [e.resource for e in posts if e.resource is not None], self.resources.base_url
+        )
+        matched = await tx.resources.matches(queries, known=referenced)
+        for entry, query, matches in zip(conditional, queries, matched, strict=True):
             try:
                 found[entry.index] = only_match(query, entry.if_none_exist or "", matches)
             except AdapterError as exc:

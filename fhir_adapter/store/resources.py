@@ -81,7 +81,7 @@ class SqlResources:
         rows = list(self._inserts)
         self._inserts.clear()  # the list the connection watches
         try:
-            result = await self._db.conn.execute(_INSERT_RESOURCES, rows)
+            result = await self._db.execute_before_queued(_INSERT_RESOURCES, rows)
         except IntegrityError as exc:  # a failed insert fails the whole transaction
             keys = [f"{row['resource_type']}/{row['id']}" for row in rows]
             what = keys[0] if len(keys) == 1 else f"one of {', '.join(keys)}"
@@ -143,13 +143,29 @@ class SqlResources:
     # -- reads ---------------------------------------------------------------------------------
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
-        row = (await self._execute(_CURRENT, {"p_type": resource_type, "p_id": id})).first()
-        return self._seen(stored(resource_type, row)) if row else None
+        return await self._read_one(_CURRENT, resource_type, id)
 
     async def read_for_update(self, resource_type: str, id: str) -> StoredResource | None:
         statement = _CURRENT_FOR_UPDATE if self.is_postgres else _CURRENT
-        row = (await self._execute(statement, {"p_type": resource_type, "p_id": id})).first()
+        return await self._read_one(statement, resource_type, id)
+
+    async def _read_one(self, statement: Any, resource_type: str, id: str) -> StoredResource | None:
+        """A resource queued here is read from the queue (only this transaction sees it); any
+        other is read without writing the queue first, so the queue goes in as one INSERT."""
+        queued = self._queued(resource_type, id)
+        if queued is not None:
+            return queued
+        parameters = {"p_type": resource_type, "p_id": id}
+        row = (await self._db.execute_before_queued(statement, parameters)).first()
         return self._seen(stored(resource_type, row)) if row else None
+
+    def _queued(self, resource_type: str, id: str) -> StoredResource | None:
+        for row in self._inserts:
+            if row["resource_type"] == resource_type and row["id"] == id:
+                return StoredResource(
+                    resource_type, id, row["version_id"], row["last_updated"], row["content"]
+                )
+        return None
 
     async def existing(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         requested = list(dict.fromkeys(keys))
@@ -158,7 +174,7 @@ class SqlResources:
         if not wanted:
             return known
         # Queued inserts are known already and nothing is ever deleted: no need to write them first.
-        rows = await self._db.conn.execute(_EXISTING, {"keys": wanted})
+        rows = await self._db.execute_before_queued(_EXISTING, {"keys": wanted})
         found = {(row.resource_type, row.id) for row in rows}
         self._known |= found
         return known | found
@@ -185,13 +201,15 @@ class SqlResources:
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
-        statement = _READ_MANY
-        found = [
-            self._seen(
-                StoredResource(r.resource_type, r.id, r.version_id, r.last_updated, r.content)
-            )
-            for r in await self._execute(statement, {"keys": wanted})
-        ]
+        found = [q for q in (self._queued(*key) for key in wanted) if q is not None]
+        wanted = [key for key in wanted if f"{key[0]}/{key[1]}" not in {f.key for f in found}]
+        if wanted:  # like _read_one: the queue need not be written first
+            found += [
+                self._seen(
+                    StoredResource(r.resource_type, r.id, r.version_id, r.last_updated, r.content)
+                )
+                for r in await self._db.execute_before_queued(_READ_MANY, {"keys": wanted})
+            ]
         return {f.key: f for f in found}
 
     async def history(self, resource_type: str, id: str) -> list[StoredResource]:
@@ -224,7 +242,7 @@ class SqlResources:
             self._earlier.setdefault((current.resource_type, current.id), []).append(earlier)
             queued.update(version_id=version, last_updated=now, content=content)
             return StoredResource(current.resource_type, current.id, version, now, content)
-        result = await self._execute(
+        result = await self._db.execute_before_queued(  # a row written before: the queue may wait
             _UPDATE_RESOURCE,
             {
                 "p_type": current.resource_type,
@@ -263,16 +281,23 @@ class SqlResources:
             digests = sorted({_lock_digest(key) for key in keys})
             await self._execute(_LOCK_ALL, {"keys": digests})
 
-    async def matches(self, queries: Sequence[SearchQuery]) -> list[list[StoredResource]]:
-        """The first `count` matches of each query (filters only), all in one statement."""
-        if len(queries) <= 1:
+    async def matches(
+        self, queries: Sequence[SearchQuery], *, known: Iterable[tuple[str, str]] = ()
+    ) -> list[list[StoredResource]]:
+        """The first `count` matches of each query (filters only), all in one statement, which
+        also finds which of the `known` keys exist (for reference checks to come)."""
+        keys = [key for key in dict.fromkeys(known) if key not in self._known]
+        if len(queries) <= 1 and not keys:
             return [(await self.search(query)).matches for query in queries]
         await self.flush()  # the index must hold what this transaction wrote
+        arms = list(map(_first_matches, range(len(queries)), queries))
+        if keys:
+            arms.append(_KNOWN_ARM)
         found: list[list[StoredResource]] = [[] for _ in queries]
-        for row in await self._execute(
-            union_all(*map(_first_matches, range(len(queries)), queries))
-        ):
-            found[row.q].append(self._seen(stored(queries[row.q].resource_type, row)))
+        for row in await self._execute(union_all(*arms), {"keys": keys}):
+            match = self._seen(stored(row.resource_type, row))
+            if row.q >= 0:
+                found[row.q].append(match)
         return found
 
     async def search(self, query: SearchQuery) -> SearchPage:
@@ -317,6 +342,19 @@ def _lock_digest(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
 
 
+def _tagged(position: int) -> Select[Any]:
+    """A resource's columns, tagged with the position of what it answers (-1: a known key)."""
+    return select(
+        literal(position, Integer).label("q"),
+        resources.c.pk,
+        resources.c.resource_type,
+        resources.c.id,
+        resources.c.version_id,
+        resources.c.last_updated,
+        resources.c.content,
+    )
+
+
 def _first_matches(position: int, query: SearchQuery) -> Select[Any]:
     """The first `query.count` matches of one query, tagged with its position."""
     conditions = [resources.c.resource_type == query.resource_type]
@@ -324,18 +362,7 @@ def _first_matches(position: int, query: SearchQuery) -> Select[Any]:
     if query.compartment is not None:
         conditions.append(compartment_condition(query.resource_type, *query.compartment))
     first = (
-        select(
-            literal(position, Integer).label("q"),
-            resources.c.pk,
-            resources.c.id,
-            resources.c.version_id,
-            resources.c.last_updated,
-            resources.c.content,
-        )
-        .where(*conditions)
-        .order_by(resources.c.pk)
-        .limit(query.count)
-        .subquery()
+        _tagged(position).where(*conditions).order_by(resources.c.pk).limit(query.count).subquery()
     )
     return select(first)  # LIMIT inside a UNION ALL arm needs its own subquery on SQLite
 
@@ -361,6 +388,7 @@ _CURRENT = select(
     resources.c.id, resources.c.version_id, resources.c.last_updated, resources.c.content
 ).where(resources.c.resource_type == bindparam("p_type"), resources.c.id == bindparam("p_id"))
 _CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
+_KNOWN_ARM = _tagged(-1).where(tuple_(resources.c.resource_type, resources.c.id).in_(_KEYS))
 _LOCK_ALL = text(
     "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k"
 )
