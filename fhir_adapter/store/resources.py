@@ -6,15 +6,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from functools import cache
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     BindParameter,
     Integer,
     Select,
-    TextClause,
     bindparam,
     delete,
     insert,
@@ -32,6 +29,7 @@ from fhir_adapter.fhir.search import SearchQuery
 from fhir_adapter.fhir.search_index import index_rows
 from fhir_adapter.ports.store import SearchPage, StoredResource
 from fhir_adapter.store.connection import SqlConnection
+from fhir_adapter.store.row_batches import NEW, rows_statement
 from fhir_adapter.store.search_sql import (
     compartment_condition,
     filter_condition,
@@ -71,11 +69,18 @@ class SqlResources:
         # Earlier versions of queued resources replaced before their INSERT ran (a Task received
         # in the transaction that created it): their history rows go in with the INSERT.
         self._earlier: dict[tuple[str, str], list[tuple[int, datetime, dict[str, Any]]]] = {}
-        db.write_queued = self._insert_queued
+        db.write_queued = self._write_queued
 
     def pending(self) -> bool:
         """Whether writes wait to be flushed."""
         return bool(self._inserts or self._versions or self._stale or any(self._index.values()))
+
+    async def _write_queued(self) -> None:
+        """Before a statement that may read or reference the queued resources."""
+        if self.is_postgres:
+            await self.flush()  # all of it in one statement
+        else:
+            await self._insert_queued()
 
     async def _insert_queued(self) -> None:
         rows = list(self._inserts)
@@ -83,29 +88,52 @@ class SqlResources:
         try:
             result = await self._db.execute_before_queued(_INSERT_RESOURCES, rows)
         except IntegrityError as exc:  # a failed insert fails the whole transaction
-            keys = [f"{row['resource_type']}/{row['id']}" for row in rows]
-            what = keys[0] if len(keys) == 1 else f"one of {', '.join(keys)}"
-            raise ConflictError(f"{what} already exists") from exc
+            raise _already_exists(rows) from exc
         pks = {(r.resource_type, r.id): r.pk for r in result}
         for row in rows:
-            key = (row["resource_type"], row["id"])
-            pk = pks[key]
-            method = "create"
-            for version, at, content in self._earlier.pop(key, ()):  # replaced while queued
-                self._write_version(pk, version, at, method, content)
-                method = "update"
-            self._write_version(pk, row["version_id"], row["last_updated"], method, row["content"])
-            self._write_index(pk, row["content"])
+            pk = pks[(row["resource_type"], row["id"])]
+            self._write_new_rows({"resource_pk": pk}, row)
             self._unflushed.add(pk)
+
+    def _write_new_rows(self, owner: dict[str, Any], row: dict[str, Any]) -> None:
+        """The version rows (earlier ones too, if replaced while queued) and index rows of a
+        new resource; `owner` names it by its key or, not inserted yet, by (type, id)."""
+        method = "create"
+        for version, at, content in self._earlier.pop((row["resource_type"], row["id"]), ()):
+            self._write_version(owner, version, at, method, content)
+            method = "update"
+        self._write_version(owner, row["version_id"], row["last_updated"], method, row["content"])
+        self._write_index(owner, row["content"])
+
+    async def _flush_in_one(self) -> None:
+        """PostgreSQL: the queued resources and every pending row in one statement."""
+        new = list(self._inserts)
+        self._inserts.clear()
+        for row in new:
+            self._write_new_rows({NEW: (row["resource_type"], row["id"])}, row)
+        rows = {resource_versions.name: self._versions}
+        rows |= {table.name: batch for table, batch in self._index.items()}
+        built = rows_statement(new, self._stale, rows)
+        self._stale.clear()
+        self._versions = []
+        self._index = {table: [] for table in INDEX_TABLES}
+        if built is None:
+            return
+        try:
+            await self._db.execute_before_queued(*built)
+        except IntegrityError as exc:
+            if not new:
+                raise
+            raise _already_exists(new) from exc
 
     async def flush(self) -> None:
         """Write the queued resources, then their version and index rows."""
+        if self.is_postgres:
+            await self._flush_in_one()
+            return
         if self._inserts:
             await self._insert_queued()
         self._unflushed.clear()
-        if self.is_postgres:
-            await self._flush_rows_in_one()
-            return
         if self._stale:
             stale = list(self._stale)
             for table in INDEX_TABLES:
@@ -118,27 +146,6 @@ class SqlResources:
             if rows:
                 await self._execute(_INSERT_ROWS[table], rows)
                 self._index[table] = []
-
-    async def _flush_rows_in_one(self) -> None:
-        """PostgreSQL: the outdated index rows' DELETE and every version and index row's INSERT
-        in one statement. The parts of a WITH share one snapshot, so the DELETE cannot see
-        the rows inserted beside it."""
-        rows = {resource_versions.name: self._versions}
-        rows |= {table.name: batch for table, batch in self._index.items()}
-        present = tuple(name for name, batch in rows.items() if batch)
-        if not present and not self._stale:
-            return
-        parameters: dict[str, Any] = {"stale": sorted(self._stale)}
-        for name in present:
-            for column in _ROW_COLUMNS[name]:
-                values = [row[column] for row in rows[name]]
-                if column == "content":
-                    values = [orjson.dumps(v).decode() for v in values]
-                parameters[f"{name}_{column}"] = values
-        await self._execute(_rows_statement(present, bool(self._stale)), parameters)
-        self._stale.clear()
-        self._versions = []
-        self._index = {table: [] for table in INDEX_TABLES}
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -256,12 +263,12 @@ class SqlResources:
         pk = result.scalar_one_or_none()
         if pk is None:  # someone else wrote a newer version since we read it
             raise ConflictError(f"{current.key} was changed concurrently; read it again and retry")
-        self._write_version(pk, version, now, "update", content)
+        self._write_version({"resource_pk": pk}, version, now, "update", content)
         for table, rows in self._index.items():  # rows of an older version not written yet
-            self._index[table] = [row for row in rows if row["resource_pk"] != pk]
+            self._index[table] = [row for row in rows if row.get("resource_pk") != pk]
         if pk not in self._unflushed:
             self._stale.add(pk)
-        self._write_index(pk, content)
+        self._write_index({"resource_pk": pk}, content)
         return StoredResource(current.resource_type, current.id, version, now, content)
 
     def _queued_row(self, current: StoredResource) -> dict[str, Any] | None:
@@ -308,11 +315,16 @@ class SqlResources:
         return page
 
     def _write_version(
-        self, pk: int, version: int, now: datetime, method: str, content: dict[str, Any]
+        self,
+        owner: dict[str, Any],
+        version: int,
+        now: datetime,
+        method: str,
+        content: dict[str, Any],
     ) -> None:
         self._versions.append(
             {
-                "resource_pk": pk,
+                **owner,
                 "version_id": version,
                 "last_updated": now,
                 "method": method,
@@ -320,22 +332,28 @@ class SqlResources:
             }
         )
 
-    def _write_index(self, pk: int, content: dict[str, Any]) -> None:
+    def _write_index(self, owner: dict[str, Any], content: dict[str, Any]) -> None:
         rows = index_rows(content, base_url=self.base_url)
         batches: list[tuple[Any, list[dict[str, Any]]]] = [
-            (search_token, [{"resource_pk": pk, "param": p, "system": s, "code": c} for p, s, c in rows.tokens]),
+            (search_token, [{**owner, "param": p, "system": s, "code": c} for p, s, c in rows.tokens]),
             (
                 search_reference,
                 [
-                    {"resource_pk": pk, "param": p, "target_type": t, "target_id": i, "url": u}
+                    {**owner, "param": p, "target_type": t, "target_id": i, "url": u}
                     for p, t, i, u in rows.references
                 ],
             ),
-            (search_date, [{"resource_pk": pk, "param": p, "low": lo, "high": hi} for p, lo, hi in rows.dates]),
-            (search_string, [{"resource_pk": pk, "param": p, "value": v} for p, v in rows.strings]),
+            (search_date, [{**owner, "param": p, "low": lo, "high": hi} for p, lo, hi in rows.dates]),
+            (search_string, [{**owner, "param": p, "value": v} for p, v in rows.strings]),
         ]  # fmt: skip
         for table, values in batches:
             self._index[table].extend(values)
+
+
+def _already_exists(rows: list[dict[str, Any]]) -> ConflictError:
+    keys = [f"{row['resource_type']}/{row['id']}" for row in rows]
+    what = keys[0] if len(keys) == 1 else f"one of {', '.join(keys)}"
+    return ConflictError(f"{what} already exists")
 
 
 def _lock_digest(key: str) -> int:
@@ -424,37 +442,3 @@ _DELETE_INDEX = {
     table: delete(table).where(table.c.resource_pk.in_(bindparam("pks", expanding=True)))
     for table in INDEX_TABLES
 }
-
-# The columns each row kind is written with, and their PostgreSQL array types for unnest().
-_ROW_COLUMNS = {
-    resource_versions.name: ("resource_pk", "version_id", "last_updated", "method", "content"),
-    search_token.name: ("resource_pk", "param", "system", "code"),
-    search_reference.name: ("resource_pk", "param", "target_type", "target_id", "url"),
-    search_date.name: ("resource_pk", "param", "low", "high"),
-    search_string.name: ("resource_pk", "param", "value"),
-}
-_ARRAY_TYPES = {
-    "resource_pk": "bigint",
-    "version_id": "integer",
-    "last_updated": "timestamptz",
-    "low": "timestamptz",
-    "high": "timestamptz",
-    "content": "json",
-}
-
-
-@cache
-def _rows_statement(tables: tuple[str, ...], stale: bool) -> TextClause:
-    """One statement for the given row kinds (and the DELETE of outdated index rows)."""
-    parts = [
-        f"d_{table.name} AS (DELETE FROM {table.name} "
-        "WHERE resource_pk = ANY(CAST(:stale AS bigint[])))"
-        for table in (INDEX_TABLES if stale else ())
-    ]
-    for name in tables:
-        columns = _ROW_COLUMNS[name]
-        arrays = ", ".join(f"CAST(:{name}_{c} AS {_ARRAY_TYPES.get(c, 'text')}[])" for c in columns)
-        parts.append(
-            f"i_{name} AS (INSERT INTO {name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}))"
-        )
-    return text(f"WITH {', '.join(parts)} SELECT 1")
