@@ -64,6 +64,9 @@ class SqlResources:
         # Resources this transaction has seen exist (read, written, checked). Resources are never
         # deleted, so reference checks need not ask again.
         self._known: set[tuple[str, str]] = set()
+        # What this transaction's batched look-ups returned: a read_many of them is answered
+        # here (the version this transaction saw), not asked again.
+        self._fetched: dict[tuple[str, str], StoredResource] = {}
         # New resources wait here and go in with one INSERT when the next statement runs.
         self._inserts: list[dict[str, Any]] = db.queued
         # Earlier versions of queued resources replaced before their INSERT ran (a Task received
@@ -209,6 +212,7 @@ class SqlResources:
         if not wanted:
             return {}
         found = [q for q in (self._queued(*key) for key in wanted) if q is not None]
+        found += [self._fetched[key] for key in wanted if key in self._fetched]
         wanted = [key for key in wanted if f"{key[0]}/{key[1]}" not in {f.key for f in found}]
         if wanted:  # like _read_one: the queue need not be written first
             found += [
@@ -269,7 +273,10 @@ class SqlResources:
         if pk not in self._unflushed:
             self._stale.add(pk)
         self._write_index({"resource_pk": pk}, content)
-        return StoredResource(current.resource_type, current.id, version, now, content)
+        replaced = StoredResource(current.resource_type, current.id, version, now, content)
+        if (current.resource_type, current.id) in self._fetched:
+            self._fetched[(current.resource_type, current.id)] = replaced
+        return replaced
 
     def _queued_row(self, current: StoredResource) -> dict[str, Any] | None:
         for row in self._inserts:
@@ -303,6 +310,7 @@ class SqlResources:
         found: list[list[StoredResource]] = [[] for _ in queries]
         for row in await self._execute(union_all(*arms), {"keys": keys}):
             match = self._seen(stored(row.resource_type, row))
+            self._fetched[(match.resource_type, match.id)] = match
             if row.q >= 0:
                 found[row.q].append(match)
         return found

@@ -5,13 +5,12 @@ directory was down, a reviewer for a pended request)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from fhir_adapter.policy.decision import Decision, Outcome
 from fhir_adapter.policy.engine import evaluate
 from fhir_adapter.policy.facts import Provider
-from fhir_adapter.ports.store import StoredResource, StoreTransaction
+from fhir_adapter.ports.store import StoreTransaction
 from fhir_adapter.services.second_opinion.context import WorkflowContext
 from fhir_adapter.services.second_opinion.gathering import FactGathering, LoadedRequest
 from fhir_adapter.services.second_opinion.recorder import DecisionRecorder
@@ -30,12 +29,10 @@ class Evaluation:
         self.gathering = gathering
         self.recorder = recorder
 
-    async def evaluate(
-        self, task_id: str, known: Mapping[str, StoredResource] | None = None
-    ) -> Decision | None:
+    async def evaluate(self, task_id: str, loaded: LoadedRequest | None = None) -> Decision | None:
         """The decision recorded for the Task; None when it is not (any longer) undecided.
-        `known`: resources as just committed, by `Type/id` (FactGathering.load)."""
-        loaded = await self.gathering.load(task_id, known)
+        `loaded`: the request as gathered by the transaction that received it (not read again)."""
+        loaded = loaded or await self.gathering.load(task_id)
         if loaded is None:
             return None
         decision = evaluate(await self.gathering.facts(loaded))

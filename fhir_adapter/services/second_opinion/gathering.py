@@ -65,25 +65,32 @@ class FactGathering:
     def __init__(self, context: WorkflowContext) -> None:
         self.context = context
 
-    async def load(
-        self, task_id: str, known: Mapping[str, StoredResource] | None = None
-    ) -> LoadedRequest | None:
-        """The Task, its request and everything the request names; None if decided meanwhile.
-
-        `known`: resources by `Type/id` as just committed (the submission that received the
-        Task): read from there, not again from the store. The decision re-reads the Task under
-        its row lock, so a change made since is still seen."""
-        context, known = self.context, known or {}
+    async def load(self, task_id: str) -> LoadedRequest | None:
+        """The Task, its request and everything the request names; None if decided meanwhile."""
+        context = self.context
         async with context.store.transaction(write=False) as tx:
-            task = known.get(f"Task/{task_id}") or await tx.resources.read("Task", task_id)
+            task = await tx.resources.read("Task", task_id)
             if task is None or task.content.get("status") not in UNDECIDED:
                 return None
-            request_key = context.key(reference_of(task.content.get("focus")))
-            request = known.get(request_key or "") or await context.read_key(tx, request_key)
+            request = await context.read_key(
+                tx, context.key(reference_of(task.content.get("focus")))
+            )
             if request is None:
                 return None
-            records = await self._records(tx, request.content, known)
-        config = context.config
+            return await self.load_in(tx, task, request, {})
+
+    async def load_in(
+        self,
+        tx: StoreTransaction,
+        task: StoredResource,
+        request: StoredResource,
+        known: Mapping[str, StoredResource],
+    ) -> LoadedRequest:
+        """What `load` reads, inside the caller's transaction: the submission that receives the
+        Task gathers it from what it writes (`known`, by `Type/id`) and what it read already.
+        The decision re-reads the Task under its row lock, so a change made since is seen."""
+        records = await self._records(tx, request.content, known)
+        config = self.context.config
         plan_identifiers = identifiers_of(records.local.get(config.plan_organization))
         payors = payor_verdicts(
             records,
