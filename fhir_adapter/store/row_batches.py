@@ -89,9 +89,8 @@ def _statement(
 ) -> TextClause:
     parts = []
     if new:
-        columns = ", ".join(_RESOURCE_COLUMNS)
         parts.append(
-            f"r AS (INSERT INTO resources ({columns}) "
+            f"r AS (INSERT INTO resources ({', '.join(_RESOURCE_COLUMNS)}) "
             f"SELECT * FROM unnest({_unnest('r', _RESOURCE_COLUMNS)}) RETURNING pk, resource_type, id)"
         )
     if stale:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
-import asyncio
 from typing import Any
 
 import httpx
