@@ -243,7 +243,7 @@ class BundleService:
         referenced = stored_references(
             [e.resource for e in posts if e.resource is not None], self.resources.base_url
         )
-        matched = await tx.resources.matches(queries, known=referenced)
+        matched = await tx.resources.matches(queries, known=referenced if queries else ())
         for entry, query, matches in zip(conditional, queries, matched, strict=True):
             try:
                 found[entry.index] = only_match(query, entry.if_none_exist or "", matches)
