@@ -20,6 +20,7 @@ from fhir_adapter.fhir.bundle_references import (
     duplicate_fullurl_issues,
     resolve_bundle_references,
 )
+from fhir_adapter.fhir.elements import local_key
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.validation import validate_resource
 from fhir_adapter.ports.store import StoredResource, StoreTransaction
@@ -184,7 +185,7 @@ class BundleService:
         fresh: set[str] = set()  # keys given to new resources here: nothing stored names them yet
         resolved = resolved or BundleReferences()
         posts = [e for e in entries if e.method == "POST"]
-        matched = await self._match_conditions(tx, posts, guard)
+        matched = await self._match_conditions(tx, entries, posts, guard)
         for entry in reference_order(posts, resolved):
             assert entry.resource is not None
             criteria = entry.if_none_exist or self.resources.hooks.implicit_condition(
@@ -220,10 +221,12 @@ class BundleService:
         return mapping
 
     async def _match_conditions(
-        self, tx: StoreTransaction, posts: list[Entry], guard: Guard
+        self, tx: StoreTransaction, entries: list[Entry], posts: list[Entry], guard: Guard
     ) -> dict[int, StoredResource | None]:
         """What each POST's `ifNoneExist` matches (by entry index): one lock statement and one
-        search for the whole Bundle, as these criteria do not depend on the ids given here."""
+        search for the whole Bundle, as these criteria do not depend on the ids given here. The
+        same statement finds which stored resources the entries reference (their reference
+        checks then ask nothing): a transaction's reads in one round trip."""
         conditional = [e for e in posts if e.if_none_exist]
         queries = []
         for entry in conditional:  # criteria that cannot be searched are the entry's fault
@@ -238,12 +241,16 @@ class BundleService:
                 raise located(exc, entry) from exc
         await tx.resources.lock(*map(condition_lock, queries))
         found: dict[int, StoredResource | None] = {}
-        # The same statement finds the stored resources the entries reference, for their
-        # reference checks: a transaction's reads in one round trip.
-        referenced = stored_references(
-            [e.resource for e in posts if e.resource is not None], self.resources.base_url
-        )
-        matched = await tx.resources.matches(queries, known=referenced if queries else ())
+        base = self.resources.base_url
+        own = {local_key(e.full_url, base) for e in entries} | {
+            (e.resource_type, e.id) for e in entries if e.id
+        }  # the Bundle's own entries: not looked for among the stored ones
+        referenced = [
+            key
+            for key in stored_references([e.resource for e in posts if e.resource], base)
+            if key not in own
+        ]
+        matched = await tx.resources.matches(queries, known=referenced)
         for entry, query, matches in zip(conditional, queries, matched, strict=True):
             try:
                 found[entry.index] = only_match(query, entry.if_none_exist or "", matches)
