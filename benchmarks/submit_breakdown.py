@@ -45,7 +45,7 @@ from fhir_adapter.demo.directory import directory_router, load_directory
 from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.security.tokens import TokenVerifier
 from fhir_adapter.services import bundles
-from fhir_adapter.services.second_opinion import context, recorder, reports
+from fhir_adapter.services.second_opinion import recorder, reports
 from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore
@@ -58,7 +58,6 @@ _TRANSACTIONS = "SQL transactions (connect, begin, commit, give the connection b
 STAGES: list[tuple[Any, str, str]] = [
     (TokenVerifier, "verify", "verify the bearer token (ES384)"),
     (bundles, "validate_resource", "validate the submitted Bundle (fhir.resources + checks)"),
-    (context, "validate_resource", "validate what the adapter emits (Claim, ClaimResponse, ...)"),
     (recorder, "render", "render the notices (text, HTML, PDF)"),
     (reports, "render", "render the notices (text, HTML, PDF)"),
     (AsyncConnection, "execute", "SQL statements (SQLAlchemy + driver, incl. the database)"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -223,8 +223,13 @@ class MemoryResources(_Part):
         extra = [_stored(key, state.versions[key][-1]) for key in included if key in state.versions]
         return SearchPage(matches, extra, total, next_cursor)
 
-    async def lock(self, key: str) -> None:
+    async def lock(self, *keys: str) -> None:
         return None  # writers are serialized already
+
+    async def matches(
+        self, queries: Sequence[SearchQuery], *, known: Iterable[tuple[str, str]] = ()
+    ) -> list[list[StoredResource]]:
+        return [(await self.search(query)).matches for query in queries]
 
     async def flush(self) -> None:
         return None

@@ -7,7 +7,7 @@ A transaction exposes one part per concern: `tx.resources` (FHIR resources, vers
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -135,8 +135,15 @@ class ResourceRows(Protocol):
 
     async def search(self, query: SearchQuery) -> SearchPage: ...
 
-    async def lock(self, key: str) -> None:
-        """Serialize writers that share `key` (e.g. a conditional create) until commit."""
+    async def lock(self, *keys: str) -> None:
+        """Serialize writers that share a key (e.g. a conditional create) until commit."""
+        ...
+
+    async def matches(
+        self, queries: Sequence[SearchQuery], *, known: Iterable[tuple[str, str]] = ()
+    ) -> list[list[StoredResource]]:
+        """The first `count` matches of each query (its filters only), in one round trip; it
+        may also find which `known` keys exist, so that `existing` need not ask for them."""
         ...
 
     async def flush(self) -> None:

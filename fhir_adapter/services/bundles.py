@@ -20,9 +20,10 @@ from fhir_adapter.fhir.bundle_references import (
     duplicate_fullurl_issues,
     resolve_bundle_references,
 )
+from fhir_adapter.fhir.elements import local_key
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.validation import validate_resource
-from fhir_adapter.ports.store import StoreTransaction
+from fhir_adapter.ports.store import StoredResource, StoreTransaction
 from fhir_adapter.services.access_rules import check_match_visible, search_guarded
 from fhir_adapter.services.bundle_entries import (
     ORDER,
@@ -36,7 +37,8 @@ from fhir_adapter.services.bundle_entries import (
     rewritten,
     without_resource,
 )
-from fhir_adapter.services.resources import ResourceService
+from fhir_adapter.services.reference_check import stored_references
+from fhir_adapter.services.resources import ResourceService, condition_lock, only_match
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +185,14 @@ class BundleService:
         fresh: set[str] = set()  # keys given to new resources here: nothing stored names them yet
         resolved = resolved or BundleReferences()
         posts = [e for e in entries if e.method == "POST"]
+        matched = await self._match_conditions(tx, entries, posts, guard)
         for entry in reference_order(posts, resolved):
             assert entry.resource is not None
             criteria = entry.if_none_exist or self.resources.hooks.implicit_condition(
                 rewritten(entry, resolved, entry_keys(entries), mapping)
             )
-            existing = None
-            if criteria:
+            existing = matched.get(entry.index)
+            if criteria and not entry.if_none_exist:  # computed from ids given above: one by one
                 try:
                     existing = await self.resources.find_conditional(
                         tx, entry.resource_type, criteria, guard=guard, new_keys=fresh
@@ -216,6 +219,44 @@ class BundleService:
             if entry.full_url:
                 mapping[entry.full_url] = f"{entry.resource_type}/{entry.id}"
         return mapping
+
+    async def _match_conditions(
+        self, tx: StoreTransaction, entries: list[Entry], posts: list[Entry], guard: Guard
+    ) -> dict[int, StoredResource | None]:
+        """What each POST's `ifNoneExist` matches (by entry index): one lock statement and one
+        search for the whole Bundle, as these criteria do not depend on the ids given here. The
+        same statement finds which stored resources the entries reference (their reference
+        checks then ask nothing): a transaction's reads in one round trip."""
+        conditional = [e for e in posts if e.if_none_exist]
+        queries = []
+        for entry in conditional:  # criteria that cannot be searched are the entry's fault
+            assert entry.if_none_exist is not None
+            try:
+                queries.append(
+                    self.resources.conditional_query(
+                        entry.resource_type, entry.if_none_exist, guard
+                    )
+                )
+            except AdapterError as exc:
+                raise located(exc, entry) from exc
+        await tx.resources.lock(*map(condition_lock, queries))
+        found: dict[int, StoredResource | None] = {}
+        base = self.resources.base_url
+        own = {local_key(e.full_url, base) for e in entries} | {
+            (e.resource_type, e.id) for e in entries if e.id
+        }  # the Bundle's own entries: not looked for among the stored ones
+        referenced = [
+            key
+            for key in stored_references([e.resource for e in posts if e.resource], base)
+            if key not in own
+        ]
+        matched = await tx.resources.matches(queries, known=referenced)
+        for entry, query, matches in zip(conditional, queries, matched, strict=True):
+            try:
+                found[entry.index] = only_match(query, entry.if_none_exist or "", matches)
+            except AdapterError as exc:
+                raise located(exc, entry) from exc
+        return found
 
     async def _execute(
         self,

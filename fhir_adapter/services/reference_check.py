@@ -56,6 +56,15 @@ def reference_issues(
     return issues, local_refs
 
 
+def stored_references(bodies: list[dict[str, Any]], base_url: str) -> list[tuple[str, str]]:
+    """The `(type, id)` keys the bodies' local references name (stored or not)."""
+    keys: list[tuple[str, str]] = []
+    for body in bodies:
+        _, local_refs = reference_issues(body, path="", base_url=base_url, pending=frozenset())
+        keys += [key for _, _, key in local_refs]
+    return keys
+
+
 async def check_references(
     tx: StoreTransaction,
     body: dict[str, Any],

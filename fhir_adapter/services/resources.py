@@ -237,25 +237,24 @@ class ResourceService:
         `Type/id` keys of resources the caller's transaction is creating: criteria that require a
         reference to one of them match nothing stored, so no search is needed.
         """
+        query = self.conditional_query(resource_type, criteria, guard)
+        if new_keys and any(_requires_one_of(f, new_keys) for f in query.filters):
+            return None
+        if lock:
+            await tx.resources.lock(condition_lock(query))
+        [found] = await tx.resources.matches([query])
+        return only_match(query, criteria, found)
+
+    def conditional_query(self, resource_type: str, criteria: str, guard: Guard) -> SearchQuery:
+        """The search of `If-None-Exist` criteria: two matches at most, within the caller's reach."""
         params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
         query = self.parse_query(resource_type, params, strict=True)
         if not query.filters:
             raise InvalidRequestError(f"Conditional create criteria '{criteria}' select nothing")
-        if new_keys and any(_requires_one_of(f, new_keys) for f in query.filters):
-            return None
-        if lock:
-            await tx.resources.lock(f"{resource_type}?{sorted(query.applied)}")
-        page = await tx.resources.search(
-            guard.restrict(
-                SearchQuery(resource_type, query.filters, 2, None, (), False, query.applied, False),
-                "c",
-            )
+        return guard.restrict(
+            SearchQuery(resource_type, query.filters, 2, None, (), False, query.applied, False),
+            "c",
         )
-        if len(page.matches) > 1:
-            raise PreconditionFailedError(
-                f"Conditional create: several {resource_type} resources match '{criteria}'"
-            )
-        return page.matches[0] if page.matches else None
 
     def check_same_patient(self, existing: StoredResource, body: dict[str, Any], path: str) -> None:
         """Issue #16 (identifier squatting): a conditional match or a resubmission that lands on
@@ -365,6 +364,22 @@ class ResourceService:
             client_id=guard.access.client_id,
         )
         await tx.resources.insert(with_meta(provenance, self.new_id(), 1, now), now=now)
+
+
+def condition_lock(query: SearchQuery) -> str:
+    """The advisory lock of conditional creates with the same criteria."""
+    return f"{query.resource_type}?{sorted(query.applied)}"
+
+
+def only_match(
+    query: SearchQuery, criteria: str, found: list[StoredResource]
+) -> StoredResource | None:
+    """The one match of conditional criteria, None for none; 412 for several."""
+    if len(found) > 1:
+        raise PreconditionFailedError(
+            f"Conditional create: several {query.resource_type} resources match '{criteria}'"
+        )
+    return found[0] if found else None
 
 
 def _requires_one_of(flt: Filter, keys: Collection[str]) -> bool:

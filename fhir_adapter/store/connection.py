@@ -24,8 +24,13 @@ class SqlConnection:
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         """Run a statement, after the queued inserts (which it may read or reference)."""
-        if self.read_only and not getattr(statement, "is_select", False):
-            raise RuntimeError("a read-only transaction cannot write")
         if self.queued and self.write_queued is not None:
             await self.write_queued()
+        return await self.execute_before_queued(statement, parameters)
+
+    async def execute_before_queued(self, statement: Any, parameters: Any = None) -> Any:
+        """Run a statement that neither reads nor references the queued inserts: they wait,
+        to go in with one INSERT."""
+        if self.read_only and not getattr(statement, "is_select", False):
+            raise RuntimeError("a read-only transaction cannot write")
         return await self.conn.execute(statement, parameters)

@@ -29,9 +29,10 @@ class Evaluation:
         self.gathering = gathering
         self.recorder = recorder
 
-    async def evaluate(self, task_id: str) -> Decision | None:
-        """The decision recorded for the Task; None when it is not (any longer) undecided."""
-        loaded = await self.gathering.load(task_id)
+    async def evaluate(self, task_id: str, loaded: LoadedRequest | None = None) -> Decision | None:
+        """The decision recorded for the Task; None when it is not (any longer) undecided.
+        `loaded`: the request as gathered by the transaction that received it (not read again)."""
+        loaded = loaded or await self.gathering.load(task_id)
         if loaded is None:
             return None
         decision = evaluate(await self.gathering.facts(loaded))

@@ -3,7 +3,7 @@ batched reads, and what only the provider directory knows, asked outside any tra
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +47,16 @@ class LoadedRequest:
 
 
 async def _read_keys(
-    tx: StoreTransaction, context: WorkflowContext, references: Iterable[str | None]
+    tx: StoreTransaction,
+    context: WorkflowContext,
+    references: Iterable[str | None],
+    known: Mapping[str, StoredResource],
 ) -> dict[str, dict[str, Any]]:
     keys = [k for k in (context.key(r) for r in references) if k]
-    found = await tx.resources.read_many(ResourceKey.parse(k) for k in keys)
-    return {key: stored.content for key, stored in found.items()}
+    held = {k: known[k].content for k in keys if k in known}
+    wanted = [ResourceKey.parse(k) for k in keys if k not in held]
+    found = await tx.resources.read_many(wanted) if wanted else {}
+    return held | {key: stored.content for key, stored in found.items()}
 
 
 class FactGathering:
@@ -72,8 +77,20 @@ class FactGathering:
             )
             if request is None:
                 return None
-            records = await self._records(tx, request.content)
-        config = context.config
+            return await self.load_in(tx, task, request, {})
+
+    async def load_in(
+        self,
+        tx: StoreTransaction,
+        task: StoredResource,
+        request: StoredResource,
+        known: Mapping[str, StoredResource],
+    ) -> LoadedRequest:
+        """What `load` reads, inside the caller's transaction: the submission that receives the
+        Task gathers it from what it writes (`known`, by `Type/id`) and what it read already.
+        The decision re-reads the Task under its row lock, so a change made since is seen."""
+        records = await self._records(tx, request.content, known)
+        config = self.context.config
         plan_identifiers = identifiers_of(records.local.get(config.plan_organization))
         payors = payor_verdicts(
             records,
@@ -83,7 +100,9 @@ class FactGathering:
         )
         return LoadedRequest(task, request, records, payors, plan_identifiers)
 
-    async def _records(self, tx: StoreTransaction, content: dict[str, Any]) -> LocalRecords:
+    async def _records(
+        self, tx: StoreTransaction, content: dict[str, Any], known: Mapping[str, StoredResource]
+    ) -> LocalRecords:
         """What the request names, then what those name (PCPs, payors, treating providers),
         then the Practitioners of the PractitionerRoles among them."""
         context = self.context
@@ -96,7 +115,7 @@ class FactGathering:
             *(reference_of(r) for r in content.get("reasonReference") or []),
             context.config.plan_organization,
         ]
-        found = await _read_keys(tx, context, first)
+        found = await _read_keys(tx, context, first, known)
         patient = found.get(context.key(first[0]) or "")
         coverage = found.get(context.key(first[1]) or "")
         pcp_refs = [reference_of(p) for p in (patient or {}).get("generalPractitioner") or []]
@@ -110,14 +129,16 @@ class FactGathering:
         treating = treating_references(care_teams, conditions)
         second = [*pcp_refs, *(reference_of(p) for p in (coverage or {}).get("payor") or [])]
         second += treating
-        found |= await _read_keys(tx, context, [r for r in second if context.key(r) not in found])
+        found |= await _read_keys(
+            tx, context, [r for r in second if context.key(r) not in found], known
+        )
         practitioners = [
             reference_of(r.get("practitioner"))
             for r in found.values()
             if r.get("resourceType") == "PractitionerRole"
         ]
         found |= await _read_keys(
-            tx, context, [r for r in practitioners if context.key(r) not in found]
+            tx, context, [r for r in practitioners if context.key(r) not in found], known
         )
         return LocalRecords(
             content, patient, coverage, found, context.resources.base_url, tuple(treating)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fhir_adapter.codes import TASK_CODE_SYSTEM, BusinessStatus
@@ -17,10 +17,11 @@ from fhir_adapter.fhir.elements import reference_of
 from fhir_adapter.fhir.outcome import Issue
 from fhir_adapter.fhir.search import identifier_condition
 from fhir_adapter.ports.hooks import WriteResult
-from fhir_adapter.ports.store import StoreTransaction
+from fhir_adapter.ports.store import StoredResource, StoreTransaction
 from fhir_adapter.services.hooks import NoHooks
 from fhir_adapter.services.second_opinion.context import WorkflowContext, WorkflowHook
 from fhir_adapter.services.second_opinion.evaluation import Evaluation
+from fhir_adapter.services.second_opinion.gathering import LoadedRequest
 from fhir_adapter.workflow.deadlines import due_at, request_track
 from fhir_adapter.workflow.intake import (
     check_coverage,
@@ -51,6 +52,14 @@ class ResubmissionConditions(NoHooks):
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class ReceivedTask(WriteResult):
+    """A Task received by this write, with what its decision needs from the store, gathered in
+    the same transaction (the evaluation right after the commit does not read it again)."""
+
+    loaded: LoadedRequest | None = None
+
+
 class RequestIntake(WorkflowHook):
     """Checks new second-opinion requests and receives their Tasks; evaluates them once stored."""
 
@@ -79,30 +88,29 @@ class RequestIntake(WorkflowHook):
             if not result.created or result.resource.content.get("resourceType") != "Task":
                 continue
             request = await self._request_of(tx, result, new_requests)
-            if request is None or not is_second_opinion_request(request):
+            if request is None or not is_second_opinion_request(request.content):
                 if new_requests and is_fulfillment_task(result.resource.content):
                     # a Task sent with a request must be that request's Task
                     issues += check_task(result.resource.content, None, result.path)
                 continue
-            task_issues = check_task(result.resource.content, request, result.path)
+            task_issues = check_task(result.resource.content, request.content, result.path)
             issues += task_issues
             if not task_issues and not issues:
-                received[index] = await self._receive(tx, result, request)
+                received[index] = await self._receive(tx, result, request, results)
         if issues:
             raise UnprocessableEntityError(issues=issues)
         return [received.get(i, r) for i, r in enumerate(results)]
 
     async def _request_of(
         self, tx: StoreTransaction, task: WriteResult, new_requests: dict[str, WriteResult]
-    ) -> dict[str, Any] | None:
+    ) -> StoredResource | None:
         """The ServiceRequest a new Task focuses on: written with it, or stored before."""
         focus = self.context.key(reference_of(task.resource.content.get("focus")))
         written = new_requests.get(focus or "")
         if written is not None:
-            return written.resource.content
+            return written.resource
         if focus and focus.startswith("ServiceRequest/"):
-            stored = await self.context.read_key(tx, focus)
-            return stored.content if stored else None
+            return await self.context.read_key(tx, focus)
         return None
 
     async def _check_member_and_coverage(
@@ -135,12 +143,16 @@ class RequestIntake(WorkflowHook):
         return issues
 
     async def _receive(
-        self, tx: StoreTransaction, result: WriteResult, request: dict[str, Any]
+        self,
+        tx: StoreTransaction,
+        result: WriteResult,
+        request: StoredResource,
+        results: list[WriteResult],
     ) -> WriteResult:
         """Contract §4.1: the Task is received, the clock starts, the due date is set."""
         context = self.context
         now = context.clock()
-        track = request_track(request)
+        track = request_track(request.content)
         due = due_at(now, track, context.closed_days())
         task = transition(
             result.resource.content,
@@ -157,7 +169,9 @@ class RequestIntake(WorkflowHook):
         stored = await context.replace(tx, result.resource, task, now)
         await tx.jobs.add(stored.id, due_at=due, now=now)
         log.info("received Task/%s (%s track, due %s)", stored.id, track.value, format_instant(due))
-        return WriteResult(stored, created=True, path=result.path)
+        written = {r.resource.key: r.resource for r in results}
+        loaded = await self.evaluation.gathering.load_in(tx, stored, request, written)
+        return ReceivedTask(stored, created=True, path=result.path, loaded=loaded)
 
     async def after_commit(self, results: list[WriteResult]) -> None:
         """Decide newly received requests right away; the worker retries whatever this leaves."""
@@ -167,7 +181,10 @@ class RequestIntake(WorkflowHook):
                 try:
                     # PAS spec-7: answer within about 15 s; a slow directory leaves it to the worker.
                     await asyncio.wait_for(
-                        self.evaluation.evaluate(result.resource.id),
+                        self.evaluation.evaluate(
+                            result.resource.id,
+                            result.loaded if isinstance(result, ReceivedTask) else None,
+                        ),
                         timeout=self.context.config.answer_within_seconds,
                     )
                 except Exception as exc:  # the request is stored and its job will be retried

@@ -65,9 +65,10 @@ class DecisionRecorder:
         content = request.content
         patient = reference_of(content.get("subject")) or ""
         requester = reference_of(content.get("requester"))
-        # Both look-ups first, so that no search has to wait for this transaction's own writes.
-        existing = await self.context.decision_of(tx, task.id)
-        claim = await self._claim(tx, task, request, now)
+        # Both look-ups first and in one search, so that it need not wait for this transaction's
+        # own writes.
+        existing, claim_found = await self.context.decision_and_claim(tx, task.id, request.key)
+        claim = claim_found or await self._claim(tx, task, request, now)
         response_body = pas.build_claim_response(
             decision,
             task_id=task.id,
@@ -108,12 +109,7 @@ class DecisionRecorder:
     async def _claim(
         self, tx: StoreTransaction, task: StoredResource, request: StoredResource, now: datetime
     ) -> StoredResource:
-        """The request's Claim, written with its first decision."""
-        claim = await self.context.resources.find_conditional(  # the Task row lock is held
-            tx, "Claim", f"requested-service={request.key}", lock=False
-        )
-        if claim is not None:
-            return claim
+        """The request's Claim, written with its first decision (none was found)."""
         content = request.content
         requester = reference_of(content.get("requester"))
         provider = (
