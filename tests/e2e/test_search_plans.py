@@ -11,6 +11,7 @@ sends its page alone; `_sort=-_lastUpdated` walks `ix_resources_type_updated_id`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from fhir_adapter.fhir.search import parse_search
 from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore
+from tests.conftest import new_postgres_database
 
 STATUS = "https://fhir-adapter.org/fhir/CodeSystem/second-opinion-status"
 OUTCOMES = [
@@ -102,9 +104,17 @@ async def plans_of(
         ]
 
 
+@pytest.fixture
+def plans_database_url() -> Iterator[str]:
+    """A database of its own: the plans depend on exactly the rows loaded here (and the session's
+    database holds other tests' rows, some with these ids)."""
+    with new_postgres_database("fhir_adapter_plans") as url:
+        yield url
+
+
 @pytest.mark.postgres
-async def test_the_searches_at_scale_use_their_indexes(postgres_database_url: str) -> None:
-    engine = create_engine(postgres_database_url)
+async def test_the_searches_at_scale_use_their_indexes(plans_database_url: str) -> None:
+    engine = create_engine(plans_database_url)
     await upgrade_database(engine)
     store = SqlResourceStore(engine)
     try:
