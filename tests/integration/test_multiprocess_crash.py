@@ -120,7 +120,7 @@ async def assert_delivered_once(engine: AsyncEngine, receiver: Receiver) -> None
     assert len(rows) == 2 * SUBMISSIONS  # approval notices to the member and the requester
     communications = {c["id"]: c for c in await contents(engine, "Communication")}
     # Each rendered by one job, once: drafted, rendered (on its way), delivered; no more.
-    assert renders == Counter(communications) and set(renders.values()) == {1}
+    assert renders == Counter(list(communications)) and set(renders.values()) == {1}
     assert {c["meta"]["versionId"] for c in communications.values()} == {"3"}
     sent = Counter(
         identifier(communications[row.communication_id], NOTICE_ID_SYSTEM) for row in rows
