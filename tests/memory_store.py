@@ -26,6 +26,7 @@ from fhir_adapter.errors import ConflictError
 from fhir_adapter.fhir.search import SearchQuery
 from fhir_adapter.fhir.search_index import IndexRows, index_rows
 from fhir_adapter.ports.store import (
+    RENDER,
     ClientRecord,
     OutboxItem,
     SearchPage,
@@ -96,6 +97,7 @@ class MemoryStore:
         self.base_url = base_url
         self.state = _State()
         self._writers = asyncio.Lock()
+        self.work_queued = asyncio.Event()
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[MemoryTransaction]:
@@ -104,8 +106,11 @@ class MemoryStore:
             return
         async with self._writers:
             tx = MemoryTransaction(self.state.copy(), base_url=self.base_url)
+            before = set(self.state.outbox)
             yield tx
             self.state = tx.state  # reached only when the block did not raise
+            if tx.state.outbox.keys() != before:
+                self.work_queued.set()
 
     async def close(self) -> None:
         return None
@@ -314,7 +319,9 @@ class MemoryOutbox(_Part):
             dataclasses.replace(item, delivered_at=None, last_error=None)
         )
 
-    async def claim(self, *, now: datetime, lease_until: datetime, limit: int) -> list[OutboxItem]:
+    async def claim(
+        self, *, now: datetime, lease_until: datetime, limit: int, render: bool = False
+    ) -> list[OutboxItem]:
         state = self._write()
         due = [
             r
@@ -322,6 +329,7 @@ class MemoryOutbox(_Part):
             if r.item.state == "pending"
             and r.item.next_attempt_at <= now
             and _free(r.leased_until, now)
+            and (r.item.destination == RENDER) == render
         ]
         due.sort(key=lambda r: r.item.next_attempt_at)
         leased = []

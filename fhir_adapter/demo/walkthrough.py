@@ -173,10 +173,7 @@ async def _close_the_loop(
     report_key = f"DiagnosticReport/{answer.json()['id']}"
     for communication in await _communications_about(client, keys["ServiceRequest"], report_key):
         recipient = communication["recipient"][0]["reference"]
-        deadline = time.monotonic() + 15
-        while communication["status"] == "in-progress" and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)  # the background worker delivers it
-            communication = (await client.get(f"/Communication/{communication['id']}")).json()
+        communication = await _past(client, communication, "in-progress")  # being delivered
         who = "member" if recipient.startswith("Patient/") else "PCP"
         how = (
             "readable through the API"
@@ -283,7 +280,11 @@ async def _report_decision(
         f"   decision  {action} / Task {task['status']} ({status}) by rule {trail[-1]['rule'] if trail else '-'}"
     )
     say(f"             {decision.get('disposition')}")
-    for notice in await _communications_about(client, keys["ServiceRequest"], decision_key):
+    for drafted in await _communications_about(client, keys["ServiceRequest"], decision_key):
+        notice = await _past(client, drafted, "preparation")  # the worker renders its letter
+        if "payload" not in notice:
+            say(f"   notice    Communication/{notice['id']} {notice['status']} (not rendered yet)")
+            continue
         attachments = [
             p["contentAttachment"] for p in notice["payload"] if "contentAttachment" in p
         ]
@@ -297,6 +298,18 @@ async def _report_decision(
         say(
             f"   authorized {decision['preAuthRef']} valid until {decision['preAuthPeriod']['end']}"
         )
+
+
+async def _past(
+    client: httpx.AsyncClient, communication: dict[str, Any], status: str
+) -> dict[str, Any]:
+    """The Communication once the background worker has moved it on from `status` (or as it
+    stands after 15 seconds)."""
+    deadline = time.monotonic() + 15
+    while communication["status"] == status and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        communication = (await client.get(f"/Communication/{communication['id']}")).json()
+    return communication
 
 
 async def _communications_about(

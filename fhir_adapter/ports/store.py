@@ -7,6 +7,8 @@ A transaction exposes one part per concern: `tx.resources` (FHIR resources, vers
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -53,14 +55,18 @@ class WorkflowJob:
     attempts: int
 
 
+RENDER = "render"  # the outbox destination of a notice still to be rendered
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
-    """A delivery owed: one Communication to one destination."""
+    """A delivery owed: one Communication to one destination; or (destination `render`) a
+    notice's letter still to be rendered into its Communication."""
 
     id: str
     communication_id: str
-    destination: str  # provider-endpoint | member-notice-url
-    state: str  # pending | delivered | failed
+    destination: str  # provider-endpoint | member-notice-url | subscription | render
+    state: str  # pending | delivered (a render job: rendered) | failed | withdrawn
     attempts: int
     created_at: datetime
     next_attempt_at: datetime
@@ -68,6 +74,27 @@ class OutboxItem:
     last_error: str | None = None
     subscription_id: str | None = None  # destination "subscription": the event to notify
     event_number: int | None = None
+    payload: dict[str, Any] | None = None  # render: the letter (NoticeContext) and where it goes
+
+    @classmethod
+    def owed(
+        cls,
+        communication_id: str,
+        destination: str,
+        now: datetime,
+        payload: dict[str, Any] | None = None,
+    ) -> OutboxItem:
+        """A new item, due now."""
+        return cls(
+            str(uuid.uuid4()),
+            communication_id,
+            destination,
+            "pending",
+            0,
+            now,
+            now,
+            payload=payload,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +223,11 @@ class Outbox(Protocol):
         """Owe a delivery; written with the Communication it delivers, in this transaction."""
         ...
 
-    async def claim(self, *, now: datetime, lease_until: datetime, limit: int) -> list[OutboxItem]:
-        """Lease pending deliveries that are due and that no other worker holds."""
+    async def claim(
+        self, *, now: datetime, lease_until: datetime, limit: int, render: bool = False
+    ) -> list[OutboxItem]:
+        """Lease pending deliveries (with `render`: render jobs) that are due and that no other
+        worker holds."""
         ...
 
     async def set(
@@ -296,6 +326,10 @@ class StoreTransaction(Protocol):
 
 class ResourceStore(Protocol):
     """Opens transactions on the resource database."""
+
+    # Set when a write transaction that added outbox work commits: the worker wakes on it
+    # rather than waiting out its poll interval (issue #13: notices rendered right after).
+    work_queued: asyncio.Event
 
     def transaction(
         self, *, write: bool = True

@@ -1,17 +1,22 @@
-"""The background loop every `serve` process runs: deadline sweep, directory retries, deliveries.
+"""The background loop every `serve` process runs: deadline sweep, directory retries, notice
+rendering and deliveries.
 
 All of it is claimed through the database, so any number of processes may run it at once."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 from fhir_adapter.services.delivery import DeliveryService
 from fhir_adapter.services.second_opinion.jobs import WorkflowJobs
 
 log = logging.getLogger(__name__)
+
+RENDER_BATCH = 4  # render jobs leased at once: one render process works through them in turn
 
 
 async def run_background(
@@ -21,21 +26,71 @@ async def run_background(
     *,
     interval_seconds: float = 2.0,
 ) -> None:
-    """Until `stop` is set: one pass of each kind of work, then a pause (each pass is idempotent)."""
+    """Until `stop` is set: one pass of each kind of work, then a pause (each pass is idempotent)
+    that ends early when a commit queues outbox work, such as a decision's notices to render.
+
+    The letters are rendered in a process of their own unless the caller gave the renderer an
+    executor: the PDF is CPU-bound pure Python, and in a thread it holds the GIL the answers need
+    (docs/performance.md: on 2 cores, answers took 2.5 times as long beside a render thread as
+    beside a render process). Spawned, not forked: it holds none of this process's sockets."""
+    rendering = delivery.rendering
+    if rendering.executor is not None:
+        await _passes(jobs, delivery, stop, interval_seconds)
+        return
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        rendering.executor = pool
+        try:
+            await _passes(jobs, delivery, stop, interval_seconds)
+        finally:
+            rendering.executor = None
+
+
+async def _passes(
+    jobs: WorkflowJobs, delivery: DeliveryService, stop: asyncio.Event, interval_seconds: float
+) -> None:
+    queued = delivery.store.work_queued
     while not stop.is_set():
+        queued.clear()  # what is queued from here on gets another pass straight away
         heartbeats = delivery.subscriptions.queue_heartbeats if delivery.subscriptions else None
-        for work in (
-            jobs.expire_overdue,
-            jobs.flag_nearing_deadline,
-            jobs.run_due_jobs,
-            heartbeats,
-            delivery.run_due,
-        ):
-            if work is None:
-                continue
-            try:
-                await work()
-            except Exception as exc:  # keep the loop alive; the next pass tries again
-                log.error("background %s failed (%s)", work.__name__, type(exc).__name__)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
+        # The letters render in their own process meanwhile: the loop goes on with the rest.
+        await asyncio.gather(
+            _each((lambda: _render_some(delivery, queued),)),
+            _each(
+                (
+                    jobs.expire_overdue,
+                    jobs.flag_nearing_deadline,
+                    jobs.run_due_jobs,
+                    heartbeats,
+                    delivery.run_due,
+                )
+            ),
+        )
+        await _pause(stop, queued, interval_seconds)
+
+
+async def _render_some(delivery: DeliveryService, queued: asyncio.Event) -> None:
+    """A few letters at a time (each render job is leased only while it waits its turn); when
+    there may be more, the next pass comes straight away."""
+    if await delivery.rendering.run_due(limit=RENDER_BATCH) == RENDER_BATCH:
+        queued.set()
+
+
+async def _each(works: tuple[Callable[[], Awaitable[object]] | None, ...]) -> None:
+    """One pass of each kind of work, in order."""
+    for work in works:
+        if work is None:
+            continue
+        try:
+            await work()
+        except Exception as exc:  # keep the loop alive; the next pass tries again
+            log.error("background %s failed (%s)", work.__name__, type(exc).__name__)
+
+
+async def _pause(stop: asyncio.Event, queued: asyncio.Event, seconds: float) -> None:
+    """Wait for the interval, for new outbox work, or for the stop, whichever comes first."""
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(queued.wait())]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

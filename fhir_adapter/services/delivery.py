@@ -9,6 +9,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +21,13 @@ from fhir_adapter.fhir.elements import ResourceKey, codes_in, local_key, npi_of,
 from fhir_adapter.fhir.references import parse_reference
 from fhir_adapter.ports.delivery import Deliverer, DeliveryAttempt
 from fhir_adapter.ports.directory import Directory
-from fhir_adapter.ports.store import OutboxItem, ResourceStore, StoredResource, StoreTransaction
+from fhir_adapter.ports.store import (
+    OutboxItem,
+    ResourceStore,
+    StoredResource,
+    StoreTransaction,
+)
+from fhir_adapter.services.rendering import NoticeRendering
 from fhir_adapter.services.resources import Clock, ResourceService, with_meta
 from fhir_adapter.services.subscriptions import SubscriptionService
 from fhir_adapter.workflow.letters import mailing_proof
@@ -52,6 +59,7 @@ class DeliveryService:
         clock: Clock,
         jitter: Callable[[], float] = random.random,
         subscriptions: SubscriptionService | None = None,
+        render_executor: Executor | None = None,
     ) -> None:
         self.store = store
         self.resources = resources
@@ -61,9 +69,17 @@ class DeliveryService:
         self.clock = clock
         self.jitter = jitter
         self.subscriptions = subscriptions
+        self.rendering = NoticeRendering(
+            store,
+            clock=clock,
+            lease_seconds=config.lease_seconds,
+            max_attempts=config.max_attempts,
+            backoff=self._backoff,
+            executor=render_executor,
+        )
 
     async def run_due(self, *, limit: int = 20) -> int:
-        """Try every due delivery once; returns how many were tried."""
+        """Try every due delivery once; returns how many were tried (render jobs: `rendering`)."""
         now = self.clock()
         async with self.store.transaction() as tx:
             items = await tx.outbox.claim(

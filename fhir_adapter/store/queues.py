@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Table, and_, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from fhir_adapter.ports.store import OutboxItem, WorkflowJob
+from fhir_adapter.ports.store import RENDER, OutboxItem, WorkflowJob
 from fhir_adapter.store.connection import SqlConnection
 from fhir_adapter.store.tables import outbox, workflow_jobs
 
@@ -142,14 +142,17 @@ class SqlJobs:
 
 
 class SqlOutbox:
-    """Implements ports.store.Outbox on a transaction's connection."""
+    """Implements ports.store.Outbox on a transaction's connection. Items added are written
+    together, in one statement, before the next outbox statement or the commit."""
 
     def __init__(self, db: SqlConnection) -> None:
         self._db = db
+        self._added: list[dict[str, Any]] = []
+        self.queued = False  # work added: the store wakes the worker when this commits
 
     async def add(self, item: OutboxItem) -> None:
-        await self._db.execute(
-            _INSERT_OUTBOX,
+        self.queued = True
+        self._added.append(
             {
                 "id": item.id,
                 "communication_id": item.communication_id,
@@ -160,16 +163,27 @@ class SqlOutbox:
                 "next_attempt_at": item.next_attempt_at,
                 "subscription_id": item.subscription_id,
                 "event_number": item.event_number,
-            },
+                "payload": item.payload,
+            }
         )
 
-    async def claim(self, *, now: datetime, lease_until: datetime, limit: int) -> list[OutboxItem]:
+    async def flush(self) -> None:
+        """Write the items added so far (one INSERT, several rows)."""
+        if self._added:
+            rows, self._added = self._added, []
+            await self._db.execute(_INSERT_OUTBOX, rows)
+
+    async def claim(
+        self, *, now: datetime, lease_until: datetime, limit: int, render: bool = False
+    ) -> list[OutboxItem]:
+        await self.flush()
         c = outbox.c
+        kind = c.destination == RENDER if render else c.destination != RENDER
         result = await lease(
             self._db,
             outbox,
             c.id,
-            and_(c.state == "pending", c.next_attempt_at <= now),
+            and_(c.state == "pending", c.next_attempt_at <= now, kind),
             c.next_attempt_at,
             now=now,
             limit=limit,
@@ -187,6 +201,7 @@ class SqlOutbox:
         delivered_at: datetime | None = None,
         error: str | None = None,
     ) -> None:
+        await self.flush()
         values: dict[str, Any] = {"state": state, "leased_until": None, "last_error": error}
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
@@ -195,6 +210,7 @@ class SqlOutbox:
         await self._db.execute(update(outbox).where(outbox.c.id == item_id).values(**values))
 
     async def withdraw(self, communication_ids: Iterable[str], *, now: datetime) -> list[str]:
+        await self.flush()
         ids = list(communication_ids)
         if not ids:
             return []
@@ -212,12 +228,14 @@ class SqlOutbox:
         return sorted({row[0] for row in await self._db.execute(statement)})
 
     async def items(self, *, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
+        await self.flush()
         statement = select(*_OUTBOX_COLUMNS).order_by(outbox.c.created_at).limit(limit)
         if state:
             statement = statement.where(outbox.c.state == state)
         return [_outbox_item(row) for row in await self._db.execute(statement)]
 
     async def retry(self, *, now: datetime, ids: Iterable[str] | None = None) -> int:
+        await self.flush()
         statement = (
             update(outbox)
             .where(outbox.c.state == "failed")
@@ -241,6 +259,7 @@ _OUTBOX_COLUMNS = (
     outbox.c.last_error,
     outbox.c.subscription_id,
     outbox.c.event_number,
+    outbox.c.payload,
 )
 
 
@@ -257,6 +276,7 @@ def _outbox_item(row: Any) -> OutboxItem:
         row.last_error,
         row.subscription_id,
         row.event_number,
+        row.payload,
     )
 
 

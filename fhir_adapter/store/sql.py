@@ -30,6 +30,7 @@ class SqlResourceStore:
         # than in SQLite's busy handler, whose growing sleeps turn a queue into long stalls.
         self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._autocommit_reads = engine.dialect.name == "postgresql"
+        self.work_queued = asyncio.Event()  # set on the commit of outbox work: wakes the worker
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[SqlTransaction]:
@@ -58,6 +59,9 @@ class SqlResourceStore:
                 tx = SqlTransaction(conn, base_url=self.base_url)
                 yield tx
                 await tx.resources.flush()
+                await tx.outbox.flush()
+            if tx.outbox.queued:  # committed: this process's worker starts on it now
+                self.work_queued.set()
 
     async def close(self) -> None:
         await self.engine.dispose()

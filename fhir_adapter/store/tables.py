@@ -160,7 +160,7 @@ outbox = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("communication_id", String(64), nullable=False),
-    Column("destination", String(32), nullable=False),  # provider-endpoint | member-notice-url
+    Column("destination", String(32), nullable=False),  # provider-endpoint, …, render
     Column("state", String(16), nullable=False),  # pending | delivered | failed
     Column("attempts", Integer, nullable=False, default=0),
     Column("created_at", UtcDateTime, nullable=False),
@@ -170,6 +170,7 @@ outbox = Table(
     Column("last_error", String(200)),  # a short code such as "HTTP 503"; never content
     Column("subscription_id", String(64)),  # for notifications: which Subscription, which event
     Column("event_number", Integer),
+    Column("payload", JSON),  # a render job: the letter as decided, and where it then goes
     Index("ix_outbox_next", "state", "next_attempt_at"),
 )
 

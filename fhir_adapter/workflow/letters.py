@@ -237,29 +237,41 @@ def translation_flags(context: NoticeContext) -> dict[str, Any]:
     }
 
 
-def notice_communication(
-    rendered: RenderedNotice,
+def notice_draft(
     *,
     communication_id: str,
     recipient: str,
     patient_key: str,
     request_key: str,
     claim_response_key: str,
-    delivered_now: bool,
-    now: datetime,
     flags: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The notice as a Communication: the letter's title, then the letter as HTML and as PDF;
-    `flags` (from `translation_flags`) adds a category and extensions."""
+    """The notice as the decision writes it: a Communication in `preparation`, addressed and
+    identified, its letter still to be rendered (`with_rendered_letter`); `flags` (from
+    `translation_flags`) adds a category and extensions."""
     communication: dict[str, Any] = {
         "resourceType": "Communication",
         "identifier": [{"system": NOTICE_ID_SYSTEM, "value": communication_id}],
         "basedOn": [{"reference": request_key}],
-        "status": "completed" if delivered_now else "in-progress",
+        "status": "preparation",
         "category": [_NOTIFICATION],
         "subject": {"reference": patient_key},
         "about": [{"reference": claim_response_key}],
         "recipient": [{"reference": recipient}],
+    }
+    for key, values in (flags or {}).items():
+        communication[key] = [*communication.get(key, []), *values]
+    return communication
+
+
+def with_rendered_letter(
+    draft: Mapping[str, Any], rendered: RenderedNotice, *, delivered_now: bool, now: datetime
+) -> dict[str, Any]:
+    """The drafted notice with its letter: the title, then the letter as HTML and as PDF;
+    `completed` (sent now) when nothing has to travel, else `in-progress` until delivered."""
+    communication = {
+        **draft,
+        "status": "completed" if delivered_now else "in-progress",
         "payload": [
             {"contentString": rendered.title},
             {
@@ -270,8 +282,6 @@ def notice_communication(
             {"contentAttachment": _attachment("application/pdf", rendered.pdf, rendered)},
         ],
     }
-    for key, values in (flags or {}).items():
-        communication[key] = [*communication.get(key, []), *values]
     if delivered_now:
         communication["sent"] = format_instant(now)
     return communication

@@ -15,6 +15,7 @@ from fhir_adapter.services.notices import pending_translations
 from fhir_adapter.workflow.pas import authorization_number
 from tests.factories import example_request
 from tests.fakes import FrozenClock
+from tests.worker import render_notices
 
 
 async def submit(client: httpx.AsyncClient, bundle: dict[str, Any]) -> dict[str, str]:
@@ -68,8 +69,11 @@ def speaking(bundle: dict[str, Any], language: str) -> dict[str, Any]:
     return patient
 
 
-async def test_denial_notices_to_member_and_requester(client: httpx.AsyncClient) -> None:
+async def test_denial_notices_to_member_and_requester(
+    client: httpx.AsyncClient, container: Container
+) -> None:
     keys = await submit(client, example_request("denied"))
+    await render_notices(container)
     sent = await notices(client, keys["ServiceRequest"])
     assert set(sent) == {"member", "requester"}
     member = sent["member"]
@@ -93,9 +97,10 @@ async def test_denial_notices_to_member_and_requester(client: httpx.AsyncClient)
 
 
 async def test_out_of_network_approval_names_provider_and_authorization(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, container: Container
 ) -> None:
     keys = await submit(client, example_request("out-of-network"))
+    await render_notices(container)
     member = (await notices(client, keys["ServiceRequest"]))["member"]
     html, pdf_text = letter(member)
     task_id = keys["Task"].split("/")[1]
@@ -106,11 +111,12 @@ async def test_out_of_network_approval_names_provider_and_authorization(
 
 
 async def test_member_notice_in_spanish_when_the_member_prefers_it(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, container: Container
 ) -> None:
     bundle = example_request("denied", "-es")
     speaking(bundle, "es-MX")
     keys = await submit(client, bundle)
+    await render_notices(container)
     member = (await notices(client, keys["ServiceRequest"]))["member"]
     html, pdf_text = letter(member)
     assert member["payload"][1]["contentAttachment"]["language"] == "es"
@@ -127,6 +133,7 @@ async def test_deadline_denial_is_noticed_the_day_it_expires(
     )  # pended: nothing decided, nothing owed
     clock.advance(days=7, seconds=1)
     assert await container.workflow.expire_overdue() == 1
+    await render_notices(container)
     member = (await notices(client, keys["ServiceRequest"]))["member"]
     assert member["sent"].startswith("2026-12-02")
     _, pdf_text = letter(member)
@@ -146,6 +153,7 @@ async def test_a_member_whose_language_has_no_template_gets_english_taglines_and
         }
     ]
     keys = await submit(client, bundle)
+    await render_notices(container)
     sent = await notices(client, keys["ServiceRequest"])
     member = sent["member"]
     _, pdf_text = letter(member)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_adapter.bootstrap import Container
 from fhir_adapter.codes import PAS_REVIEW_ACTION
+from fhir_adapter.ports.store import RENDER
 from fhir_adapter.workflow.pas_changes import (
     CERTIFICATION_TYPE,
     INFO_CHANGED,
@@ -30,6 +31,7 @@ from tests.factories import EXAMPLES, pas_inquiry
 from tests.fakes import FrozenClock, SwitchableTransport
 from tests.receiver import Receiver
 from tests.tokens import ADMIN_SCOPE
+from tests.worker import render_notices
 
 __all__ = ["flaky", "flaky_client", "flaky_container", "hub", "subscriber"]  # fixtures
 
@@ -439,6 +441,7 @@ async def test_cancelling_withdraws_unsent_notices_and_tells_subscribers(
     assert (await api.post("/Subscription", json=subscription(topic=PAS_TOPIC))).status_code == 201
     request = pas_request()
     first = await submit(api, request)  # approved: its notices wait in the outbox
+    await render_notices(container)
     notices = (
         await api.get("/Communication", params={"status": "in-progress", "_count": "50"})
     ).json()
@@ -476,6 +479,28 @@ async def test_cancelling_withdraws_unsent_notices_and_tells_subscribers(
     assert review_action(current["entry"][0]["resource"])[0] == "C"
 
 
+async def test_cancelling_before_the_notices_are_rendered_withdraws_them_unrendered(
+    hub: Hub,
+) -> None:
+    container, api = hub
+    request = pas_request()
+    first = await submit(api, request)  # approved: its notices drafted, their letters owed
+    found = await api.get("/Communication", params={"status": "preparation", "_count": "50"})
+    drafted = [e["resource"]["id"] for e in found.json().get("entry", [])]
+    assert drafted, "an approval drafts notices to render"
+
+    await submit(api, claim_update(request, cancel=True))
+    outbox = await _outbox_states(container, renders=True)
+    assert {outbox[c] for c in drafted} == {"withdrawn"}  # the render jobs
+    assert await render_notices(container) == 0
+    for communication_id in drafted:
+        notice = (await api.get(f"/Communication/{communication_id}")).json()
+        assert notice["status"] == "not-done" and "payload" not in notice
+        assert "cancelled" in notice["statusReason"]["text"]
+    assert not await _outbox_states(container)  # nor was any delivery ever owed
+    assert task_id(first)
+
+
 async def test_cancelling_a_pended_request_stops_it(hub: Hub) -> None:
     container, api = hub
     request = pas_request(pended=True)
@@ -502,10 +527,11 @@ async def test_cancelling_a_finished_request_is_409_with_the_reason(
     assert first["id"]
 
 
-async def _outbox_states(container: Container) -> dict[str, str]:
+async def _outbox_states(container: Container, *, renders: bool = False) -> dict[str, str]:
+    """Each Communication's delivery state (with `renders`: its render job's)."""
     async with container.store.transaction(write=False) as tx:
         items = await tx.outbox.items(limit=500)
-    return {item.communication_id: item.state for item in items}
+    return {i.communication_id: i.state for i in items if (i.destination == RENDER) == renders}
 
 
 # -- pended in PAS terms: the first answer in time, the final one later --------------------------

@@ -15,6 +15,7 @@ from tests.e2e import test_reports
 from tests.e2e.test_operations import decide_params, pended_task
 from tests.e2e.test_reports import approved_request, report
 from tests.factories import example_request
+from tests.worker import render_notices
 
 # The delivery fixtures of the report tests: a container whose deliverer reaches a fake EHR.
 receiver = test_reports.receiver
@@ -98,6 +99,7 @@ async def test_every_delivery_has_provenance(
     api: httpx.AsyncClient, loop_container: Container
 ) -> None:
     keys = await approved_request(api, "-prov-delivery")
+    await render_notices(loop_container)
     assert (
         await api.post("/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"]))
     ).status_code == 201

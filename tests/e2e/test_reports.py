@@ -25,6 +25,7 @@ from tests.factories import example_request
 from tests.fakes import FrozenClock, SwitchableTransport
 from tests.receiver import Receiver
 from tests.tokens import bearer
+from tests.worker import render_notices
 
 
 @pytest.fixture
@@ -114,6 +115,7 @@ async def test_report_completes_the_task_and_reaches_pcp_and_member(
     api: httpx.AsyncClient, loop_container: Container, receiver: Receiver
 ) -> None:
     keys = await approved_request(api, "-r1")
+    await render_notices(loop_container)
     proposal_urn = "urn:uuid:4e1b2a3c-0000-4000-8000-000000000001"
     bundle = {
         "resourceType": "Bundle",
@@ -264,6 +266,7 @@ async def test_flaky_receiver_gets_every_report_exactly_once(
     reports = 24
     for i in range(reports):
         keys = await approved_request(api, f"-flaky{i}")
+        await render_notices(loop_container)
         assert (
             await api.post(
                 "/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"])
@@ -296,6 +299,7 @@ async def test_undeliverable_reports_fail_visibly_and_can_be_retried(
     api: httpx.AsyncClient, loop_container: Container, receiver: Receiver, clock: FrozenClock
 ) -> None:
     keys = await approved_request(api, "-dead")
+    await render_notices(loop_container)
     assert (
         await api.post("/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"]))
     ).status_code == 201
@@ -358,6 +362,7 @@ async def test_member_copy_is_posted_to_the_notice_url_when_set(
             transport=transport, base_url=BASE_URL, headers=bearer(container)
         ) as api:
             keys = await approved_request(api, "-notice")
+            await render_notices(container)
             assert (
                 await api.post(
                     "/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"])

@@ -21,6 +21,7 @@ from fhir_adapter.review.accounts import Role, StaffAccounts
 from tests.e2e.test_operations import decide_params, pended_task
 from tests.fakes import FrozenClock
 from tests.tokens import bearer
+from tests.worker import render_notices
 
 PASSWORD = "correct horse battery staple"
 REVIEWER_CREDENTIALS = "MD, Internal Medicine"
@@ -220,6 +221,7 @@ async def test_a_reviewer_denies_through_the_decide_recorder(ws: Workspace) -> N
     assert who["display"] == f"alice, {REVIEWER_CREDENTIALS}"
     notes = " ".join(n["text"] for n in response["processNote"])
     assert "do not describe the condition" in notes and "does not allow a decision" in notes
+    await render_notices(ws.container)
     page = (await ws.http.get(f"/review/requests/{task['id']}")).text
     assert "Open the PDF" in page
     pdf_path = re.search(r'href="(/review/notices/[^"]+\.pdf)"', page)

@@ -33,6 +33,7 @@ from tests.factories import example_request
 from tests.fakes import FrozenClock
 from tests.receiver import Receiver
 from tests.tokens import bearer, fetch_token, register
+from tests.worker import render_notices
 
 Hub = tuple[Container, httpx.AsyncClient]
 
@@ -153,9 +154,10 @@ async def test_subscriptions_are_their_owners_and_headers_are_write_only(
 # -- High 2: the plan's decisions change only through the workflow -----------------------------
 
 
-async def _decided(api: httpx.AsyncClient, suffix: str) -> dict[str, Any]:
+async def _decided(container: Container, api: httpx.AsyncClient, suffix: str) -> dict[str, Any]:
     answer = await api.post("", json=example_request("denied", suffix))
     assert answer.status_code == 200, answer.text
+    await render_notices(container)
     keys = [e["response"]["location"].split("/_history")[0] for e in answer.json()["entry"]]
     patient = next(k for k in keys if k.startswith("Patient/"))
     task = next(k for k in keys if k.startswith("Task/"))
@@ -175,7 +177,7 @@ async def _decided(api: httpx.AsyncClient, suffix: str) -> dict[str, Any]:
 
 async def test_clients_cannot_rewrite_the_plans_decisions(hub: Hub) -> None:
     container, api = hub
-    d = await _decided(api, f"-h2{uuid.uuid4().hex[:6]}")
+    d = await _decided(container, api, f"-h2{uuid.uuid4().hex[:6]}")
     response, task = d["claim_response"], d["task"]
     member = as_client(container, api, "member-app", "patient/*.cruds", patient=d["patient"])
     ehr = as_client(container, api, "ehr", "system/*.cruds")

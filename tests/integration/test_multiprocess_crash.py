@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_adapter.store.tables import outbox
@@ -111,10 +112,16 @@ async def assert_decided_once(engine: AsyncEngine) -> None:
 async def assert_delivered_once(engine: AsyncEngine, receiver: Receiver) -> None:
     """Every notice delivered, and stored exactly once at the receiver, by its identifier."""
     async with engine.connect() as conn:
-        rows = (await conn.execute(outbox.select())).all()
+        every = (await conn.execute(outbox.select())).all()
+    rows = [row for row in every if row.destination != "render"]
+    renders = Counter(row.communication_id for row in every if row.destination == "render")
     assert {row.state for row in rows} == {"delivered"}
+    assert {row.state for row in every if row.destination == "render"} == {"rendered"}
     assert len(rows) == 2 * SUBMISSIONS  # approval notices to the member and the requester
     communications = {c["id"]: c for c in await contents(engine, "Communication")}
+    # Each rendered by one job, once: drafted, rendered (on its way), delivered; no more.
+    assert renders == Counter(list(communications)) and set(renders.values()) == {1}
+    assert {c["meta"]["versionId"] for c in communications.values()} == {"3"}
     sent = Counter(
         identifier(communications[row.communication_id], NOTICE_ID_SYSTEM) for row in rows
     )
@@ -190,22 +197,30 @@ async def test_a_process_killed_right_after_answering_delivers_every_notice_on_r
     spool = tmp_path / "audit-spool"
     port = free_port()
     env = adapter_env(own_database, outside_world, spool, f"http://127.0.0.1:{port}/fhir")
+    # The worst moment: the process dies before its worker has rendered anything (issue #13:
+    # the notices are rendered after the answer), so the restart has all of it to do.
+    idle = Adapter(port, {**env, "FHIR_ADAPTER_WORKER_ENABLED": "false"}, tmp_path / "idle.log")
     adapter = Adapter(port, env, tmp_path / "adapter.log")
     engine = engine_for(own_database)
     receiver = outside_world.receiver
     receiver.refusing = True  # nothing can leave before the kill
     try:
-        await adapter.start()
+        await idle.start()
         token = await live_token(own_database, f"http://127.0.0.1:{port}")
         async with httpx.AsyncClient(timeout=60) as http:
             answer = await http.post(
-                adapter.base,
+                idle.base,
                 json=example_request("in-network-specialist-care", "-crash"),
                 headers={"authorization": f"Bearer {token}", "content-type": FHIR_JSON},
             )
-        adapter.kill()  # right after the 200
+        idle.kill()  # right after the 200
         assert answer.status_code == 200, answer.text
         assert receiver.of_type("Communication") == []
+        drafted = await contents(engine, "Communication")
+        assert len(drafted) == 2 and {c["status"] for c in drafted} == {"preparation"}
+        async with engine.connect() as conn:
+            owed = (await conn.execute(select(outbox.c.destination, outbox.c.state))).all()
+        assert sorted(owed) == [("render", "pending")] * 2  # committed with the answer
         receiver.refusing = False
         await adapter.start()
         left = await wait_quiescent(engine, spool, timeout=60)
@@ -233,5 +248,6 @@ async def test_a_process_killed_right_after_answering_delivers_every_notice_on_r
         events = await contents(engine, "AuditEvent")  # the answered submission's, replayed
         assert any(e["subtype"][0]["code"] == "transaction" and e["outcome"] == "0" for e in events)
     finally:
+        idle.stop()
         adapter.stop()
         await engine.dispose()

@@ -3,11 +3,13 @@ Patient and the directory's providers (the pure part of policy V)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from fhir_adapter.codes import DenialReason
 from fhir_adapter.notices import PlanContact, render
+from fhir_adapter.notices.stored import context_from_json, context_to_json, render_stored
 from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
 from fhir_adapter.policy.facts import Provider
 from fhir_adapter.workflow.letters import (
@@ -15,10 +17,11 @@ from fhir_adapter.workflow.letters import (
     Letter,
     letters_for,
     member_id,
-    notice_communication,
+    notice_draft,
     presented_text,
     report_letter,
     translation_flags,
+    with_rendered_letter,
 )
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
@@ -84,17 +87,15 @@ def test_a_member_in_vietnamese_gets_english_a_flag_and_the_requester_no_flag() 
 
     assert member.context.language == "en" and member.context.requested_language == "vi"
     assert requester.context.requested_language is None
-    flagged = notice_communication(
-        render(member.context),
+    draft = notice_draft(
         communication_id="c1",
         recipient="Patient/1",
         patient_key="Patient/1",
         request_key="ServiceRequest/1",
         claim_response_key="ClaimResponse/1",
-        delivered_now=True,
-        now=NOW,
         flags=translation_flags(member.context),
     )
+    flagged = with_rendered_letter(draft, render(member.context), delivered_now=True, now=NOW)
     assert [c["coding"][0]["code"] for c in flagged["category"]] == [
         "notification",
         "translation-owed",
@@ -140,3 +141,20 @@ def test_the_report_letter_reads_the_conclusion_and_the_plain_text_report() -> N
     assert "Physical therapy first." in text
     assert "One.\n\nTwo." in text  # its paragraphs kept
     assert "10 de febrero de 2027" in " ".join(text.split())
+
+
+def test_a_letter_stored_with_its_render_job_comes_back_the_same() -> None:
+    """Issue #13: the worker renders the letter as decided, from the JSON stored with its job."""
+    denial = Decision.deny(DenialReason.COVERAGE_INACTIVE).with_trail(
+        (RuleStep("rule_coverage_active", "42 CFR 438.210", "denied"),)
+    )
+    decisions = (
+        denial,
+        Decision(Outcome.APPROVED_IN_NETWORK, (ORTHO,)),
+        Decision(Outcome.APPROVED_OUT_OF_NETWORK, (ORTHO,)),
+    )
+    for decision in decisions:
+        for letter in letters(decision, patient("vi")):
+            stored = json.loads(json.dumps(context_to_json(letter.context)))
+            assert context_from_json(stored) == letter.context
+            assert render_stored(stored) == render(letter.context)

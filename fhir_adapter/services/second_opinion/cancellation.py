@@ -97,7 +97,7 @@ class Cancellation:
         they were right when written, they are just no longer to be sent)."""
         query = self.context.resources.parse_query(
             "Communication",
-            [("based-on", request_key), ("status", "in-progress"), ("_count", "50")],
+            [("based-on", request_key), ("status", "preparation,in-progress"), ("_count", "50")],
         )
         page = await tx.resources.search(query)
         ids = await tx.outbox.withdraw([m.id for m in page.matches], now=now)

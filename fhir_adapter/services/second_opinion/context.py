@@ -3,7 +3,6 @@ the directory, the clock, and the few ways it reads and writes resources."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -12,9 +11,21 @@ from typing import Any
 from fhir_adapter.access.guard import UNRESTRICTED
 from fhir_adapter.codes import DEFAULT_PRIMARY_CARE_TAXONOMY
 from fhir_adapter.fhir.elements import ResourceKey, local_key
-from fhir_adapter.notices import DEFAULT_RIGHTS_CONTACTS, PlanContact, RightsContacts
+from fhir_adapter.notices import (
+    DEFAULT_RIGHTS_CONTACTS,
+    NoticeContext,
+    PlanContact,
+    RightsContacts,
+)
+from fhir_adapter.notices.stored import context_to_json
 from fhir_adapter.ports.directory import Directory
-from fhir_adapter.ports.store import OutboxItem, ResourceStore, StoredResource, StoreTransaction
+from fhir_adapter.ports.store import (
+    RENDER,
+    OutboxItem,
+    ResourceStore,
+    StoredResource,
+    StoreTransaction,
+)
 from fhir_adapter.services.hooks import NoHooks
 from fhir_adapter.services.resources import Clock, ResourceService, only_match, with_meta
 from fhir_adapter.services.subscriptions import SubscriptionService
@@ -97,17 +108,21 @@ class WorkflowContext:
         """Store a Communication and, when it must travel, owe its delivery in the same transaction."""
         stored = await self.write(tx, communication, None)
         if destination is not None:
-            await tx.outbox.add(
-                OutboxItem(
-                    id=str(uuid.uuid4()),
-                    communication_id=stored.id,
-                    destination=destination,
-                    state="pending",
-                    attempts=0,
-                    created_at=now,
-                    next_attempt_at=now,
-                )
-            )
+            await tx.outbox.add(OutboxItem.owed(stored.id, destination, now))
+
+    async def draft_notice(
+        self,
+        tx: StoreTransaction,
+        draft: dict[str, Any],
+        letter: NoticeContext,
+        destination: str | None,
+        now: datetime,
+    ) -> None:
+        """Store a notice in `preparation` and owe its rendering in the same transaction: the
+        worker renders `letter` (as decided now) and then owes its delivery to `destination`."""
+        stored = await self.write(tx, draft, None)
+        job = {"letter": context_to_json(letter), "deliver_to": destination}
+        await tx.outbox.add(OutboxItem.owed(stored.id, RENDER, now, payload=job))
 
     def member_destination(self) -> str | None:
         """Where the member's copy goes; None: it is read through the API."""

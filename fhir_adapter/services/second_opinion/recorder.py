@@ -16,7 +16,6 @@ from typing import Any
 from fhir_adapter import telemetry
 from fhir_adapter.codes import STATUS_SYSTEM
 from fhir_adapter.fhir.elements import reference_of
-from fhir_adapter.notices import render
 from fhir_adapter.policy.decision import Decision, Outcome
 from fhir_adapter.ports.store import StoredResource, StoreTransaction
 from fhir_adapter.services.second_opinion.context import WorkflowContext
@@ -24,7 +23,7 @@ from fhir_adapter.workflow import pas
 from fhir_adapter.workflow.deadlines import is_expedited
 from fhir_adapter.workflow.decisions import TASK_FOR_OUTCOME, already_recorded, reviewer_reference
 from fhir_adapter.workflow.intake import initial_provider_reference
-from fhir_adapter.workflow.letters import letters_for, notice_communication, translation_flags
+from fhir_adapter.workflow.letters import letters_for, notice_draft, translation_flags
 from fhir_adapter.workflow.provenance import decision_provenance
 from fhir_adapter.workflow.requester import requester_kind
 from fhir_adapter.workflow.states import transition
@@ -203,7 +202,8 @@ class DecisionRecorder:
         now: datetime,
         note: str | None,
     ) -> None:
-        """Policy V, 42 CFR 438.404: the written notices, created with the decision they announce."""
+        """Policy V, 42 CFR 438.404: the written notices, created with the decision they announce
+        (in `preparation`, each with its render job; the notice deadline counts from now)."""
         context, config = self.context, self.context.config
         content = request.content
         patient_key = context.key(reference_of(content.get("subject"))) or ""
@@ -229,17 +229,15 @@ class DecisionRecorder:
         for letter in letters:
             to_member = letter.recipient == patient_key
             destination = context.member_destination() if to_member else "provider-endpoint"
-            communication = notice_communication(
-                render(letter.context),
-                flags=translation_flags(letter.context),
+            draft = notice_draft(
                 communication_id=str(uuid.uuid4()),
                 recipient=letter.recipient,
                 patient_key=patient_key,
                 request_key=request.key,
                 claim_response_key=claim_response.key,
-                delivered_now=destination is None,
-                now=now,
+                flags=translation_flags(letter.context),
             )
-            await context.send(tx, communication, destination, now)
+            # Issue #13: rendered by the worker right after the answer, from this very letter.
+            await context.draft_notice(tx, draft, letter.context, destination, now)
         if letters:
-            log.info("Task/%s: %d notice(s) written", task_id, len(letters))
+            log.info("Task/%s: %d notice(s) drafted", task_id, len(letters))
