@@ -34,6 +34,9 @@ class HotReads(BaseRoute):
     """One route for the two hottest GETs; `read` and `search` are FastAPI's APIRoutes for them."""
 
     def __init__(self, *, read: Any, search: Any, prefix: str = "/fhir/") -> None:
+        for route in (read, search):  # they would be skipped here
+            if route.dependencies:
+                raise ValueError(f"{route.path} has dependencies HotReads does not run")
         self.read = read
         self.search = search
         self.prefix = prefix

@@ -9,8 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.routing import Match
 
 from fhir_adapter.api.app import create_app
+from fhir_adapter.api.hot_routes import HotReads
 from fhir_adapter.api.middleware import route_template
 from fhir_adapter.bootstrap import Container
 from tests.conftest import BASE_URL
@@ -174,3 +176,57 @@ async def test_each_url_reaches_the_same_handler(routed: Any, method: str, path:
     http, seen = routed
     await http.request(method, path, content=b"{}" if method in ("POST", "PUT") else None)
     assert (seen["endpoint"], seen["template"]) == ROUTES[(method, path)]
+
+
+def hot_scope(method: str, path: str, root_path: str = "") -> dict[str, Any]:
+    return {"type": "http", "method": method, "path": path, "root_path": root_path}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "root_path", "claimed"),
+    [
+        ("GET", "/fhir/Task/abc", "", "read"),
+        ("GET", "/fhir/ClaimResponse", "", "search"),
+        ("GET", "/proxy/fhir/Task/abc", "/proxy", "read"),
+        ("HEAD", "/fhir/Task/abc", "", None),
+        ("PUT", "/fhir/Task/abc", "", None),
+        ("POST", "/fhir/Task", "", None),
+        ("GET", "/fhir/Task/abc/_history", "", None),
+        ("GET", "/fhir/Task/_search", "", None),
+        ("GET", "/fhir/Task/$pa-metrics", "", None),
+        ("GET", "/fhir/Task/", "", None),
+        ("GET", "/fhir/Foo/abc", "", None),
+        ("GET", "/fhir/_history", "", None),
+        ("GET", "/fhir/metadata", "", None),
+        ("GET", "/directory/fhir/Organization", "", None),
+    ],
+)
+async def test_the_hot_route_claims_only_reads_and_searches_of_served_types(
+    container: Container, method: str, path: str, root_path: str, claimed: str | None
+) -> None:
+    """What it does not claim goes to FastAPI's routes, whose checks and errors it keeps."""
+    app = create_app(container=container)
+    hot = app.router.routes[0]
+    assert isinstance(hot, HotReads)
+    match, child = hot.matches(hot_scope(method, path, root_path))
+    if claimed is None:
+        assert match is Match.NONE
+    else:
+        assert match is Match.FULL
+        assert child["endpoint"].__name__ == claimed
+        assert route_template({**child, "app": app}) in (
+            "/fhir/{resource_type}/{id}",
+            "/fhir/{resource_type}",
+        )
+
+
+async def test_the_hot_route_checks_as_the_router_did(routed: Any) -> None:
+    """Negotiation before the token (406 before 401), then the token, then the read."""
+    http, _ = routed
+    xml = {"accept": "application/fhir+xml", "authorization": ""}
+    assert (await http.get("/fhir/Task/abc", headers=xml)).status_code == 406
+    assert (await http.get("/fhir/Task/abc", headers={"authorization": ""})).status_code == 401
+    assert (await http.get("/fhir/Task/abc")).status_code == 404
+    found = await http.get("/fhir/Task?_count=1")
+    assert found.status_code == 200
+    assert found.json()["resourceType"] == "Bundle"
