@@ -230,3 +230,12 @@ async def test_the_hot_route_checks_as_the_router_did(routed: Any) -> None:
     found = await http.get("/fhir/Task?_count=1")
     assert found.status_code == 200
     assert found.json()["resourceType"] == "Bundle"
+
+
+async def test_the_openapi_document_is_the_one_without_the_hot_route(
+    container: Container,
+) -> None:
+    with_hot, without = create_app(container=container), create_app(container=container)
+    assert isinstance(without.router.routes.pop(0), HotReads)
+    assert with_hot.openapi() == without.openapi()
+    assert set(with_hot.openapi()["paths"]["/fhir/{resource_type}/{id}"]) == {"get", "put"}
