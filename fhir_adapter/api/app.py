@@ -10,10 +10,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 
 from fhir_adapter import __version__
 from fhir_adapter.api import handlers
 from fhir_adapter.api.fhir_http import check_negotiation
+from fhir_adapter.api.hot_routes import HotReads
 from fhir_adapter.api.middleware import (
     AccessLog,
     AuditLog,
@@ -110,6 +112,10 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
     include(system.router, prefix="/fhir", dependencies=protected)
     include(operations.router, prefix="/fhir", dependencies=protected)
     include(resources.router, prefix="/fhir", dependencies=protected)
+    # Issue #18: the read by id and the type search are matched first, past FastAPI's routing.
+    app.router.routes.insert(
+        0, HotReads(read=_route(resources.read), search=_route(resources.search))
+    )
     # The review workspace: staff pages with their own cookie sessions (fhir_adapter/review/).
     app.mount("/review/static", review.static_files, name="review-static")
     include(review.router, prefix="/review")
@@ -127,6 +133,13 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
             "FHIR_ADAPTER_DEMO is on: demo EHR inboxes at /ehr (loopback only, in memory); "
             "not for production"
         )
+
+
+def _route(endpoint: Callable[..., Any]) -> APIRoute:
+    """The APIRoute serving `endpoint` in resources.router."""
+    return next(
+        r for r in resources.router.routes if isinstance(r, APIRoute) and r.endpoint is endpoint
+    )
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:

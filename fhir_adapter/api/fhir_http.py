@@ -30,7 +30,9 @@ ReturnPreference = Literal["minimal", "representation", "OperationOutcome"]
 
 
 class FhirResponse(Response):
-    """FHIR JSON, serialized with orjson; `_pretty=true` indents it."""
+    """FHIR JSON, serialized with orjson; `_pretty=true` indents it. The body is rendered before
+    the headers are built, so they are built once (issue #18: editing them after cost more than
+    serialising a Task)."""
 
     media_type = f"{FHIR_JSON}; charset=utf-8"
 
@@ -42,11 +44,13 @@ class FhirResponse(Response):
         *,
         pretty: bool = False,
     ) -> None:
-        super().__init__(None, status_code, headers)
-        if content is not None:
-            self.body = orjson.dumps(content, option=orjson.OPT_INDENT_2 if pretty else 0)
-            self.headers["content-length"] = str(len(self.body))
-        self.headers["content-type"] = self.media_type
+        self.pretty = pretty
+        super().__init__(content, status_code, headers)
+
+    def render(self, content: Any) -> bytes:
+        if content is None:
+            return b""
+        return orjson.dumps(content, option=orjson.OPT_INDENT_2 if self.pretty else 0)
 
 
 async def check_negotiation(request: Request) -> None:

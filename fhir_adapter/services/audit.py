@@ -66,6 +66,8 @@ class _Segment:
     path: Path
     fd: int
     events: list[dict[str, Any]] = field(default_factory=list)
+    # Whether a flush of this segment was begun: only then can some of its events be stored.
+    attempted: bool = False
 
     def discard(self) -> None:
         """Delete the file, then let go of it (deleted first, so no one replays it meanwhile)."""
@@ -141,8 +143,12 @@ class AuditTrail:
             written = 0
             while self._sealed:
                 segment = self._sealed[0]
+                # Issue #18: a segment's first flush skips asking which of its events are
+                # stored (its ids are new, and only this process has seen them); after a failed
+                # flush some batches may have committed, so a retry asks.
+                check, segment.attempted = segment.attempted, True
                 try:
-                    written += await self._store(segment.events)
+                    written += await self._store(segment.events, check=check)
                 except Exception as exc:
                     log.error(
                         "audit flush failed (%s); %d events kept in the spool",
@@ -154,8 +160,9 @@ class AuditTrail:
                 segment.discard()
             return written
 
-    async def _store(self, events: list[dict[str, Any]]) -> int:
+    async def _store(self, events: list[dict[str, Any]], *, check: bool = True) -> int:
         """Insert the events not stored yet, a transaction per batch; returns how many were new.
+        Without `check`, the caller knows none of them is stored.
 
         Only this process holds the segment the events come from, so nobody else can insert
         them between the check and the insert."""
@@ -163,8 +170,10 @@ class AuditTrail:
         for start in range(0, len(events), STORE_BATCH):
             batch = events[start : start + STORE_BATCH]
             async with self.store.transaction() as tx:
-                stored = await tx.resources.existing(("AuditEvent", e["id"]) for e in batch)
-                new = [e for e in batch if ("AuditEvent", e["id"]) not in stored]
+                new = batch
+                if check:
+                    stored = await tx.resources.existing(("AuditEvent", e["id"]) for e in batch)
+                    new = [e for e in batch if ("AuditEvent", e["id"]) not in stored]
                 now = self.clock()
                 for event in new:
                     await tx.resources.insert(with_meta(event, event["id"], 1, now), now=now)

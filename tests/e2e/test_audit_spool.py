@@ -10,11 +10,14 @@ import sys
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_adapter.access.audit import AuditRecord
+from fhir_adapter.services import audit
 from fhir_adapter.services.audit import AuditTrail, default_spool_dir
 from fhir_adapter.store.sql import SqlResourceStore
 from fhir_adapter.store.tables import resources
@@ -122,3 +125,34 @@ def test_the_default_spool_directory() -> None:
     elsewhere = default_spool_dir("postgresql+asyncpg://u@db/fhir")
     assert elsewhere.name.startswith("fhir-adapter-audit-")
     assert elsewhere != default_spool_dir("postgresql+asyncpg://u@db/other")
+
+
+class FailingOnce(SqlResourceStore):
+    """Fails the `fail_at`-th transaction, once, before it writes anything."""
+
+    def __init__(self, engine: AsyncEngine, fail_at: int) -> None:
+        super().__init__(engine)
+        self.opened, self.fail_at = 0, fail_at
+
+    def transaction(self, *, write: bool = True) -> Any:
+        self.opened += 1
+        if self.opened == self.fail_at:
+            raise ConnectionError("the database went away")
+        return super().transaction(write=write)
+
+
+async def test_a_flush_retried_after_a_partial_failure_stores_each_event_once(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment's first flush does not ask which events are stored (issue #18); when a batch
+    failed after others committed, the next flush asks, so nothing is stored twice or lost."""
+    monkeypatch.setattr(audit, "STORE_BATCH", 2)
+    trail = AuditTrail(FailingOnce(engine, fail_at=2), spool_dir=tmp_path / "spool")
+    record(trail, 5)
+    with pytest.raises(ConnectionError):
+        await trail.flush()
+    assert await audit_count(engine) == 2  # the first batch committed
+    assert await trail.flush() == 3
+    assert await audit_count(engine) == 5
+    await trail.close()
+    assert list((tmp_path / "spool").iterdir()) == []

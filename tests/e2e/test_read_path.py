@@ -16,6 +16,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_adapter.api.app import create_app
+from fhir_adapter.api.fhir_http import FhirResponse
 from fhir_adapter.bootstrap import Container, build_container
 from fhir_adapter.config import Settings
 from fhir_adapter.directory.client import DirectoryClient
@@ -226,3 +227,25 @@ async def test_a_read_by_id_is_one_statement(
         assert statements == ["SELECT"]  # no BEGIN, no COMMIT, no ping
     else:  # SQLite reads in its own BEGIN ... COMMIT, which cost no round trip in process
         assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == ["SELECT"]
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "pretty", "body"),
+    [
+        ({"resourceType": "Task", "id": "t1"}, 200, False, b'{"resourceType":"Task","id":"t1"}'),
+        ({"id": "t1"}, 200, True, b'{\n  "id": "t1"\n}'),
+        (None, 201, False, b""),
+    ],
+)
+def test_a_fhir_answer_carries_each_header_once(
+    content: Any, status: int, pretty: bool, body: bytes
+) -> None:
+    """The body is rendered before the headers are built (issue #18), and they come out as they
+    did when they were edited after: the caller's, then the length and the FHIR media type."""
+    answer = FhirResponse(content, status, {"ETag": 'W/"1"'}, pretty=pretty)
+    assert answer.body == body
+    assert answer.raw_headers == [
+        (b"etag", b'W/"1"'),
+        (b"content-length", str(len(body)).encode()),
+        (b"content-type", b"application/fhir+json; charset=utf-8"),
+    ]
