@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir_adapter.codes import DenialReason
-from fhir_adapter.notices import PlanContact, render
+from fhir_adapter.notices import NoticeContext, PlanContact, render
 from fhir_adapter.notices.stored import context_from_json, context_to_json, render_stored
 from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
 from fhir_adapter.policy.facts import Provider
@@ -111,6 +111,17 @@ def test_member_id_falls_back_to_the_first_identifier_or_nothing() -> None:
     assert member_id({}) == ""
 
 
+def member_report_letter(report: dict[str, Any], language: str) -> NoticeContext:
+    return report_letter(
+        report,
+        request={},
+        request_key="ServiceRequest/1",
+        patient=patient(language),
+        plan=PLAN,
+        now=NOW,
+    )
+
+
 def test_the_report_letter_reads_the_conclusion_and_the_plain_text_report() -> None:
     import base64
 
@@ -127,14 +138,7 @@ def test_the_report_letter_reads_the_conclusion_and_the_plain_text_report() -> N
             {"contentType": "text/plain", "data": "not base64!"},
         ],
     }
-    context = report_letter(
-        report,
-        request={},
-        request_key="ServiceRequest/1",
-        patient=patient("es"),
-        plan=PLAN,
-        now=NOW,
-    )
+    context = member_report_letter(report, "es")
 
     assert presented_text(report) == "One.\n\nTwo."
     assert context.language == "es" and context.report_performer == "Dr. Elena Park"
@@ -167,14 +171,7 @@ def test_a_report_copy_keeps_its_references_and_flags_once_its_letter_is_rendere
     rendered by the worker; the letter's title replaces the draft's first words, the references
     stay, the letter follows, and a letter not in the member's language is flagged."""
     report = {"conclusion": "Physical therapy first.", "issued": "2027-02-10T09:00:00Z"}
-    context = report_letter(
-        report,
-        request={},
-        request_key="ServiceRequest/1",
-        patient=patient("vi"),
-        plan=PLAN,
-        now=NOW,
-    )
+    context = member_report_letter(report, "vi")
     stored = json.loads(json.dumps(context_to_json(context)))
     assert render_stored(stored) == render(context)  # as the render job carries it
     draft = with_flags(
