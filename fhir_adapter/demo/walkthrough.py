@@ -173,6 +173,7 @@ async def _close_the_loop(
     report_key = f"DiagnosticReport/{answer.json()['id']}"
     for communication in await _communications_about(client, keys["ServiceRequest"], report_key):
         recipient = communication["recipient"][0]["reference"]
+        communication = await _past(client, communication, "preparation")  # letter rendering
         communication = await _past(client, communication, "in-progress")  # being delivered
         who = "member" if recipient.startswith("Patient/") else "PCP"
         how = (

@@ -259,21 +259,22 @@ def notice_draft(
         "about": [{"reference": claim_response_key}],
         "recipient": [{"reference": recipient}],
     }
-    for key, values in (flags or {}).items():
-        communication[key] = [*communication.get(key, []), *values]
-    return communication
+    return with_flags(communication, flags or {})
 
 
 def with_rendered_letter(
     draft: Mapping[str, Any], rendered: RenderedNotice, *, delivered_now: bool, now: datetime
 ) -> dict[str, Any]:
-    """The drafted notice with its letter: the title, then the letter as HTML and as PDF;
-    `completed` (sent now) when nothing has to travel, else `in-progress` until delivered."""
+    """The drafted notice with its letter: the letter's title in place of the draft's first
+    words, what else the draft carries (a report copy's references), then the letter as HTML
+    and as PDF; `completed` (sent now) when nothing has to travel, else `in-progress` until
+    delivered."""
     communication = {
         **draft,
         "status": "completed" if delivered_now else "in-progress",
         "payload": [
             {"contentString": rendered.title},
+            *list(draft.get("payload") or [])[1:],
             {
                 "contentAttachment": _attachment(
                     "text/html; charset=utf-8", rendered.html.encode(), rendered
@@ -287,28 +288,11 @@ def with_rendered_letter(
     return communication
 
 
-def with_letter(
-    communication: Mapping[str, Any], rendered: RenderedNotice, context: NoticeContext
-) -> dict[str, Any]:
-    """A Communication that also carries a letter: its title first, then the letter as HTML and
-    PDF after the existing payload, plus the translation flags."""
-    payload = list(communication.get("payload") or [])
-    result = {
-        **communication,
-        "payload": [
-            {"contentString": rendered.title},
-            *payload[1:],
-            {
-                "contentAttachment": _attachment(
-                    "text/html; charset=utf-8", rendered.html.encode(), rendered
-                )
-            },
-            {"contentAttachment": _attachment("application/pdf", rendered.pdf, rendered)},
-        ],
-    }
-    for key, values in translation_flags(context).items():
-        result[key] = [*result.get(key, []), *values]
-    return result
+def with_flags(communication: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
+    """`communication` with `flags` (from `translation_flags`): categories and extensions added."""
+    for key, values in flags.items():
+        communication[key] = [*communication.get(key, []), *values]
+    return communication
 
 
 def _attachment(content_type: str, data: bytes, rendered: RenderedNotice) -> dict[str, Any]:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from fhir_adapter.codes import CANONICAL
-from fhir_adapter.fhir.dates import format_instant
 from fhir_adapter.fhir.outcome import Issue
 
 LOINC = "http://loinc.org"
@@ -90,10 +88,11 @@ def report_communication(
     recipient: str,
     sender: str | None,
     proposals: Sequence[str],
-    delivered_now: bool,
-    now: datetime,
+    drafted: bool,
 ) -> dict[str, Any]:
-    """The Communication carrying the report (and its recommended procedures and tests) to one recipient."""
+    """The Communication carrying the report (and its recommended procedures and tests) to one
+    recipient: `in-progress` until delivered, or, `drafted`, in `preparation` until the worker
+    renders its letter (the member's copy; `with_rendered_letter` keeps this payload)."""
     payload: list[dict[str, Any]] = [
         {"contentString": "Consultation Report of the second medical opinion you asked for."},
         {"contentReference": {"reference": report_key}},
@@ -103,15 +102,13 @@ def report_communication(
         "resourceType": "Communication",
         "identifier": [{"system": COMMUNICATION_ID_SYSTEM, "value": communication_id}],
         "basedOn": [{"reference": request_key}],
-        "status": "completed" if delivered_now else "in-progress",
+        "status": "preparation" if drafted else "in-progress",
         "category": [_NOTIFICATION],
         "subject": {"reference": patient_key},
         "about": [{"reference": report_key}],
         "recipient": [{"reference": recipient}],
         "payload": payload,
     }
-    if delivered_now:
-        communication["sent"] = format_instant(now)
     if sender:
         communication["sender"] = {"reference": sender}
     return communication

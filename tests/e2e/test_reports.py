@@ -19,6 +19,7 @@ from fhir_adapter.bootstrap import Container, build_container
 from fhir_adapter.config import Settings
 from fhir_adapter.delivery.http import HttpDeliverer
 from fhir_adapter.directory.client import DirectoryClient
+from fhir_adapter.ports.store import RENDER
 from fhir_adapter.store.sql import SqlResourceStore
 from tests.conftest import BASE_URL, DIRECTORY_BASE, count_rows
 from tests.factories import example_request
@@ -111,13 +112,9 @@ def report(request_key: str, patient_key: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def test_report_completes_the_task_and_reaches_pcp_and_member(
-    api: httpx.AsyncClient, loop_container: Container, receiver: Receiver
-) -> None:
-    keys = await approved_request(api, "-r1")
-    await render_notices(loop_container)
-    proposal_urn = "urn:uuid:4e1b2a3c-0000-4000-8000-000000000001"
-    bundle = {
+def report_with_proposal(keys: dict[str, str]) -> dict[str, Any]:
+    """A transaction: the Consultation Report and the procedure it recommends."""
+    return {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
@@ -127,7 +124,7 @@ async def test_report_completes_the_task_and_reaches_pcp_and_member(
                 "request": {"method": "POST", "url": "DiagnosticReport"},
             },
             {
-                "fullUrl": proposal_urn,
+                "fullUrl": "urn:uuid:4e1b2a3c-0000-4000-8000-000000000001",
                 "resource": {
                     "resourceType": "ServiceRequest",
                     "status": "active",
@@ -140,8 +137,17 @@ async def test_report_completes_the_task_and_reaches_pcp_and_member(
             },
         ],
     }
+
+
+async def test_report_completes_the_task_and_reaches_pcp_and_member(
+    api: httpx.AsyncClient, loop_container: Container, receiver: Receiver
+) -> None:
+    keys = await approved_request(api, "-r1")
+    await render_notices(loop_container)
+    bundle = report_with_proposal(keys)
     response = await api.post("", json=bundle)
     assert response.status_code == 200, response.text
+    await render_notices(loop_container)  # the member's letter (issue #13: after the answer)
     task = (await api.get(f"/{keys['Task']}")).json()
     assert task["status"] == "completed"
     assert task["output"][-1]["valueReference"]["reference"].startswith("DiagnosticReport/")
@@ -182,6 +188,51 @@ async def test_report_completes_the_task_and_reaches_pcp_and_member(
     assert len(receiver.of_type("ServiceRequest")) == 1
     pcp_copy = (await api.get(f"/Communication/{by_recipient['PractitionerRole']['id']}")).json()
     assert pcp_copy["status"] == "completed" and pcp_copy["sent"]
+
+
+async def test_the_member_copy_is_drafted_with_a_durable_render_job_and_rendered_after(
+    api: httpx.AsyncClient, loop_container: Container, clock: FrozenClock
+) -> None:
+    """Issue #13: right after the report's 200 the member's copy exists in `preparation` with its
+    render job committed; a worker started afresh (a restart) renders it, keeping the report
+    and its proposals beside the letter."""
+    keys = await approved_request(api, "-drafted")
+    await render_notices(loop_container)
+    response = await api.post("", json=report_with_proposal(keys))
+    assert response.status_code == 200, response.text
+    written = [e["response"]["location"].split("/_history")[0] for e in response.json()["entry"]]
+    report_key, proposal_key = written  # the DiagnosticReport and the ServiceRequest, in order
+    copies = (await api.get("/Communication", params={"recipient": keys["Patient"]})).json()
+    member_copy = next(
+        c["resource"]
+        for c in copies["entry"]
+        if c["resource"]["about"][0]["reference"] == report_key
+    )
+    assert member_copy["status"] == "preparation" and "sent" not in member_copy
+    references = [{"contentReference": {"reference": k}} for k in (report_key, proposal_key)]
+    assert member_copy["payload"][1:] == references  # no letter yet
+    async with loop_container.store.transaction(write=False) as tx:  # committed with the answer
+        jobs = [
+            j for j in await tx.outbox.items(limit=1000) if j.communication_id == member_copy["id"]
+        ]
+    assert [(j.destination, j.state) for j in jobs] == [(RENDER, "pending")]
+    assert jobs[0].payload and jobs[0].payload["letter"]["kind"] == "report-member"
+
+    restarted = await build_container(loop_container.settings, clock=clock)  # its own engine
+    try:
+        assert await render_notices(restarted) == 1
+    finally:
+        await restarted.aclose()
+    rendered = (await api.get(f"/Communication/{member_copy['id']}")).json()
+    assert rendered["status"] == "completed" and rendered["sent"]  # read through the API
+    title, *kept, html, pdf = rendered["payload"]
+    assert title == {"contentString": "The results of your second opinion"}
+    assert kept == references
+    assert html["contentAttachment"]["contentType"] == "text/html; charset=utf-8"
+    assert pdf["contentAttachment"]["contentType"] == "application/pdf"
+    assert "Agree with the recommended procedure." in member_pdf_text(rendered)
+    assert rendered["identifier"] == member_copy["identifier"]
+    assert await render_notices(loop_container) == 0  # rendered once
 
 
 @pytest.mark.parametrize("path", ["denied", "review"])
@@ -368,6 +419,7 @@ async def test_member_copy_is_posted_to_the_notice_url_when_set(
                     "/DiagnosticReport", json=report(keys["ServiceRequest"], keys["Patient"])
                 )
             ).status_code == 201
+            await render_notices(container)  # the member's report letter
             to_member = (
                 await api.get("/Communication", params={"recipient": keys["Patient"]})
             ).json()["entry"]

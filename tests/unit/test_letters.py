@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir_adapter.codes import DenialReason
-from fhir_adapter.notices import PlanContact, render
+from fhir_adapter.notices import NoticeContext, PlanContact, render
 from fhir_adapter.notices.stored import context_from_json, context_to_json, render_stored
 from fhir_adapter.policy.decision import Decision, Outcome, RuleStep
 from fhir_adapter.policy.facts import Provider
@@ -21,8 +21,10 @@ from fhir_adapter.workflow.letters import (
     presented_text,
     report_letter,
     translation_flags,
+    with_flags,
     with_rendered_letter,
 )
+from fhir_adapter.workflow.reports import report_communication
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 PLAN = PlanContact("Demo Plan", "1-800-555-0100", "711", ("1 Main St",), "https://x.example", "9-5")
@@ -109,6 +111,17 @@ def test_member_id_falls_back_to_the_first_identifier_or_nothing() -> None:
     assert member_id({}) == ""
 
 
+def member_report_letter(report: dict[str, Any], language: str) -> NoticeContext:
+    return report_letter(
+        report,
+        request={},
+        request_key="ServiceRequest/1",
+        patient=patient(language),
+        plan=PLAN,
+        now=NOW,
+    )
+
+
 def test_the_report_letter_reads_the_conclusion_and_the_plain_text_report() -> None:
     import base64
 
@@ -125,14 +138,7 @@ def test_the_report_letter_reads_the_conclusion_and_the_plain_text_report() -> N
             {"contentType": "text/plain", "data": "not base64!"},
         ],
     }
-    context = report_letter(
-        report,
-        request={},
-        request_key="ServiceRequest/1",
-        patient=patient("es"),
-        plan=PLAN,
-        now=NOW,
-    )
+    context = member_report_letter(report, "es")
 
     assert presented_text(report) == "One.\n\nTwo."
     assert context.language == "es" and context.report_performer == "Dr. Elena Park"
@@ -158,3 +164,50 @@ def test_a_letter_stored_with_its_render_job_comes_back_the_same() -> None:
             stored = json.loads(json.dumps(context_to_json(letter.context)))
             assert context_from_json(stored) == letter.context
             assert render_stored(stored) == render(letter.context)
+
+
+def test_a_report_copy_keeps_its_references_and_flags_once_its_letter_is_rendered() -> None:
+    """Issue #13: the member's copy of a report is drafted with the report and the proposals and
+    rendered by the worker; the letter's title replaces the draft's first words, the references
+    stay, the letter follows, and a letter not in the member's language is flagged."""
+    report = {"conclusion": "Physical therapy first.", "issued": "2027-02-10T09:00:00Z"}
+    context = member_report_letter(report, "vi")
+    stored = json.loads(json.dumps(context_to_json(context)))
+    assert render_stored(stored) == render(context)  # as the render job carries it
+    draft = with_flags(
+        report_communication(
+            communication_id="c1",
+            report_key="DiagnosticReport/1",
+            request_key="ServiceRequest/1",
+            patient_key="Patient/1",
+            recipient="Patient/1",
+            sender=None,
+            proposals=["ServiceRequest/2"],
+            drafted=True,
+        ),
+        translation_flags(context),
+    )
+    assert draft["status"] == "preparation" and "sent" not in draft
+    done = with_rendered_letter(draft, render(context), delivered_now=True, now=NOW)
+    assert done["status"] == "completed" and done["sent"] == "2026-11-25T18:00:00.000Z"
+    assert [next(iter(p)) for p in done["payload"]] == [
+        "contentString",
+        "contentReference",
+        "contentReference",
+        "contentAttachment",
+        "contentAttachment",
+    ]
+    assert done["payload"][0]["contentString"] == render(context).title
+    assert done["payload"][1:3] == draft["payload"][1:]
+    assert [a["contentAttachment"]["contentType"] for a in done["payload"][3:]] == [
+        "text/html; charset=utf-8",
+        "application/pdf",
+    ]
+    assert [c["coding"][0]["code"] for c in done["category"]] == [
+        "notification",
+        "translation-owed",
+    ]
+    assert done["extension"] == [translation_flags(context)["extension"][0]]
+    assert {k: v for k, v in done.items() if k not in ("status", "sent", "payload")} == {
+        k: v for k, v in draft.items() if k not in ("status", "payload")
+    }  # nothing else changes

@@ -1,6 +1,6 @@
 """Consultation reports (policy VI, contract §4.6), as a write hook: a Consultation Report for an
 approved request completes its Task and goes to the PCP and the member, through the outbox, in
-the very transaction that stores it."""
+the very transaction that stores it (the member's letter rendered by the worker right after)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from fhir_adapter.codes import TASK_CODE_SYSTEM, BusinessStatus
 from fhir_adapter.errors import UnprocessableEntityError
 from fhir_adapter.fhir.elements import reference_of
 from fhir_adapter.fhir.outcome import Issue
-from fhir_adapter.notices import render
 from fhir_adapter.ports.hooks import WriteResult
 from fhir_adapter.ports.store import StoredResource, StoreTransaction
 from fhir_adapter.services.second_opinion.context import WorkflowHook
 from fhir_adapter.workflow.decisions import business_status
 from fhir_adapter.workflow.intake import is_second_opinion_request
-from fhir_adapter.workflow.letters import report_letter, with_letter
+from fhir_adapter.workflow.letters import report_letter, translation_flags, with_flags
 from fhir_adapter.workflow.provenance import change_provenance
 from fhir_adapter.workflow.reports import (
     CONSULT_NOTE,
@@ -143,17 +142,16 @@ class ReportCompletion(WorkflowHook):
         proposals: list[str],
         now: datetime,
     ) -> None:
-        """The report to the member's PCP (their endpoint) and to the member (as a letter)."""
+        """The report to the member's PCP (their endpoint) and to the member (as a letter, drafted
+        with its render job: issue #13, the worker renders it right after the answer)."""
         context = self.context
         patient_key = context.key(reference_of(request.content.get("subject"))) or ""
         patient = await context.read_key(tx, patient_key)
         practitioners = (patient.content if patient else {}).get("generalPractitioner") or []
         pcp = next((k for k in (context.key(reference_of(p)) for p in practitioners) if k), None)
         sender = context.key(reference_of((report.content.get("performer") or [{}])[0]))
-        # (recipient, outbox destination); no destination: the copy is read through the API
-        recipients: list[tuple[str, str | None]] = [(pcp, "provider-endpoint")] if pcp else []
-        recipients.append((patient_key, context.member_destination()))
-        for recipient, destination in recipients:
+        for recipient in [pcp, patient_key] if pcp else [patient_key]:
+            to_member = recipient == patient_key
             communication = report_communication(
                 communication_id=str(uuid.uuid4()),
                 report_key=report.key,
@@ -162,19 +160,21 @@ class ReportCompletion(WorkflowHook):
                 recipient=recipient,
                 sender=sender,
                 proposals=proposals,
-                delivered_now=destination is None,
-                now=now,
+                drafted=to_member,
             )
-            if recipient == patient_key:  # the member's copy is a letter they can read
-                context_ = report_letter(
-                    report.content,
-                    request=request.content,
-                    request_key=request.key,
-                    patient=patient.content if patient else None,
-                    plan=context.config.plan_contact,
-                    now=now,
-                    rights=context.config.rights_contacts,
-                    taglines=context.config.taglines,
-                )
-                communication = with_letter(communication, render(context_), context_)
-            await context.send(tx, communication, destination, now)
+            if not to_member:
+                await context.send(tx, communication, "provider-endpoint", now)
+                continue
+            letter = report_letter(  # the member's copy is a letter they can read
+                report.content,
+                request=request.content,
+                request_key=request.key,
+                patient=patient.content if patient else None,
+                plan=context.config.plan_contact,
+                now=now,
+                rights=context.config.rights_contacts,
+                taglines=context.config.taglines,
+            )
+            draft = with_flags(communication, translation_flags(letter))
+            # None: the member reads it through the API once rendered
+            await context.draft_notice(tx, draft, letter, context.member_destination(), now)
