@@ -57,7 +57,6 @@ from fhir_adapter.directory.client import DirectoryClient
 from fhir_adapter.security.tokens import TokenVerifier
 from fhir_adapter.services import bundles
 from fhir_adapter.services.background import run_background
-from fhir_adapter.services.second_opinion import reports
 from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore
@@ -70,7 +69,6 @@ _TRANSACTIONS = "SQL transactions (connect, begin, commit, give the connection b
 STAGES: list[tuple[Any, str, str]] = [
     (TokenVerifier, "verify", "verify the bearer token (ES384)"),
     (bundles, "validate_resource", "validate the submitted Bundle (fhir.resources + checks)"),
-    (reports, "render", "render a consultation report's letter (text, HTML, PDF)"),
     (AsyncConnection, "execute", "SQL statements (SQLAlchemy + driver, incl. the database)"),
     (AsyncConnection, "start", _TRANSACTIONS),
     (AsyncConnection, "execution_options", _TRANSACTIONS),
