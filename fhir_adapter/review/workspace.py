@@ -304,7 +304,6 @@ class Workspace:
             "warned": self._warned(task.content, now),
             "history": [_history_row(v) for v in history],
             "notices": [_notice_row(n) for n in notices],
-            # a decision's letters are rendered by the worker just after it (issue #13)
             "notices_preparing": any(n.content.get("status") == "preparation" for n in notices),
         }
 
