@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -17,6 +18,22 @@ from fhir_adapter.services.second_opinion.jobs import WorkflowJobs
 log = logging.getLogger(__name__)
 
 RENDER_BATCH = 4  # render jobs leased at once: one render process works through them in turn
+# The render process runs this much nicer than the answers: under a burst the answers (whose
+# PAS budget is seconds) get the cores first, and the letters (whose deadline is hours) catch up
+# when the burst is over (docs/performance.md).
+RENDER_NICENESS = 10
+
+
+def _yield_to_answers() -> None:
+    """The render process's initializer: a lower CPU priority than the process it serves."""
+    os.nice(RENDER_NICENESS)
+
+
+def render_pool() -> ProcessPoolExecutor:
+    """One spawned process for the letters, at a lower priority than the answers."""
+    return ProcessPoolExecutor(
+        max_workers=1, mp_context=get_context("spawn"), initializer=_yield_to_answers
+    )
 
 
 async def run_background(
@@ -37,7 +54,7 @@ async def run_background(
     if rendering.executor is not None:
         await _passes(jobs, delivery, stop, interval_seconds)
         return
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+    with render_pool() as pool:
         rendering.executor = pool
         try:
             await _passes(jobs, delivery, stop, interval_seconds)

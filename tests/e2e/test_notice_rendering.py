@@ -123,3 +123,16 @@ async def test_the_worker_wakes_on_the_commit_not_on_its_poll_interval(
     finally:
         stop.set()
         await worker
+
+
+def test_the_render_process_yields_the_cores_to_the_answers() -> None:
+    """The letters render in a process of lower CPU priority than the one that answers, so a
+    burst of submissions is answered first and its letters follow (issue #13)."""
+    import os
+
+    from fhir_adapter.services.background import RENDER_NICENESS, render_pool
+
+    with render_pool() as pool:
+        niceness = pool.submit(os.nice, 0).result(timeout=60)
+
+    assert niceness == min(os.nice(0) + RENDER_NICENESS, 19)
