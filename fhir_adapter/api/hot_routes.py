@@ -20,9 +20,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
 
-from fhir_adapter.access.guard import AccessGuard, Guard
+from fhir_adapter.access.guard import Guard
 from fhir_adapter.api.fhir_http import check_negotiation
-from fhir_adapter.api.security import authenticate
+from fhir_adapter.api.security import authenticate, get_guard
 from fhir_adapter.bootstrap import Container
 from fhir_adapter.fhir.references import ID_PATTERN
 from fhir_adapter.fhir.resources import SERVED_TYPES
@@ -66,7 +66,7 @@ class HotReads(BaseRoute):
         await check_negotiation(request)
         container: Container = scope["app"].state.container
         access = await authenticate(request, container)
-        guard: Guard = AccessGuard(access, base_url=container.settings.fhir_base_url)
+        guard: Guard = await get_guard(access, container)
         endpoint: HotEndpoint = scope["endpoint"]
         response = await endpoint(
             request=request, container=container, guard=guard, **scope["path_params"]
