@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from types import FrameType
 from typing import Any
@@ -35,6 +36,13 @@ from fhir_adapter.telemetry.exposition import MULTIPROC_ENV
 log = logging.getLogger("fhir_adapter.cli")
 
 WORKER_HEALTHCHECK_SECONDS = 30
+
+# SQLite is reached through aiosqlite, which runs each statement call in a thread of its own and
+# hands the result back to the event loop: every hop needs the GIL. A busy event loop keeps the GIL
+# for CPython's switch interval (5 ms) before that thread gets it, and as SQLite takes one writer
+# at a time, the writer's wait becomes every submission's wait. Half a millisecond lets the
+# hops through (issue #13: about 1.5 times the SQLite submissions a second, docs/performance.md).
+SQLITE_SWITCH_INTERVAL_SECONDS = 0.0005
 
 SQLITE_ONE_PROCESS = (
     "SQLite is one process: --workers {workers} (FHIR_ADAPTER_WORKERS) needs PostgreSQL; set"
@@ -66,6 +74,8 @@ def serve(*, host: str | None = None, port: int | None = None, workers: int | No
         startup.check_database(settings)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exit 0 instead of dying by signal.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    if url.drivername.startswith("sqlite"):
+        sys.setswitchinterval(SQLITE_SWITCH_INTERVAL_SECONDS)
     if settings.workers == 1:
         from fhir_adapter.api.app import create_app
 
