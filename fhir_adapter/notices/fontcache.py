@@ -3,14 +3,14 @@ packaged fonts).
 
 fpdf2's `add_font` parses a TrueType file (tables, character map, widths) for every document, and
 writing the PDF subsets the font with fontTools, recompiling every glyph it keeps: together about
-three quarters of a letter's CPU (docs/performance.md). Here each font is parsed once
+two thirds of a letter's CPU (docs/performance.md). Here each font is parsed once
 (`_prototype`) and each letter gets a copy (`add_font`) with its own glyph subset, widths table
 and font descriptor (the parts a document changes), sharing the read-only character map. The
 font programs embedded in the PDFs (`program`) are subset once per glyph set and kept: the
-letter font's glyph set is rounded up to all of printable ASCII, so letters that differ only in
-names, dates and numbers share one program; those subsets are cut from a small cut of the letter
-font (the templates' and built-in taglines' characters, common Latin, Vietnamese) when it has
-the glyphs, else from the whole file.
+letter font's glyph set is rounded up to the ASCII letters and digits, so letters that differ
+only in names, dates and numbers mostly share one program. They are cut from a small cut of the
+letter font (the templates' and built-in taglines' characters, common Latin, Vietnamese) when
+it has the glyphs, else from the whole file.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ COMMON_RANGES = (
     (0x20AC, 0x20AC),
     (0x2122, 0x2122),
 )
-ASCII = range(0x20, 0x7F)
+# What a letter font's glyph set is rounded up to: letters that differ only in names, dates and
+# numbers share one program, for about 2 KB more a letter (docs/performance.md).
+ROUNDED_UP = tuple(map(ord, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 # The tables fpdf2 drops when it subsets a font for a PDF (fpdf/output.py).
 _DROPPED_TABLES = ["FFTM", "GDEF", "GPOS", "GSUB", "MATH", "hdmx", "meta", "sbix", "CBDT"]
 _DROPPED_TABLES += ["CBLC", "EBDT", "EBLC", "EBSC", "SVG ", "CPAL", "COLR"]
@@ -95,8 +97,8 @@ def program(font: TTFFont, glyphs: frozenset[str], *, common: bool) -> FontProgr
     rounded up and cut from the common cut when that has every glyph."""
     path = str(font.ttffile)
     if common and _common_cut(path)[1].issuperset(glyphs):
-        ascii_glyphs = (font.cmap[code] for code in ASCII if code in font.cmap)
-        return _program(path, glyphs.union(ascii_glyphs), from_cut=True)
+        rounded = (font.cmap[code] for code in ROUNDED_UP if code in font.cmap)
+        return _program(path, glyphs.union(rounded), from_cut=True)
     return _program(path, glyphs, from_cut=False)
 
 

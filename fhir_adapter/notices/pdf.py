@@ -10,8 +10,9 @@ Chinese and Japanese characters, and the whole of Droid Sans Fallback (Apache-2.
 fonts/LICENSE-Apache-2.0.txt) for other CJK text such as names. The fonts are parsed once a
 process and their embedded subsets kept (`fontcache`, `pdf_output`): fpdf2 alone parses and
 subsets every font for every letter, most of a letter's CPU. The PDF embeds only the glyphs used
-(the letter font's rounded up to printable ASCII), with a ToUnicode map, so the text can be
-extracted and searched. The document language is set (/Lang); fpdf2 writes no full structure tree.
+(the letter font's rounded up to the ASCII letters and digits), with a ToUnicode map, so the
+text can be extracted and searched. The document language is set (/Lang); fpdf2 writes no full
+structure tree.
 """
 
 from __future__ import annotations
