@@ -27,8 +27,8 @@ from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from fpdf.fonts import TTFFont
 
-from fhir_adapter.notices import fontcache
 from fhir_adapter.notices.blocks import Block
+from fhir_adapter.notices.fontcache import add_font as add_shared_font
 from fhir_adapter.notices.model import Language, NoticeContext
 from fhir_adapter.notices.pdf_output import NoticeOutput
 
@@ -69,7 +69,7 @@ def primary_characters() -> frozenset[int]:
 def _add_fonts(pdf: _NoticePdf, missing: frozenset[int], *, shared: bool) -> None:
     """The letter font, and the fallbacks that print the characters it lacks; `shared`: parsed
     once a process (`fontcache`), else by fpdf2 for this letter alone."""
-    add_font = fontcache.add_font if shared else FPDF.add_font
+    add_font = add_shared_font if shared else FPDF.add_font
     add_font(pdf, FONT, "", str(font_path(LETTER_FONTS[0])))
     add_font(pdf, FONT, "B", str(font_path(LETTER_FONTS[1])))
     for number, name in enumerate(FALLBACK_FONTS):

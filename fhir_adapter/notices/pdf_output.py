@@ -25,7 +25,7 @@ from fpdf.output import (
 )
 from fpdf.syntax import Name, PDFArray, PDFContentStream
 
-from fhir_adapter.notices import fontcache
+from fhir_adapter.notices.fontcache import FontProgram, program
 
 _TO_UNICODE = (
     "/CIDInit /ProcSet findresource begin\n"
@@ -53,7 +53,7 @@ class _FontFile(PDFContentStream):
     """fpdf2's FontFile2 stream, from a program compressed once (fpdf2 compresses it again for
     every document)."""
 
-    def __init__(self, font_program: fontcache.FontProgram) -> None:
+    def __init__(self, font_program: FontProgram) -> None:
         super().__init__(contents=font_program.compressed)
         self.filter = Name("FlateDecode")
         self.length1 = font_program.length
@@ -86,7 +86,7 @@ class NoticeOutput(OutputProducer):
         fontname = f"MPDFAA+{font.name}"
         used = [(glyph, code) for glyph, code in font.subset.items() if glyph is not None]
         glyphs = frozenset(glyph.glyph_name for glyph, _ in used)
-        font_program = fontcache.program(font, glyphs, common=common)
+        font_program = program(font, glyphs, common=common)
         composite = PDFFont(subtype="Type0", base_font=fontname, encoding="Identity-H")
         self._add_pdf_obj(composite, "fonts")
         cid_font = PDFFont(
