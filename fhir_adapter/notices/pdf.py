@@ -26,6 +26,7 @@ from pathlib import Path
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from fpdf.fonts import TTFFont
+from fpdf.output import OutputProducer
 
 from fhir_adapter.notices.blocks import Block
 from fhir_adapter.notices.fontcache import add_font as add_shared_font
@@ -136,15 +137,16 @@ def to_pdf(
     head = f"{context.plan.name} | {context.member_id or context.member_display_name}"
     pdf = _NoticePdf(_PAGE_LABEL[context.language], _body_size(context), head)
     _add_fonts(pdf, _missing_characters(title, blocks), shared=shared_fonts)
-    _lay_out(pdf, title, blocks, context)
-    if shared_fonts:
-        return bytes(pdf.output(output_producer_class=NoticeOutput))
     try:
-        return bytes(pdf.output())
+        _lay_out(pdf, title, blocks, context)
+        return bytes(
+            pdf.output(output_producer_class=NoticeOutput if shared_fonts else OutputProducer)
+        )
     finally:
-        for font in pdf.fonts.values():  # fpdf2 keeps each font file open
-            if isinstance(font, TTFFont):
-                font.close()
+        if not shared_fonts:  # fpdf2 keeps each font file open
+            for font in pdf.fonts.values():
+                if isinstance(font, TTFFont):
+                    font.close()
 
 
 def _body_size(context: NoticeContext) -> float:
