@@ -3,14 +3,16 @@
 Body text is 12 pt, or 18 pt in large print, headings larger (regulatory.md §5.6: 12-point
 minimum, 18-point large print; HSC 1368.02(b) wants its statement in 12-point bold). The text is
 set in DejaVu Sans (Bitstream Vera license, fonts/LICENSE-DejaVu.txt): a letter cut of it
-(Latin with Vietnamese, Greek, Cyrillic, punctuation; no hinting or layout tables), because fpdf2
-parses and subsets every font for every letter and the full font costs twice the time. What the
-cut lacks comes from fallback fonts loaded only when a letter needs them: the full DejaVu Sans
+(Latin with Vietnamese, Greek, Cyrillic, punctuation; no hinting or layout tables). What the
+cut lacks comes from fallback fonts used only when a letter needs them: the full DejaVu Sans
 (Armenian, Georgian, symbols...), a subset of Droid Sans Fallback with the built-in taglines'
 Chinese and Japanese characters, and the whole of Droid Sans Fallback (Apache-2.0,
-fonts/LICENSE-Apache-2.0.txt) for other CJK text such as names. fpdf2 embeds only the glyphs
-used, with a ToUnicode map, so the text can be extracted and searched. The document language is
-set (/Lang); fpdf2 writes no full structure tree.
+fonts/LICENSE-Apache-2.0.txt) for other CJK text such as names. The fonts are parsed once a
+process and their embedded subsets kept (`fontcache`, `pdf_output`): fpdf2 alone parses and
+subsets every font for every letter, most of a letter's CPU. The PDF embeds only the glyphs used
+(the letter font's rounded up to the ASCII letters and digits), with a ToUnicode map, so the
+text can be extracted and searched. The document language is set (/Lang); fpdf2 writes no full
+structure tree.
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ from pathlib import Path
 
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
+from fpdf.fonts import TTFFont
+from fpdf.output import OutputProducer
 
 from fhir_adapter.notices.blocks import Block
+from fhir_adapter.notices.fontcache import add_font as add_shared_font
 from fhir_adapter.notices.model import Language, NoticeContext
+from fhir_adapter.notices.pdf_output import NoticeOutput
 
 BODY_PT = 12.0
 LARGE_PRINT_PT = 18.0
@@ -61,27 +67,18 @@ def primary_characters() -> frozenset[int]:
     return font_characters(LETTER_FONTS[0]) & font_characters(LETTER_FONTS[1])
 
 
-def _close_fonts(pdf: FPDF) -> None:
-    """fpdf2 keeps each font file open: close them once the PDF is written."""
-    for font in pdf.fonts.values():
-        close = getattr(font, "close", None)
-        if close is not None:
-            close()
-
-
-def _add_fonts(pdf: FPDF, missing: frozenset[int]) -> None:
-    """The letter font, and the fallbacks that print the characters it lacks."""
-    pdf.add_font(FONT, "", font_path(LETTER_FONTS[0]))
-    pdf.add_font(FONT, "B", font_path(LETTER_FONTS[1]))
-    needed: list[str] = []
+def _add_fonts(pdf: _NoticePdf, missing: frozenset[int], *, shared: bool) -> None:
+    """The letter font, and the fallbacks that print the characters it lacks; `shared`: parsed
+    once a process (`fontcache`), else by fpdf2 for this letter alone."""
+    add_font = add_shared_font if shared else FPDF.add_font
+    add_font(pdf, FONT, "", str(font_path(LETTER_FONTS[0])))
+    add_font(pdf, FONT, "B", str(font_path(LETTER_FONTS[1])))
     for number, name in enumerate(FALLBACK_FONTS):
         found = missing & font_characters(name)
         if found:
-            pdf.add_font(f"NoticeFallback{number}", "", font_path(name))
-            needed.append(f"NoticeFallback{number}")
+            add_font(pdf, f"NoticeFallback{number}", "", str(font_path(name)))
+            pdf.fallbacks.append(f"NoticeFallback{number}")
             missing -= found
-    if needed:
-        pdf.set_fallback_fonts(needed, exact_match=False)  # they have no bold face
 
 
 class _NoticePdf(FPDF):
@@ -90,6 +87,25 @@ class _NoticePdf(FPDF):
         self._page_label = page_label
         self._footer_size = size
         self._running_head = running_head
+        self.fallbacks: list[str] = []  # the fallback fonts this letter needs
+        self.common_fonts = frozenset(str(font_path(name)) for name in LETTER_FONTS)
+        self._falling_back = False
+
+    def fall_back_for(self, text: str) -> bool:
+        """Let fpdf2 look for fallback fonts only in text the current font cannot print (with
+        them set it parses all text character by character); returns whether it did before."""
+        cmap = getattr(self.current_font, "cmap", None)
+        wanted = bool(self.fallbacks) and (
+            cmap is None or any(ord(char) not in cmap for char in text if char != "\n")
+        )
+        return self._fall_back(wanted)
+
+    def _fall_back(self, wanted: bool) -> bool:
+        before = self._falling_back
+        if wanted != before:  # exact_match=False: the fallbacks have no bold face
+            self.set_fallback_fonts(self.fallbacks if wanted else [], exact_match=False)
+            self._falling_back = wanted
+        return before
 
     def header(self) -> None:
         """From page 2 on: whose letter this is. It also starts each page in the letter's own
@@ -97,25 +113,40 @@ class _NoticePdf(FPDF):
         if self.page_no() > 1:
             self.set_font(FONT, size=self._footer_size)
             head, room = self._running_head, self.epw - 2 * self.c_margin
+            resume = self.fall_back_for(head)
             while len(head) > 1 and self.get_string_width(head) > room:
                 head = head[:-2] + "\u2026"  # shortened to fit the line
             self.cell(0, _line(self._footer_size), head, align="L")
             self.ln(_line(self._footer_size) * 1.5)
+            self._fall_back(resume)  # the text the page break interrupted
 
     def footer(self) -> None:
         self.set_y(-18)
         self.set_font(FONT, size=self._footer_size)
         label = self._page_label.format(page=self.page_no(), pages="{nb}")
+        resume = self.fall_back_for(label)
         self.cell(0, 10, label, align="C")
+        self._fall_back(resume)
 
 
-def to_pdf(title: str, blocks: tuple[Block, ...], context: NoticeContext) -> bytes:
+def to_pdf(
+    title: str, blocks: tuple[Block, ...], context: NoticeContext, *, shared_fonts: bool = True
+) -> bytes:
+    """The letter as a PDF; `shared_fonts=False` leaves the fonts to fpdf2 alone, as the tests
+    that compare both do."""
     head = f"{context.plan.name} | {context.member_id or context.member_display_name}"
     pdf = _NoticePdf(_PAGE_LABEL[context.language], _body_size(context), head)
+    _add_fonts(pdf, _missing_characters(title, blocks), shared=shared_fonts)
     try:
-        return _lay_out(pdf, title, blocks, context)
+        _lay_out(pdf, title, blocks, context)
+        return bytes(
+            pdf.output(output_producer_class=NoticeOutput if shared_fonts else OutputProducer)
+        )
     finally:
-        _close_fonts(pdf)
+        if not shared_fonts:  # fpdf2 keeps each font file open
+            for font in pdf.fonts.values():
+                if isinstance(font, TTFFont):
+                    font.close()
 
 
 def _body_size(context: NoticeContext) -> float:
@@ -124,10 +155,9 @@ def _body_size(context: NoticeContext) -> float:
 
 def _lay_out(
     pdf: _NoticePdf, title: str, blocks: tuple[Block, ...], context: NoticeContext
-) -> bytes:
+) -> None:
     body = _body_size(context)
     heading, title_size = body * 1.25, body * 1.5
-    _add_fonts(pdf, _missing_characters(title, blocks))
     pdf.set_margins(20, 20, 20)
     pdf.set_auto_page_break(auto=True, margin=22)
     # Fixed metadata: the same notice always gives the same bytes.
@@ -160,13 +190,13 @@ def _lay_out(
         elif block.kind == "bullets":
             indent = body * _PT_TO_MM * 1.1
             for item in block.lines:
+                pdf.fall_back_for("\u2022")
                 pdf.cell(indent, height, "\u2022")
                 _write(pdf, height, item)
                 pdf.ln(gap / 3)
         else:
             for line in block.lines:
                 _write(pdf, height, line)
-    return bytes(pdf.output())
 
 
 def _line(size: float) -> float:
@@ -188,8 +218,9 @@ def printable(text: str) -> bool:
     return all(char.isspace() or any(ord(char) in f for f in fonts) for char in text)
 
 
-def _write(pdf: FPDF, height: float, text: str) -> None:
+def _write(pdf: _NoticePdf, height: float, text: str) -> None:
     """Left-aligned (ragged right reads more easily), wrapped, then back to the left margin."""
+    pdf.fall_back_for(text)
     lines = break_lines(pdf, text)
     if lines is None:
         pdf.multi_cell(0, height, text, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)

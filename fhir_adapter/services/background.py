@@ -17,7 +17,7 @@ from fhir_adapter.services.second_opinion.jobs import WorkflowJobs
 
 log = logging.getLogger(__name__)
 
-RENDER_BATCH = 4  # render jobs leased at once: one render process works through them in turn
+RENDER_BATCH = 4  # render jobs leased at once, rendered in one round trip to the render process
 # The render process runs this much nicer than the answers: under a burst the answers (whose
 # PAS budget is seconds) get the cores first, and the letters (whose deadline is hours) catch up
 # when the burst is over (docs/performance.md).

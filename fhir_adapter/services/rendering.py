@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import timedelta
+from typing import Any
 
 from fhir_adapter import telemetry
 from fhir_adapter.notices import RenderedNotice
@@ -21,6 +22,18 @@ from fhir_adapter.services.resources import Clock, with_meta
 from fhir_adapter.workflow.letters import with_rendered_letter
 
 log = logging.getLogger(__name__)
+
+
+def render_letters(letters: list[Any]) -> list[RenderedNotice | str]:
+    """Each stored letter rendered, or the name of the error that stopped it: a plain function
+    of JSON, so the render process runs several letters a round trip (docs/performance.md)."""
+    results: list[RenderedNotice | str] = []
+    for letter in letters:
+        try:
+            results.append(render_stored(letter))
+        except Exception as exc:  # that letter only; the others are rendered
+            results.append(type(exc).__name__)
+    return results
 
 
 class NoticeRendering:
@@ -44,7 +57,9 @@ class NoticeRendering:
         self.executor = executor  # None: the event loop's default thread pool
 
     async def run_due(self, *, limit: int = 20) -> int:
-        """Render every due notice once; returns how many were tried."""
+        """Render every due notice once; returns how many were tried. The letters claimed
+        together are rendered in one call to the executor (one round trip to the render
+        process), each recorded in a transaction of its own."""
         now = self.clock()
         async with self.store.transaction() as tx:
             items = await tx.outbox.claim(
@@ -53,24 +68,24 @@ class NoticeRendering:
                 limit=limit,
                 render=True,
             )
-        for item in items:
+        if not items:
+            return 0
+        letters = [(item.payload or {}).get("letter") for item in items]
+        try:  # CPU-bound pure Python: off the event loop, so answers keep flowing
+            results = await asyncio.get_running_loop().run_in_executor(
+                self.executor, render_letters, letters
+            )
+        except Exception as exc:  # a broken pool: every letter of the call is retried
+            results = [type(exc).__name__] * len(items)
+        for item, result in zip(items, results, strict=True):
             try:
-                await self.run(item)
+                if isinstance(result, RenderedNotice):
+                    await self._record(item, result, (item.payload or {}).get("deliver_to"))
+                else:  # a bad letter: retried, then a dead letter
+                    await self._not_rendered(item, result)
             except Exception as exc:  # a store hiccup: the lease runs out and it is retried
                 log.error("render %s crashed (%s)", item.id, type(exc).__name__)
         return len(items)
-
-    async def run(self, item: OutboxItem) -> None:
-        """Render one notice and record it; a failure is retried, never dropped."""
-        job = item.payload or {}
-        try:  # CPU-bound pure Python: off the event loop, so answers keep flowing
-            rendered = await asyncio.get_running_loop().run_in_executor(
-                self.executor, render_stored, job["letter"]
-            )
-        except Exception as exc:  # a bad letter or a broken pool: retried, then a dead letter
-            await self._not_rendered(item, type(exc).__name__)
-            return
-        await self._record(item, rendered, job.get("deliver_to"))
 
     async def _record(
         self, item: OutboxItem, rendered: RenderedNotice, destination: str | None

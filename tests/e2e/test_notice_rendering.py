@@ -104,6 +104,32 @@ async def test_a_failed_render_is_retried_then_a_dead_letter_and_never_lost(
     assert all(len(kinds(n)) == 3 for n in done.values())
 
 
+async def test_one_bad_letter_of_a_batch_is_retried_and_the_others_are_recorded(
+    client: httpx.AsyncClient, container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The letters claimed together are rendered in one call to the render process; each is
+    recorded, or retried, on its own."""
+    real = rendering.render_stored
+
+    def member_letters_fail(letter: dict[str, Any]) -> Any:
+        if letter["kind"].endswith("-member"):
+            raise RuntimeError("bad letter")
+        return real(letter)
+
+    monkeypatch.setattr(rendering, "render_stored", member_letters_fail)
+    keys = await submit(client, example_request("denied", "-batch"))
+    assert await container.delivery.rendering.run_due(limit=10) == 2  # one call, both letters
+
+    done = await notices(client, keys["ServiceRequest"])
+    assert done["requester"]["status"] == "in-progress" and len(kinds(done["requester"])) == 3
+    assert done["member"]["status"] == "preparation"
+    renders = [i for i in await outbox(container) if i.destination == RENDER]
+    assert sorted((i.state, i.attempts, i.last_error) for i in renders) == [
+        ("pending", 1, "render: RuntimeError"),
+        ("rendered", 1, None),
+    ]
+
+
 async def test_the_worker_wakes_on_the_commit_not_on_its_poll_interval(
     client: httpx.AsyncClient, container: Container
 ) -> None:
