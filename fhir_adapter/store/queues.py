@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, and_, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fhir_adapter.ports.store import RENDER, OutboxItem, WorkflowJob
@@ -61,14 +60,14 @@ class SqlJobs:
             "next_attempt_at": now,
             "attempts": 0,
         }
+        if self._db.is_postgres:  # written by the statement that writes the Task (issue #13)
+            self._db.queued_jobs.append(values)
+            return
         # One statement: a Task that has its job already keeps it.
-        statement = (
-            postgresql_insert(workflow_jobs)
-            if self._db.is_postgres
-            else sqlite_insert(workflow_jobs)
-        )
         await self._db.execute(
-            statement.values(**values).on_conflict_do_nothing(index_elements=["task_id"])
+            sqlite_insert(workflow_jobs)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["task_id"])
         )
 
     async def claim(

@@ -1,5 +1,5 @@
 """PostgreSQL: everything a transaction queued (new resources, versions, search index rows, the
-DELETE of outdated index rows) written with one statement.
+DELETE of outdated index rows, workflow jobs) written with one statement.
 
 Each kind of row is one part of a data-modifying WITH, its values passed as arrays and spread
 by unnest(). Rows of new resources name them by (type, id) and take their key from what the
@@ -27,10 +27,14 @@ ROW_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "search_string": ("resource_pk", "param", "value"),
 }
 _RESOURCE_COLUMNS = ("resource_type", "id", "version_id", "last_updated", "content")
+_JOB_COLUMNS = ("task_id", "state", "due_at", "next_attempt_at", "attempts")
 _ARRAY_TYPES = {
     "resource_pk": "bigint",
     "version_id": "integer",
+    "attempts": "integer",
     "last_updated": "timestamptz",
+    "due_at": "timestamptz",
+    "next_attempt_at": "timestamptz",
     "low": "timestamptz",
     "high": "timestamptz",
     "content": "json",
@@ -42,11 +46,16 @@ def rows_statement(
     new: Sequence[Mapping[str, Any]],
     stale: Collection[int],
     rows: Mapping[str, Sequence[Mapping[str, Any]]],
+    jobs: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[TextClause, dict[str, Any]] | None:
-    """The statement and its parameters; None when nothing waits."""
+    """The statement and its parameters; None when nothing waits. `jobs` are workflow_jobs rows;
+    a Task that has its job already keeps it."""
     parameters: dict[str, Any] = {"stale": sorted(stale)}
     if new:
         parameters |= _arrays("r", _RESOURCE_COLUMNS, new)
+    if jobs:  # one row a Task: ON CONFLICT cannot choose between two rows of one statement
+        jobs = list({job["task_id"]: job for job in reversed(jobs)}.values())
+        parameters |= _arrays("j", _JOB_COLUMNS, jobs)
     by_pk: list[str] = []
     by_key: list[str] = []
     for name, batch in rows.items():
@@ -59,9 +68,9 @@ def rows_statement(
         if fresh:
             by_key.append(name)
             parameters |= _arrays(f"n_{name}", ("resource_type", "id", *columns[1:]), fresh)
-    if not (new or stale or by_pk or by_key):
+    if not (new or stale or by_pk or by_key or jobs):
         return None
-    return _statement(bool(new), bool(stale), tuple(by_pk), tuple(by_key)), parameters
+    return _statement(bool(new), bool(stale), tuple(by_pk), tuple(by_key), bool(jobs)), parameters
 
 
 def _arrays(
@@ -85,7 +94,7 @@ def _unnest(prefix: str, columns: Sequence[str]) -> str:
 
 @cache
 def _statement(
-    new: bool, stale: bool, by_pk: tuple[str, ...], by_key: tuple[str, ...]
+    new: bool, stale: bool, by_pk: tuple[str, ...], by_key: tuple[str, ...], jobs: bool
 ) -> TextClause:
     parts = []
     if new:
@@ -113,5 +122,10 @@ def _statement(
             f"SELECT r.pk, {', '.join(f'x.{c}' for c in columns[1:])} "
             f"FROM unnest({_unnest(f'n_{name}', named)}) AS x({', '.join(named)}) "
             "JOIN r ON r.resource_type = x.resource_type AND r.id = x.id)"
+        )
+    if jobs:
+        parts.append(
+            f"j AS (INSERT INTO workflow_jobs ({', '.join(_JOB_COLUMNS)}) "
+            f"SELECT * FROM unnest({_unnest('j', _JOB_COLUMNS)}) ON CONFLICT (task_id) DO NOTHING)"
         )
     return text(f"WITH {', '.join(parts)} SELECT {'(SELECT count(*) FROM r)' if new else '0'}")
