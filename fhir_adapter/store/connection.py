@@ -21,8 +21,11 @@ class SqlConnection:
         self.read_only = read_only  # each statement on its own: nothing here may write
         self.is_postgres = conn.dialect.name == "postgresql"
         self.queued: list[dict[str, Any]] = []
-        # PostgreSQL: workflow jobs added here, written by the same statement as the resources.
+        # PostgreSQL: workflow jobs and outbox items added here, written by the same statement
+        # as the resources (store/row_batches.py). Outbox items wait for the next outbox
+        # statement or the commit, jobs for the next statement.
         self.queued_jobs: list[dict[str, Any]] = []
+        self.queued_outbox: list[dict[str, Any]] = []
         self.write_queued: Callable[[], Awaitable[None]] | None = None
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any:

@@ -82,6 +82,7 @@ class SqlResources:
             or self._stale
             or any(self._index.values())
             or self._db.queued_jobs
+            or self._db.queued_outbox
         )
 
     async def _write_queued(self) -> None:
@@ -115,16 +116,18 @@ class SqlResources:
         self._write_index(owner, row["content"])
 
     async def _flush_in_one(self) -> None:
-        """PostgreSQL: the queued resources, every pending row and the workflow jobs added
-        (store/queues.py) in one statement."""
+        """PostgreSQL: the queued resources, every pending row and the workflow jobs and outbox
+        items added (store/queues.py) in one statement."""
         new = list(self._inserts)
         self._inserts.clear()
         for row in new:
             self._write_new_rows({NEW: (row["resource_type"], row["id"])}, row)
         rows = {resource_versions.name: self._versions}
         rows |= {table.name: batch for table, batch in self._index.items()}
-        built = rows_statement(new, self._stale, rows, self._db.queued_jobs)
-        self._db.queued_jobs.clear()
+        queues = {"workflow_jobs": self._db.queued_jobs, "outbox": self._db.queued_outbox}
+        built = rows_statement(new, self._stale, rows, {k: list(v) for k, v in queues.items()})
+        for queue in queues.values():
+            queue.clear()
         self._stale.clear()
         self._versions = []
         self._index = {table: [] for table in INDEX_TABLES}

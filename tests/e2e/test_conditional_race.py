@@ -43,7 +43,10 @@ async def engines(postgres_database_url: str) -> AsyncIterator[list[AsyncEngine]
 
 async def lock_waiters(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
-        statement = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        statement = (
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
         return int((await conn.execute(text(statement))).scalar_one())
 
 
@@ -54,6 +57,7 @@ async def test_two_writers_that_both_found_nothing_store_the_resource_once(
     service = ResourceService(first_store, base_url=BASE_URL)
     query = service.conditional_query("Organization", CRITERIA, UNRESTRICTED)
     searched = [asyncio.Event(), asyncio.Event()]
+    locked = asyncio.Event()
 
     async def first() -> StoredResource:
         async with first_store.transaction() as tx:
@@ -61,6 +65,7 @@ async def test_two_writers_that_both_found_nothing_store_the_resource_once(
             searched[0].set()
             await searched[1].wait()  # both searched before either created: both found nothing
             assert await matches_locked(tx, [query], found) == [[]]
+            locked.set()
             now = utc_now()
             created = await tx.resources.insert(with_meta(ORGANIZATION, "winner", 1, now), now=now)
             for _ in range(1000):  # commit only once the other writer waits for the lock
@@ -77,6 +82,7 @@ async def test_two_writers_that_both_found_nothing_store_the_resource_once(
             found = await tx.resources.matches([query])
             searched[1].set()
             assert found == [[]]
+            await locked.wait()
             return await matches_locked(tx, [query], found)  # waits for the first to commit
 
     created, after_lock = await asyncio.gather(first(), second())
