@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,8 @@ from typing import Any
 import httpx
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.factories import example_request
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
 
@@ -188,24 +189,6 @@ async def test_the_same_submission_sent_at_once_is_stored_once(client: httpx.Asy
     assert tasks["total"] == 1
 
 
-def renumbered(bundle: dict[str, Any], suffix: str) -> dict[str, Any]:
-    """The same request for another member (benchmarks/submit_throughput.py's renumbering): the
-    professionals stay the same."""
-    for entry in bundle["entry"]:
-        resource, request = entry["resource"], entry["request"]
-        if resource["resourceType"] in (
-            "ServiceRequest",
-            "Task",
-            "Patient",
-            "Coverage",
-            "Condition",
-        ):
-            for identifier in resource.get("identifier", []):
-                identifier["value"] += suffix
-            request["ifNoneExist"] += suffix
-    return bundle
-
-
 async def test_only_conditions_that_match_nothing_take_a_lock(
     engine: AsyncEngine, client: httpx.AsyncClient
 ) -> None:
@@ -215,7 +198,9 @@ async def test_only_conditions_that_match_nothing_take_a_lock(
     bundle = json.loads((EXAMPLES / "in-network-specialist-care.json").read_text())
     await client.post("", json=bundle)
 
-    another = await sent_statements(engine, client, renumbered(copy.deepcopy(bundle), "-2"))
+    another = await sent_statements(  # another member (the benchmark's renumbering)
+        engine, client, example_request("in-network-specialist-care", "-2")
+    )
     again = await sent_statements(engine, client, bundle)
 
     locks = [p for s, p in another if "pg_advisory_xact_lock" in s]
