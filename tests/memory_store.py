@@ -228,8 +228,8 @@ class MemoryResources(_Part):
         extra = [_stored(key, state.versions[key][-1]) for key in included if key in state.versions]
         return SearchPage(matches, extra, total, next_cursor)
 
-    async def lock(self, *keys: str) -> None:
-        return None  # writers are serialized already
+    async def lock(self, *keys: str) -> bool:
+        return False  # writers are serialized already
 
     async def matches(
         self, queries: Sequence[SearchQuery], *, known: Iterable[tuple[str, str]] = ()

@@ -162,8 +162,10 @@ class ResourceRows(Protocol):
 
     async def search(self, query: SearchQuery) -> SearchPage: ...
 
-    async def lock(self, *keys: str) -> None:
-        """Serialize writers that share a key (e.g. a conditional create) until commit."""
+    async def lock(self, *keys: str) -> bool:
+        """Serialize writers that share a key (e.g. a conditional create) until commit. True
+        when a lock was taken (a search after it sees what its last holder committed); False
+        where writers are serialized anyway, so a search before it was as good."""
         ...
 
     async def matches(

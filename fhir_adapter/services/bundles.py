@@ -38,7 +38,7 @@ from fhir_adapter.services.bundle_entries import (
     without_resource,
 )
 from fhir_adapter.services.reference_check import stored_references
-from fhir_adapter.services.resources import ResourceService, condition_lock, only_match
+from fhir_adapter.services.resources import ResourceService, matches_locked, only_match
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +223,11 @@ class BundleService:
     async def _match_conditions(
         self, tx: StoreTransaction, entries: list[Entry], posts: list[Entry], guard: Guard
     ) -> dict[int, StoredResource | None]:
-        """What each POST's `ifNoneExist` matches (by entry index): one lock statement and one
-        search for the whole Bundle, as these criteria do not depend on the ids given here. The
-        same statement finds which stored resources the entries reference (their reference
-        checks then ask nothing): a transaction's reads in one round trip."""
+        """What each POST's `ifNoneExist` matches (by entry index): one search for the whole
+        Bundle, as these criteria do not depend on the ids given here, and for the criteria that
+        matched nothing one lock statement and one search more (`matches_locked`). The first
+        search also finds which stored resources the entries reference (their reference checks
+        then ask nothing)."""
         conditional = [e for e in posts if e.if_none_exist]
         queries = []
         for entry in conditional:  # criteria that cannot be searched are the entry's fault
@@ -239,7 +240,6 @@ class BundleService:
                 )
             except AdapterError as exc:
                 raise located(exc, entry) from exc
-        await tx.resources.lock(*map(condition_lock, queries))
         found: dict[int, StoredResource | None] = {}
         base = self.resources.base_url
         own = {local_key(e.full_url, base) for e in entries} | {
@@ -251,6 +251,7 @@ class BundleService:
             if key not in own
         ]
         matched = await tx.resources.matches(queries, known=referenced)
+        matched = await matches_locked(tx, queries, matched)
         for entry, query, matches in zip(conditional, queries, matched, strict=True):
             try:
                 found[entry.index] = only_match(query, entry.if_none_exist or "", matches)

@@ -230,8 +230,8 @@ class ResourceService:
     ) -> StoredResource | None:
         """The one resource matching `If-None-Exist` criteria, None for no match; 412 for several.
 
-        `lock` serializes writers racing to create the same resource; lookups made under a lock
-        the caller already holds can skip it. For a patient-scoped caller only the patient's own
+        `lock` serializes writers racing to create the same resource (`matches_locked`: only
+        when nothing matched); lookups made under a lock the caller already holds can skip it. For a patient-scoped caller only the patient's own
         resources can match: otherwise whether a match was found (or several) would tell them
         about other members' data (`identifier=...`, `family=...&birthdate=...`). `new_keys` are
         `Type/id` keys of resources the caller's transaction is creating: criteria that require a
@@ -240,10 +240,10 @@ class ResourceService:
         query = self.conditional_query(resource_type, criteria, guard)
         if new_keys and any(_requires_one_of(f, new_keys) for f in query.filters):
             return None
+        found = await tx.resources.matches([query])
         if lock:
-            await tx.resources.lock(condition_lock(query))
-        [found] = await tx.resources.matches([query])
-        return only_match(query, criteria, found)
+            found = await matches_locked(tx, [query], found)
+        return only_match(query, criteria, found[0])
 
     def conditional_query(self, resource_type: str, criteria: str, guard: Guard) -> SearchQuery:
         """The search of `If-None-Exist` criteria: two matches at most, within the caller's reach."""
@@ -364,6 +364,25 @@ class ResourceService:
             client_id=guard.access.client_id,
         )
         await tx.resources.insert(with_meta(provenance, self.new_id(), 1, now), now=now)
+
+
+async def matches_locked(
+    tx: StoreTransaction, queries: Sequence[SearchQuery], found: Sequence[list[StoredResource]]
+) -> list[list[StoredResource]]:
+    """Optimistic conditional creates: `found` was searched without a lock, and a match is used
+    as it is. Only criteria that matched nothing are locked (one statement, in sorted order),
+    then searched again: the search after the lock sees what its previous holder committed, so
+    two writers racing to create the same resource store it once. Resources shared by every
+    submission (the EHR's practitioners and organizations) then take no lock, and submissions
+    of several processes do not queue behind one another (issue #13)."""
+    found = list(found)
+    missing = [i for i, matches in enumerate(found) if not matches]
+    keys = [condition_lock(queries[i]) for i in missing]
+    if missing and await tx.resources.lock(*keys):
+        again = await tx.resources.matches([queries[i] for i in missing])
+        for i, matches in zip(missing, again, strict=True):
+            found[i] = matches
+    return found
 
 
 def condition_lock(query: SearchQuery) -> str:

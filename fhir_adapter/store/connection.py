@@ -12,7 +12,8 @@ class SqlConnection:
     """One connection inside one transaction, shared by the transaction's parts.
 
     Before each statement the resources part writes the inserts it queued (`queued`, written by
-    `write_queued`), so that a statement of any part may read or reference them.
+    `write_queued`, with the jobs part's `queued_jobs`), so that a statement of any part may
+    read or reference them.
     """
 
     def __init__(self, conn: AsyncConnection, *, read_only: bool = False) -> None:
@@ -20,11 +21,16 @@ class SqlConnection:
         self.read_only = read_only  # each statement on its own: nothing here may write
         self.is_postgres = conn.dialect.name == "postgresql"
         self.queued: list[dict[str, Any]] = []
+        # PostgreSQL: workflow jobs and outbox items added here, written by the same statement
+        # as the resources (store/row_batches.py). Outbox items wait for the next outbox
+        # statement or the commit, jobs for the next statement.
+        self.queued_jobs: list[dict[str, Any]] = []
+        self.queued_outbox: list[dict[str, Any]] = []
         self.write_queued: Callable[[], Awaitable[None]] | None = None
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         """Run a statement, after the queued inserts (which it may read or reference)."""
-        if self.queued and self.write_queued is not None:
+        if (self.queued or self.queued_jobs) and self.write_queued is not None:
             await self.write_queued()
         return await self.execute_before_queued(statement, parameters)
 

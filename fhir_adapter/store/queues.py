@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, and_, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fhir_adapter.ports.store import RENDER, OutboxItem, WorkflowJob
@@ -61,14 +60,14 @@ class SqlJobs:
             "next_attempt_at": now,
             "attempts": 0,
         }
+        if self._db.is_postgres:  # written by the statement that writes the Task (issue #13)
+            self._db.queued_jobs.append(values)
+            return
         # One statement: a Task that has its job already keeps it.
-        statement = (
-            postgresql_insert(workflow_jobs)
-            if self._db.is_postgres
-            else sqlite_insert(workflow_jobs)
-        )
         await self._db.execute(
-            statement.values(**values).on_conflict_do_nothing(index_elements=["task_id"])
+            sqlite_insert(workflow_jobs)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["task_id"])
         )
 
     async def claim(
@@ -147,7 +146,7 @@ class SqlOutbox:
 
     def __init__(self, db: SqlConnection) -> None:
         self._db = db
-        self._added: list[dict[str, Any]] = []
+        self._added = db.queued_outbox  # PostgreSQL: written by the resources' flush too
         self.queued = False  # work added: the store wakes the worker when this commits
 
     async def add(self, item: OutboxItem) -> None:
@@ -168,10 +167,16 @@ class SqlOutbox:
         )
 
     async def flush(self) -> None:
-        """Write the items added so far (one INSERT, several rows)."""
-        if self._added:
-            rows, self._added = self._added, []
-            await self._db.execute(_INSERT_OUTBOX, rows)
+        """Write the items added so far: one INSERT, several rows; on PostgreSQL part of the
+        statement that writes what the transaction queued (issue #13: one statement fewer)."""
+        if not self._added:
+            return
+        if self._db.is_postgres and self._db.write_queued is not None:
+            await self._db.write_queued()
+            return
+        rows = list(self._added)
+        self._added.clear()  # the list the resources' flush watches
+        await self._db.execute(_INSERT_OUTBOX, rows)
 
     async def claim(
         self, *, now: datetime, lease_until: datetime, limit: int, render: bool = False

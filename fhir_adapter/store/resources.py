@@ -76,7 +76,14 @@ class SqlResources:
 
     def pending(self) -> bool:
         """Whether writes wait to be flushed."""
-        return bool(self._inserts or self._versions or self._stale or any(self._index.values()))
+        return bool(
+            self._inserts
+            or self._versions
+            or self._stale
+            or any(self._index.values())
+            or self._db.queued_jobs
+            or self._db.queued_outbox
+        )
 
     async def _write_queued(self) -> None:
         """Before a statement that may read or reference the queued resources."""
@@ -109,14 +116,18 @@ class SqlResources:
         self._write_index(owner, row["content"])
 
     async def _flush_in_one(self) -> None:
-        """PostgreSQL: the queued resources and every pending row in one statement."""
+        """PostgreSQL: the queued resources, every pending row and the workflow jobs and outbox
+        items added (store/queues.py) in one statement."""
         new = list(self._inserts)
         self._inserts.clear()
         for row in new:
             self._write_new_rows({NEW: (row["resource_type"], row["id"])}, row)
         rows = {resource_versions.name: self._versions}
         rows |= {table.name: batch for table, batch in self._index.items()}
-        built = rows_statement(new, self._stale, rows)
+        queues = {"workflow_jobs": self._db.queued_jobs, "outbox": self._db.queued_outbox}
+        built = rows_statement(new, self._stale, rows, {k: list(v) for k, v in queues.items()})
+        for queue in queues.values():
+            queue.clear()
         self._stale.clear()
         self._versions = []
         self._index = {table: [] for table in INDEX_TABLES}
@@ -288,12 +299,14 @@ class SqlResources:
                 return row
         return None
 
-    async def lock(self, *keys: str) -> None:
-        if self.is_postgres and keys:  # SQLite writers are already serialized by BEGIN IMMEDIATE
-            # One statement for all of them, taken in ascending order: two transactions wanting
-            # overlapping keys queue behind each other instead of deadlocking.
-            digests = sorted({_lock_digest(key) for key in keys})
-            await self._execute(_LOCK_ALL, {"keys": digests})
+    async def lock(self, *keys: str) -> bool:
+        if not (self.is_postgres and keys):  # SQLite writers are serialized by BEGIN IMMEDIATE
+            return False
+        # One statement for all of them, taken in ascending order: two transactions wanting
+        # overlapping keys queue behind each other instead of deadlocking.
+        digests = sorted({_lock_digest(key) for key in keys})
+        await self._execute(_LOCK_ALL, {"keys": digests})
+        return True
 
     async def matches(
         self, queries: Sequence[SearchQuery], *, known: Iterable[tuple[str, str]] = ()

@@ -1,5 +1,5 @@
 """PostgreSQL: everything a transaction queued (new resources, versions, search index rows, the
-DELETE of outdated index rows) written with one statement.
+DELETE of outdated index rows, workflow jobs, outbox items) written with one statement.
 
 Each kind of row is one part of a data-modifying WITH, its values passed as arrays and spread
 by unnest(). Rows of new resources name them by (type, id) and take their key from what the
@@ -27,10 +27,39 @@ ROW_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "search_string": ("resource_pk", "param", "value"),
 }
 _RESOURCE_COLUMNS = ("resource_type", "id", "version_id", "last_updated", "content")
+# Rows of other tables added in the same transaction (store/queues.py): their columns and what
+# follows their INSERT. A Task that has its job already keeps it.
+QUEUE_INSERTS: Mapping[str, tuple[tuple[str, ...], str]] = {
+    "workflow_jobs": (
+        ("task_id", "state", "due_at", "next_attempt_at", "attempts"),
+        " ON CONFLICT (task_id) DO NOTHING",
+    ),
+    "outbox": (
+        (
+            "id",
+            "communication_id",
+            "destination",
+            "state",
+            "attempts",
+            "created_at",
+            "next_attempt_at",
+            "subscription_id",
+            "event_number",
+            "payload",
+        ),
+        "",
+    ),
+}
 _ARRAY_TYPES = {
     "resource_pk": "bigint",
     "version_id": "integer",
+    "attempts": "integer",
+    "event_number": "integer",
     "last_updated": "timestamptz",
+    "due_at": "timestamptz",
+    "next_attempt_at": "timestamptz",
+    "created_at": "timestamptz",
+    "payload": "json",
     "low": "timestamptz",
     "high": "timestamptz",
     "content": "json",
@@ -42,11 +71,21 @@ def rows_statement(
     new: Sequence[Mapping[str, Any]],
     stale: Collection[int],
     rows: Mapping[str, Sequence[Mapping[str, Any]]],
+    queues: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> tuple[TextClause, dict[str, Any]] | None:
-    """The statement and its parameters; None when nothing waits."""
+    """The statement and its parameters; None when nothing waits. `queues`: rows of the tables
+    of QUEUE_INSERTS, by table name."""
     parameters: dict[str, Any] = {"stale": sorted(stale)}
     if new:
         parameters |= _arrays("r", _RESOURCE_COLUMNS, new)
+    queued = {name: list(batch) for name, batch in (queues or {}).items() if batch}
+    if "workflow_jobs" in queued:  # one row a Task: the first added, as ON CONFLICT would keep
+        first: dict[str, Mapping[str, Any]] = {}
+        for job in queued["workflow_jobs"]:
+            first.setdefault(job["task_id"], job)
+        queued["workflow_jobs"] = list(first.values())
+    for name, added in queued.items():
+        parameters |= _arrays(f"q_{name}", QUEUE_INSERTS[name][0], added)
     by_pk: list[str] = []
     by_key: list[str] = []
     for name, batch in rows.items():
@@ -59,9 +98,10 @@ def rows_statement(
         if fresh:
             by_key.append(name)
             parameters |= _arrays(f"n_{name}", ("resource_type", "id", *columns[1:]), fresh)
-    if not (new or stale or by_pk or by_key):
+    if not (new or stale or by_pk or by_key or queued):
         return None
-    return _statement(bool(new), bool(stale), tuple(by_pk), tuple(by_key)), parameters
+    statement = _statement(bool(new), bool(stale), tuple(by_pk), tuple(by_key), tuple(queued))
+    return statement, parameters
 
 
 def _arrays(
@@ -73,8 +113,8 @@ def _arrays(
             values = [row[NEW][column == "id"] for row in rows]
         else:
             values = [row[column] for row in rows]
-        if column == "content":
-            values = [orjson.dumps(value).decode() for value in values]
+        if column in ("content", "payload"):
+            values = [None if v is None else orjson.dumps(v).decode() for v in values]
         arrays[f"{prefix}_{column}"] = values
     return arrays
 
@@ -85,7 +125,7 @@ def _unnest(prefix: str, columns: Sequence[str]) -> str:
 
 @cache
 def _statement(
-    new: bool, stale: bool, by_pk: tuple[str, ...], by_key: tuple[str, ...]
+    new: bool, stale: bool, by_pk: tuple[str, ...], by_key: tuple[str, ...], queued: tuple[str, ...]
 ) -> TextClause:
     parts = []
     if new:
@@ -113,5 +153,11 @@ def _statement(
             f"SELECT r.pk, {', '.join(f'x.{c}' for c in columns[1:])} "
             f"FROM unnest({_unnest(f'n_{name}', named)}) AS x({', '.join(named)}) "
             "JOIN r ON r.resource_type = x.resource_type AND r.id = x.id)"
+        )
+    for name in queued:
+        columns, tail = QUEUE_INSERTS[name]
+        parts.append(
+            f"q_{name} AS (INSERT INTO {name} ({', '.join(columns)}) "
+            f"SELECT * FROM unnest({_unnest(f'q_{name}', columns)}){tail})"
         )
     return text(f"WITH {', '.join(parts)} SELECT {'(SELECT count(*) FROM r)' if new else '0'}")
