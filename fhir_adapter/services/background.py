@@ -8,9 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
+import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
+from typing import Any
 
 from fhir_adapter.services.delivery import DeliveryService
 from fhir_adapter.services.second_opinion.jobs import WorkflowJobs
@@ -22,18 +26,56 @@ RENDER_BATCH = 4  # render jobs leased at once, rendered in one round trip to th
 # PAS budget is seconds) get the cores first, and the letters (whose deadline is hours) catch up
 # when the burst is over (docs/performance.md).
 RENDER_NICENESS = 10
+PARENT_CHECK_SECONDS = 1.0  # how soon a render process notices that its `serve` is gone
 
 
-def _yield_to_answers() -> None:
-    """The render process's initializer: a lower CPU priority than the process it serves."""
+def _serve_the_answers(parent: int) -> None:
+    """The render process's initializer: a lower CPU priority than the process it serves, and
+    gone when that process is (a SIGKILLed `serve` must not leave its render process behind)."""
     os.nice(RENDER_NICENESS)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
 
-def render_pool() -> ProcessPoolExecutor:
-    """One spawned process for the letters, at a lower priority than the answers."""
-    return ProcessPoolExecutor(
-        max_workers=1, mp_context=get_context("spawn"), initializer=_yield_to_answers
-    )
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)  # orphaned: the jobs it held are leased, and another worker renders them
+
+
+class RenderProcess(Executor):
+    """One spawned process for the letters, at a lower priority than the answers, spawned again
+    when it died (killed, out of memory): a dead process pool refuses every later call, which
+    would leave every later letter a dead letter until `serve` restarts. The letters of the call
+    that broke it fail that attempt and are retried like any failed render."""
+
+    def __init__(self) -> None:
+        self._pool = self._spawn()
+
+    @staticmethod
+    def _spawn() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=get_context("spawn"),
+            initializer=_serve_the_answers,
+            initargs=(os.getpid(),),
+        )
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        try:
+            return self._pool.submit(fn, *args, **kwargs)
+        except BrokenProcessPool:
+            log.warning("the render process died; starting another")
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._spawn()
+            return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def render_pool() -> RenderProcess:
+    """The render process the background loop hands its letters to."""
+    return RenderProcess()
 
 
 async def run_background(
