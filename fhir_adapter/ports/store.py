@@ -187,8 +187,9 @@ class ResourceRows(Protocol):
 class JobQueue(Protocol):
     """The background work owed to second-opinion Tasks (`tx.jobs`)."""
 
-    async def add(self, task_id: str, *, due_at: datetime, now: datetime) -> None:
-        """Owe the Task an evaluation now; a Task already owed one keeps its row."""
+    async def add(self, task_id: str, *, due_at: datetime, first_attempt_at: datetime) -> None:
+        """Owe the Task an evaluation, which no worker tries before `first_attempt_at`; a Task
+        already owed one keeps its row."""
         ...
 
     async def claim(

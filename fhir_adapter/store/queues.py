@@ -52,12 +52,12 @@ class SqlJobs:
     def __init__(self, db: SqlConnection) -> None:
         self._db = db
 
-    async def add(self, task_id: str, *, due_at: datetime, now: datetime) -> None:
+    async def add(self, task_id: str, *, due_at: datetime, first_attempt_at: datetime) -> None:
         values = {
             "task_id": task_id,
             "state": "evaluate",
             "due_at": due_at,
-            "next_attempt_at": now,
+            "next_attempt_at": first_attempt_at,
             "attempts": 0,
         }
         if self._db.is_postgres:  # written by the statement that writes the Task (issue #13)

@@ -85,7 +85,7 @@ async def test_conflicts_and_rollback(store: ResourceStore) -> None:
     with pytest.raises(RuntimeError, match="boom"):  # nothing of a failed transaction stays
         async with store.transaction() as tx:
             await tx.resources.insert(patient("p2", "Lost", "1970-01-01"), now=T0)
-            await tx.jobs.add("t-lost", due_at=T0, now=T0)
+            await tx.jobs.add("t-lost", due_at=T0, first_attempt_at=T0)
             raise RuntimeError("boom")
     async with store.transaction(write=False) as tx:
         kept = await tx.resources.read("Patient", "p1")
@@ -149,9 +149,11 @@ def _fields(q: SearchQuery) -> dict[str, Any]:
 
 async def test_job_leases(store: ResourceStore) -> None:
     async with store.transaction() as tx:
-        await tx.jobs.add("t1", due_at=T0 + timedelta(days=1), now=T0)
-        await tx.jobs.add("t1", due_at=T0 + timedelta(days=9), now=T0)  # keeps its row
-        await tx.jobs.add("t2", due_at=T0 + timedelta(hours=1), now=T0 + timedelta(seconds=1))
+        await tx.jobs.add("t1", due_at=T0 + timedelta(days=1), first_attempt_at=T0)
+        await tx.jobs.add("t1", due_at=T0 + timedelta(days=9), first_attempt_at=T0)  # keeps its row
+        await tx.jobs.add(
+            "t2", due_at=T0 + timedelta(hours=1), first_attempt_at=T0 + timedelta(seconds=1)
+        )
     now, lease = T0 + timedelta(seconds=5), T0 + timedelta(minutes=2)
     async with store.transaction() as tx:
         claimed = await tx.jobs.claim(now=now, lease_until=lease, limit=10)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from fhir_adapter.codes import TASK_CODE_SYSTEM, BusinessStatus
@@ -167,7 +168,10 @@ class RequestIntake(WorkflowHook):
         task["owner"] = {"reference": context.config.plan_organization}
         # created in this very transaction: nobody else can see it
         stored = await context.replace(tx, result.resource, task, now)
-        await tx.jobs.add(stored.id, due_at=due, now=now)
+        # This request's own process decides it right after the commit (`after_commit`); the
+        # worker takes it over only once that has had its time, never beside it.
+        own_turn = timedelta(seconds=context.config.answer_within_seconds)
+        await tx.jobs.add(stored.id, due_at=due, first_attempt_at=now + own_turn)
         log.info("received Task/%s (%s track, due %s)", stored.id, track.value, format_instant(due))
         written = {r.resource.key: r.resource for r in results}
         loaded = await self.evaluation.gathering.load_in(tx, stored, request, written)
