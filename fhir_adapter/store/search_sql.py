@@ -4,6 +4,7 @@ statements over the resources table and its search index tables."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -58,6 +59,12 @@ def stored(resource_type: str, row: Any) -> StoredResource:
 # count would read every match, so the total is PostgreSQL's planner estimate, marked as one. A first page that holds every
 # match has its exact total either way.
 EXACT_UP_TO = 1000
+# Issue #18: a search whose count reached EXACT_UP_TO within this many seconds answers with the
+# planner's estimate it got then, counting nothing (the count and the EXPLAIN were about half
+# of a page of 50's CPU). Resources are never deleted, so such a search rarely falls back
+# under the cap meanwhile; the total is marked as an estimate either way.
+ESTIMATE_SECONDS = 10.0
+ESTIMATES_KEPT = 1000
 
 
 async def search_page(db: SqlConnection, query: SearchQuery) -> SearchPage:
@@ -68,6 +75,8 @@ async def search_page(db: SqlConnection, query: SearchQuery) -> SearchPage:
     if query.compartment is not None:
         conditions.append(compartment_condition(query.resource_type, *query.compartment))
     mode, total, estimated = _total_plan(query)
+    if mode == "estimate":
+        mode, total, estimated = _recent_estimate(db, query)
     # A filtered first page counts its matches in the same statement (issue #18: one round
     # trip, not two), as a scalar subquery: it counts from the indexes alone, where a window
     # count over the page's rows read (and spilled) every match's content (issue #13).
@@ -142,6 +151,25 @@ def _total_plan(query: SearchQuery) -> tuple[str, int, bool]:
     return mode, -1, False
 
 
+def _recent_estimate(db: SqlConnection, query: SearchQuery) -> tuple[str, int, bool]:
+    """`known` and the estimate, for a search estimated less than ESTIMATE_SECONDS ago; else
+    `estimate` (this page counts)."""
+    recent = db.estimates.get(_estimate_key(query))
+    if recent is not None and time.monotonic() - recent[1] < ESTIMATE_SECONDS:
+        return "known", recent[0], True
+    return "estimate", -1, False
+
+
+def _estimate_key(query: SearchQuery) -> Any:
+    return (query.resource_type, query.filters, query.compartment)
+
+
+def _keep_estimate(db: SqlConnection, query: SearchQuery, estimate: int) -> None:
+    if len(db.estimates) >= ESTIMATES_KEPT:
+        db.estimates.clear()  # bounded: the searches estimated lately come back soon enough
+    db.estimates[_estimate_key(query)] = (estimate, time.monotonic())
+
+
 async def _planner_rows(
     db: SqlConnection, query: SearchQuery, conditions: Sequence[ColumnElement[bool]]
 ) -> int:
@@ -189,7 +217,9 @@ async def _settled(
         return counted, estimated
     if not db.is_postgres:
         return (await db.execute(_count(conditions, "accurate"))).scalar_one(), False
-    return max(await _planner_rows(db, query, conditions), counted), True
+    estimate = max(await _planner_rows(db, query, conditions), counted)
+    _keep_estimate(db, query, estimate)
+    return estimate, True
 
 
 def _after(query: SearchQuery) -> list[ColumnElement[bool]]:

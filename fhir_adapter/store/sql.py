@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -31,6 +32,7 @@ class SqlResourceStore:
         self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._autocommit_reads = engine.dialect.name == "postgresql"
         self.work_queued = asyncio.Event()  # set on the commit of outbox work: wakes the worker
+        self.estimates: dict[Any, tuple[int, float]] = {}  # recent estimated totals (search_sql)
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[SqlTransaction]:
@@ -49,14 +51,16 @@ class SqlResourceStore:
                 # snapshot, in a transaction or not; BEGIN and COMMIT would only add two round
                 # trips to a read.
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT", fhir_write=False)
-                tx = SqlTransaction(conn, base_url=self.base_url, read_only=True)
+                tx = SqlTransaction(
+                    conn, base_url=self.base_url, read_only=True, estimates=self.estimates
+                )
                 yield tx
                 if tx.resources.pending():
                     raise RuntimeError("a read-only transaction cannot write")
                 return
             conn = await conn.execution_options(fhir_write=write)
             async with conn.begin():
-                tx = SqlTransaction(conn, base_url=self.base_url)
+                tx = SqlTransaction(conn, base_url=self.base_url, estimates=self.estimates)
                 yield tx
                 await tx.resources.flush()
                 await tx.outbox.flush()
@@ -72,9 +76,14 @@ class SqlTransaction:
     transaction."""
 
     def __init__(
-        self, conn: AsyncConnection, *, base_url: str | None, read_only: bool = False
+        self,
+        conn: AsyncConnection,
+        *,
+        base_url: str | None,
+        read_only: bool = False,
+        estimates: dict[Any, tuple[int, float]] | None = None,
     ) -> None:
-        self.db = SqlConnection(conn, read_only=read_only)
+        self.db = SqlConnection(conn, read_only=read_only, estimates=estimates)
         self.resources = SqlResources(self.db, base_url=base_url)
         self.jobs = SqlJobs(self.db)
         self.outbox = SqlOutbox(self.db)

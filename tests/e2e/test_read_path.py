@@ -249,3 +249,55 @@ def test_a_fhir_answer_carries_each_header_once(
         (b"content-length", str(len(body)).encode()),
         (b"content-type", b"application/fhir+json; charset=utf-8"),
     ]
+
+
+# -- A recent estimate: a large total is not counted again for ESTIMATE_SECONDS ----------------
+
+
+@pytest.mark.postgres
+async def test_a_recent_estimate_is_answered_without_counting_again(
+    postgres_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_adapter.fhir.search import parse_search
+    from fhir_adapter.store import search_sql
+
+    engine = create_engine(postgres_database_url)
+    await upgrade_database(engine)
+    store = SqlResourceStore(engine)
+    sent: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement.split()[0].upper())
+
+    async def search(name: str) -> Any:
+        sent.clear()
+        params = [("name", name), ("_count", "10")]
+        query = parse_search("Organization", params, base_url=None, default_count=50, max_count=100)
+        async with store.transaction(write=False) as tx:
+            return await tx.resources.search(query)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        async with store.transaction() as tx:
+            for n in range(search_sql.EXACT_UP_TO + 5):
+                organization = {"resourceType": "Organization", "name": "Estimated"}
+                await tx.resources.insert({**organization, "id": f"est{n}"}, now=datetime.now(UTC))
+            await tx.resources.insert(
+                {"resourceType": "Organization", "id": "few", "name": "Few"}, now=datetime.now(UTC)
+            )
+        first = await search("estimated")
+        assert first.total_estimated and first.total > search_sql.EXACT_UP_TO
+        assert "EXPLAIN" in sent, sent  # counted up to the cap, then asked the planner
+        again = await search("estimated")
+        assert sent == ["SELECT"]  # the page alone: no count, no EXPLAIN
+        assert (again.total, again.total_estimated) == (first.total, True)
+        assert again.next_cursor is not None
+        assert (again.next_cursor.total, again.next_cursor.estimated) == (first.total, True)
+        few = await search("few")  # another search is counted, exactly
+        assert (few.total, few.total_estimated) == (1, False)
+        monkeypatch.setattr(search_sql, "ESTIMATE_SECONDS", 0.0)
+        await search("estimated")
+        assert "EXPLAIN" in sent, sent  # an older estimate is asked for again
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+        await engine.dispose()
