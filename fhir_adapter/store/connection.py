@@ -16,8 +16,17 @@ class SqlConnection:
     read or reference them.
     """
 
-    def __init__(self, conn: AsyncConnection, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        *,
+        read_only: bool = False,
+        estimates: dict[Any, tuple[int, float]] | None = None,
+    ) -> None:
         self.conn = conn
+        # The store's recent planner estimates of large totals (store/search_sql.py), shared by
+        # its transactions: {search: (estimate, when)}.
+        self.estimates: dict[Any, tuple[int, float]] = {} if estimates is None else estimates
         self.read_only = read_only  # each statement on its own: nothing here may write
         self.is_postgres = conn.dialect.name == "postgresql"
         self.queued: list[dict[str, Any]] = []

@@ -331,8 +331,9 @@ class SqlResources:
     async def search(self, query: SearchQuery) -> SearchPage:
         await self.flush()  # the index must hold what this transaction wrote
         page = await search_page(self._db, query)
-        for match in page.matches:
-            self._seen(match)
+        if not self._db.read_only:  # what a later write's reference checks may use
+            for match in page.matches:
+                self._seen(match)
         return page
 
     def _write_version(

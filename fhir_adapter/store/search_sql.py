@@ -4,49 +4,33 @@ statements over the resources table and its search index tables."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Select,
-    String,
-    Table,
-    and_,
-    exists,
-    false,
-    func,
-    literal,
-    not_,
-    or_,
-    select,
-    true,
-    tuple_,
-)
+from sqlalchemy import BindParameter, ColumnElement, Select, String, bindparam, func, select, tuple_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
 
-from fhir_adapter.fhir.search import (
-    DateCriterion,
-    Filter,
-    ReferenceCriterion,
-    SearchCursor,
-    SearchQuery,
-    StringCriterion,
-    TokenCriterion,
-)
+from fhir_adapter.fhir.search import SearchCursor, SearchQuery
 from fhir_adapter.ports.store import SearchPage, StoredResource
 from fhir_adapter.store.connection import SqlConnection
-from fhir_adapter.store.tables import (
-    UtcDateTime,
-    resources,
-    search_date,
-    search_reference,
-    search_string,
-    search_token,
+from fhir_adapter.store.search_filters import (
+    INDEX_TABLES,
+    Shape,
+    bind_params,
+    compartment_condition,
+    filter_condition,
+    filter_shape,
+    filter_sql,
+    index_rows,
+    query_shape,
 )
+from fhir_adapter.store.tables import UtcDateTime, resources, search_reference
+
+__all__ = ["compartment_condition", "filter_condition", "search_page", "stored"]
 
 
 def stored(resource_type: str, row: Any) -> StoredResource:
@@ -58,16 +42,22 @@ def stored(resource_type: str, row: Any) -> StoredResource:
 # count would read every match, so the total is PostgreSQL's planner estimate, marked as one. A first page that holds every
 # match has its exact total either way.
 EXACT_UP_TO = 1000
+# Issue #18: a search whose count reached EXACT_UP_TO within this many seconds answers with the
+# planner's estimate it got then, counting nothing (the count and the EXPLAIN were about half
+# of a page of 50's CPU). Resources are never deleted, so such a search rarely falls back
+# under the cap meanwhile; the total is marked as an estimate either way.
+ESTIMATE_SECONDS = 10.0
+ESTIMATES_KEPT = 1000
 
 
 async def search_page(db: SqlConnection, query: SearchQuery) -> SearchPage:
     """One page of `query`'s matches, with what they `_include`; the caller flushed its writes
     (the index must hold what its transaction wrote)."""
-    conditions = [resources.c.resource_type == query.resource_type]
-    conditions.extend(filter_condition(f) for f in query.filters)
-    if query.compartment is not None:
-        conditions.append(compartment_condition(query.resource_type, *query.compartment))
+    shape, values = query_shape(query)
+    built = _built(shape)
     mode, total, estimated = _total_plan(query)
+    if mode == "estimate":
+        mode, total, estimated = _recent_estimate(db, query)
     # A filtered first page counts its matches in the same statement (issue #18: one round
     # trip, not two), as a scalar subquery: it counts from the indexes alone, where a window
     # count over the page's rows read (and spilled) every match's content (issue #13).
@@ -80,33 +70,15 @@ async def search_page(db: SqlConnection, query: SearchQuery) -> SearchPage:
         and bool(query.filters or query.compartment is not None)
     )
     if counting and not counted_here:
-        total = (await db.execute(_count(conditions, mode))).scalar_one()
+        total = (await db.execute(built.count(mode), values)).scalar_one()
     if query.summary_count or query.count == 0:
-        total, estimated = await _settled(db, query, conditions, mode, total, estimated)
+        total, estimated = await _settled(db, query, built, values, mode, total, estimated)
         return SearchPage([], [], total, None, estimated)
-    columns: list[Any] = [
-        resources.c.pk,
-        resources.c.id,
-        resources.c.version_id,
-        resources.c.last_updated,
-        resources.c.content,
-    ]
-    if counted_here:
-        columns.append(_count(conditions, mode).scalar_subquery().label("total"))
-    order = _ORDER[query.sort]
-    statement: Select[Any] = select(*columns).order_by(*order)
-    if query.sort:
-        # Sorted, the page's keys come first, from the (type, lastUpdated, id, pk) index alone,
-        # and then the page's rows: the walk along the index reads no row it passes over.
-        keys = select(resources.c.pk).where(*conditions, *_after(query)).order_by(*order)
-        keys = keys.limit(query.count + 1).correlate(None)
-        statement = statement.where(resources.c.pk.in_(keys.scalar_subquery()))
-    else:
-        statement = statement.where(*conditions, *_after(query)).limit(query.count + 1)
-    rows = (await db.execute(statement)).all()
+    statement = built.page(query.count, mode if counted_here else None)
+    rows = (await db.execute(statement, values)).all()
     if counted_here:
         total = int(rows[0].total) if rows else 0
-    total, estimated = await _settled(db, query, conditions, mode, total, estimated)
+    total, estimated = await _settled(db, query, built, values, mode, total, estimated)
     if estimated and query.cursor is None and len(rows) <= query.count:
         total, estimated = len(rows), False  # the first page holds every match
     next_cursor = None
@@ -142,8 +114,27 @@ def _total_plan(query: SearchQuery) -> tuple[str, int, bool]:
     return mode, -1, False
 
 
+def _recent_estimate(db: SqlConnection, query: SearchQuery) -> tuple[str, int, bool]:
+    """`known` and the estimate, for a search estimated less than ESTIMATE_SECONDS ago; else
+    `estimate` (this page counts)."""
+    recent = db.estimates.get(_estimate_key(query))
+    if recent is not None and time.monotonic() - recent[1] < ESTIMATE_SECONDS:
+        return "known", recent[0], True
+    return "estimate", -1, False
+
+
+def _estimate_key(query: SearchQuery) -> Any:
+    return (query.resource_type, query.filters, query.compartment)
+
+
+def _keep_estimate(db: SqlConnection, query: SearchQuery, estimate: int) -> None:
+    if len(db.estimates) >= ESTIMATES_KEPT:
+        db.estimates.clear()  # bounded: the searches estimated lately come back soon enough
+    db.estimates[_estimate_key(query)] = (estimate, time.monotonic())
+
+
 async def _planner_rows(
-    db: SqlConnection, query: SearchQuery, conditions: Sequence[ColumnElement[bool]]
+    db: SqlConnection, query: SearchQuery, built: _Built, values: dict[str, Any]
 ) -> int:
     """PostgreSQL's estimate of the matches: its plan, not a count (about a millisecond).
     For one token, reference, date or string filter alone, the fewer of the type's resources and
@@ -152,16 +143,18 @@ async def _planner_rows(
     within a few per cent (docs/performance-search-scale.md)."""
     (flt, *others) = query.filters or (None,)
     single = flt is not None and not others and not flt.negate and query.compartment is None
-    if flt is None or not single or flt.param.type not in _INDEX_TABLES:
-        return int((await _plan(db, select(resources.c.pk).where(*conditions)))["Plan Rows"])
+    if flt is None or not single or flt.param.type not in INDEX_TABLES:
+        matching = select(resources.c.pk).where(*built.conditions)
+        return int((await _plan(db, matching, values))["Plan Rows"])
     of_type = select(resources.c.pk).where(resources.c.resource_type == query.resource_type)
-    both = await _plan(db, of_type.union_all(_index_rows(flt)))
+    shape, found = filter_shape(0, flt)
+    both = await _plan(db, of_type.union_all(index_rows(0, shape, bind_params)), found)
     return min(int(side["Plan Rows"]) for side in both["Plans"])
 
 
-async def _plan(db: SqlConnection, statement: Any) -> dict[str, Any]:
+async def _plan(db: SqlConnection, statement: Any, values: dict[str, Any]) -> dict[str, Any]:
     """The top node of PostgreSQL's plan for `statement` (EXPLAIN, FORMAT JSON)."""
-    plan = (await db.execute(Explain(statement))).scalar_one()
+    plan = (await db.execute(Explain(statement), values)).scalar_one()
     top: dict[str, Any] = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
     return top
 
@@ -177,7 +170,8 @@ def _count(conditions: Sequence[ColumnElement[bool]], mode: str) -> Select[Any]:
 async def _settled(
     db: SqlConnection,
     query: SearchQuery,
-    conditions: Sequence[ColumnElement[bool]],
+    built: _Built,
+    values: dict[str, Any],
     mode: str,
     counted: int,
     estimated: bool,
@@ -188,21 +182,79 @@ async def _settled(
     if mode != "estimate" or counted <= EXACT_UP_TO:
         return counted, estimated
     if not db.is_postgres:
-        return (await db.execute(_count(conditions, "accurate"))).scalar_one(), False
-    return max(await _planner_rows(db, query, conditions), counted), True
+        return (await db.execute(built.count("accurate"), values)).scalar_one(), False
+    estimate = max(await _planner_rows(db, query, built, values), counted)
+    _keep_estimate(db, query, estimate)
+    return estimate, True
 
 
-def _after(query: SearchQuery) -> list[ColumnElement[bool]]:
+def _after(sort: str, paged: bool) -> list[ColumnElement[bool]]:
     """The keyset condition of a page after the first: past the cursor in the search's order
     (a row comparison, which PostgreSQL reads as a range of the sort's index)."""
-    cursor = query.cursor
-    if cursor is None:
+    if not paged:
         return []
-    if not query.sort:
-        return [resources.c.pk > cursor.pk]
+    if not sort:
+        return [resources.c.pk > bindparam("after_pk")]
     position = tuple_(resources.c.last_updated, resources.c.id)
-    at = tuple_(literal(cursor.last_updated, UtcDateTime()), literal(cursor.id, String()))
-    return [position > at if query.sort == "_lastUpdated" else position < at]
+    at = tuple_(bindparam("after_at", type_=UtcDateTime()), bindparam("after_id", type_=String()))
+    return [position > at if sort == "_lastUpdated" else position < at]
+
+
+class _Built:
+    """The statements of one search shape, built once (search_filters.query_shape)."""
+
+    def __init__(self, shape: Shape) -> None:
+        resource_type, filters, compartment, self.sort, paged = shape
+        self.conditions = [resources.c.resource_type == bindparam("rt")]
+        self.conditions += [filter_sql(n, f, bind_params) for n, f in enumerate(filters)]
+        if compartment is not None:
+            patient: BindParameter[Any] = bindparam("patient")
+            self.conditions.append(compartment_condition(resource_type, compartment, patient))
+        self.after = _after(self.sort, paged)
+        self._statements: dict[Any, Any] = {}
+
+    def count(self, mode: str) -> Select[Any]:
+        key = ("count", mode)
+        if key not in self._statements:
+            self._statements[key] = _count(self.conditions, mode)
+        return self._statements[key]  # type: ignore[no-any-return]
+
+    def page(self, count: int, counted: str | None) -> Select[Any]:
+        """A page of `count` (and one more, to know whether a next page exists) in the
+        search's order; with its total (`accurate` or `estimate`) counted in it."""
+        key = ("page", count, counted)
+        if key in self._statements:
+            return self._statements[key]  # type: ignore[no-any-return]
+        columns: list[Any] = [
+            resources.c.pk,
+            resources.c.id,
+            resources.c.version_id,
+            resources.c.last_updated,
+            resources.c.content,
+        ]
+        if counted is not None:
+            columns.append(_count(self.conditions, counted).scalar_subquery().label("total"))
+        order = _ORDER[self.sort]
+        statement: Select[Any] = select(*columns).order_by(*order)
+        if self.sort:
+            # Sorted, the page's keys come first, from the (type, lastUpdated, id, pk) index
+            # alone, and then the page's rows: the walk along the index reads no row it passes.
+            keys = select(resources.c.pk).where(*self.conditions, *self.after).order_by(*order)
+            keys = keys.limit(count + 1).correlate(None)
+            statement = statement.where(resources.c.pk.in_(keys.scalar_subquery()))
+        else:
+            statement = statement.where(*self.conditions, *self.after).limit(count + 1)
+        if len(self._statements) < _STATEMENTS_KEPT:
+            self._statements[key] = statement
+        return statement
+
+
+_STATEMENTS_KEPT = 64  # a shape's statements: a few page sizes and totals
+
+
+@lru_cache(maxsize=512)
+def _built(shape: Shape) -> _Built:
+    return _Built(shape)
 
 
 def _cursor(query: SearchQuery, last: Any, total: int, estimated: bool) -> SearchCursor:
@@ -259,109 +311,3 @@ async def _includes(
         StoredResource(row.resource_type, row.id, row.version_id, row.last_updated, row.content)
         for row in await db.execute(statement)
     ]
-
-
-def compartment_condition(
-    resource_type: str, params: tuple[str, ...], patient_id: str
-) -> ColumnElement[bool]:
-    """Only resources in Patient/`patient_id`'s compartment (the Patient itself, or a reference
-    to it through one of `params`)."""
-    if resource_type == "Patient":
-        return resources.c.id == patient_id
-    if not params:
-        return false()
-    return exists().where(
-        search_reference.c.resource_pk == resources.c.pk,
-        search_reference.c.param.in_(params),
-        search_reference.c.target_type == "Patient",
-        search_reference.c.target_id == patient_id,
-        search_reference.c.url.is_(None),
-    )
-
-
-def filter_condition(flt: Filter) -> ColumnElement[bool]:
-    """SQL for one filter: its criteria ORed (and negated for `:not`)."""
-    param = flt.param
-    if param.type == "id":
-        condition: ColumnElement[bool] = resources.c.id.in_([str(c) for c in flt.criteria])
-    elif param.type == "last-updated":
-        condition = or_(
-            *(
-                _date_match(c, resources.c.last_updated, resources.c.last_updated)
-                for c in flt.criteria
-                if isinstance(c, DateCriterion)
-            )
-        )
-    else:
-        rows = _index_rows(flt)
-        condition = rows.where(rows.selected_columns[0] == resources.c.pk).exists()
-    return not_(condition) if flt.negate else condition
-
-
-_INDEX_TABLES = {
-    "token": search_token,
-    "reference": search_reference,
-    "date": search_date,
-    "string": search_string,
-}
-
-
-def _index_rows(flt: Filter) -> Select[Any]:
-    """The index rows a token, reference, date or string filter matches (their resource keys)."""
-    table = _INDEX_TABLES[flt.param.type]
-    matches = or_(*(_criterion(table, c) for c in flt.criteria))
-    return select(table.c.resource_pk).where(table.c.param == flt.param.name, matches)
-
-
-def _criterion(table: Table, criterion: object) -> ColumnElement[bool]:
-    if isinstance(criterion, TokenCriterion):
-        parts = []
-        if criterion.code is not None:
-            parts.append(table.c.code == criterion.code)
-        if criterion.match_system:
-            parts.append(
-                table.c.system == criterion.system
-                if criterion.system is not None
-                else table.c.system.is_(None)
-            )
-        return and_(*parts) if parts else true()
-    if isinstance(criterion, ReferenceCriterion):
-        if criterion.url is not None:
-            return table.c.url == criterion.url
-        parts = [table.c.target_id == criterion.id, table.c.url.is_(None)]
-        if criterion.resource_type:
-            parts.append(table.c.target_type == criterion.resource_type)
-        return and_(*parts)
-    if isinstance(criterion, DateCriterion):
-        return _date_match(criterion, table.c.low, table.c.high)
-    if isinstance(criterion, StringCriterion):
-        escaped = criterion.value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        if criterion.modifier == "exact":
-            return table.c.value == criterion.value
-        if criterion.modifier == "contains":
-            return table.c.value.like(f"%{escaped}%", escape="\\")
-        return table.c.value.like(f"{escaped}%", escape="\\")
-    return false()
-
-
-def _date_match(
-    c: DateCriterion, low: ColumnElement[datetime], high: ColumnElement[datetime]
-) -> ColumnElement[bool]:
-    """FHIR date prefixes over ranges (search.html#prefix): the stored range vs the searched one."""
-    if c.prefix == "eq":
-        return and_(low >= c.low, high <= c.high)
-    if c.prefix == "ne":
-        return not_(and_(low >= c.low, high <= c.high))
-    if c.prefix == "gt":
-        return high > c.high
-    if c.prefix == "lt":
-        return low < c.low
-    if c.prefix == "ge":
-        return or_(high > c.high, and_(low >= c.low, high <= c.high))
-    if c.prefix == "le":
-        return or_(low < c.low, and_(low >= c.low, high <= c.high))
-    if c.prefix == "sa":
-        return low > c.high
-    if c.prefix == "eb":
-        return high < c.low
-    return and_(low <= c.high, high >= c.low)  # ap: the ranges overlap

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fhir_adapter.store.auth import SqlAuth
 from fhir_adapter.store.connection import SqlConnection
+from fhir_adapter.store.engine import read_engine
 from fhir_adapter.store.events import SqlEvents
 from fhir_adapter.store.queues import SqlJobs, SqlOutbox
 from fhir_adapter.store.resources import SqlResources
@@ -29,8 +31,10 @@ class SqlResourceStore:
         # SQLite takes one writer at a time. Queue this process's writers here, in order, rather
         # than in SQLite's busy handler, whose growing sleeps turn a queue into long stalls.
         self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
-        self._autocommit_reads = engine.dialect.name == "postgresql"
+        # PostgreSQL: reads on a pool of AUTOCOMMIT connections (store/engine.py)
+        self.read_engine = read_engine(engine)
         self.work_queued = asyncio.Event()  # set on the commit of outbox work: wakes the worker
+        self.estimates: dict[Any, tuple[int, float]] = {}  # recent estimated totals (search_sql)
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[SqlTransaction]:
@@ -43,20 +47,22 @@ class SqlResourceStore:
 
     @asynccontextmanager
     async def _transaction(self, write: bool) -> AsyncIterator[SqlTransaction]:
-        async with self.engine.connect() as conn:
-            if not write and self._autocommit_reads:
-                # Issue #18: under PostgreSQL's READ COMMITTED each statement sees its own
-                # snapshot, in a transaction or not; BEGIN and COMMIT would only add two round
-                # trips to a read.
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT", fhir_write=False)
-                tx = SqlTransaction(conn, base_url=self.base_url, read_only=True)
+        if not write and self.read_engine is not None:
+            # Issue #18: under PostgreSQL's READ COMMITTED each statement sees its own
+            # snapshot, in a transaction or not; BEGIN and COMMIT would only add two round
+            # trips to a read.
+            async with self.read_engine.connect() as conn:
+                tx = SqlTransaction(
+                    conn, base_url=self.base_url, read_only=True, estimates=self.estimates
+                )
                 yield tx
                 if tx.resources.pending():
                     raise RuntimeError("a read-only transaction cannot write")
-                return
+            return
+        async with self.engine.connect() as conn:
             conn = await conn.execution_options(fhir_write=write)
             async with conn.begin():
-                tx = SqlTransaction(conn, base_url=self.base_url)
+                tx = SqlTransaction(conn, base_url=self.base_url, estimates=self.estimates)
                 yield tx
                 await tx.resources.flush()
                 await tx.outbox.flush()
@@ -72,9 +78,14 @@ class SqlTransaction:
     transaction."""
 
     def __init__(
-        self, conn: AsyncConnection, *, base_url: str | None, read_only: bool = False
+        self,
+        conn: AsyncConnection,
+        *,
+        base_url: str | None,
+        read_only: bool = False,
+        estimates: dict[Any, tuple[int, float]] | None = None,
     ) -> None:
-        self.db = SqlConnection(conn, read_only=read_only)
+        self.db = SqlConnection(conn, read_only=read_only, estimates=estimates)
         self.resources = SqlResources(self.db, base_url=base_url)
         self.jobs = SqlJobs(self.db)
         self.outbox = SqlOutbox(self.db)

@@ -165,7 +165,9 @@ async def explain_each(
         if statement.lstrip().upper().startswith("SELECT"):
             sent.append((statement, parameters))
 
-    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    watched = [engine.sync_engine, *([store.read_engine.sync_engine] if store.read_engine else [])]
+    for each in watched:
+        event.listen(each, "before_cursor_execute", capture)
     try:
         async with store.transaction(write=False) as tx:
             assert await tx.resources.read("Task", "t7") is not None
@@ -175,7 +177,8 @@ async def explain_each(
                 )
                 assert (await tx.resources.search(query)).matches
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+        for each in watched:
+            event.remove(each, "before_cursor_execute", capture)
     plans = []
     async with engine.connect() as conn:
         await conn.execute(text("SET enable_seqscan = off"))
@@ -208,21 +211,28 @@ async def test_a_read_by_id_is_one_statement(
     def on_cursor(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         sent.append(statement)  # asyncpg logs only what it sends unprepared: BEGIN, COMMIT, ping
 
-    event.listen(engine.sync_engine.pool, "checkout", on_checkout)
-    event.listen(engine.sync_engine, "before_cursor_execute", on_cursor)
+    assert isinstance(container.store, SqlResourceStore)
+    # PostgreSQL reads have their own engine, AUTOCOMMIT from the start (store/engine.py)
+    reads = container.store.read_engine
+    assert (reads is not None) == (engine.dialect.name == "postgresql")
+    watched = [engine] if reads is None else [engine, reads]
+    for each in watched:
+        event.listen(each.sync_engine.pool, "checkout", on_checkout)
+        event.listen(each.sync_engine, "before_cursor_execute", on_cursor)
     try:
         read = await client.get("/Task/t1")
-        statements = [s.split()[0].upper() for s in sent]
+        statements = [s.split()[0].upper().rstrip(";") for s in sent]
         sent.clear()
         async with container.store.transaction() as tx:  # the instrument sees a transaction
             await tx.resources.read("Task", "t1")
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", on_cursor)
-        event.remove(engine.sync_engine.pool, "checkout", on_checkout)
+        for each in watched:
+            event.remove(each.sync_engine, "before_cursor_execute", on_cursor)
+            event.remove(each.sync_engine.pool, "checkout", on_checkout)
         for raw in logged:
             raw.remove_query_logger(log_query)
     assert read.status_code == 200, read.text
-    assert "BEGIN" in [s.split()[0].upper() for s in sent], sent
+    assert "BEGIN" in [s.split()[0].upper().rstrip(";") for s in sent], sent
     if engine.dialect.name == "postgresql":
         assert statements == ["SELECT"]  # no BEGIN, no COMMIT, no ping
     else:  # SQLite reads in its own BEGIN ... COMMIT, which cost no round trip in process
@@ -249,3 +259,82 @@ def test_a_fhir_answer_carries_each_header_once(
         (b"content-length", str(len(body)).encode()),
         (b"content-type", b"application/fhir+json; charset=utf-8"),
     ]
+
+
+# -- A recent estimate: a large total is not counted again for ESTIMATE_SECONDS ----------------
+
+
+@pytest.mark.postgres
+async def test_a_recent_estimate_is_answered_without_counting_again(
+    postgres_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_adapter.fhir.search import parse_search
+    from fhir_adapter.store import search_sql
+
+    engine = create_engine(postgres_database_url)
+    await upgrade_database(engine)
+    store = SqlResourceStore(engine)
+    sent: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement.split()[0].upper())
+
+    async def search(name: str) -> Any:
+        sent.clear()
+        params = [("name", name), ("_count", "10")]
+        query = parse_search("Organization", params, base_url=None, default_count=50, max_count=100)
+        async with store.transaction(write=False) as tx:
+            return await tx.resources.search(query)
+
+    assert store.read_engine is not None
+    event.listen(store.read_engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        async with store.transaction() as tx:
+            for n in range(search_sql.EXACT_UP_TO + 5):
+                organization = {"resourceType": "Organization", "name": "Estimated"}
+                await tx.resources.insert({**organization, "id": f"est{n}"}, now=datetime.now(UTC))
+            await tx.resources.insert(
+                {"resourceType": "Organization", "id": "few", "name": "Few"}, now=datetime.now(UTC)
+            )
+        first = await search("estimated")
+        assert first.total_estimated and first.total > search_sql.EXACT_UP_TO
+        assert "EXPLAIN" in sent, sent  # counted up to the cap, then asked the planner
+        again = await search("estimated")
+        assert sent == ["SELECT"]  # the page alone: no count, no EXPLAIN
+        assert (again.total, again.total_estimated) == (first.total, True)
+        assert again.next_cursor is not None
+        assert (again.next_cursor.total, again.next_cursor.estimated) == (first.total, True)
+        few = await search("few")  # another search is counted, exactly
+        assert (few.total, few.total_estimated) == (1, False)
+        monkeypatch.setattr(search_sql, "ESTIMATE_SECONDS", 0.0)
+        await search("estimated")
+        assert "EXPLAIN" in sent, sent  # an older estimate is asked for again
+    finally:
+        event.remove(store.read_engine.sync_engine, "before_cursor_execute", capture)
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_the_read_pool_is_autocommit_and_goes_with_its_engine(
+    postgres_database_url: str,
+) -> None:
+    """PostgreSQL reads use a second engine, AUTOCOMMIT from the start and bounded (the two
+    pools split the one pool of before); disposing the store's engine closes its connections."""
+    from fhir_adapter.store.engine import READ_POOL, WRITE_POOL
+
+    engine = create_engine(postgres_database_url)
+    await upgrade_database(engine)
+    store = SqlResourceStore(engine)
+    reads = store.read_engine
+    assert reads is not None and SqlResourceStore(engine).read_engine is reads  # one per engine
+    assert sum(READ_POOL) + sum(WRITE_POOL) == 20
+    async with store.transaction(write=False) as tx:
+        assert await tx.resources.read("Task", "no-such-task") is None
+        raw = await tx.db.conn.get_raw_connection()
+        assert raw.dbapi_connection.autocommit  # the driver sends no BEGIN
+    pool = reads.sync_engine.pool
+    try:
+        assert pool.checkedin() == 1
+    finally:
+        await engine.dispose()
+    assert pool.checkedin() == 0  # closed with the engine it reads for

@@ -91,12 +91,13 @@ async def plans_of(
     for _ in range(page - 1):
         async with store.transaction(write=False) as tx:
             query = replace(query, cursor=(await tx.resources.search(query)).next_cursor)
-    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    reads = (store.read_engine or engine).sync_engine  # reads have their own engine (issue #18)
+    event.listen(reads, "before_cursor_execute", capture)
     try:
         async with store.transaction(write=False) as tx:
             assert (await tx.resources.search(query)).matches
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+        event.remove(reads, "before_cursor_execute", capture)
     async with engine.connect() as conn:
         return [
             "\n".join(row[0] for row in await conn.exec_driver_sql(f"EXPLAIN {sql}", parameters))
