@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import functools
 import inspect
 import json
@@ -122,7 +123,24 @@ def _executor(worker: str) -> Executor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
 
 
-async def run(requests: int, warmup: int, database_url: str | None, worker: str) -> None:
+@contextmanager
+def profiled(path: str | None) -> Iterator[None]:
+    """cProfile the measured submissions into `path` (pstats format) when one is given."""
+    if path is None:
+        yield
+        return
+    profile = cProfile.Profile(time.process_time)  # CPU, not wall: the machine may be shared
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        profile.dump_stats(path)
+
+
+async def run(
+    requests: int, warmup: int, database_url: str | None, worker: str, profile: str | None = None
+) -> None:
     bundle = json.loads(EXAMPLE.read_text())
     with tempfile.TemporaryDirectory() as folder:
         url = database_url or f"sqlite+aiosqlite:///{folder}/breakdown.db"
@@ -167,10 +185,11 @@ async def run(requests: int, warmup: int, database_url: str | None, worker: str)
                 assert (await baseline.post("/baseline", content=body)).status_code == 200
             while await container.delivery.rendering.run_due(limit=100):
                 pass  # the warm-up's notices: rendered, and warming the renderer
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             for body in bodies[warmup:]:
                 assert (await baseline.post("/baseline", content=body)).status_code == 200
             base_ms = (time.perf_counter() - started) / requests * 1000
+            base_cpu = (time.process_time() - cpu) / requests * 1000
             stop = asyncio.Event()
             background = None
             if worker != "off":
@@ -178,12 +197,13 @@ async def run(requests: int, warmup: int, database_url: str | None, worker: str)
                 background = asyncio.create_task(
                     run_background(container.workflow.jobs, container.delivery, stop)
                 )
-            with stages_timed():
-                started = time.perf_counter()
+            with stages_timed(), profiled(profile):
+                started, cpu = time.perf_counter(), time.process_time()
                 for body in bodies[warmup:]:
                     answer = await adapter.post("", content=body)
                     assert answer.status_code == 200, answer.text[:300]
                 full_ms = (time.perf_counter() - started) / requests * 1000
+                full_cpu = (time.process_time() - cpu) / requests * 1000
             stop.set()
             if background is not None:
                 await background
@@ -204,6 +224,10 @@ async def run(requests: int, warmup: int, database_url: str | None, worker: str)
     )
     print(f"baseline (parse the Bundle and return it): {base_ms:.2f} ms a request")
     print(f"full submit path: {full_ms:.2f} ms a submission ({full_ms / base_ms:.1f}x baseline)")
+    print(
+        f"process CPU: baseline {base_cpu:.2f} ms a request, full submit path {full_cpu:.2f} ms"
+        f" a submission ({full_cpu / base_cpu:.1f}x baseline; floor ratio {base_cpu / full_cpu:.3f})"
+    )
     print()
     print("| stage | calls a submission | ms a submission | x baseline |")
     print("|---|---|---|---|")
@@ -225,8 +249,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp folder")
     parser.add_argument("--worker", choices=("off", "thread", "process"), default="off")
+    parser.add_argument("--profile", default=None, help="write a cProfile of the submissions here")
     args = parser.parse_args()
-    asyncio.run(run(args.requests, args.warmup, args.database_url, args.worker))
+    asyncio.run(run(args.requests, args.warmup, args.database_url, args.worker, args.profile))
 
 
 if __name__ == "__main__":
