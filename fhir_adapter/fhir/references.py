@@ -105,12 +105,17 @@ def rewrite_references(value: Any, mapping: Mapping[str, str]) -> Any:
     if isinstance(value, list):
         return [rewrite_references(v, mapping) for v in value]
     if isinstance(value, str):
-        if value in mapping:
-            return mapping[value]
-        if value.startswith("<div") and any(key in value for key in mapping):
-            for key, replacement in mapping.items():
-                value = value.replace(f'"{key}"', f'"{replacement}"')
-        return value
+        return rewrite_string(value, mapping)
+    return value
+
+
+def rewrite_string(value: str, mapping: Mapping[str, str]) -> str:
+    """`rewrite_references` for one string: the whole string, or the quoted links of a narrative."""
+    if value in mapping:
+        return mapping[value]
+    if value.startswith("<div") and any(key in value for key in mapping):
+        for key, replacement in mapping.items():
+            value = value.replace(f'"{key}"', f'"{replacement}"')
     return value
 
 

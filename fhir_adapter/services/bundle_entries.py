@@ -221,10 +221,9 @@ def rewritten(
 ) -> Any:
     """The entry's resource with its references to other entries naming their stored keys, and
     `urn:` fullUrls rewritten wherever else they appear (uri elements, narrative links)."""
-    resource = entry.resource
-    if resolved.targets:
-        resource = rewrite_entry_references(resource, entry.index, resolved, keys)
-    return rewrite_references(resource, mapping) if mapping else resource
+    if resolved.targets:  # both in one walk: one copy of the resource, not two
+        return rewrite_entry_references(entry.resource, entry.index, resolved, keys, mapping)
+    return rewrite_references(entry.resource, mapping) if mapping else entry.resource
 
 
 def without_resource(entry: Any) -> Any:
