@@ -9,11 +9,11 @@ from __future__ import annotations
 from functools import cache
 
 from fhir.resources.R4B import get_fhir_model_class
-from fhir_core.constraints import FHIR_TYPES_MAPS
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.resource import Resource
+from fhir_core.constraints import FHIR_TYPES_MAPS
 
 __all__ = [
     "FHIR_VERSION",
