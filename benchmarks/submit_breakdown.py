@@ -17,14 +17,20 @@ submissions (woken by each commit, rendering in a dedicated thread or in one wor
 the submission time shows what rendering at the same time costs the answers; the stage lines then
 include the worker's own SQL.
 
+With `--cpu` another `--requests` submissions run, each right after a baseline request, and the
+process CPU (`time.process_time()`) of each is summed: the CPU figure and ratio to trust on a
+shared machine, where wall times are not. `--profile FILE` writes a cProfile (CPU time) of the
+timed submissions.
+
     .venv/bin/python benchmarks/submit_breakdown.py [--requests 200] [--database-url URL]
-        [--worker off|thread|process]
+        [--worker off|thread|process] [--cpu] [--profile FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import functools
 import inspect
 import json
@@ -122,7 +128,47 @@ def _executor(worker: str) -> Executor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
 
 
-async def run(requests: int, warmup: int, database_url: str | None, worker: str) -> None:
+@contextmanager
+def profiled(path: str | None) -> Iterator[None]:
+    """cProfile the measured submissions into `path` (pstats format) when one is given."""
+    if path is None:
+        yield
+        return
+    profile = cProfile.Profile(time.process_time)  # CPU, not wall: the machine may be shared
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        profile.dump_stats(path)
+
+
+async def cpu_pair(
+    adapter: httpx.AsyncClient, baseline: httpx.AsyncClient, bodies: list[bytes]
+) -> tuple[float, float]:
+    """Process CPU (ms) a baseline request and a submission take, measured in pairs, one of each
+    in turn: on a shared machine the CPU a request costs drifts over seconds (other processes,
+    clock speed), and the pairs see the same drift, so their ratio holds where wall time does not.
+    """
+    base = full = 0.0
+    for body in bodies:
+        started = time.process_time()
+        assert (await baseline.post("/baseline", content=body)).status_code == 200
+        between = time.process_time()
+        answer = await adapter.post("", content=body)
+        assert answer.status_code == 200, answer.text[:300]
+        base, full = base + between - started, full + time.process_time() - between
+    return base / len(bodies) * 1000, full / len(bodies) * 1000
+
+
+async def run(
+    requests: int,
+    warmup: int,
+    database_url: str | None,
+    worker: str,
+    profile: str | None = None,
+    cpu_pass: bool = False,
+) -> None:
     bundle = json.loads(EXAMPLE.read_text())
     with tempfile.TemporaryDirectory() as folder:
         url = database_url or f"sqlite+aiosqlite:///{folder}/breakdown.db"
@@ -151,7 +197,8 @@ async def run(requests: int, warmup: int, database_url: str | None, worker: str)
         headers = {"content-type": "application/fhir+json", "authorization": f"Bearer {token}"}
         run_id = uuid.uuid4().hex[:8]
         bodies = [
-            json.dumps(fresh(bundle, f"{run_id}-{n}")).encode() for n in range(warmup + requests)
+            json.dumps(fresh(bundle, f"{run_id}-{n}")).encode()
+            for n in range(warmup + requests * (2 if cpu_pass else 1))
         ]
         adapter = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=create_app(container=container)),
@@ -168,9 +215,12 @@ async def run(requests: int, warmup: int, database_url: str | None, worker: str)
             while await container.delivery.rendering.run_due(limit=100):
                 pass  # the warm-up's notices: rendered, and warming the renderer
             started = time.perf_counter()
-            for body in bodies[warmup:]:
+            for body in bodies[warmup : warmup + requests]:
                 assert (await baseline.post("/baseline", content=body)).status_code == 200
             base_ms = (time.perf_counter() - started) / requests * 1000
+            cpu = (
+                await cpu_pair(adapter, baseline, bodies[warmup + requests :]) if cpu_pass else None
+            )
             stop = asyncio.Event()
             background = None
             if worker != "off":
@@ -178,9 +228,9 @@ async def run(requests: int, warmup: int, database_url: str | None, worker: str)
                 background = asyncio.create_task(
                     run_background(container.workflow.jobs, container.delivery, stop)
                 )
-            with stages_timed():
+            with stages_timed(), profiled(profile):
                 started = time.perf_counter()
-                for body in bodies[warmup:]:
+                for body in bodies[warmup : warmup + requests]:
                     answer = await adapter.post("", content=body)
                     assert answer.status_code == 200, answer.text[:300]
                 full_ms = (time.perf_counter() - started) / requests * 1000
@@ -191,7 +241,9 @@ async def run(requests: int, warmup: int, database_url: str | None, worker: str)
             rendered = 0
             while tried := await container.delivery.rendering.run_due(limit=100):
                 rendered += tried
-            render_ms = (time.perf_counter() - started) / requests * 1000
+            submitted = len(bodies) - warmup  # the --cpu pass's too
+            render_ms = (time.perf_counter() - started) / submitted * 1000
+            rendered_each = rendered / submitted
         finally:
             await adapter.aclose()
             await baseline.aclose()
@@ -204,6 +256,13 @@ async def run(requests: int, warmup: int, database_url: str | None, worker: str)
     )
     print(f"baseline (parse the Bundle and return it): {base_ms:.2f} ms a request")
     print(f"full submit path: {full_ms:.2f} ms a submission ({full_ms / base_ms:.1f}x baseline)")
+    if cpu is not None:
+        base_cpu, full_cpu = cpu
+        print(
+            f"process CPU (--cpu, {requests} pairs interleaved): baseline {base_cpu:.2f} ms a"
+            f" request, full submit path {full_cpu:.2f} ms a submission"
+            f" ({full_cpu / base_cpu:.2f}x baseline; floor ratio {base_cpu / full_cpu:.3f})"
+        )
     print()
     print("| stage | calls a submission | ms a submission | x baseline |")
     print("|---|---|---|---|")
@@ -213,7 +272,7 @@ async def run(requests: int, warmup: int, database_url: str | None, worker: str)
     rest = full_ms - sum(SECONDS.values()) / requests * 1000
     print(f"| everything else | | {rest:.2f} | {rest / base_ms:.2f} |")
     print(
-        f"\nrender jobs still queued after the answers, run then: {rendered / requests:.1f} a submission,"
+        f"\nrender jobs still queued after the answers, run then: {rendered_each:.1f} a submission,"
         f" {render_ms:.2f} ms a submission ({render_ms / base_ms:.2f}x baseline; not in the above)"
     )
     print(f"the 0.5 throughput target allows {2 * base_ms:.2f} ms a submission (2x baseline)")
@@ -225,8 +284,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp folder")
     parser.add_argument("--worker", choices=("off", "thread", "process"), default="off")
+    parser.add_argument("--profile", default=None, help="write a cProfile of the submissions here")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="also measure process CPU a submission, in pairs with the baseline (another"
+        " --requests submissions)",
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.requests, args.warmup, args.database_url, args.worker))
+    asyncio.run(
+        run(args.requests, args.warmup, args.database_url, args.worker, args.profile, args.cpu)
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_adapter.fhir.outcome import Issue
-from fhir_adapter.fhir.references import iter_references
+from fhir_adapter.fhir.references import iter_references, rewrite_string
 
 _HISTORY = re.compile(r"/_history/[^/]+$")
 _RESTFUL = re.compile(
@@ -133,20 +133,30 @@ def duplicate_fullurl_issues(
 
 
 def rewrite_entry_references(
-    resource: Any, entry_index: int, resolved: BundleReferences, keys: Mapping[int, str]
+    resource: Any,
+    entry_index: int,
+    resolved: BundleReferences,
+    keys: Mapping[int, str],
+    mapping: Mapping[str, str] | None = None,
 ) -> Any:
     """A copy of `resource` (entry `entry_index`) whose references that resolve to an entry in
-    `keys` (entry index -> `Type/id` it is stored as) name that key instead."""
+    `keys` (entry index -> `Type/id` it is stored as) name that key instead; with `mapping`, in
+    the same walk, what `rewrite_references(copy, mapping)` would then do to every string."""
     if isinstance(resource, dict):
         copy = {
-            k: rewrite_entry_references(v, entry_index, resolved, keys) for k, v in resource.items()
+            k: rewrite_entry_references(v, entry_index, resolved, keys, mapping)
+            for k, v in resource.items()
         }
-        raw = copy.get("reference")
+        raw = resource.get("reference")
         if isinstance(raw, str):
             target = resolved.target(entry_index, raw)
             if target is not None and target in keys:
-                copy["reference"] = keys[target]
+                copy["reference"] = (
+                    rewrite_string(keys[target], mapping) if mapping else keys[target]
+                )
         return copy
     if isinstance(resource, list):
-        return [rewrite_entry_references(v, entry_index, resolved, keys) for v in resource]
+        return [rewrite_entry_references(v, entry_index, resolved, keys, mapping) for v in resource]
+    if mapping and isinstance(resource, str):
+        return rewrite_string(resource, mapping)
     return resource

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 MIN_INSTANT = datetime(1, 1, 2, tzinfo=UTC)
 MAX_INSTANT = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
@@ -16,10 +17,12 @@ _DATE = re.compile(
 )
 
 
+@lru_cache(maxsize=4096)
 def date_range(text: str) -> tuple[datetime, datetime] | None:
     """The UTC instants a FHIR date/dateTime/instant covers, `[low, high]`; None when malformed.
 
     `2026` covers the whole year, `2026-11-25` the whole day; a time without a zone is read as UTC.
+    Cached: the same dates are indexed and searched again and again (the answer is immutable).
     """
     match = _DATE.match(text.strip())
     if not match:

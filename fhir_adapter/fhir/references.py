@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 _ID = r"[A-Za-z0-9\-.]{1,64}"
@@ -37,8 +38,12 @@ class ParsedReference:
         return None
 
 
+@lru_cache(maxsize=8192)
 def parse_reference(reference: str, *, base_url: str | None = None) -> ParsedReference:
-    """Classify `reference`; an absolute URL under our own `base_url` counts as local."""
+    """Classify `reference`; an absolute URL under our own `base_url` counts as local.
+
+    Cached: a submission parses the same few references many times (checks, index rows, facts),
+    and the answer is an immutable value of the string alone."""
     if reference.startswith("#"):
         return ParsedReference("contained", reference)
     if reference.startswith(("urn:uuid:", "urn:oid:")):
@@ -58,20 +63,35 @@ def iter_references(value: Any, path: str) -> Iterator[tuple[str, dict[str, Any]
     """Yield `(fhirpath, Reference object)` for every Reference with a `reference` string in `value`.
 
     Contained resources are walked too; their own internal references are reported like any other.
+    A node's path is kept as links to its parent's and spelled out only for a Reference: most
+    nodes hold none, and formatting each one's path was most of this walk's time.
     """
-    stack: list[tuple[str, Any]] = [(path, value)]
+    stack: list[tuple[Any, Any]] = [(path, value)]
     while stack:
         where, node = stack.pop()
         if isinstance(node, dict):
             if isinstance(node.get("reference"), str):
-                yield where, node
+                yield spelled(where), node
             for key, child in node.items():
-                if isinstance(child, dict | list):
-                    stack.append((f"{where}.{key}", child))
+                if isinstance(child, _CONTAINERS):
+                    stack.append(((where, key), child))
         elif isinstance(node, list):
             for index, child in enumerate(node):
-                if isinstance(child, dict | list):
-                    stack.append((f"{where}[{index}]", child))
+                if isinstance(child, _CONTAINERS):
+                    stack.append(((where, index), child))
+
+
+_CONTAINERS = (dict, list)
+
+
+def spelled(where: Any) -> str:
+    """The FHIRPath of a linked path: a root string, or `(parent, key or index)`."""
+    parts: list[str] = []
+    while isinstance(where, tuple):
+        where, step = where
+        parts.append(f"[{step}]" if isinstance(step, int) else f".{step}")
+    parts.append(where)
+    return "".join(reversed(parts))
 
 
 def rewrite_references(value: Any, mapping: Mapping[str, str]) -> Any:
@@ -85,12 +105,17 @@ def rewrite_references(value: Any, mapping: Mapping[str, str]) -> Any:
     if isinstance(value, list):
         return [rewrite_references(v, mapping) for v in value]
     if isinstance(value, str):
-        if value in mapping:
-            return mapping[value]
-        if value.startswith("<div") and any(key in value for key in mapping):
-            for key, replacement in mapping.items():
-                value = value.replace(f'"{key}"', f'"{replacement}"')
-        return value
+        return rewrite_string(value, mapping)
+    return value
+
+
+def rewrite_string(value: str, mapping: Mapping[str, str]) -> str:
+    """`rewrite_references` for one string: the whole string, or the quoted links of a narrative."""
+    if value in mapping:
+        return mapping[value]
+    if value.startswith("<div") and any(key in value for key in mapping):
+        for key, replacement in mapping.items():
+            value = value.replace(f'"{key}"', f'"{replacement}"')
     return value
 
 

@@ -13,6 +13,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.resource import Resource
+from fhir_core.constraints import FHIR_TYPES_MAPS
 
 __all__ = [
     "FHIR_VERSION",
@@ -59,7 +60,25 @@ def model_class(resource_type: str) -> type[Resource]:
         raise KeyError(resource_type) from exc
     if not issubclass(cls, Resource):
         raise KeyError(resource_type)
+    direct_type_paths()  # the model's module may have registered types of its own
     return cls
+
+
+def direct_type_paths() -> None:
+    """Name each registered model `module:Class`, not `module.Class`.
+
+    fhir_core finds the model of each embedded resource (every `Bundle.entry.resource`,
+    `contained`) by that string through pydantic's `import_string`, which first imports the
+    dotted path as a module and, when that fails, searches the path finders before trying
+    `module:Class` (issue #13: a few percent of a submission's CPU, in every request). The
+    colon form names the same class and is found in `sys.modules` at once."""
+    for key, path in FHIR_TYPES_MAPS.items():
+        if ":" not in path and "." in path:
+            module, _, name = path.rpartition(".")
+            FHIR_TYPES_MAPS[key] = f"{module}:{name}"
+
+
+direct_type_paths()
 
 
 def is_known_type(resource_type: str) -> bool:

@@ -7,6 +7,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from fhir_adapter.fhir.dates import date_range, period_range
@@ -49,7 +50,7 @@ def index_rows(resource: dict[str, Any], *, base_url: str | None = None) -> Inde
 def _values(resource: dict[str, Any], paths: Iterable[str]) -> Iterator[Any]:
     for path in paths:
         nodes: list[Any] = [resource]
-        for step in path.split("."):
+        for step in _steps(path):
             next_nodes: list[Any] = []
             for node in nodes:
                 child = node.get(step) if isinstance(node, dict) else None
@@ -59,6 +60,12 @@ def _values(resource: dict[str, Any], paths: Iterable[str]) -> Iterator[Any]:
                     next_nodes.append(child)
             nodes = next_nodes
         yield from nodes
+
+
+@cache
+def _steps(path: str) -> tuple[str, ...]:
+    """A search parameter's path, split once (every write of its type walks it)."""
+    return tuple(path.split("."))
 
 
 def _tokens(value: Any) -> Iterator[tuple[str | None, str]]:

@@ -15,6 +15,7 @@ import pydantic
 
 from fhir_adapter.errors import InvalidRequestError
 from fhir_adapter.fhir.outcome import Issue
+from fhir_adapter.fhir.references import spelled
 from fhir_adapter.fhir.resources import is_known_type, model_class
 
 # Required bindings fhir.resources does not enforce: codes whose wrong value changes meaning.
@@ -113,20 +114,25 @@ def parse_json(raw: bytes, *, max_depth: int) -> Any:
 
 
 def json_depth(data: Any, *, stop_after: int) -> int:
-    """Nesting depth of a decoded JSON value, counted without recursion; stops early past a limit."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > deepest:
-            deepest = depth
-            if deepest > stop_after:
-                return deepest
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
-    return deepest
+    """Nesting depth of a decoded JSON value, counted level by level without recursion; stops
+    early past a limit."""
+    depth, level = 1, [data]
+    while True:
+        below: list[Any] = []
+        for value in level:
+            if isinstance(value, dict):
+                below += [v for v in value.values() if isinstance(v, _CONTAINERS)]
+            elif isinstance(value, list):
+                below += [v for v in value if isinstance(v, _CONTAINERS)]
+        if not below:
+            return depth
+        depth += 1
+        if depth > stop_after:
+            return depth
+        level = below
+
+
+_CONTAINERS = (dict, list)
 
 
 def require_resource(data: Any, *, path: str = "") -> str:
@@ -183,39 +189,45 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 def _raw_json_issues(data: Any, root: str) -> Iterator[Issue]:
     """Control characters anywhere, empty arrays, and embedded resources (contained,
-    Bundle.entry.resource, Parameters.parameter.resource) without a resourceType FHIR knows."""
-    stack: list[tuple[str, Any, bool]] = [(root, data, False)]
+    Bundle.entry.resource, Parameters.parameter.resource) without a resourceType FHIR knows.
+    Paths are linked (see `spelled`) and spelled out only for an issue."""
+    stack: list[tuple[Any, Any, bool]] = [(root, data, False)]
     while stack:
         where, node, embedded = stack.pop()
         if embedded:
             kind = node.get("resourceType") if isinstance(node, dict) else None
             if not isinstance(kind, str) or not is_known_type(kind):
                 shown = kind if isinstance(kind, str) else "(missing)"
+                at = spelled(where)
                 yield Issue(
                     "structure",
-                    f"{where}.resourceType '{shown}' is not a FHIR R4 resource type",
-                    f"{where}.resourceType",
+                    f"{at}.resourceType '{shown}' is not a FHIR R4 resource type",
+                    f"{at}.resourceType",
                 )
                 continue
         if isinstance(node, dict):
             for key, child in node.items():
                 if CONTROL_CHARACTERS.search(key):
-                    yield Issue(
-                        "structure", f"{where}: an element name holds a control character", where
-                    )
+                    at = spelled(where)
+                    yield Issue("structure", f"{at}: an element name holds a control character", at)
                     continue
                 if key == "contained" and isinstance(child, list):
-                    stack.extend((f"{where}.contained[{i}]", c, True) for i, c in enumerate(child))
-                elif key == "resource" and isinstance(child, dict):
-                    stack.append((f"{where}.resource", child, True))
+                    stack.extend((((where, key), i), c, True) for i, c in enumerate(child))
                 else:
-                    stack.append((f"{where}.{key}", child, False))
+                    stack.append(
+                        ((where, key), child, key == "resource" and isinstance(child, dict))
+                    )
         elif isinstance(node, list):
             if not node:  # R4 json.html: an element is left out, never sent as []
-                yield Issue("structure", f"{where}: an array may not be empty", where)
-            stack.extend((f"{where}[{i}]", c, False) for i, c in enumerate(node))
+                at = spelled(where)
+                yield Issue("structure", f"{at}: an array may not be empty", at)
+            stack.extend(((where, i), c, False) for i, c in enumerate(node))
         elif isinstance(node, str) and CONTROL_CHARACTERS.search(node):
-            yield Issue("structure", f"{where}: strings may not hold control characters", where)
+            at = spelled(where)
+            yield Issue("structure", f"{at}: strings may not hold control characters", at)
+
+
+_OTHER: tuple[str, type | None] = ("other", None)
 
 
 @cache
@@ -246,29 +258,33 @@ def _kind(annotation: Any) -> tuple[str, type | None]:
     return "other", None
 
 
-def _json_type_issues(data: dict[str, Any], cls: type, root: str) -> Iterator[Issue]:
+def _json_type_issues(data: dict[str, Any], cls: type, root: Any) -> Iterator[Issue]:
     """JSON booleans, numbers and objects where FHIR wants them: the models would coerce "yes",
-    "3" or the string "{}"."""
+    "3" or the string "{}". `root`: a path as `spelled` takes it (spelled out for an issue only)."""
     kinds = _field_kinds(cls)
     for key, value in data.items():
-        kind, klass = kinds.get(key, ("other", None))
+        kind, klass = kinds.get(key, _OTHER)
         if kind == "other":
             continue
         for index, item in enumerate(value if isinstance(value, list) else [value]):
-            where = f"{root}.{key}[{index}]" if isinstance(value, list) else f"{root}.{key}"
             if item is None:
                 continue
+            where = ((root, key), index) if isinstance(value, list) else (root, key)
             if kind == "bool" and not isinstance(item, bool):
-                yield Issue("structure", f"{where} must be a JSON boolean (true or false)", where)
+                at = spelled(where)
+                yield Issue("structure", f"{at} must be a JSON boolean (true or false)", at)
             elif kind == "int" and (isinstance(item, bool) or not isinstance(item, int)):
-                yield Issue("structure", f"{where} must be a JSON integer", where)
+                at = spelled(where)
+                yield Issue("structure", f"{at} must be a JSON integer", at)
             elif kind == "decimal" and (
                 isinstance(item, bool) or not isinstance(item, int | float)
             ):
-                yield Issue("structure", f"{where} must be a JSON number", where)
+                at = spelled(where)
+                yield Issue("structure", f"{at} must be a JSON number", at)
             elif kind == "model" and not isinstance(item, dict):
                 # The models would parse a JSON *string* holding an object ("{}") as one.
-                yield Issue("structure", f"{where} must be a JSON object", where)
+                at = spelled(where)
+                yield Issue("structure", f"{at} must be a JSON object", at)
             elif kind == "model":
                 target = klass
                 if isinstance(item.get("resourceType"), str) and is_known_type(

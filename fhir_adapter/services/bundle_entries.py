@@ -6,7 +6,9 @@ BundleService (services/bundles.py) runs them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
@@ -81,12 +83,13 @@ def parse_entry(index: int, raw: dict[str, Any], base_url: str) -> Entry:
     segments = [s for s in split.path.split("/") if s]
     entry = Entry(index, method, url, segments[0] if segments else "")
     entry.full_url = raw.get("fullUrl")
-    url_issue = InvalidRequestError(
+    url_issue = partial(  # made only when raised: most entries fit
+        InvalidRequestError,
         f"{path}.request.url '{url}' does not fit a {method} entry",
         expression=f"{path}.request.url",
     )
     if not segments:
-        raise url_issue
+        raise url_issue()
     try:
         require_served(entry.resource_type)
     except AdapterError as exc:
@@ -133,18 +136,18 @@ def _read_target(
     request: dict[str, Any],
     segments: list[str],
     query: str,
-    url_issue: InvalidRequestError,
+    url_issue: Callable[[], InvalidRequestError],
 ) -> None:
     """What the URL names for the entry's method: a type (POST, search), an id (PUT, read) or a
     version (vread); with the conditions the request carries."""
     path = entry.path
     if entry.method == "POST":
         if len(segments) != 1 or query:
-            raise url_issue
+            raise url_issue()
         entry.if_none_exist = request.get("ifNoneExist")
     elif entry.method == "PUT":
         if len(segments) != 2 or not ID_PATTERN.match(segments[1]):
-            raise url_issue
+            raise url_issue()
         entry.id = segments[1]
         if not isinstance(entry.resource, dict) or entry.resource.get("id") != entry.id:
             raise InvalidRequestError(
@@ -159,7 +162,7 @@ def _read_target(
     elif len(segments) == 4 and segments[2] == "_history":  # GET: vread
         entry.id, entry.version = segments[1], segments[3]
     else:
-        raise url_issue
+        raise url_issue()
 
 
 def authorize(entry: Entry, guard: Guard) -> None:
@@ -221,10 +224,9 @@ def rewritten(
 ) -> Any:
     """The entry's resource with its references to other entries naming their stored keys, and
     `urn:` fullUrls rewritten wherever else they appear (uri elements, narrative links)."""
-    resource = entry.resource
-    if resolved.targets:
-        resource = rewrite_entry_references(resource, entry.index, resolved, keys)
-    return rewrite_references(resource, mapping) if mapping else resource
+    if resolved.targets:  # both in one walk: one copy of the resource, not two
+        return rewrite_entry_references(entry.resource, entry.index, resolved, keys, mapping)
+    return rewrite_references(entry.resource, mapping) if mapping else entry.resource
 
 
 def without_resource(entry: Any) -> Any:

@@ -188,9 +188,11 @@ class BundleService:
         matched = await self._match_conditions(tx, entries, posts, guard)
         for entry in reference_order(posts, resolved):
             assert entry.resource is not None
-            criteria = entry.if_none_exist or self.resources.hooks.implicit_condition(
-                rewritten(entry, resolved, entry_keys(entries), mapping)
-            )
+            content: dict[str, Any] | None = None  # the entry as stored now: made once, if wanted
+            criteria = entry.if_none_exist
+            if not criteria:
+                content = rewritten(entry, resolved, entry_keys(entries), mapping)
+                criteria = self.resources.hooks.implicit_condition(content)
             existing = matched.get(entry.index)
             if criteria and not entry.if_none_exist:  # computed from ids given above: one by one
                 try:
@@ -204,7 +206,9 @@ class BundleService:
                     check_match_visible(guard, existing)
                     self.resources.check_same_patient(  # issue #16: no link across patients
                         existing,
-                        rewritten(entry, resolved, entry_keys(entries), mapping),
+                        content
+                        if content is not None
+                        else rewritten(entry, resolved, entry_keys(entries), mapping),
                         entry.path,
                     )
                 except AdapterError as exc:

@@ -88,3 +88,18 @@ async def test_pas_submit_and_inquire_write_only_valid_resources(
 ) -> None:
     await test_pas_lifecycle.test_a_decided_request_is_found_by_member_alone_and_by_its_number(hub)
     assert_all_valid(written, {"Claim", "ClaimResponse", "Provenance"})
+
+
+async def test_an_administrative_pas_decision_writes_and_answers_only_valid_resources(
+    hub: test_pas_lifecycle.Hub, written: list[dict[str, Any]]
+) -> None:
+    """The IG's own request (its insurer is not this plan): the ClaimResponse and the kept
+    Bundle (a DocumentReference) are built, not validated, when the adapter answers."""
+    _, api = hub
+    request = json.loads(
+        (test_pas_lifecycle.IG / "Bundle-HomecareAuthorizationBundleExample.json").read_text()
+    )
+    answer = await api.post("/Claim/$submit", json=request)
+    assert answer.status_code == 200, answer.text
+    validate_resource(answer.json(), path="Bundle")
+    assert_all_valid(written, {"ClaimResponse", "DocumentReference"})
