@@ -253,7 +253,9 @@ class MemoryJobs(_Part):
     async def add(self, task_id: str, *, due_at: datetime, first_attempt_at: datetime) -> None:
         state = self._write()
         if task_id not in state.jobs:
-            state.jobs[task_id] = _Job(WorkflowJob(task_id, "evaluate", due_at, first_attempt_at, 0))
+            state.jobs[task_id] = _Job(
+                WorkflowJob(task_id, "evaluate", due_at, first_attempt_at, 0)
+            )
 
     async def claim(
         self, *, now: datetime, lease_until: datetime, limit: int, overdue: bool = False
