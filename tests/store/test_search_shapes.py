@@ -34,7 +34,8 @@ async def ids(store: ResourceStore, resource_type: str, *params: tuple[str, str]
     return sorted(m.id for m in page.matches)
 
 
-async def test_searches_of_one_shape_find_their_own_matches(store: ResourceStore) -> None:
+async def seed(store: ResourceStore, *also: dict[str, Any]) -> None:
+    """Tasks t0 (p1, requested, a), t1 (p2, completed, b), t2 (p1, completed, b); and `also`."""
     async with store.transaction() as tx:
         for n, (patient, status, code) in enumerate(
             [("p1", "requested", "a"), ("p2", "completed", "b"), ("p1", "completed", "b")]
@@ -42,9 +43,12 @@ async def test_searches_of_one_shape_find_their_own_matches(store: ResourceStore
             await tx.resources.insert(
                 task(f"t{n}", patient, status, code), now=T0 + timedelta(hours=n)
             )
-        await tx.resources.insert(
-            {"resourceType": "Organization", "id": "o1", "name": "North Clinic"}, now=T0
-        )
+        for content in also:
+            await tx.resources.insert(content, now=T0)
+
+
+async def test_searches_of_one_shape_find_their_own_matches(store: ResourceStore) -> None:
+    await seed(store, {"resourceType": "Organization", "id": "o1", "name": "North Clinic"})
     assert await ids(store, "Task", ("patient", "p1")) == ["t0", "t2"]
     assert await ids(store, "Task", ("patient", "p2")) == ["t1"]
     assert await ids(store, "Task", ("patient", "Patient/p2")) == ["t1"]
@@ -73,14 +77,7 @@ def conditional(resource_type: str, *params: tuple[str, str], patient: str = "")
 
 
 async def test_batched_matches_of_one_shape_find_their_own(store: ResourceStore) -> None:
-    async with store.transaction() as tx:
-        for n, (patient, status, code) in enumerate(
-            [("p1", "requested", "a"), ("p2", "completed", "b"), ("p1", "completed", "b")]
-        ):
-            await tx.resources.insert(
-                task(f"t{n}", patient, status, code), now=T0 + timedelta(hours=n)
-            )
-        await tx.resources.insert({"resourceType": "Patient", "id": "p1"}, now=T0)
+    await seed(store, {"resourceType": "Patient", "id": "p1"})
 
     async def matched(queries: list[SearchQuery], known: list[tuple[str, str]]) -> list[Any]:
         async with store.transaction() as tx:
