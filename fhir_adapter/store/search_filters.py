@@ -3,9 +3,9 @@ parameters, prefixes, modifiers, which parts are present) apart from the values 
 
 Issue #18: building a search's statement with SQLAlchemy, and its cache key, was about a sixth
 of a small search's CPU. Searches of one shape share one statement, built once with named bind
-parameters, and each search passes its values (`query_shape`). Conditional creates and the
-batched matches build theirs with the values in (`filter_condition`): the same code, bound by
-`bind_values`, so both give the same SQL.
+parameters, and each search passes its values (`query_shape`). The batched matches of
+conditional creates (store/resources.py) share theirs the same way, by the shapes of their
+queries (`conditions_shape`), each query's parameters named apart (`prefixed`).
 """
 
 from __future__ import annotations
@@ -50,23 +50,33 @@ Bind = Callable[..., BindParameter[Any]]
 Shape = tuple[Any, ...]
 
 
-def bind_params(name: str, *, type_: Any = None, expanding: bool = False) -> BindParameter[Any]:
-    """A named parameter: the statement is shared, each search passes its values."""
-    return bindparam(name, type_=type_, expanding=expanding)
-
-
-def bind_values(values: dict[str, Any]) -> Bind:
-    """The values themselves, in the statement, each bound as SQLAlchemy binds a literal (an
-    untyped parameter takes the type of the column it is compared with)."""
+def prefixed(prefix: str) -> Bind:
+    """Named parameters, their names prefixed: several queries in one statement (each its own
+    values, `prefix` added to the names of its values)."""
 
     def bind(name: str, *, type_: Any = None, expanding: bool = False) -> BindParameter[Any]:
-        return bindparam(None, values[name], type_=type_, expanding=expanding, unique=True)
+        return bindparam(prefix + name, type_=type_, expanding=expanding)
 
     return bind
 
 
+bind_params = prefixed("")  # named parameters: the statement is shared, each search its values
+
+
 def query_shape(query: SearchQuery) -> tuple[Shape, dict[str, Any]]:
     """The shape of a search's conditions and cursor, and the values its statement takes."""
+    (resource_type, filters, compartment), values = conditions_shape(query)
+    cursor = query.cursor
+    if cursor is not None and query.sort:
+        values["after_at"], values["after_id"] = cursor.last_updated, cursor.id
+    elif cursor is not None:
+        values["after_pk"] = cursor.pk
+    shape = (resource_type, filters, compartment, query.sort, cursor is not None)
+    return shape, values
+
+
+def conditions_shape(query: SearchQuery) -> tuple[Shape, dict[str, Any]]:
+    """The shape of a search's conditions (type, filters, compartment) and their values."""
     values: dict[str, Any] = {"rt": query.resource_type}
     filters = []
     for position, flt in enumerate(query.filters):
@@ -76,13 +86,17 @@ def query_shape(query: SearchQuery) -> tuple[Shape, dict[str, Any]]:
     compartment = None
     if query.compartment is not None:
         compartment, values["patient"] = query.compartment
-    cursor = query.cursor
-    if cursor is not None and query.sort:
-        values["after_at"], values["after_id"] = cursor.last_updated, cursor.id
-    elif cursor is not None:
-        values["after_pk"] = cursor.pk
-    shape = (query.resource_type, tuple(filters), compartment, query.sort, cursor is not None)
-    return shape, values
+    return (query.resource_type, tuple(filters), compartment), values
+
+
+def conditions_sql(shape: Shape, bind: Bind) -> list[ColumnElement[bool]]:
+    """SQL for a search's conditions (`conditions_shape`), ANDed by the caller."""
+    resource_type, filters, compartment = shape
+    conditions = [resources.c.resource_type == bind("rt")]
+    conditions += [filter_sql(n, f, bind) for n, f in enumerate(filters)]
+    if compartment is not None:
+        conditions.append(compartment_condition(resource_type, compartment, bind("patient")))
+    return conditions
 
 
 def filter_shape(position: int, flt: Filter) -> tuple[Shape, dict[str, Any]]:
@@ -111,12 +125,6 @@ def filter_shape(position: int, flt: Filter) -> tuple[Shape, dict[str, Any]]:
         else:
             shapes.append(("none",))
     return (flt.param, flt.negate, tuple(shapes)), values
-
-
-def filter_condition(flt: Filter) -> ColumnElement[bool]:
-    """SQL for one filter, its values in the statement."""
-    shape, values = filter_shape(0, flt)
-    return filter_sql(0, shape, bind_values(values))
 
 
 def filter_sql(position: int, shape: Shape, bind: Bind) -> ColumnElement[bool]:

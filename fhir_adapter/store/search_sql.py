@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import BindParameter, ColumnElement, Select, String, bindparam, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, String, bindparam, func, select, tuple_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
@@ -21,16 +21,14 @@ from fhir_adapter.store.search_filters import (
     INDEX_TABLES,
     Shape,
     bind_params,
-    compartment_condition,
-    filter_condition,
+    conditions_sql,
     filter_shape,
-    filter_sql,
     index_rows,
     query_shape,
 )
 from fhir_adapter.store.tables import UtcDateTime, resources, search_reference
 
-__all__ = ["compartment_condition", "filter_condition", "search_page", "stored"]
+__all__ = ["search_page", "stored"]
 
 
 def stored(resource_type: str, row: Any) -> StoredResource:
@@ -204,12 +202,8 @@ class _Built:
     """The statements of one search shape, built once (search_filters.query_shape)."""
 
     def __init__(self, shape: Shape) -> None:
-        resource_type, filters, compartment, self.sort, paged = shape
-        self.conditions = [resources.c.resource_type == bindparam("rt")]
-        self.conditions += [filter_sql(n, f, bind_params) for n, f in enumerate(filters)]
-        if compartment is not None:
-            patient: BindParameter[Any] = bindparam("patient")
-            self.conditions.append(compartment_condition(resource_type, compartment, patient))
+        *conditions, self.sort, paged = shape
+        self.conditions = conditions_sql(tuple(conditions), bind_params)
         self.after = _after(self.sort, paged)
         self._statements: dict[Any, Any] = {}
 
