@@ -22,9 +22,10 @@ from fhir_adapter.services.second_opinion.jobs import WorkflowJobs
 log = logging.getLogger(__name__)
 
 RENDER_BATCH = 4  # render jobs leased at once, rendered in one round trip to the render process
-# The render process runs this much nicer than the answers: under a burst the answers (whose
-# PAS budget is seconds) get the cores first, and the letters (whose deadline is hours) catch up
-# when the burst is over (docs/performance.md).
+# The render process runs this much nicer than the answers, and on Linux in the idle scheduling
+# class: under a burst the answers and PostgreSQL (whose PAS budget is seconds) get the cores
+# first, and at once when they wake, and the letters (whose deadline is hours) catch up when
+# the burst is over (docs/performance.md).
 RENDER_NICENESS = 10
 PARENT_CHECK_SECONDS = 1.0  # how soon a render process notices that its `serve` is gone
 
@@ -33,6 +34,8 @@ def _serve_the_answers(parent: int) -> None:
     """The render process's initializer: a lower CPU priority than the process it serves, and
     gone when that process is (a SIGKILLed `serve` must not leave its render process behind)."""
     os.nice(RENDER_NICENESS)
+    if hasattr(os, "SCHED_IDLE"):  # Linux: it runs only on a core nothing else wants right now
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
 

@@ -30,6 +30,8 @@ from fhir_adapter.workflow.subscriptions import (
 
 log = logging.getLogger(__name__)
 
+SUBSCRIPTIONS_PAGE = 500  # Subscriptions read a statement when looking for the active ones
+
 
 class SubscriptionService:
     def __init__(
@@ -95,15 +97,9 @@ class SubscriptionService:
         """In the decision's own transaction: an event and an outbox item per matching Subscription.
 
         `org_identifiers` is read only when a Subscription to a decision topic is active."""
-        query = self.resources.parse_query(
-            "Subscription", [("status", "active"), ("_count", "500")]
-        )
-        page = await tx.resources.search(
-            replace(query, with_total=False)
-        )  # the count is not needed
         sent = 0
         identifiers: set[str] | None = None
-        for found in page.matches:
+        for found in await self._active(tx):
             subscribed = view(found.content)
             if subscribed.topic not in (DECISION_TOPIC, PAS_TOPIC):
                 continue
@@ -124,6 +120,24 @@ class SubscriptionService:
             sent += 1
         return sent
 
+    async def _active(self, tx: StoreTransaction) -> list[StoredResource]:
+        """The active Subscriptions, read by type and kept by status here: every decision and
+        every worker pass asks. `status=active` is indexed for every active resource of every
+        type (each request's ServiceRequest and Coverage among them), so a search led by that
+        token, which PostgreSQL picks when its statistics lag a growing table, reads more rows
+        with each request stored; the type's own index reads the few Subscriptions alone."""
+        query = replace(
+            self.resources.parse_query("Subscription", [("_count", str(SUBSCRIPTIONS_PAGE))]),
+            with_total=False,
+        )
+        active: list[StoredResource] = []
+        while True:
+            page = await tx.resources.search(query)
+            active += [r for r in page.matches if r.content.get("status") == "active"]
+            if page.next_cursor is None:
+                return active
+            query = replace(query, cursor=page.next_cursor)
+
     async def _still_registered(self, owner: Access) -> bool:
         """Whether the owner, if its token came from the built-in issuer, is registered still."""
         if not owner.registered or self.client_registered is None:
@@ -142,10 +156,7 @@ class SubscriptionService:
         now = self.clock()
         queued = 0
         async with self.store.transaction() as tx:
-            query = self.resources.parse_query(
-                "Subscription", [("status", "active"), ("_count", str(limit))]
-            )
-            for found in (await tx.resources.search(query)).matches:
+            for found in (await self._active(tx))[:limit]:
                 period = view(found.content).heartbeat_seconds
                 if period is None:
                     continue

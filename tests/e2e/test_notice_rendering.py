@@ -160,5 +160,9 @@ def test_the_render_process_yields_the_cores_to_the_answers() -> None:
 
     with render_pool() as pool:
         niceness = pool.submit(os.nice, 0).result(timeout=60)
+        policy = pool.submit(os.sched_getscheduler, 0).result(timeout=60)
 
     assert niceness == min(os.nice(0) + RENDER_NICENESS, 19)
+    # Linux: the idle class, so an answer or PostgreSQL waking up takes the core at once
+    assert policy == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the answering process keeps its own

@@ -310,3 +310,33 @@ async def test_notification_full_urls_are_absolute_urls_or_real_uuids(
         assert url.startswith(("http://", "https://")) or UUID_URN.match(url), url
     status_urls = [n["entry"][0]["fullUrl"] for n in subscriber.notifications]
     assert len(set(status_urls)) == len(status_urls)  # no two notifications share one
+
+
+async def test_every_active_subscription_hears_of_a_decision_however_many_there_are(
+    hub: tuple[Container, httpx.AsyncClient],
+    subscriber: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The active Subscriptions are read a page at a time by type and kept by status: a
+    Subscription in error among them hears nothing, every active one on every page hears."""
+    import fhir_adapter.services.subscriptions as subscriptions
+
+    monkeypatch.setattr(subscriptions, "SUBSCRIPTIONS_PAGE", 1)
+    container, api = hub
+    first = (await api.post("/Subscription", json=subscription())).json()["id"]
+    subscriber.refusing = True
+    failed = (await api.post("/Subscription", json=subscription())).json()["id"]
+    subscriber.refusing = False
+    third = (await api.post("/Subscription", json=subscription())).json()["id"]
+    assert (await api.get(f"/Subscription/{failed}")).json()["status"] == "error"
+
+    await api.post("", json=example_request("in-network-specialist-care", "-paged"))
+    while await container.delivery.run_due(limit=100):
+        pass
+
+    heard = []
+    for notification in subscriber.notifications:
+        params = status_parameters(notification)
+        if params["type"]["valueCode"] == "event-notification":
+            heard.append(params["subscription"]["valueReference"]["reference"])
+    assert sorted(heard) == sorted(f"{BASE_URL}/Subscription/{i}" for i in (first, third))
