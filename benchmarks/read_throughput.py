@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from submit_throughput import adapter_token, free_port, wait_ready
+from submit_throughput import adapter_token, free_port, refresh_statistics, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -177,6 +177,7 @@ class Load:
         seconds, concurrency = self.args.seconds, self.args.concurrency
         if warm:
             await self._run(url, min(2.0, seconds), concurrency)
+        await refresh_statistics(self.args.database_url)  # every read adds an AuditEvent
         before = cpu_seconds(pid)
         row = await self._run(url, seconds, concurrency)
         row["cpu_ms"] = 1000 * (cpu_seconds(pid) - before) / max(1.0, row["requests"])

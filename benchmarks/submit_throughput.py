@@ -11,7 +11,9 @@ script numbers each request's identifiers) so the client costs the server's two 
 without wrk an httpx client sends `--requests` submissions instead, and says so. `--workers 1,2`
 runs the adapter once per worker count (PostgreSQL only), against the one baseline. After each
 burst the script waits until the worker has rendered every notice the burst decided (no
-Communication left in `preparation`) and reports how long that took.
+Communication left in `preparation`) and reports how long that took. On PostgreSQL with
+autovacuum off (the development machine's), the warm-up is followed by an ANALYZE, which
+autovacuum would have done: the tables grew from nothing.
 
     .venv/bin/python benchmarks/submit_throughput.py [--seconds 20] [--concurrency 8]
         [--workers 1,2] [--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/bench]
@@ -80,6 +82,25 @@ async def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
+
+
+async def refresh_statistics(database_url: str | None) -> None:
+    """ANALYZE, when PostgreSQL's autovacuum is off (as on the development machine): a table that
+    grew from nothing during a run would otherwise be planned from the statistics of an empty one
+    (a LIMIT over a sequential scan where an index finds the few rows), which autovacuum, on by
+    default in production, keeps current. Outside the timed bursts."""
+    if not database_url or not database_url.startswith("postgresql"):
+        return
+    import asyncpg
+
+    connection = await asyncpg.connect(
+        database_url.replace("postgresql+asyncpg://", "postgresql://")
+    )
+    try:
+        if await connection.fetchval("SHOW autovacuum") == "off":
+            await connection.execute("ANALYZE")
+    finally:
+        await connection.close()
 
 
 async def adapter_token(database_url: str, origin: str) -> str:
@@ -247,12 +268,14 @@ class Bench:
         if self.use_wrk:
             if warm:
                 wrk_load(url, self.template(), 3, args.concurrency, self.folder, token)
+                await refresh_statistics(args.database_url)
             figures = wrk_load(
                 url, self.template(), args.seconds, args.concurrency, self.folder, token
             )
             return {"name": name, **figures}
         if warm:
             await load(url, self.bodies(args.warmup), args.concurrency, 200, token)
+            await refresh_statistics(args.database_url)
         timed = await load(url, self.bodies(args.requests), args.concurrency, 200, token)
         return summary(name, *timed)
 

@@ -80,8 +80,16 @@ def _postgres_engine(url: Any, *, echo: bool, **pool: Any) -> AsyncEngine:
         hide_parameters=True,  # SQL errors must never carry patient data into logs
         json_serializer=_dumps,
         json_deserializer=orjson.loads,
+        connect_args={"server_settings": {"plan_cache_mode": CUSTOM_PLANS}},
         **pool,
     )
+
+
+# Each statement is planned for its own values. The stored resources are skewed by type (an
+# AuditEvent for every read outnumbers everything else), and a prepared statement's generic plan,
+# costed for an average type, scanned the table in order for `Task?_count=50`'s count and read
+# every AuditEvent to find the few Tasks (40 ms instead of 0.2 ms, docs/performance.md).
+CUSTOM_PLANS = "force_custom_plan"
 
 
 # A pooled connection unused this long is pinged before it is handed out (issue #18). SQLAlchemy's

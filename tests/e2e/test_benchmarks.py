@@ -8,11 +8,22 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import new_postgres_database
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def bench_database_url() -> Iterator[str]:
+    """A database of the benchmark's own: the scripts start the service on it, which must not
+    find the rows other tests left in the session's shared database (a store test's signing key)."""
+    with new_postgres_database("fhir_adapter_bench") as url:
+        yield url
 
 
 def run_script(name: str, *args: str) -> str:
@@ -43,11 +54,11 @@ def test_throughput_benchmark_reports_both_servers_and_their_ratio() -> None:
 
 
 @pytest.mark.postgres
-def test_throughput_benchmark_compares_worker_counts(postgres_database_url: str) -> None:
+def test_throughput_benchmark_compares_worker_counts(bench_database_url: str) -> None:
     out = run_script(
         "submit_throughput.py",
         *("--httpx", "--requests", "4", "--warmup", "2", "--concurrency", "2"),
-        *("--workers", "1,2", "--database-url", postgres_database_url),
+        *("--workers", "1,2", "--database-url", bench_database_url),
     )
     assert "| full submit path, --workers 2 |" in out, out
     assert re.search(r"scaling \(2 workers / 1\): \d+\.\d\dx", out), out
@@ -75,7 +86,7 @@ def test_breakdown_benchmark_accounts_for_every_stage() -> None:
 
 
 @pytest.mark.postgres
-def test_read_benchmark_reports_each_read_against_the_floor(postgres_database_url: str) -> None:
+def test_read_benchmark_reports_each_read_against_the_floor(bench_database_url: str) -> None:
     out = run_script(
         "read_throughput.py",
         "--seconds",
@@ -87,7 +98,7 @@ def test_read_benchmark_reports_each_read_against_the_floor(postgres_database_ur
         "--concurrency",
         "2",
         "--database-url",
-        postgres_database_url,
+        bench_database_url,
     )
     for path in (
         "floor: bare asyncpg read by id",
