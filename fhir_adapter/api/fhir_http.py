@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from fhir_adapter.errors import NotAcceptableError, UnsupportedMediaTypeError
+from fhir_adapter.fhir import bundles
 from fhir_adapter.fhir.bundles import etag
 from fhir_adapter.fhir.validation import parse_json
 from fhir_adapter.ports.store import StoredResource
@@ -107,6 +108,15 @@ def return_preference(request: Request) -> ReturnPreference:
 
 def is_pretty(request: Request) -> bool:
     return request.query_params.get("_pretty") == "true"
+
+
+def stored_body(stored: bundles.StoredResource) -> Any:
+    """What an answer carries of a stored version: the JSON text it was stored as, spliced in by
+    orjson as it is, when it has it (issue #18: decoding and encoding a page of 50 again was a
+    fifth of its CPU); else its content."""
+    if stored.json is not None:
+        return orjson.Fragment(stored.json)
+    return stored.content
 
 
 def version_headers(stored: StoredResource) -> dict[str, str]:

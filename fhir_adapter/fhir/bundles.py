@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -23,6 +23,8 @@ class StoredResource(Protocol):
     def last_updated(self) -> datetime: ...
     @property
     def content(self) -> dict[str, Any]: ...
+    @property
+    def json(self) -> str | None: ...
     @property
     def key(self) -> str: ...
 
@@ -55,8 +57,19 @@ def etag(version_id: int) -> str:
     return f'W/"{version_id}"'
 
 
-def searchset(base_url: str, query: SearchQuery, page: SearchPage) -> dict[str, Any]:
-    """A searchset Bundle with `total`, a `self` link of the parameters applied and a `next` link."""
+def content_of(resource: StoredResource) -> Any:
+    return resource.content
+
+
+def searchset(
+    base_url: str,
+    query: SearchQuery,
+    page: SearchPage,
+    *,
+    body: Callable[[StoredResource], Any] = content_of,
+) -> dict[str, Any]:
+    """A searchset Bundle with `total`, a `self` link of the parameters applied and a `next` link.
+    `body` gives each entry's resource: its content, or (for an answer) its stored JSON."""
     params = [*query.applied, ("_count", str(query.count))]
     links = [{"relation": "self", "url": _search_url(base_url, query.resource_type, params)}]
     if page.next_cursor is not None:
@@ -64,8 +77,8 @@ def searchset(base_url: str, query: SearchQuery, page: SearchPage) -> dict[str, 
         links.append(
             {"relation": "next", "url": _search_url(base_url, query.resource_type, next_params)}
         )
-    entries = [_search_entry(base_url, r, "match") for r in page.matches]
-    entries += [_search_entry(base_url, r, "include") for r in page.included]
+    entries = [_search_entry(base_url, r, "match", body) for r in page.matches]
+    entries += [_search_entry(base_url, r, "include", body) for r in page.included]
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if page.total >= 0:  # issue #13: `_total=none` answers without one
         bundle["total"] = page.total
@@ -118,10 +131,12 @@ def write_response_entry(
     return entry
 
 
-def _search_entry(base_url: str, resource: StoredResource, mode: str) -> dict[str, Any]:
+def _search_entry(
+    base_url: str, resource: StoredResource, mode: str, body: Callable[[StoredResource], Any]
+) -> dict[str, Any]:
     return {
         "fullUrl": f"{base_url}/{resource.key}",
-        "resource": resource.content,
+        "resource": body(resource),
         "search": {"mode": mode},
     }
 

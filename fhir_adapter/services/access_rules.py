@@ -69,7 +69,7 @@ def shown(guard: Guard, stored: StoredResource) -> StoredResource:
     """A stored resource as a client sees it: a Subscription's `channel.header` is write-only."""
     if guard.access is None or stored.resource_type != "Subscription":
         return stored
-    return dataclasses.replace(stored, content=without_headers(stored.content))
+    return stored.with_content(without_headers(stored.content))
 
 
 def shown_result(guard: Guard, result: WriteResult) -> WriteResult:

@@ -41,6 +41,7 @@ from fhir_adapter.store.tables import (
     search_reference,
     search_string,
     search_token,
+    stored_json,
 )
 
 
@@ -225,7 +226,7 @@ class SqlResources:
         if wanted:  # like _read_one: the queue need not be written first
             found += [
                 self._seen(
-                    StoredResource(r.resource_type, r.id, r.version_id, r.last_updated, r.content)
+                    StoredResource(r.resource_type, r.id, r.version_id, r.last_updated, json=r.json)
                 )
                 for r in await self._db.execute_before_queued(_READ_MANY, {"keys": wanted})
             ]
@@ -392,7 +393,7 @@ def _tagged(position: int) -> Select[Any]:
         resources.c.id,
         resources.c.version_id,
         resources.c.last_updated,
-        resources.c.content,
+        stored_json(resources.c.content),
     )
 
 
@@ -421,7 +422,7 @@ def _versions_of(resource_type: str, id: str) -> Select[Any]:
             resources.c.id,
             resource_versions.c.version_id,
             resource_versions.c.last_updated,
-            resource_versions.c.content,
+            stored_json(resource_versions.c.content),
         )
         .join(resources, resources.c.pk == resource_versions.c.resource_pk)
         .where(resources.c.resource_type == resource_type, resources.c.id == id)
@@ -432,7 +433,10 @@ def _versions_of(resource_type: str, id: str) -> Select[Any]:
 # run these, so the hot ones take their values as parameters.
 _KEYS: BindParameter[Any] = bindparam("keys", expanding=True)
 _CURRENT = select(
-    resources.c.id, resources.c.version_id, resources.c.last_updated, resources.c.content
+    resources.c.id,
+    resources.c.version_id,
+    resources.c.last_updated,
+    stored_json(resources.c.content),
 ).where(resources.c.resource_type == bindparam("p_type"), resources.c.id == bindparam("p_id"))
 _CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
 _KNOWN_ARM = _tagged(-1).where(tuple_(resources.c.resource_type, resources.c.id).in_(_KEYS))
@@ -447,7 +451,7 @@ _READ_MANY = select(
     resources.c.id,
     resources.c.version_id,
     resources.c.last_updated,
-    resources.c.content,
+    stored_json(resources.c.content),
 ).where(tuple_(resources.c.resource_type, resources.c.id).in_(_KEYS))
 _INSERT_RESOURCES = insert(resources).returning(
     resources.c.pk, resources.c.resource_type, resources.c.id

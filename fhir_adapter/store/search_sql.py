@@ -26,14 +26,14 @@ from fhir_adapter.store.search_filters import (
     index_rows,
     query_shape,
 )
-from fhir_adapter.store.tables import UtcDateTime, resources, search_reference
+from fhir_adapter.store.tables import UtcDateTime, resources, search_reference, stored_json
 
 __all__ = ["search_page", "stored"]
 
 
 def stored(resource_type: str, row: Any) -> StoredResource:
-    """A StoredResource of `resource_type` from a row of id, version_id, last_updated, content."""
-    return StoredResource(resource_type, row.id, row.version_id, row.last_updated, row.content)
+    """A StoredResource of `resource_type` from a row of id, version_id, last_updated, json."""
+    return StoredResource(resource_type, row.id, row.version_id, row.last_updated, json=row.json)
 
 
 # Issue #13: `_total=estimate` (the default) counts exactly up to this many matches; past that a
@@ -56,17 +56,12 @@ async def search_page(db: SqlConnection, query: SearchQuery) -> SearchPage:
     mode, total, estimated = _total_plan(query)
     if mode == "estimate":
         mode, total, estimated = _recent_estimate(db, query)
-    # A filtered first page counts its matches in the same statement (issue #18: one round
-    # trip, not two), as a scalar subquery: it counts from the indexes alone, where a window
-    # count over the page's rows read (and spilled) every match's content (issue #13).
-    # A whole type is counted apart: COUNT(*) reads only the (resource_type, pk) index.
+    # A page counts its matches in the same statement (issue #18: one round trip, not two), as
+    # a scalar subquery: it counts from the indexes alone, where a window count over the page's
+    # rows read (and spilled) every match's content (issue #13). A whole type's COUNT(*) reads
+    # only the (resource_type, pk) index there too.
     counting = mode in ("accurate", "estimate")
-    counted_here = (
-        counting
-        and not query.summary_count
-        and query.count > 0
-        and bool(query.filters or query.compartment is not None)
-    )
+    counted_here = counting and not query.summary_count and query.count > 0
     if counting and not counted_here:
         total = (await db.execute(built.count(mode), values)).scalar_one()
     if query.summary_count or query.count == 0:
@@ -224,7 +219,7 @@ class _Built:
             resources.c.id,
             resources.c.version_id,
             resources.c.last_updated,
-            resources.c.content,
+            stored_json(resources.c.content),
         ]
         if counted is not None:
             columns.append(_count(self.conditions, counted).scalar_subquery().label("total"))
@@ -299,9 +294,9 @@ async def _includes(
         resources.c.id,
         resources.c.version_id,
         resources.c.last_updated,
-        resources.c.content,
+        stored_json(resources.c.content),
     ).where(tuple_(resources.c.resource_type, resources.c.id).in_(list(wanted)))
     return [
-        StoredResource(row.resource_type, row.id, row.version_id, row.last_updated, row.content)
+        StoredResource(row.resource_type, row.id, row.version_id, row.last_updated, json=row.json)
         for row in await db.execute(statement)
     ]

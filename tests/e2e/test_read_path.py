@@ -5,8 +5,9 @@ ping around it)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -191,12 +192,11 @@ async def explain_each(
 # -- One statement: a read by id sends its SELECT and nothing else ------------------------------
 
 
-async def test_a_read_by_id_is_one_statement(
-    engine: AsyncEngine, container: Container, client: httpx.AsyncClient
-) -> None:
-    async with container.store.transaction() as tx:
-        await tx.resources.insert({**task(1, "p1"), "id": "t1"}, now=datetime.now(UTC))
-    sent: list[str] = []  # what reaches the database: SQLAlchemy's statements and asyncpg's own
+@contextmanager
+def statements_sent(engine: AsyncEngine, container: Container) -> Iterator[list[str]]:
+    """What reaches the database while inside, by its first word: SQLAlchemy's statements and
+    asyncpg's own (BEGIN, COMMIT, a ping), on the store's engine and its read engine."""
+    sent: list[str] = []
     logged: list[Any] = []
 
     def on_checkout(dbapi_connection: Any, *_: Any) -> None:
@@ -206,10 +206,11 @@ async def test_a_read_by_id_is_one_statement(
             logged.append(raw)
 
     def log_query(record: Any) -> None:
-        sent.append(record.query)
+        sent.append(record.query.split()[0].upper().rstrip(";"))
 
     def on_cursor(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        sent.append(statement)  # asyncpg logs only what it sends unprepared: BEGIN, COMMIT, ping
+        # asyncpg logs only what it sends unprepared: BEGIN, COMMIT, ping
+        sent.append(statement.split()[0].upper().rstrip(";"))
 
     assert isinstance(container.store, SqlResourceStore)
     # PostgreSQL reads have their own engine, AUTOCOMMIT from the start (store/engine.py)
@@ -220,23 +221,75 @@ async def test_a_read_by_id_is_one_statement(
         event.listen(each.sync_engine.pool, "checkout", on_checkout)
         event.listen(each.sync_engine, "before_cursor_execute", on_cursor)
     try:
-        read = await client.get("/Task/t1")
-        statements = [s.split()[0].upper().rstrip(";") for s in sent]
-        sent.clear()
-        async with container.store.transaction() as tx:  # the instrument sees a transaction
-            await tx.resources.read("Task", "t1")
+        yield sent
     finally:
         for each in watched:
             event.remove(each.sync_engine, "before_cursor_execute", on_cursor)
             event.remove(each.sync_engine.pool, "checkout", on_checkout)
         for raw in logged:
             raw.remove_query_logger(log_query)
-    assert read.status_code == 200, read.text
-    assert "BEGIN" in [s.split()[0].upper().rstrip(";") for s in sent], sent
+
+
+def only_selects(engine: AsyncEngine, statements: list[str]) -> list[str]:
+    """On PostgreSQL reads send no BEGIN, COMMIT or ping; SQLite reads in its own BEGIN ...
+    COMMIT, which cost no round trip in process."""
     if engine.dialect.name == "postgresql":
-        assert statements == ["SELECT"]  # no BEGIN, no COMMIT, no ping
-    else:  # SQLite reads in its own BEGIN ... COMMIT, which cost no round trip in process
-        assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == ["SELECT"]
+        return statements
+    return [s for s in statements if s not in ("BEGIN", "COMMIT")]
+
+
+async def test_a_read_by_id_is_one_statement(
+    engine: AsyncEngine, container: Container, client: httpx.AsyncClient
+) -> None:
+    async with container.store.transaction() as tx:
+        await tx.resources.insert({**task(1, "p1"), "id": "t1"}, now=datetime.now(UTC))
+    with statements_sent(engine, container) as sent:
+        read = await client.get("/Task/t1")
+        statements = list(sent)
+        sent.clear()
+        async with container.store.transaction() as tx:  # the instrument sees a transaction
+            await tx.resources.read("Task", "t1")
+        assert read.status_code == 200, read.text
+        assert "BEGIN" in sent, sent
+    assert only_selects(engine, statements) == ["SELECT"]
+
+
+async def test_a_page_of_a_whole_type_is_one_statement_spliced_from_the_stored_json(
+    engine: AsyncEngine, container: Container, client: httpx.AsyncClient
+) -> None:
+    """Issue #18: a page counts its matches in its own statement, a whole type's too, and its
+    entries are the stored JSON as it was stored, never decoded and encoded again."""
+    async with container.store.transaction() as tx:
+        for n in range(3):
+            content = {**task(n, f"p{n}"), "id": f"w{n}", "note": [{"text": '1.50 \u00e9 "'}]}
+            await tx.resources.insert(content, now=datetime.now(UTC))
+    # w1 as another writer might have stored it (indented): the answer carries it as it is
+    as_text = "SELECT id, CAST(content AS TEXT) FROM resources"
+    json_type = "json" if engine.dialect.name == "postgresql" else "text"
+    async with engine.begin() as conn:
+        compact = dict((await conn.execute(text(as_text))).all())
+        await conn.execute(
+            text(f"UPDATE resources SET content = CAST(:c AS {json_type}) WHERE id = 'w1'"),
+            {"c": json.dumps(json.loads(compact["w1"]), indent=1)},
+        )
+        stored_text = {id: body.encode() for id, body in await conn.execute(text(as_text))}
+    assert b"\n" in stored_text["w1"] and b"\n" not in stored_text["w0"]
+    with statements_sent(engine, container) as sent:
+        page = await client.get("/Task?_count=2")
+        statements = list(sent)
+    assert page.status_code == 200, page.text
+    assert only_selects(engine, statements) == ["SELECT"]  # the count is in the page's statement
+    bundle = page.json()
+    assert bundle["total"] == 3
+    assert [e["resource"]["id"] for e in bundle["entry"]] == ["w0", "w1"]
+    for entry in bundle["entry"]:
+        assert stored_text[entry["resource"]["id"]] in page.content  # spliced byte for byte
+        assert entry["resource"]["note"] == [{"text": '1.50 \u00e9 "'}]
+    read = await client.get("/Task/w1")
+    assert read.content == stored_text["w1"]
+    pretty = await client.get("/Task?_count=2&_pretty=true")  # indented throughout
+    assert pretty.json() == bundle
+    assert b'\n        "resourceType": "Task",\n' in pretty.content
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from fhir_adapter.api.fhir_http import (
     prefer,
     read_resource_body,
     return_preference,
+    stored_body,
     version_headers,
 )
 from fhir_adapter.api.security import GuardDep
@@ -60,8 +61,10 @@ async def _search(
     strict = prefer(request).get("handling") == "strict"
     query = container.resources.parse_query(resource_type, params, strict=strict)
     page = await container.resources.search(query, guard=guard)
-    bundle = bundles.searchset(container.settings.fhir_base_url, query, page)
-    return FhirResponse(bundle, pretty=is_pretty(request))
+    pretty = is_pretty(request)  # pretty answers are indented throughout, from the content
+    body = bundles.content_of if pretty else stored_body
+    bundle = bundles.searchset(container.settings.fhir_base_url, query, page, body=body)
+    return FhirResponse(bundle, pretty=pretty)
 
 
 # The names "create" and "update" tell the 405 handler which routes are client writes.
@@ -87,7 +90,9 @@ async def read(
     headers = version_headers(stored)
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers=headers)
-    return FhirResponse(stored.content, headers=headers, pretty=is_pretty(request))
+    pretty = is_pretty(request)
+    body = stored.content if pretty else stored_body(stored)
+    return FhirResponse(body, headers=headers, pretty=pretty)
 
 
 @router.put(
