@@ -77,8 +77,9 @@ def searchset(
         links.append(
             {"relation": "next", "url": _search_url(base_url, query.resource_type, next_params)}
         )
-    entries = [_search_entry(base_url, r, "match", body) for r in page.matches]
-    entries += [_search_entry(base_url, r, "include", body) for r in page.included]
+    match, include = {"mode": "match"}, {"mode": "include"}  # shared by the entries
+    entries = [_search_entry(base_url, r, match, body) for r in page.matches]
+    entries += [_search_entry(base_url, r, include, body) for r in page.included]
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if page.total >= 0:  # issue #13: `_total=none` answers without one
         bundle["total"] = page.total
@@ -132,13 +133,12 @@ def write_response_entry(
 
 
 def _search_entry(
-    base_url: str, resource: StoredResource, mode: str, body: Callable[[StoredResource], Any]
+    base_url: str,
+    resource: StoredResource,
+    search: dict[str, str],
+    body: Callable[[StoredResource], Any],
 ) -> dict[str, Any]:
-    return {
-        "fullUrl": f"{base_url}/{resource.key}",
-        "resource": body(resource),
-        "search": {"mode": mode},
-    }
+    return {"fullUrl": f"{base_url}/{resource.key}", "resource": body(resource), "search": search}
 
 
 def _search_url(base_url: str, resource_type: str, params: list[tuple[str, str]]) -> str:

@@ -19,6 +19,8 @@ import orjson
 
 from fhir_adapter.fhir.search import SearchCursor, SearchQuery
 
+_set = object.__setattr__
+
 
 class StoredResource:
     """One stored version of a resource; `content` already carries id and meta.
@@ -50,22 +52,21 @@ class StoredResource:
     ) -> None:
         if (content is None) == (json is None):
             raise TypeError("a StoredResource holds its content or its stored JSON, one of them")
-        for name, value in (
-            ("resource_type", resource_type),
-            ("id", id),
-            ("version_id", version_id),
-            ("last_updated", last_updated),
-            ("json", json),
-            ("_content", content),
-        ):
-            object.__setattr__(self, name, value)
+        # Set through object's own __setattr__ (this class refuses assignment): as a frozen
+        # dataclass's __init__ does, one call each (a page of 50 makes 50 of these).
+        _set(self, "resource_type", resource_type)
+        _set(self, "id", id)
+        _set(self, "version_id", version_id)
+        _set(self, "last_updated", last_updated)
+        _set(self, "json", json)
+        _set(self, "_content", content)
 
     @property
     def content(self) -> dict[str, Any]:
         content = self._content
         if content is None:
             content = orjson.loads(self.json)  # type: ignore[arg-type]
-            object.__setattr__(self, "_content", content)
+            _set(self, "_content", content)
         return content
 
     def with_content(self, content: dict[str, Any]) -> StoredResource:
