@@ -91,14 +91,19 @@ def searchset(
     return bundle
 
 
-def history(base_url: str, versions: Sequence[StoredResource]) -> dict[str, Any]:
-    """An instance history Bundle, newest version first."""
+def history(
+    base_url: str,
+    versions: Sequence[StoredResource],
+    *,
+    body: Callable[[StoredResource], Any] = content_of,
+) -> dict[str, Any]:
+    """An instance history Bundle, newest version first; `body` as for `searchset`."""
     entries = []
     for version in versions:
         entries.append(
             {
                 "fullUrl": f"{base_url}/{version.key}",
-                "resource": version.content,
+                "resource": body(version),
                 "request": {
                     "method": "POST" if version.version_id == 1 else "PUT",
                     "url": version.resource_type if version.version_id == 1 else version.key,

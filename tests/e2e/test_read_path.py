@@ -258,7 +258,8 @@ async def test_a_page_of_a_whole_type_is_one_statement_spliced_from_the_stored_j
     engine: AsyncEngine, container: Container, client: httpx.AsyncClient
 ) -> None:
     """Issue #18: a page counts its matches in its own statement, a whole type's too, and its
-    entries are the stored JSON as it was stored, never decoded and encoded again."""
+    entries (and a read, a version read, a history) are the stored JSON as it was stored, never
+    decoded and encoded again."""
     async with container.store.transaction() as tx:
         for n in range(3):
             content = {**task(n, f"p{n}"), "id": f"w{n}", "note": [{"text": '1.50 \u00e9 "'}]}
@@ -287,6 +288,27 @@ async def test_a_page_of_a_whole_type_is_one_statement_spliced_from_the_stored_j
         assert entry["resource"]["note"] == [{"text": '1.50 \u00e9 "'}]
     read = await client.get("/Task/w1")
     assert read.content == stored_text["w1"]
+    # a version read and the history splice theirs too: w2's first version stored indented
+    version_of_w2 = (
+        "FROM resource_versions v JOIN resources r ON r.pk = v.resource_pk WHERE r.id = 'w2'"
+    )
+    async with engine.begin() as conn:
+        compact_version = (
+            await conn.execute(text(f"SELECT CAST(v.content AS TEXT) {version_of_w2}"))
+        ).scalar_one()
+        await conn.execute(
+            text(
+                f"UPDATE resource_versions SET content = CAST(:c AS {json_type}) "
+                "WHERE resource_pk = (SELECT pk FROM resources WHERE id = 'w2')"
+            ),
+            {"c": json.dumps(json.loads(compact_version), indent=1)},
+        )
+        version_text = (
+            await conn.execute(text(f"SELECT CAST(v.content AS TEXT) {version_of_w2}"))
+        ).scalar_one()
+    assert "\n" in version_text
+    assert (await client.get("/Task/w2/_history/1")).content == version_text.encode()
+    assert version_text.encode() in (await client.get("/Task/w2/_history")).content
     pretty = await client.get("/Task?_count=2&_pretty=true")  # indented throughout
     assert pretty.json() == bundle
     assert b'\n        "resourceType": "Task",\n' in pretty.content

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -61,10 +62,16 @@ async def _search(
     strict = prefer(request).get("handling") == "strict"
     query = container.resources.parse_query(resource_type, params, strict=strict)
     page = await container.resources.search(query, guard=guard)
-    pretty = is_pretty(request)  # pretty answers are indented throughout, from the content
-    body = bundles.content_of if pretty else stored_body
-    bundle = bundles.searchset(container.settings.fhir_base_url, query, page, body=body)
-    return FhirResponse(bundle, pretty=pretty)
+    bundle = bundles.searchset(
+        container.settings.fhir_base_url, query, page, body=_body_of(request)
+    )
+    return FhirResponse(bundle, pretty=is_pretty(request))
+
+
+def _body_of(request: Request) -> Callable[[bundles.StoredResource], Any]:
+    """How an answer carries a stored version: its stored JSON spliced in (issue #18), or, for
+    `_pretty=true`, its content, so the answer is indented throughout."""
+    return bundles.content_of if is_pretty(request) else stored_body
 
 
 # The names "create" and "update" tell the 405 handler which routes are client writes.
@@ -90,9 +97,7 @@ async def read(
     headers = version_headers(stored)
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers=headers)
-    pretty = is_pretty(request)
-    body = stored.content if pretty else stored_body(stored)
-    return FhirResponse(body, headers=headers, pretty=pretty)
+    return FhirResponse(_body_of(request)(stored), headers=headers, pretty=is_pretty(request))
 
 
 @router.put(
@@ -114,7 +119,7 @@ async def history(
     resource_type: str, id: str, request: Request, container: ContainerDep, guard: GuardDep
 ) -> Response:
     versions = await container.resources.history(resource_type, id, guard=guard)
-    bundle = bundles.history(container.settings.fhir_base_url, versions)
+    bundle = bundles.history(container.settings.fhir_base_url, versions, body=_body_of(request))
     return FhirResponse(bundle, pretty=is_pretty(request))
 
 
@@ -128,7 +133,8 @@ async def vread(
     guard: GuardDep,
 ) -> Response:
     stored = await container.resources.vread(resource_type, id, version, guard=guard)
-    return FhirResponse(stored.content, headers=version_headers(stored), pretty=is_pretty(request))
+    headers = version_headers(stored)
+    return FhirResponse(_body_of(request)(stored), headers=headers, pretty=is_pretty(request))
 
 
 def _write_response(result: WriteResult, request: Request, container: ContainerDep) -> Response:
