@@ -17,6 +17,10 @@ submissions (woken by each commit, rendering in a dedicated thread or in one wor
 the submission time shows what rendering at the same time costs the answers; the stage lines then
 include the worker's own SQL.
 
+The CPU each thread of the process spent over the timed submissions is printed too (Linux's
+/proc): the event loop's thread, and on SQLite aiosqlite's connection threads, whose hand-offs
+cost CPU on both sides.
+
 With `--cpu` another `--requests` submissions run, each right after a baseline request, and the
 process CPU (`time.process_time()`) of each is summed: the CPU figure and ratio to trust on a
 shared machine, where wall times are not. `--profile FILE` writes a cProfile (CPU time) of the
@@ -34,8 +38,10 @@ import cProfile
 import functools
 import inspect
 import json
+import os
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -120,6 +126,22 @@ def stages_timed() -> Iterator[None]:
     finally:
         for owner, name, original in originals:
             setattr(owner, name, original)
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user and system) each live thread of this process has spent, by name; empty
+    where /proc/self/task is not there."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    spent: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except (OSError, TypeError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after the name, which may hold spaces
+        name = "aiosqlite" if "_connection_worker_thread" in thread.name else thread.name
+        spent[name] = spent.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return spent
 
 
 def _executor(worker: str) -> Executor:
@@ -229,11 +251,16 @@ async def run(
                     run_background(container.workflow.jobs, container.delivery, stop)
                 )
             with stages_timed(), profiled(profile):
+                threads_before = thread_cpu()
                 started = time.perf_counter()
                 for body in bodies[warmup : warmup + requests]:
                     answer = await adapter.post("", content=body)
                     assert answer.status_code == 200, answer.text[:300]
                 full_ms = (time.perf_counter() - started) / requests * 1000
+                threads_ms = {
+                    name: (spent - threads_before.get(name, 0.0)) / requests * 1000
+                    for name, spent in thread_cpu().items()
+                }
             stop.set()
             if background is not None:
                 await background
@@ -263,6 +290,8 @@ async def run(
             f" request, full submit path {full_cpu:.2f} ms a submission"
             f" ({full_cpu / base_cpu:.2f}x baseline; floor ratio {base_cpu / full_cpu:.3f})"
         )
+    by_thread = ", ".join(f"{name} {ms:.2f} ms" for name, ms in threads_ms.items() if ms > 0)
+    print(f"CPU a timed submission by thread (the stage timers' own cost included): {by_thread}")
     print()
     print("| stage | calls a submission | ms a submission | x baseline |")
     print("|---|---|---|---|")

@@ -42,6 +42,8 @@ WORKER_HEALTHCHECK_SECONDS = 30
 # for CPython's switch interval (5 ms) before that thread gets it, and as SQLite takes one writer
 # at a time, the writer's wait becomes every submission's wait. Half a millisecond lets the
 # hops through (issue #13: about 1.5 times the SQLite submissions a second, docs/performance.md).
+# A writer's own statements no longer hop (store/sqlite_driver.py); its BEGIN and COMMIT and
+# every read still do.
 SQLITE_SWITCH_INTERVAL_SECONDS = 0.0005
 
 SQLITE_ONE_PROCESS = (

@@ -15,6 +15,8 @@ from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from fhir_adapter.store import sqlite_driver
+
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
@@ -29,6 +31,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             hide_parameters=True,
             json_serializer=_dumps,
             json_deserializer=orjson.loads,
+            connect_args={"async_creator_fn": sqlite_driver.connect},
         )
         _make_sqlite_transactional(engine)
         return engine
@@ -122,7 +125,8 @@ def _make_sqlite_transactional(engine: AsyncEngine) -> None:
     """Take over BEGIN from the sqlite3 driver so transactions are real and writers queue up.
 
     Writers open with BEGIN IMMEDIATE: they wait (busy_timeout) instead of failing when another
-    writer holds the database. Readers use a deferred BEGIN and never block under WAL.
+    writer holds the database, and then run their statements in place (`sqlite_driver`).
+    Readers use a deferred BEGIN and never block under WAL.
     """
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -139,5 +143,6 @@ def _make_sqlite_transactional(engine: AsyncEngine) -> None:
     def _on_begin(connection: Any) -> None:
         if connection.get_execution_options().get("fhir_write", True):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+            sqlite_driver.began_writing(connection.connection.dbapi_connection)
         else:
             connection.exec_driver_sql("BEGIN")
