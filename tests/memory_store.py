@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -182,6 +182,7 @@ class MemoryResources(_Part):
 
     async def insert(self, content: dict[str, Any], *, now: datetime) -> StoredResource:
         state = self._write()
+        now = now.astimezone(UTC)  # as the databases keep it: the instant, in UTC
         key = (content["resourceType"], content["id"])
         if key in state.pks:
             raise ConflictError(f"{key[0]}/{key[1]} already exists")
@@ -194,6 +195,7 @@ class MemoryResources(_Part):
         self, current: StoredResource, content: dict[str, Any], *, now: datetime
     ) -> StoredResource:
         state = self._write()
+        now = now.astimezone(UTC)
         key = (current.resource_type, current.id)
         versions = state.versions.get(key, ())
         if not versions or versions[-1].version_id != current.version_id:

@@ -331,7 +331,8 @@ class SqlResources:
         return found
 
     async def search(self, query: SearchQuery) -> SearchPage:
-        await self.flush()  # the index must hold what this transaction wrote
+        if not self._db.read_only:  # a read-only transaction has nothing to flush
+            await self.flush()  # the index must hold what this transaction wrote
         page = await search_page(self._db, query)
         if not self._db.read_only:  # what a later write's reference checks may use
             for match in page.matches:

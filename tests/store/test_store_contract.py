@@ -3,7 +3,7 @@ SQLite and PostgreSQL. What the services rely on, and so what the fake must keep
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -40,6 +40,25 @@ def query(resource_type: str, *params: tuple[str, str]) -> SearchQuery:
     return parse_search(
         resource_type, params, base_url=BASE_URL, default_count=50, max_count=500, strict=True
     )
+
+
+async def test_instants_come_back_as_the_same_moment_in_utc(store: ResourceStore) -> None:
+    """Whatever offset a time was written with, every read (by id, a search page, a version)
+    answers the same instant in UTC: meta.lastUpdated and `_lastUpdated` rely on it. On
+    PostgreSQL the driver's own decoding is relied on (store/tables.py `UtcDateTime`)."""
+    pacific = timezone(timedelta(hours=-8))
+    written = datetime(2026, 12, 1, 1, 30, 15, 250000, tzinfo=pacific)
+    async with store.transaction() as tx:
+        await tx.resources.insert(patient("p1", "Ng", "1970-01-01"), now=written)
+    async with store.transaction(write=False) as tx:
+        read = await tx.resources.read("Patient", "p1")
+        page = await tx.resources.search(query("Patient"))
+        version = await tx.resources.vread("Patient", "p1", 1)
+    assert read is not None and version is not None
+    for found in (read, page.matches[0], version):
+        assert found.last_updated == written
+        assert found.last_updated.utcoffset() == timedelta(0)
+        assert found.last_updated.isoformat() == "2026-12-01T09:30:15.250000+00:00"
 
 
 async def test_reads_versions_and_history(store: ResourceStore) -> None:
