@@ -9,15 +9,16 @@ statements on the event loop").
 Once a connection holds SQLite's write lock (its BEGIN IMMEDIATE has returned) nothing it runs
 can wait for another connection: under WAL readers never block the writer, and every writer of
 this process queues before BEGIN (`SqlResourceStore`'s lock). So its statements run in place,
-on the event loop, and are done in microseconds. What can wait stays on aiosqlite's thread, where
-waiting blocks nothing: BEGIN (it waits for another process's writer, `busy_timeout`), COMMIT (it
-may checkpoint the WAL to disk) and every statement of a read.
+on the event loop, and are done in microseconds. What can wait or take long stays on aiosqlite's
+thread, where the event loop goes on meanwhile: BEGIN (it waits for another process's writer,
+`busy_timeout`), COMMIT (it may checkpoint the WAL to disk), a bulk write (`IN_PLACE_MAX_VALUES`)
+and every statement of a read.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import aiosqlite
@@ -40,9 +41,28 @@ class WriterInPlaceConnection(aiosqlite.Connection):
             if not connection.in_transaction:  # nothing to end: sqlite3 does nothing either
                 return fn(*args, **kwargs)
             return await _on_thread(self, fn, *args, **kwargs)
-        if self.holds_write_lock and connection.in_transaction:
+        if self.holds_write_lock and connection.in_transaction and not _bulk(fn, args):
             return fn(*args, **kwargs)
         return await _on_thread(self, fn, *args, **kwargs)
+
+
+# A call that carries more values than this is a bulk write (a batch of AuditEvents, up to 500 a
+# transaction): SQLite's work on it takes tens of milliseconds, so it goes to the thread, where
+# the event loop goes on meanwhile. A submission's largest statement carries 125.
+IN_PLACE_MAX_VALUES = 1000
+
+
+def _bulk(fn: Any, args: tuple[Any, ...]) -> bool:
+    """Whether `fn(*args)` (cursor.execute or executemany with their parameters) is a bulk write."""
+    if len(args) < 2 or args[1] is None:
+        return False
+    parameters = args[1]
+    if not isinstance(parameters, Collection):
+        return True  # an iterator of rows: no telling how many, so not in place
+    if getattr(fn, "__name__", "") == "executemany":
+        first = next(iter(parameters), ())
+        return len(parameters) * max(len(first), 1) > IN_PLACE_MAX_VALUES
+    return len(parameters) > IN_PLACE_MAX_VALUES
 
 
 def connect(database: Any, *, iter_chunk_size: int = 64, **kwargs: Any) -> WriterInPlaceConnection:

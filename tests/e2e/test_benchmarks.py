@@ -112,3 +112,12 @@ def test_read_benchmark_reports_each_read_against_the_floor(bench_database_url: 
             rf"\| \d+\.\d{{3}} \| \d+\.\d{{3}} \|",
             out,
         ), out
+
+
+def test_loop_gap_benchmark_reports_each_batch() -> None:
+    out = run_script("sqlite_loop_gap.py", "--events", "20", "--rounds", "2")
+
+    lines = [line for line in out.splitlines() if line.startswith("20 AuditEvents")]
+    assert len(lines) == 2
+    for line in lines:
+        assert re.search(r"in one transaction: [\d.]+ ms; longest event-loop gap [\d.]+ ms$", line)

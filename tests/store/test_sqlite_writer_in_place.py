@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore
-from fhir_adapter.store.sqlite_driver import WriterInPlaceConnection
+from fhir_adapter.store.sqlite_driver import IN_PLACE_MAX_VALUES, WriterInPlaceConnection
 from tests.conftest import BASE_URL
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -88,6 +88,29 @@ async def test_a_writers_statements_run_on_the_loop_its_begin_and_commit_on_the_
     assert all(where == "loop" for where, _ in written[begin + 1 : -1]), written
     # a read's statements can wait (a long search): they all stay on the thread
     assert read and {where for where, _ in read} == {"thread"}, read
+
+
+async def test_a_bulk_write_goes_to_the_thread_and_a_small_one_stays_on_the_loop(
+    store: SqlResourceStore, traced: list[tuple[str, str]]
+) -> None:
+    """A batch as large as the audit trail's (hundreds of resources in one transaction) would
+    hold up the event loop for tens of milliseconds: its statements run on the thread."""
+    bulk = IN_PLACE_MAX_VALUES // 5 + 1  # five values a resource row: one more than in place
+    async with store.transaction() as tx:
+        for n in range(bulk):
+            await tx.resources.insert(task(f"bulk{n}"), now=NOW)
+    written = list(traced)
+    traced.clear()
+    async with store.transaction() as tx:
+        for n in range(bulk - 2):
+            await tx.resources.insert(task(f"small{n}"), now=NOW)
+    small = list(traced)
+
+    assert ("thread", "INSERT INTO resources") in written, written
+    assert ("loop", "INSERT INTO resources") not in written
+    assert ("loop", "INSERT INTO resources") in small, small
+    async with store.transaction(write=False) as tx:
+        assert (await tx.resources.read("Task", f"bulk{bulk - 1}")) is not None
 
 
 async def test_a_writer_waiting_for_another_process_leaves_the_loop_free(
