@@ -225,9 +225,7 @@ class SqlResources:
         wanted = [key for key in wanted if f"{key[0]}/{key[1]}" not in {f.key for f in found}]
         if wanted:  # like _read_one: the queue need not be written first
             found += [
-                self._seen(
-                    StoredResource(r.resource_type, r.id, r.version_id, r.last_updated, json=r.json)
-                )
+                self._seen(stored(r.resource_type, r))
                 for r in await self._db.execute_before_queued(_READ_MANY, {"keys": wanted})
             ]
         return {f.key: f for f in found}

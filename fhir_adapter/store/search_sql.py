@@ -306,7 +306,4 @@ async def _includes(
         resources.c.last_updated,
         stored_json(resources.c.content),
     ).where(tuple_(resources.c.resource_type, resources.c.id).in_(list(wanted)))
-    return [
-        StoredResource(row.resource_type, row.id, row.version_id, row.last_updated, json=row.json)
-        for row in await db.execute(statement)
-    ]
+    return [stored(row.resource_type, row) for row in await db.execute(statement)]
