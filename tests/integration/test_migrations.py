@@ -20,4 +20,4 @@ async def test_migrated_schema_matches_the_table_definitions(engine: AsyncEngine
 
 async def test_upgrade_twice_is_a_no_op(engine: AsyncEngine) -> None:
     await upgrade_database(engine)
-    assert await current_revision(engine) == "0009"
+    assert await current_revision(engine) == "0010"
