@@ -212,6 +212,23 @@ def wrk_load(
     }
 
 
+def postgres_cpu_seconds() -> float:
+    """The user and system CPU time every `postgres` process of this machine has used so far
+    (Linux /proc): what PostgreSQL spends on the cores the adapter shares with it."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if Path(f"/proc/{entry}/comm").read_text().strip() != "postgres":
+                continue  # (not the command line: a client's names the database URL)
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def summary(name: str, seconds: float, latencies: list[float]) -> dict[str, Any]:
     ordered = sorted(latencies)
     return {
@@ -263,21 +280,27 @@ class Bench:
         return json.dumps(fresh(self.bundle, f"{self.run}-{self.serial}-@@N@@"))
 
     async def measure(self, name: str, url: str, token: str | None, warm: bool) -> dict[str, Any]:
-        """Warm up, then the timed burst; the same client kind for the baseline and the adapter."""
+        """Warm up, then the timed burst; the same client kind for the baseline and the adapter.
+        On PostgreSQL the adapter's row also has PostgreSQL's CPU over the burst."""
         args = self.args
-        if self.use_wrk:
-            if warm:
+        if warm:
+            if self.use_wrk:
                 wrk_load(url, self.template(), 3, args.concurrency, self.folder, token)
-                await refresh_statistics(args.database_url)
+            else:
+                await load(url, self.bodies(args.warmup), args.concurrency, 200, token)
+            await refresh_statistics(args.database_url)
+        postgres = postgres_cpu_seconds()
+        if self.use_wrk:
             figures = wrk_load(
                 url, self.template(), args.seconds, args.concurrency, self.folder, token
             )
-            return {"name": name, **figures}
-        if warm:
-            await load(url, self.bodies(args.warmup), args.concurrency, 200, token)
-            await refresh_statistics(args.database_url)
-        timed = await load(url, self.bodies(args.requests), args.concurrency, 200, token)
-        return summary(name, *timed)
+            row = {"name": name, **figures}
+        else:
+            timed = await load(url, self.bodies(args.requests), args.concurrency, 200, token)
+            row = summary(name, *timed)
+        if token is not None and (args.database_url or "").startswith("postgresql"):
+            row["postgres_cpu_ms"] = 1000 * (postgres_cpu_seconds() - postgres) / row["requests"]
+        return row
 
 
 def start_adapter(
@@ -375,6 +398,12 @@ def report(
             f"ratio ({row['name']} / baseline throughput): "
             f"{row['per_second'] / base['per_second']:.3f}"
         )
+    for row in rows:
+        if "postgres_cpu_ms" in row:
+            print(
+                f"PostgreSQL's CPU over the burst ({row['name']}): "
+                f"{row['postgres_cpu_ms']:.1f} ms a submission"
+            )
     if len(rows) > 1:
         one = rows[0]
         for row in rows[1:]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from fhir_adapter.audit_writer import AuditWriterProcess
 from fhir_adapter.codes import DEFAULT_PRIMARY_CARE_TAXONOMY
 from fhir_adapter.config import Settings
 from fhir_adapter.delivery.guarded import public_only_client
@@ -95,7 +96,9 @@ async def build_container(
     migrate: bool = True,
 ) -> Container:
     """Build the adapters the settings ask for; pass `store` or `directory` to use others (tests)."""
+    writer = None
     if store is None:
+        writer = _audit_writer(settings)
         engine = create_engine(settings.database_url)
         if migrate:
             await upgrade_database(engine)
@@ -167,6 +170,7 @@ async def build_container(
         rate_limiter=RateLimiter(settings.rate_limit, redis_url=settings.redis_url),
         audit=AuditTrail(
             store,
+            writer=writer,
             spool_dir=settings.audit_spool_dir or default_spool_dir(settings.database_url),
             flush_seconds=settings.audit_flush_seconds,
             clock=clock,
@@ -211,6 +215,14 @@ def workflow_config(settings: Settings) -> WorkflowConfig:
             else None
         ),
     )
+
+
+def _audit_writer(settings: Settings) -> AuditWriterProcess | None:
+    """On PostgreSQL the AuditEvents are stored from a process of their own (audit_writer.py);
+    SQLite keeps them in this process, its one writer."""
+    if settings.audit_writer_process and settings.database_url.startswith("postgresql"):
+        return AuditWriterProcess(settings.database_url)
+    return None
 
 
 def _directory_client(settings: Settings, http: list[httpx.AsyncClient]) -> DirectoryClient:

@@ -167,6 +167,11 @@ class Settings(BaseSettings):
     )
     cors_origins: Origins = Field(default=(), description="comma-separated; empty: CORS off")
     audit_flush_seconds: float = Field(default=0.5, gt=0, le=60)
+    audit_writer_process: bool = Field(
+        default=True,
+        description="on PostgreSQL, store the AuditEvents from a process of their own, off the "
+        "answering process's core (SQLite stores them in the serving process)",
+    )
     audit_spool_dir: Path | None = Field(
         default=None,
         description="where AuditEvents wait, on local disk, until they are stored "

@@ -36,13 +36,18 @@ def _serve_the_answers(parent: int) -> None:
     os.nice(RENDER_NICENESS)
     if hasattr(os, "SCHED_IDLE"):  # Linux: it runs only on a core nothing else wants right now
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    exit_with(parent)
+
+
+def exit_with(parent: int) -> None:
+    """Exit this (helper) process soon after `parent` is gone, even when it died by SIGKILL."""
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
 
 def _exit_with(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(PARENT_CHECK_SECONDS)
-    os._exit(0)  # orphaned: the jobs it held are leased, and another worker renders them
+    os._exit(0)  # orphaned: what it held is leased or spooled, and another process takes it on
 
 
 class RenderProcess(Executor):

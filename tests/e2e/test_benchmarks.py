@@ -62,6 +62,10 @@ def test_throughput_benchmark_compares_worker_counts(bench_database_url: str) ->
     )
     assert "| full submit path, --workers 2 |" in out, out
     assert re.search(r"scaling \(2 workers / 1\): \d+\.\d\dx", out), out
+    for name in ("full submit path", "full submit path, --workers 2"):
+        assert re.search(
+            rf"PostgreSQL's CPU over the burst \({name}\): \d+\.\d ms a submission", out
+        ), out
 
 
 def test_breakdown_benchmark_accounts_for_every_stage() -> None:
@@ -106,10 +110,11 @@ def test_read_benchmark_reports_each_read_against_the_floor(bench_database_url: 
         "Task?patient=",
         "ClaimResponse?patient=&_lastUpdated=gt",
         "a page of 50: Task?_count=50",
-    ):  # rate, p50, p99, its ratio to the floor's rate, CPU per request, the ratio by CPU
+    ):  # rate, p50, p99, its ratio to the floor's rate, CPU per request (all the server's
+        # processes, then the answering process alone), the ratio by CPU
         assert re.search(
             rf"\| {re.escape(path)} \| \d+\.\d \| [\d.]+ \| [\d.]+ \| \d+\.\d{{3}} "
-            rf"\| \d+\.\d{{3}} \| \d+\.\d{{3}} \|",
+            rf"\| \d+\.\d{{3}} \| \d+\.\d{{3}} \| \d+\.\d{{3}} \|",
             out,
         ), out
 
@@ -121,3 +126,16 @@ def test_loop_gap_benchmark_reports_each_batch() -> None:
     assert len(lines) == 2
     for line in lines:
         assert re.search(r"in one transaction: [\d.]+ ms; longest event-loop gap [\d.]+ ms$", line)
+
+
+@pytest.mark.postgres
+def test_audit_store_benchmark_reports_both_processes_cpu(bench_database_url: str) -> None:
+    out = run_script(
+        "audit_store.py", "--batches", "1", "--rounds", "1", "--database-url", bench_database_url
+    )
+    assert re.search(
+        r"^schema head; 1 batches of 500 AuditEvents, 1 round\(s\), medians: per event "
+        r"[\d.]+ ms of this process's CPU, [\d.]+ ms of PostgreSQL's CPU, [\d.]+ ms of wall time$",
+        out,
+        re.MULTILINE,
+    ), out

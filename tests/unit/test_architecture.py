@@ -43,6 +43,11 @@ LAYERS: tuple[tuple[int, tuple[str, ...], str], ...] = (
         ("telemetry.queues", "telemetry.readiness"),
         "probes that read the store's own tables: queue depths, the migration state",
     ),
+    (
+        11,
+        ("audit_writer",),
+        "the audit trail's writer process: the audit service over a SQL store of its own",
+    ),
     (12, ("bootstrap",), "the composition root: builds the Container of services and adapters"),
     (13, ("review",), "the staff review workspace (web pages over the Container)"),
     (14, ("api",), "the FastAPI app factory and routes; mounts review and, on request, the demo"),
