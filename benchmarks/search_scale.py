@@ -10,8 +10,9 @@ migrations; rows go in with COPY through the store's own driver (asyncpg), built
 own row builders (`_write_version`, `_write_index` of SqlTransaction, or SqlResources once the
 store is split into modules; they call
 `fhir.search.index_rows`), so they are the rows the write path writes. The secondary indexes are
-dropped for the load and rebuilt from tables.py afterwards; foreign keys, which hold by
-construction, are not checked row by row (session_replication_role = replica).
+dropped for the load and rebuilt from tables.py afterwards; the history's foreign key (the
+only one left, migration 0010), which holds by construction, is not checked row by row
+(session_replication_role = replica).
 
 Then each search runs through the store's search path as the API runs it (parse_search with the
 API's limits, a read transaction, `search_guarded`), over varied values, and p50/p95/p99 are
