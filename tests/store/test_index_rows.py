@@ -28,19 +28,14 @@ from fhir_adapter.store.tables import (
     search_token,
 )
 from tests.conftest import BASE_URL, new_postgres_database
+from tests.store import test_search_shapes as search_shapes
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
 def task(id: str, patient: str, status: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Task",
-        "id": id,
-        "status": status,
-        "intent": "order",
-        "for": {"reference": f"Patient/{patient}"},
-        "authoredOn": "2026-12-01T09:00:00Z",
-    }
+    """A Task with a token, a reference and a date to index (and a code, another token)."""
+    return {**search_shapes.task(id, patient, status, "a"), "authoredOn": "2026-12-01T09:00:00Z"}
 
 
 def organization(id: str, name: str) -> dict[str, Any]:
