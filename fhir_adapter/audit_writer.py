@@ -17,53 +17,32 @@ one write lock in the busy handler, which the answering process's writers avoid 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
 from pathlib import Path
 
 from fhir_adapter.services.audit import read_events, store_events
-from fhir_adapter.services.background import exit_with
+from fhir_adapter.services.background import HelperProcess, exit_with
 from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.sql import SqlResourceStore
 
-log = logging.getLogger(__name__)
-
 
 class AuditWriterProcess:
-    """One spawned process that stores spool segments, spawned again when it died. Started on
-    the first segment, so a process that records nothing never starts one."""
+    """One spawned process that stores spool segments (a HelperProcess: spawned again when it
+    died). Started on the first segment, so a process that records nothing never starts one."""
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
-        self._pool: ProcessPoolExecutor | None = None
-
-    def _spawn(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=get_context("spawn"),  # none of this process's sockets or connections
-            initializer=_start,
-            initargs=(self.database_url, os.getpid()),
-        )
+        self._process: HelperProcess | None = None
 
     async def store_segment(self, path: Path, *, check: bool) -> int:
-        if self._pool is None:
-            self._pool = self._spawn()
-        try:
-            future = self._pool.submit(_store_segment, str(path), check)
-        except BrokenProcessPool:  # it died between two segments: this one goes to a new one
-            log.warning("the audit writer process died; starting another")
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._spawn()
-            future = self._pool.submit(_store_segment, str(path), check)
-        return await asyncio.wrap_future(future)
+        if self._process is None:
+            self._process = HelperProcess("audit writer", _start, (self.database_url, os.getpid()))
+        return await asyncio.wrap_future(self._process.submit(_store_segment, str(path), check))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        if self._process is not None:
+            self._process.shutdown(wait=True)
+            self._process = None
 
 
 # -- in the writer process ---------------------------------------------------------------------

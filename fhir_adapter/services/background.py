@@ -50,29 +50,32 @@ def _exit_with(parent: int) -> None:
     os._exit(0)  # orphaned: what it held is leased or spooled, and another process takes it on
 
 
-class RenderProcess(Executor):
-    """One spawned process for the letters, at a lower priority than the answers, spawned again
+class HelperProcess(Executor):
+    """One spawned helper process (the letters' render process, the audit writer), spawned again
     when it died (killed, out of memory): a dead process pool refuses every later call, which
-    would leave every later letter a dead letter until `serve` restarts. The letters of the call
-    that broke it fail that attempt and are retried like any failed render."""
+    would leave every later letter a dead letter, or every later AuditEvent in the spool, until
+    `serve` restarts. The call that broke it fails, and is retried like any failed attempt.
+    Spawned, not forked: it holds none of this process's sockets or connections."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, name: str, initializer: Callable[..., None], initargs: tuple[Any, ...]
+    ) -> None:
+        self.name, self._initializer, self._initargs = name, initializer, initargs
         self._pool = self._spawn()
 
-    @staticmethod
-    def _spawn() -> ProcessPoolExecutor:
+    def _spawn(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             max_workers=1,
             mp_context=get_context("spawn"),
-            initializer=_serve_the_answers,
-            initargs=(os.getpid(),),
+            initializer=self._initializer,
+            initargs=self._initargs,
         )
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         try:
             return self._pool.submit(fn, *args, **kwargs)
         except BrokenProcessPool:
-            log.warning("the render process died; starting another")
+            log.warning("the %s process died; starting another", self.name)
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._spawn()
             return self._pool.submit(fn, *args, **kwargs)
@@ -81,9 +84,10 @@ class RenderProcess(Executor):
         self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
-def render_pool() -> RenderProcess:
-    """The render process the background loop hands its letters to."""
-    return RenderProcess()
+def render_pool() -> HelperProcess:
+    """The render process the background loop hands its letters to: at a lower priority than
+    the answers, gone when this process is."""
+    return HelperProcess("render", _serve_the_answers, (os.getpid(),))
 
 
 async def run_background(
