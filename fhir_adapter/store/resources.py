@@ -175,8 +175,11 @@ class SqlResources:
         if queued is not None:
             return queued
         parameters = {"p_type": resource_type, "p_id": id}
-        row = (await self._db.execute_before_queued(statement, parameters)).first()
-        return self._seen(stored(resource_type, row)) if row else None
+        rows = await self._db.rows(statement, parameters, queued=False)
+        if not rows:
+            return None
+        ((id, version_id, last_updated, json),) = rows  # by position (SqlConnection.rows)
+        return self._seen(StoredResource(resource_type, id, version_id, last_updated, json=json))
 
     def _queued(self, resource_type: str, id: str) -> StoredResource | None:
         for row in self._inserts:

@@ -38,7 +38,8 @@ def stored(resource_type: str, row: Any) -> StoredResource:
 
 def page_stored(resource_type: str, rows: Sequence[Any]) -> list[StoredResource]:
     """The StoredResources of a page's rows (pk, id, version_id, last_updated, json, ...),
-    unpacked by position: a Row's attributes by name cost a lookup each, 250 on a page of 50."""
+    unpacked by position: a Row's attributes by name cost a lookup each, 250 on a page of 50,
+    and asyncpg's Records have none (SqlConnection.rows)."""
     return [
         StoredResource(resource_type, id, version_id, last_updated, json=json)
         for _pk, id, version_id, last_updated, json, *_ in rows
@@ -72,14 +73,14 @@ async def search_page(db: SqlConnection, query: SearchQuery) -> SearchPage:
     counting = mode in ("accurate", "estimate")
     counted_here = counting and not query.summary_count and query.count > 0
     if counting and not counted_here:
-        total = (await db.execute(built.count(mode), values)).scalar_one()
+        total = (await db.rows(built.count(mode), values))[0][0]
     if query.summary_count or query.count == 0:
         total, estimated = await _settled(db, query, built, values, mode, total, estimated)
         return SearchPage([], [], total, None, estimated)
     statement = built.page(query.count, mode if counted_here else None)
-    rows = (await db.execute(statement, values)).all()
+    rows = await db.rows(statement, values)
     if counted_here:
-        total = int(rows[0].total) if rows else 0
+        total = int(rows[0][_TOTAL]) if rows else 0
     total, estimated = await _settled(db, query, built, values, mode, total, estimated)
     if estimated and query.cursor is None and len(rows) <= query.count:
         total, estimated = len(rows), False  # the first page holds every match
@@ -224,7 +225,7 @@ class _Built:
         key = ("page", count, counted)
         if key in self._statements:
             return self._statements[key]  # type: ignore[no-any-return]
-        columns: list[Any] = [
+        columns: list[Any] = [  # by position: page_stored, _cursor, _TOTAL
             resources.c.pk,
             resources.c.id,
             resources.c.version_id,
@@ -248,6 +249,7 @@ class _Built:
         return statement
 
 
+_TOTAL = 5  # a counted page's total: the column after pk, id, version_id, last_updated, json
 _STATEMENTS_KEPT = 64  # a shape's statements: a few page sizes and totals
 
 
@@ -257,10 +259,11 @@ def _built(shape: Shape) -> _Built:
 
 
 def _cursor(query: SearchQuery, last: Any, total: int, estimated: bool) -> SearchCursor:
+    pk, id, _version_id, last_updated, *_ = last  # a page's row (_Built.page)
     if not query.sort:
-        return SearchCursor("", last.pk, total=total, estimated=estimated)
+        return SearchCursor("", pk, total=total, estimated=estimated)
     return SearchCursor(
-        query.sort, last_updated=last.last_updated, id=last.id, total=total, estimated=estimated
+        query.sort, last_updated=last_updated, id=id, total=total, estimated=estimated
     )
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fhir_adapter.store.auth import SqlAuth
 from fhir_adapter.store.connection import SqlConnection
+from fhir_adapter.store.driver_reads import DriverStatements
 from fhir_adapter.store.engine import read_engine
 from fhir_adapter.store.events import SqlEvents
 from fhir_adapter.store.queues import SqlJobs, SqlOutbox
@@ -33,6 +34,10 @@ class SqlResourceStore:
         self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         # PostgreSQL: reads on a pool of AUTOCOMMIT connections (store/engine.py)
         self.read_engine = read_engine(engine)
+        # ... whose SELECTs asyncpg runs itself, each compiled once (store/driver_reads.py)
+        self.driver_statements = (
+            DriverStatements(self.read_engine.dialect) if self.read_engine is not None else None
+        )
         self.work_queued = asyncio.Event()  # set on the commit of outbox work: wakes the worker
         self.estimates: dict[Any, tuple[int, float]] = {}  # recent estimated totals (search_sql)
 
@@ -53,7 +58,11 @@ class SqlResourceStore:
             # trips to a read.
             async with self.read_engine.connect() as conn:
                 tx = SqlTransaction(
-                    conn, base_url=self.base_url, read_only=True, estimates=self.estimates
+                    conn,
+                    base_url=self.base_url,
+                    read_only=True,
+                    estimates=self.estimates,
+                    driver_statements=self.driver_statements,
                 )
                 yield tx
                 if tx.resources.pending():
@@ -84,8 +93,11 @@ class SqlTransaction:
         base_url: str | None,
         read_only: bool = False,
         estimates: dict[Any, tuple[int, float]] | None = None,
+        driver_statements: DriverStatements | None = None,
     ) -> None:
-        self.db = SqlConnection(conn, read_only=read_only, estimates=estimates)
+        self.db = SqlConnection(
+            conn, read_only=read_only, estimates=estimates, driver_statements=driver_statements
+        )
         self.resources = SqlResources(self.db, base_url=base_url)
         self.jobs = SqlJobs(self.db)
         self.outbox = SqlOutbox(self.db)

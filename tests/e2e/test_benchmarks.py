@@ -139,3 +139,14 @@ def test_audit_store_benchmark_reports_both_processes_cpu(bench_database_url: st
         out,
         re.MULTILINE,
     ), out
+
+
+@pytest.mark.postgres
+def test_store_reads_benchmark_sets_the_driver_path_against_sqlalchemys(
+    bench_database_url: str,
+) -> None:
+    out = run_script(
+        "store_reads.py", "--reads", "5", "--rounds", "1", "--database-url", bench_database_url
+    )
+    for read in ("read by id", "search, 3", "page of 50"):
+        assert re.search(rf"^\| {read} \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", out, re.MULTILINE), out

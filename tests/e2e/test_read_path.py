@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_adapter.api.app import create_app
@@ -27,6 +27,7 @@ from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore
 from tests.conftest import BASE_URL
 from tests.fakes import FrozenClock
+from tests.sql_sent import first_word, sql_sent
 from tests.tokens import fetch_token, register
 
 
@@ -160,16 +161,8 @@ async def explain_each(
     query is used; one that cannot leaves a Seq Scan in the plan)."""
     from fhir_adapter.fhir.search import parse_search
 
-    sent: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            sent.append((statement, parameters))
-
-    watched = [engine.sync_engine, *([store.read_engine.sync_engine] if store.read_engine else [])]
-    for each in watched:
-        event.listen(each, "before_cursor_execute", capture)
-    try:
+    engines = [engine, *([store.read_engine] if store.read_engine else [])]
+    with sql_sent(engines) as sent:
         async with store.transaction(write=False) as tx:
             assert await tx.resources.read("Task", "t7") is not None
             for resource_type, params in searches:
@@ -177,13 +170,12 @@ async def explain_each(
                     resource_type, params, base_url=None, default_count=50, max_count=100
                 )
                 assert (await tx.resources.search(query)).matches
-    finally:
-        for each in watched:
-            event.remove(each, "before_cursor_execute", capture)
+    selects = [(s, p) for s, p in sent if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1 + len(searches)  # the read's and each search's, by either path
     plans = []
     async with engine.connect() as conn:
         await conn.execute(text("SET enable_seqscan = off"))
-        for statement, parameters in sent:
+        for statement, parameters in selects:
             rows = await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)
             plans.append((statement, "\n".join(row[0] for row in rows)))
     return plans
@@ -194,40 +186,14 @@ async def explain_each(
 
 @contextmanager
 def statements_sent(engine: AsyncEngine, container: Container) -> Iterator[list[str]]:
-    """What reaches the database while inside, by its first word: SQLAlchemy's statements and
-    asyncpg's own (BEGIN, COMMIT, a ping), on the store's engine and its read engine."""
-    sent: list[str] = []
-    logged: list[Any] = []
-
-    def on_checkout(dbapi_connection: Any, *_: Any) -> None:
-        raw = getattr(dbapi_connection, "_connection", None)  # asyncpg's, under the adapter
-        if hasattr(raw, "add_query_logger") and raw not in logged:
-            raw.add_query_logger(log_query)
-            logged.append(raw)
-
-    def log_query(record: Any) -> None:
-        sent.append(record.query.split()[0].upper().rstrip(";"))
-
-    def on_cursor(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        # asyncpg logs only what it sends unprepared: BEGIN, COMMIT, ping
-        sent.append(statement.split()[0].upper().rstrip(";"))
-
+    """What reaches the database while inside, by its first word, on the store's engine and
+    its read engine."""
     assert isinstance(container.store, SqlResourceStore)
     # PostgreSQL reads have their own engine, AUTOCOMMIT from the start (store/engine.py)
     reads = container.store.read_engine
     assert (reads is not None) == (engine.dialect.name == "postgresql")
-    watched = [engine] if reads is None else [engine, reads]
-    for each in watched:
-        event.listen(each.sync_engine.pool, "checkout", on_checkout)
-        event.listen(each.sync_engine, "before_cursor_execute", on_cursor)
-    try:
+    with sql_sent([engine] if reads is None else [engine, reads], first_word) as sent:
         yield sent
-    finally:
-        for each in watched:
-            event.remove(each.sync_engine, "before_cursor_execute", on_cursor)
-            event.remove(each.sync_engine.pool, "checkout", on_checkout)
-        for raw in logged:
-            raw.remove_query_logger(log_query)
 
 
 def only_selects(engine: AsyncEngine, statements: list[str]) -> list[str]:
@@ -349,10 +315,8 @@ async def test_a_recent_estimate_is_answered_without_counting_again(
     engine = create_engine(postgres_database_url)
     await upgrade_database(engine)
     store = SqlResourceStore(engine)
+    assert store.read_engine is not None
     sent: list[str] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        sent.append(statement.split()[0].upper())
 
     async def search(name: str) -> Any:
         sent.clear()
@@ -361,8 +325,6 @@ async def test_a_recent_estimate_is_answered_without_counting_again(
         async with store.transaction(write=False) as tx:
             return await tx.resources.search(query)
 
-    assert store.read_engine is not None
-    event.listen(store.read_engine.sync_engine, "before_cursor_execute", capture)
     try:
         async with store.transaction() as tx:
             for n in range(search_sql.EXACT_UP_TO + 5):
@@ -371,21 +333,21 @@ async def test_a_recent_estimate_is_answered_without_counting_again(
             await tx.resources.insert(
                 {"resourceType": "Organization", "id": "few", "name": "Few"}, now=datetime.now(UTC)
             )
-        first = await search("estimated")
-        assert first.total_estimated and first.total > search_sql.EXACT_UP_TO
-        assert "EXPLAIN" in sent, sent  # counted up to the cap, then asked the planner
-        again = await search("estimated")
-        assert sent == ["SELECT"]  # the page alone: no count, no EXPLAIN
-        assert (again.total, again.total_estimated) == (first.total, True)
-        assert again.next_cursor is not None
-        assert (again.next_cursor.total, again.next_cursor.estimated) == (first.total, True)
-        few = await search("few")  # another search is counted, exactly
-        assert (few.total, few.total_estimated) == (1, False)
-        monkeypatch.setattr(search_sql, "ESTIMATE_SECONDS", 0.0)
-        await search("estimated")
-        assert "EXPLAIN" in sent, sent  # an older estimate is asked for again
+        with sql_sent([store.read_engine], first_word) as sent:
+            first = await search("estimated")
+            assert first.total_estimated and first.total > search_sql.EXACT_UP_TO
+            assert "EXPLAIN" in sent, sent  # counted up to the cap, then asked the planner
+            again = await search("estimated")
+            assert sent == ["SELECT"]  # the page alone: no count, no EXPLAIN
+            assert (again.total, again.total_estimated) == (first.total, True)
+            assert again.next_cursor is not None
+            assert (again.next_cursor.total, again.next_cursor.estimated) == (first.total, True)
+            few = await search("few")  # another search is counted, exactly
+            assert (few.total, few.total_estimated) == (1, False)
+            monkeypatch.setattr(search_sql, "ESTIMATE_SECONDS", 0.0)
+            await search("estimated")
+            assert "EXPLAIN" in sent, sent  # an older estimate is asked for again
     finally:
-        event.remove(store.read_engine.sync_engine, "before_cursor_execute", capture)
         await engine.dispose()
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_adapter.fhir.search import parse_search
@@ -25,6 +25,7 @@ from fhir_adapter.store.engine import create_engine
 from fhir_adapter.store.migrate import upgrade_database
 from fhir_adapter.store.sql import SqlResourceStore
 from tests.conftest import new_postgres_database
+from tests.sql_sent import sql_sent
 
 STATUS = "https://fhir-adapter.org/fhir/CodeSystem/second-opinion-status"
 OUTCOMES = [
@@ -81,23 +82,15 @@ async def plans_of(
 ) -> list[str]:
     """The plan of every SELECT one search sends for its page `page` (reached by the cursors the
     pages before gave), as the store sent it (with its parameters)."""
-    sent: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            sent.append((statement, parameters))
-
     query = parse_search(resource_type, params, base_url=None, default_count=50, max_count=500)
     for _ in range(page - 1):
         async with store.transaction(write=False) as tx:
             query = replace(query, cursor=(await tx.resources.search(query)).next_cursor)
-    reads = (store.read_engine or engine).sync_engine  # reads have their own engine (issue #18)
-    event.listen(reads, "before_cursor_execute", capture)
-    try:
+    reads = store.read_engine or engine  # reads have their own engine (issue #18)
+    with sql_sent([reads]) as seen:
         async with store.transaction(write=False) as tx:
             assert (await tx.resources.search(query)).matches
-    finally:
-        event.remove(reads, "before_cursor_execute", capture)
+    sent = [(sql, p) for sql, p in seen if sql.lstrip().upper().startswith("SELECT")]
     async with engine.connect() as conn:
         return [
             "\n".join(row[0] for row in await conn.exec_driver_sql(f"EXPLAIN {sql}", parameters))
