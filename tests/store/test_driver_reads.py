@@ -188,14 +188,18 @@ def test_each_statement_is_compiled_once_and_kept_with_its_statement() -> None:
     assert statements.get(_CURRENT) is not first  # dropped with the rest when full, then again
 
 
-async def test_a_connection_that_died_under_a_driver_read_is_not_pooled_again(
-    store: SqlResourceStore,
-) -> None:
+@pytest.fixture
+def invalidated(store: SqlResourceStore) -> list[Any]:
+    """The read pool's connections invalidated from here on (the pool opens others)."""
     assert store.read_engine is not None
-    invalidated: list[Any] = []
-    event.listen(
-        store.read_engine.sync_engine.pool, "invalidate", lambda *args: invalidated.append(args)
-    )
+    seen: list[Any] = []
+    event.listen(store.read_engine.sync_engine.pool, "invalidate", lambda *args: seen.append(args))
+    return seen
+
+
+async def test_a_connection_that_died_under_a_driver_read_is_not_pooled_again(
+    store: SqlResourceStore, invalidated: list[Any]
+) -> None:
     # the server's "terminating connection", or the driver's "connection was closed" or
     # "another operation is in progress" (when the server's notice is still being read)
     with pytest.raises(
@@ -214,13 +218,8 @@ async def test_a_connection_that_died_under_a_driver_read_is_not_pooled_again(
 
 
 async def test_a_driver_read_cancelled_midway_leaves_its_connection_out_of_the_pool(
-    store: SqlResourceStore,
+    store: SqlResourceStore, invalidated: list[Any]
 ) -> None:
-    assert store.read_engine is not None
-    invalidated: list[Any] = []
-    event.listen(
-        store.read_engine.sync_engine.pool, "invalidate", lambda *args: invalidated.append(args)
-    )
     started = asyncio.Event()
 
     async def slow_read() -> None:
