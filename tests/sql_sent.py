@@ -3,7 +3,7 @@ PostgreSQL read, asyncpg itself (store/driver_reads.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,7 +16,9 @@ def as_sent(statement: str, parameters: Any) -> Any:
 
 
 @contextmanager
-def sql_sent(engines: list[AsyncEngine], keep: Any = as_sent) -> Iterator[list[Any]]:
+def sql_sent(
+    engines: list[AsyncEngine], keep: Callable[[str, Any], Any] = as_sent
+) -> Iterator[list[Any]]:
     """Each statement that reaches PostgreSQL or SQLite through `engines` while inside, as
     `keep(statement, parameters)`: SQLAlchemy's, from its cursor events, and what asyncpg runs
     itself (a read's SELECT, store/driver_reads.py; BEGIN, COMMIT, a ping), from asyncpg's query

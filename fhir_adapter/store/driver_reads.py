@@ -1,8 +1,7 @@
 """PostgreSQL reads run by asyncpg itself, past SQLAlchemy's execution and result layers.
 
-Issue #18: a page of 50 spent 0.72 ms of CPU in one process to fetch its rows through
-SQLAlchemy and 0.37 to 0.42 ms with asyncpg running the same SQL (benchmarks and
-docs/performance.md). A read-only transaction's SELECT is compiled once for the engine's
+Issue #18: a page of 50 cost the store 0.725 ms of CPU through SQLAlchemy and 0.492 ms with
+asyncpg running the same SQL (benchmarks/store_reads.py, docs/performance.md). A read-only transaction's SELECT is compiled once for the engine's
 dialect (the same text SQLAlchemy sends, with its casts) and run by the driver, whose rows
 (asyncpg Records) unpack and index by position like SQLAlchemy's Rows. Writes and SQLite keep
 SQLAlchemy; so does a statement that needs SQLAlchemy at execution: binds that expand (IN

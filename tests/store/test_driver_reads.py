@@ -134,10 +134,9 @@ async def test_the_hot_statements_are_the_drivers_and_the_rest_stay_with_sqlalch
     paged = claim_responses(("patient", "p1"), ("_sort", "_lastUpdated"))
     first = await every_page(store, paged)
     assert len(first) == 1
-    cursor_query = dataclasses.replace(
-        paged,
-        cursor=parse_cursor_after(T0),  # a later page: binds through UtcDateTime
-    )
+    # a later page: its cursor's instant binds through UtcDateTime
+    after = SearchCursor("_lastUpdated", last_updated=T0, id="c00", total=12, estimated=False)
+    cursor_query = dataclasses.replace(paged, cursor=after)
     shape, values = query_shape(cursor_query)
     page = compile_for_driver(_built(shape).page(20, "estimate"), dialect)
     assert page is not None
@@ -170,10 +169,6 @@ async def test_the_hot_statements_are_the_drivers_and_the_rest_stay_with_sqlalch
     )
     with pytest.raises(ValueError, match="naive"):
         compile_for_driver(naive, dialect).arguments({"at": datetime(2026, 1, 1)})  # type: ignore[union-attr]
-
-
-def parse_cursor_after(at: datetime) -> SearchCursor:
-    return SearchCursor("_lastUpdated", last_updated=at, id="c00", total=12, estimated=False)
 
 
 def test_each_statement_is_compiled_once_and_kept_with_its_statement() -> None:
