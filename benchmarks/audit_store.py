@@ -4,8 +4,9 @@ PostgreSQL's. Every read adds one AuditEvent, which the audit trail stores in ba
 read path this is paid once per read, by a process beside the answering one and by PostgreSQL,
 both on the machine's cores.
 
-PostgreSQL's CPU is the sum over every `postgres` process of this machine (from /proc) across
-the timed batches, so run it on a quiet machine; the figures are medians of `--rounds`.
+PostgreSQL's CPU is the sum over every `postgres` process of this machine and its reaped
+children (from /proc) across the timed batches, so run it on a quiet machine; the figures are
+medians of `--rounds`.
 
 `--revision 0009` migrates a new database only that far, to the schema before migration 0010
 dropped the index rows' foreign keys, so both schemas are measured with the same code.

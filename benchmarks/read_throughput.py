@@ -151,14 +151,16 @@ async def httpx_load(url: str, token: str, seconds: float, concurrency: int) -> 
 
 
 def cpu_seconds(pid: int) -> float:
-    """The user and system CPU time a process has used so far (Linux /proc)."""
+    """The user and system CPU time a process and its reaped children have used so far (Linux
+    /proc): a child that exits mid-run keeps counting, through its parent's cutime and cstime."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(ticks) for ticks in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """The CPU time of a process and of its living child processes: the adapter's audit writer
-    (on PostgreSQL) and render processes work for its answers, so their CPU counts too."""
+    """The CPU time of a process and of its child processes, living or reaped: the adapter's
+    audit writer (on PostgreSQL) and render processes work for its answers, so their CPU counts
+    too."""
     total = cpu_seconds(pid)
     for entry in os.listdir("/proc"):
         if entry.isdigit() and entry != str(pid):
@@ -167,7 +169,7 @@ def tree_cpu_seconds(pid: int) -> float:
             except OSError:
                 continue  # gone meanwhile
             if int(fields[1]) == pid:
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                total += sum(int(ticks) for ticks in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     return total
 
 

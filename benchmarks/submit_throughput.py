@@ -213,8 +213,13 @@ def wrk_load(
 
 
 def postgres_cpu_seconds() -> float:
-    """The user and system CPU time every `postgres` process of this machine has used so far
-    (Linux /proc): what PostgreSQL spends on the cores the adapter shares with it."""
+    """The user and system CPU time PostgreSQL has used so far on this machine (Linux /proc):
+    what it spends on the cores the adapter shares with it.
+
+    Each `postgres` process counts its own time and its reaped children's (cutime, cstime).
+    A backend that exits takes its time out of the sum of live processes, and the postmaster
+    adds it to its children's when it reaps the backend, so the total never goes back; the live
+    processes alone went negative when an adapter's pool closed its connections mid-burst."""
     total = 0.0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -225,7 +230,7 @@ def postgres_cpu_seconds() -> float:
             fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total += sum(int(ticks) for ticks in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     return total
 
 
