@@ -33,7 +33,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from submit_throughput import adapter_token, free_port, refresh_statistics, wait_ready
+from submit_throughput import (
+    adapter_token,
+    cpu_of,
+    free_port,
+    refresh_statistics,
+    stat_fields,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -150,26 +157,19 @@ async def httpx_load(url: str, token: str, seconds: float, concurrency: int) -> 
     }
 
 
-def cpu_seconds(pid: int) -> float:
-    """The user and system CPU time a process and its reaped children have used so far (Linux
-    /proc): a child that exits mid-run keeps counting, through its parent's cutime and cstime."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(ticks) for ticks in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
 def tree_cpu_seconds(pid: int) -> float:
     """The CPU time of a process and of its child processes, living or reaped: the adapter's
     audit writer (on PostgreSQL) and render processes work for its answers, so their CPU counts
     too."""
-    total = cpu_seconds(pid)
+    total = cpu_of(stat_fields(pid))
     for entry in os.listdir("/proc"):
         if entry.isdigit() and entry != str(pid):
             try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = stat_fields(entry)
             except OSError:
                 continue  # gone meanwhile
             if int(fields[1]) == pid:
-                total += sum(int(ticks) for ticks in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+                total += cpu_of(fields)
     return total
 
 
@@ -197,11 +197,12 @@ class Load:
         if warm:
             await self._run(url, min(2.0, seconds), concurrency)
         await refresh_statistics(self.args.database_url)  # every read adds an AuditEvent
-        before, own_before = tree_cpu_seconds(pid), cpu_seconds(pid)
+        before, own_before = tree_cpu_seconds(pid), cpu_of(stat_fields(pid), reaped=False)
         row = await self._run(url, seconds, concurrency)
         requests = max(1.0, row["requests"])
         row["cpu_ms"] = 1000 * (tree_cpu_seconds(pid) - before) / requests
-        row["own_cpu_ms"] = 1000 * (cpu_seconds(pid) - own_before) / requests
+        own_after = cpu_of(stat_fields(pid), reaped=False)
+        row["own_cpu_ms"] = 1000 * (own_after - own_before) / requests
         return row
 
     async def _run(self, url: str, seconds: float, concurrency: int) -> dict[str, float]:

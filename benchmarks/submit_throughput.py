@@ -212,14 +212,27 @@ def wrk_load(
     }
 
 
+def stat_fields(pid: int | str) -> list[str]:
+    """A process's /proc/PID/stat fields after its command name (which may hold spaces): [0] is
+    its state, [1] its parent's pid, [11:15] its CPU ticks (Linux proc(5))."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_of(fields: list[str], *, reaped: bool = True) -> float:
+    """Seconds of user and system CPU of a process (`stat_fields`) and of its reaped children
+    (cutime, cstime): a child that exits keeps counting, in its parent's figure. `reaped=False`:
+    the process's own alone."""
+    return sum(int(ticks) for ticks in fields[11 : 15 if reaped else 13]) / os.sysconf("SC_CLK_TCK")
+
+
 def postgres_cpu_seconds() -> float:
     """The user and system CPU time PostgreSQL has used so far on this machine (Linux /proc):
     what it spends on the cores the adapter shares with it.
 
-    Each `postgres` process counts its own time and its reaped children's (cutime, cstime).
-    A backend that exits takes its time out of the sum of live processes, and the postmaster
-    adds it to its children's when it reaps the backend, so the total never goes back; the live
-    processes alone went negative when an adapter's pool closed its connections mid-burst."""
+    A backend that exits takes its own time out of the sum of live processes, and the postmaster
+    adds it to its reaped children's when it reaps the backend (`cpu_of`), so the total never
+    goes back; the live processes alone went negative when an adapter's pool closed its
+    connections mid-burst."""
     total = 0.0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -227,10 +240,9 @@ def postgres_cpu_seconds() -> float:
         try:
             if Path(f"/proc/{entry}/comm").read_text().strip() != "postgres":
                 continue  # (not the command line: a client's names the database URL)
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            total += cpu_of(stat_fields(entry))
         except OSError:
             continue  # gone meanwhile
-        total += sum(int(ticks) for ticks in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     return total
 
 

@@ -1,12 +1,13 @@
 """PostgreSQL reads run by asyncpg itself, past SQLAlchemy's execution and result layers.
 
 Issue #18: a page of 50 cost the store 0.725 ms of CPU through SQLAlchemy and 0.492 ms with
-asyncpg running the same SQL (benchmarks/store_reads.py, docs/performance.md). A read-only transaction's SELECT is compiled once for the engine's
-dialect (the same text SQLAlchemy sends, with its casts) and run by the driver, whose rows
-(asyncpg Records) unpack and index by position like SQLAlchemy's Rows. Writes and SQLite keep
-SQLAlchemy; so does a statement that needs SQLAlchemy at execution: binds that expand (IN
-lists) or columns whose values it converts. (JSON columns need nothing: SQLAlchemy gives each
-asyncpg connection the codecs that decode them.)
+asyncpg running the same SQL (benchmarks/store_reads.py, docs/performance.md). A read-only
+transaction's SELECT is compiled once for the engine's dialect (the same text SQLAlchemy sends,
+with its casts) and run by the driver, whose rows (asyncpg Records) unpack and index by position
+like SQLAlchemy's Rows. Writes and SQLite keep SQLAlchemy; so does a statement that needs
+SQLAlchemy at execution: binds that expand (IN lists) or columns whose values it converts.
+(JSON columns need nothing: SQLAlchemy gives each asyncpg connection the codecs that decode
+them.)
 """
 
 from __future__ import annotations
